@@ -1,0 +1,319 @@
+//! An agent's definition: `NAME.toml` in one of the definition directories.
+//!
+//! ```toml
+//! command = ["claude", "--model", "opus"]   # argv, no shell
+//! workdir = "/srv/shop"
+//! role = "developer"
+//! parent = "pm-shop"
+//! profile = "claude"
+//! ready_pattern = "> "      # optional: type only once the cursor line shows this
+//! [env]
+//! RUST_LOG = "info"
+//! ```
+//!
+//! The first file found wins whole (admin `/etc` over runtime `/run` over
+//! vendor `/usr/lib`, as systemd does for units), so an admin overrides a
+//! vendor agent by dropping a file, never by editing one. Unknown keys are
+//! errors: a typo must not silently drop a setting.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::AgentName;
+
+/// The place of an agent in the fleet's hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Briefs project managers; top of the tree.
+    Orchestrator,
+    /// Briefs engineers of one project.
+    ProjectManager,
+    /// An engineer without a more specific kind.
+    #[default]
+    Engineer,
+    /// Writes code.
+    Developer,
+    /// Tests.
+    Qa,
+    /// Builds and deploys.
+    Devops,
+    /// Reviews changes.
+    Reviewer,
+    /// Looks things up.
+    Researcher,
+    /// Writes documents.
+    Writer,
+}
+
+impl Role {
+    /// The name used in config files, the journal (`TORCH_ROLE=`) and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Orchestrator => "orchestrator",
+            Role::ProjectManager => "project-manager",
+            Role::Engineer => "engineer",
+            Role::Developer => "developer",
+            Role::Qa => "qa",
+            Role::Devops => "devops",
+            Role::Reviewer => "reviewer",
+            Role::Researcher => "researcher",
+            Role::Writer => "writer",
+        }
+    }
+}
+
+/// Which terminal program the agent runs, so Torch can read its screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Claude Code.
+    Claude,
+    /// OpenAI Codex CLI.
+    Codex,
+    /// Gemini CLI.
+    Gemini,
+    /// Aider.
+    Aider,
+    /// Any other terminal program.
+    #[default]
+    Shell,
+}
+
+fn default_width() -> u16 {
+    200
+}
+
+fn default_height() -> u16 {
+    50
+}
+
+/// One agent, as its definition file describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDefinition {
+    /// The program and its arguments, run without a shell.
+    pub command: Vec<String>,
+    /// Working directory of the program; `/` when unset.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Extra environment for the program.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Place in the hierarchy.
+    #[serde(default)]
+    pub role: Role,
+    /// The agent this one reports to.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The terminal program's kind.
+    #[serde(default)]
+    pub profile: Profile,
+    /// Text the cursor line shows when the program waits for input.
+    #[serde(default)]
+    pub ready_pattern: Option<String>,
+    /// Pane width in columns.
+    #[serde(default = "default_width")]
+    pub width: u16,
+    /// Pane height in rows.
+    #[serde(default = "default_height")]
+    pub height: u16,
+}
+
+/// Why a definition could not be used. Each message is one line naming the
+/// file and, where there is one, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum DefinitionError {
+    /// No file for this agent in any definition directory.
+    #[error("no definition for agent {name:?}: create {} (searched {})", .searched.first().map(|p| p.display().to_string()).unwrap_or_default(), .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "))]
+    NotFound {
+        /// The agent.
+        name: String,
+        /// The files looked for, highest priority first.
+        searched: Vec<PathBuf>,
+    },
+    /// The file exists but could not be read.
+    #[error("{}: cannot read agent definition: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema.
+    #[error("{}:{line}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file parses but a value is unusable.
+    #[error("{}: {message}", .path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl AgentDefinition {
+    /// Finds and loads the definition of `name` from `dirs`, first match wins.
+    pub fn find(name: &AgentName, dirs: &[PathBuf]) -> Result<(PathBuf, Self), DefinitionError> {
+        let file = format!("{}.toml", name.as_str());
+        let searched: Vec<PathBuf> = dirs.iter().map(|d| d.join(&file)).collect();
+        for path in &searched {
+            match std::fs::read_to_string(path) {
+                Ok(text) => return Self::parse(path, &text).map(|d| (path.clone(), d)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(DefinitionError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Err(DefinitionError::NotFound {
+            name: name.to_string(),
+            searched,
+        })
+    }
+
+    /// Parses and checks the text of a definition file.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, DefinitionError> {
+        let def: Self = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            DefinitionError::Parse {
+                path: path.to_path_buf(),
+                line,
+                message: e.message().replace('\n', " "),
+            }
+        })?;
+        def.check()
+            .map_err(|message| DefinitionError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        Ok(def)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.command.first() {
+            None => return Err("`command` is empty; give the program and its arguments, e.g. command = [\"claude\"]".into()),
+            Some(p) if p.trim().is_empty() => return Err("`command` starts with an empty program name".into()),
+            _ => {}
+        }
+        if self.command.iter().any(|a| a.contains('\0')) {
+            return Err("`command` contains a NUL byte".into());
+        }
+        if let Some(w) = &self.workdir {
+            if !w.is_absolute() {
+                return Err(format!("`workdir` {:?} must be an absolute path", w.display().to_string()));
+            }
+        }
+        for (k, v) in &self.env {
+            let ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(format!("`env` key {k:?} is not a valid variable name (letters, digits, '_')"));
+            }
+            if k.starts_with("TORCH_") || k == "NOTIFY_SOCKET" {
+                return Err(format!("`env` key {k:?} is set by Torch itself; remove it"));
+            }
+            if v.contains('\0') {
+                return Err(format!("`env` value of {k:?} contains a NUL byte"));
+            }
+        }
+        if let Some(p) = &self.parent {
+            AgentName::parse(p).map_err(|e| format!("`parent`: {e}"))?;
+        }
+        if !(20..=1000).contains(&self.width) || !(5..=500).contains(&self.height) {
+            return Err(format!(
+                "pane size {}x{} is out of range (width 20-1000, height 5-500)",
+                self.width, self.height
+            ));
+        }
+        if matches!(&self.ready_pattern, Some(p) if p.trim().is_empty()) {
+            return Err("`ready_pattern` is blank; remove it or give visible text".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentDefinition, DefinitionError> {
+        AgentDefinition::parse(Path::new("/etc/torch/agents/x.toml"), text)
+    }
+
+    #[test]
+    fn minimal_definition_gets_defaults() {
+        let d = parse("command = [\"bash\"]\n").unwrap();
+        assert_eq!(d.role, Role::Engineer);
+        assert_eq!(d.profile, Profile::Shell);
+        assert_eq!((d.width, d.height), (200, 50));
+    }
+
+    #[test]
+    fn full_definition_parses() {
+        let d = parse(
+            "command = [\"claude\", \"--x\"]\nworkdir = \"/srv\"\nrole = \"project-manager\"\nparent = \"boss\"\nprofile = \"claude\"\n[env]\nA_B = \"1\"\n",
+        )
+        .unwrap();
+        assert_eq!(d.role, Role::ProjectManager);
+        assert_eq!(d.env.get("A_B").map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn errors_name_file_and_line_on_one_line() {
+        let e = parse("command = [\"bash\"]\n\ncomand = 1\n").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("/etc/torch/agents/x.toml:3: "), "{msg}");
+        assert!(msg.contains("comand"), "{msg}");
+        assert!(!msg.contains('\n'));
+        let e = parse("command = [\"bash\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("/etc/torch/agents/x.toml:"), "{e}");
+        let e = parse("command = [\"bash\"]\nrole = \"boss\"\n").unwrap_err().to_string();
+        assert!(e.contains(":2: "), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(parse("command = []\n").is_err());
+        assert!(parse("command = [\"a\"]\nworkdir = \"rel\"\n").is_err());
+        assert!(parse("command = [\"a\"]\n[env]\nTORCH_AGENT = \"x\"\n").is_err());
+        assert!(parse("command = [\"a\"]\n[env]\n\"A B\" = \"x\"\n").is_err());
+        assert!(parse("command = [\"a\"]\nparent = \"a b\"\n").is_err());
+        assert!(parse("command = [\"a\"]\nwidth = 5\n").is_err());
+    }
+
+    #[test]
+    fn first_directory_wins_and_missing_is_explained() {
+        let base = std::env::temp_dir().join(format!("torch-def-{}", std::process::id()));
+        let (a, b) = (base.join("etc"), base.join("lib"));
+        std::fs::create_dir_all(&a).unwrap();
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("x.toml"), "command = [\"vendor\"]\n").unwrap();
+        let name = AgentName::parse("x").unwrap();
+        let dirs = vec![a.clone(), b.clone()];
+        assert_eq!(AgentDefinition::find(&name, &dirs).unwrap().1.command, ["vendor"]);
+        std::fs::write(a.join("x.toml"), "command = [\"admin\"]\n").unwrap();
+        assert_eq!(AgentDefinition::find(&name, &dirs).unwrap().1.command, ["admin"]);
+        let missing = AgentName::parse("nobody").unwrap();
+        let e = AgentDefinition::find(&missing, &dirs).unwrap_err().to_string();
+        assert!(e.contains("nobody.toml"), "{e}");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

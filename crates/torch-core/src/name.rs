@@ -1,0 +1,190 @@
+//! Agent names and how they map onto systemd units and tmux sessions.
+//!
+//! A name is what users type (`torch send backend-dev ...`), what systemd sees
+//! as the instance of `torch-agent@.service`, and what the pane exports as
+//! `TORCH_AGENT`. Plain names (ASCII letters, digits, `-`, `_`, `.`) are used
+//! verbatim as the unit instance. Other letters (e.g. `développeur`) are kept
+//! but escaped the systemd way (`\xNN` per byte, as `systemd-escape` does), so
+//! `%I` in the unit gives the original name back.
+
+use std::fmt;
+
+/// The longest agent name we accept, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Names with a meaning of their own in Torch's CLI and messaging.
+const RESERVED: &[&str] = &["self", "operator", "all", "torch", "hub"];
+
+/// Why a string is not a valid agent name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is empty.
+    #[error("agent name is empty; use letters, digits, '-', '_' or '.'")]
+    Empty,
+    /// The name is longer than [`MAX_NAME_CHARS`].
+    #[error("agent name is {0} characters long; the limit is {MAX_NAME_CHARS}")]
+    TooLong(usize),
+    /// The name holds a character that is not allowed.
+    #[error("agent name {name:?} contains {ch:?}; use letters, digits, '-', '_' or '.'")]
+    BadChar {
+        /// The refused name.
+        name: String,
+        /// The first character that is not allowed.
+        ch: char,
+    },
+    /// The name does not start with a letter or digit.
+    #[error("agent name {0:?} must start with a letter or a digit")]
+    BadStart(String),
+    /// The name is reserved by Torch.
+    #[error("agent name {0:?} is reserved by Torch; choose another")]
+    Reserved(String),
+}
+
+/// A validated agent name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AgentName(String);
+
+impl AgentName {
+    /// Checks `s` against the naming rules.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let count = s.chars().count();
+        let first = s.chars().next().ok_or(NameError::Empty)?;
+        if count > MAX_NAME_CHARS {
+            return Err(NameError::TooLong(count));
+        }
+        if let Some(ch) = s
+            .chars()
+            .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(NameError::BadChar {
+                name: s.to_string(),
+                ch,
+            });
+        }
+        if !first.is_alphanumeric() {
+            return Err(NameError::BadStart(s.to_string()));
+        }
+        if RESERVED.contains(&s) {
+            return Err(NameError::Reserved(s.to_string()));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// The name as the user wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The systemd instance string: plain bytes kept, others `\xNN`-escaped.
+    pub fn instance(&self) -> String {
+        let mut out = String::with_capacity(self.0.len());
+        for b in self.0.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.') {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+        out
+    }
+
+    /// The agent's unit, e.g. `torch-agent@backend-dev.service`.
+    pub fn unit(&self) -> String {
+        format!("torch-agent@{}.service", self.instance())
+    }
+
+    /// The tmux session name; tmux itself rewrites `.` and `:` in names.
+    pub fn tmux_session(&self) -> String {
+        self.0.replace('.', "_")
+    }
+
+    /// Recovers an agent name from a `torch-agent@INSTANCE.service` unit name.
+    pub fn from_unit(unit: &str) -> Option<Self> {
+        let inst = unit
+            .strip_prefix("torch-agent@")?
+            .strip_suffix(".service")?;
+        let mut bytes = Vec::with_capacity(inst.len());
+        let raw = inst.as_bytes();
+        let mut i = 0;
+        while i < raw.len() {
+            if raw[i] == b'\\' && raw.get(i + 1) == Some(&b'x') {
+                let hex = std::str::from_utf8(raw.get(i + 2..i + 4)?).ok()?;
+                bytes.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 4;
+            } else {
+                bytes.push(raw[i]);
+                i += 1;
+            }
+        }
+        Self::parse(&String::from_utf8(bytes).ok()?).ok()
+    }
+}
+
+impl fmt::Display for AgentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for AgentName {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_names_map_verbatim() {
+        let n = AgentName::parse("backend-dev_2.x").unwrap();
+        assert_eq!(n.unit(), "torch-agent@backend-dev_2.x.service");
+        assert_eq!(n.tmux_session(), "backend-dev_2_x");
+    }
+
+    #[test]
+    fn unicode_names_are_escaped_like_systemd_escape() {
+        let n = AgentName::parse("dév").unwrap();
+        assert_eq!(n.instance(), "d\\xc3\\xa9v");
+        assert_eq!(AgentName::from_unit(&n.unit()), Some(n));
+    }
+
+    #[test]
+    fn bad_names_are_refused_with_reasons() {
+        assert_eq!(AgentName::parse(""), Err(NameError::Empty));
+        assert!(matches!(
+            AgentName::parse("a b"),
+            Err(NameError::BadChar { ch: ' ', .. })
+        ));
+        assert!(matches!(
+            AgentName::parse("a/b"),
+            Err(NameError::BadChar { ch: '/', .. })
+        ));
+        assert!(matches!(
+            AgentName::parse("x;rm"),
+            Err(NameError::BadChar { .. })
+        ));
+        assert!(matches!(AgentName::parse("-x"), Err(NameError::BadStart(_))));
+        assert!(matches!(AgentName::parse(".x"), Err(NameError::BadStart(_))));
+        assert!(matches!(
+            AgentName::parse("self"),
+            Err(NameError::Reserved(_))
+        ));
+        assert!(matches!(
+            AgentName::parse(&"a".repeat(65)),
+            Err(NameError::TooLong(65))
+        ));
+        assert!(AgentName::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn from_unit_rejects_foreign_units() {
+        assert_eq!(AgentName::from_unit("sshd.service"), None);
+        assert_eq!(
+            AgentName::from_unit("torch-agent@x.service"),
+            Some(AgentName::parse("x").unwrap())
+        );
+    }
+}

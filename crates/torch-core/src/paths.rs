@@ -1,0 +1,47 @@
+//! Where Torch keeps things on a host. One place, so tests and packaging agree.
+
+use std::path::PathBuf;
+
+use crate::AgentName;
+
+/// Directories searched for `NAME.toml` agent definitions, highest priority
+/// first (systemd's order: admin, runtime, vendor). `TORCH_AGENTS_PATH`
+/// (colon-separated) replaces the list, for development.
+pub fn agent_definition_dirs() -> Vec<PathBuf> {
+    match std::env::var_os("TORCH_AGENTS_PATH") {
+        Some(p) => std::env::split_paths(&p).collect(),
+        None => vec![
+            PathBuf::from("/etc/torch/agents"),
+            PathBuf::from("/run/torch/agents"),
+            PathBuf::from("/usr/lib/torch/agents"),
+        ],
+    }
+}
+
+/// The base of every agent's runtime directory (`RuntimeDirectory=` in the
+/// unit); `TORCH_RUNTIME_BASE` overrides it for development.
+pub fn runtime_base() -> PathBuf {
+    std::env::var_os("TORCH_RUNTIME_BASE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/torch-agent"))
+}
+
+/// The agent's runtime directory: tmux socket, control socket, output FIFO.
+pub fn agent_runtime_dir(name: &AgentName) -> PathBuf {
+    runtime_base().join(name.as_str())
+}
+
+/// The supervisor's control socket for `name`.
+pub fn control_socket(name: &AgentName) -> PathBuf {
+    agent_runtime_dir(name).join("control.sock")
+}
+
+/// The agent's private tmux socket.
+pub fn tmux_socket(name: &AgentName) -> PathBuf {
+    agent_runtime_dir(name).join("tmux.sock")
+}
+
+/// The tmux configuration the supervisor writes for the agent's server.
+pub fn tmux_config(name: &AgentName) -> PathBuf {
+    agent_runtime_dir(name).join("tmux.conf")
+}

@@ -1,0 +1,130 @@
+//! The supervisor's control protocol: one JSON request line, one JSON reply
+//! line, over the agent's Unix socket (`control.sock` in its runtime dir).
+//!
+//! The hub (and, until the hub does it, the CLI) uses this to deliver
+//! messages and read the pane. A socket per agent, not a bus name per agent,
+//! keeps the supervisor working when D-Bus is down and needs no bus policy for
+//! names that come and go; file permissions on the runtime directory decide
+//! who may call.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A call to a supervisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Type `text` into the agent as one message and submit it.
+    Deliver {
+        /// The message; checked with [`crate::validate_message`].
+        text: String,
+    },
+    /// Read the pane's screen.
+    Capture {
+        /// Lines of scrollback to include above the screen.
+        #[serde(default)]
+        history: u32,
+    },
+    /// Report the agent's state.
+    Status,
+}
+
+/// A supervisor's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The message was typed, submitted and seen to be taken.
+    Delivered {
+        /// Submit keystrokes needed (more than 1: the program swallowed one).
+        submits: u32,
+        /// Time from the start of delivery to confirmation.
+        millis: u64,
+        /// Whether the text itself was seen on the screen before submitting
+        /// (false: only a change of the screen was seen, e.g. a TUI that
+        /// shows a placeholder for pasted text).
+        text_seen: bool,
+    },
+    /// The pane's screen.
+    Screen {
+        /// Plain text, one line per row.
+        text: String,
+    },
+    /// The agent's state.
+    Status {
+        /// Short state word: `running`, `stopped`, `exited`.
+        state: String,
+        /// PID of the agent program.
+        pid: u32,
+        /// Messages delivered since the supervisor started.
+        delivered: u64,
+        /// Seconds since the pane last printed anything.
+        idle_secs: u64,
+    },
+    /// The call failed; the message says why and what to do.
+    Error {
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// Why a call to a supervisor failed before it answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No supervisor listens on the socket.
+    #[error("cannot reach the agent's supervisor at {path}: {source} (is torch-agent@ running? see `torch list`)")]
+    Connect {
+        /// Socket path.
+        path: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The connection broke or timed out mid-call.
+    #[error("talking to the agent's supervisor failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The supervisor answered something we do not understand.
+    #[error("the agent's supervisor sent a reply we cannot read: {0}")]
+    Protocol(#[from] serde_json::Error),
+}
+
+/// Sends one request and waits (up to `timeout`) for the answer.
+pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ClientError> {
+    let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
+        path: socket.display().to_string(),
+        source,
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    Ok(serde_json::from_str(&reply)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_is_stable() {
+        let r = Request::Deliver { text: "hi".into() };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"deliver","text":"hi"}"#
+        );
+        let back: Request = serde_json::from_str(r#"{"op":"capture"}"#).unwrap();
+        assert_eq!(back, Request::Capture { history: 0 });
+        let e = Response::Error {
+            message: "x".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"result":"error","message":"x"}"#
+        );
+    }
+}
