@@ -1,0 +1,360 @@
+//! Torch's tmux layer: one private tmux server per agent.
+//!
+//! Every command goes to the agent's own socket (`-S`) with our own config
+//! (`-f`), so neither the user's `~/.tmux.conf` nor their default server is
+//! ever touched, and every command has a time limit: a hung tmux server must
+//! show up as an error the supervisor can act on, never as a hung supervisor.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+/// The tmux configuration for an agent's private server. Written by the
+/// supervisor next to the socket and passed with `-f`.
+pub const CONFIG: &str = "\
+# Written by torch-agent; the server is private to one agent.
+# Keep a dead pane so the supervisor can log its last screen.
+set -g remain-on-exit on
+set -g status off
+set -g history-limit 20000
+set -g default-terminal screen-256color
+# Paste and keys reach the program at once.
+set -s escape-time 0
+# Sessions outlive detached clients; the supervisor decides when to stop.
+set -g destroy-unattached off
+set -g exit-empty off
+set -g window-size manual
+";
+
+/// Why a tmux command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TmuxError {
+    /// tmux could not be started at all.
+    #[error("cannot run tmux: {0} (is tmux installed?)")]
+    Spawn(std::io::Error),
+    /// tmux did not answer in time: the server is hung or overloaded.
+    #[error("tmux did not answer within {0:?} (`{1}`)")]
+    Timeout(Duration, String),
+    /// The server is not running (killed, or never started).
+    #[error("the agent's tmux server is gone: {0}")]
+    NoServer(String),
+    /// tmux answered with an error.
+    #[error("tmux `{cmd}` failed: {stderr}")]
+    Failed {
+        /// The tmux command.
+        cmd: String,
+        /// What tmux printed.
+        stderr: String,
+    },
+}
+
+/// What the supervisor needs to know about the agent's pane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaneInfo {
+    /// The program has exited (the pane is kept by `remain-on-exit`).
+    pub dead: bool,
+    /// Exit status of the program when dead.
+    pub dead_status: Option<i32>,
+    /// PID of the program in the pane.
+    pub pid: u32,
+}
+
+/// The pane's screen with the cursor position, one element per row.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Screen {
+    /// Rows of the visible screen, trailing spaces trimmed by tmux.
+    pub rows: Vec<String>,
+    /// Cursor row, 0-based from the top of the screen.
+    pub cursor_y: usize,
+}
+
+impl Screen {
+    /// The rows from `above` rows over the cursor down to the cursor's row,
+    /// joined without separators, which undoes soft wrapping of a long line.
+    pub fn near_cursor(&self, above: usize) -> String {
+        let end = (self.cursor_y + 1).min(self.rows.len());
+        let start = end.saturating_sub(above + 1);
+        self.rows[start..end].concat()
+    }
+}
+
+/// A handle on one agent's private tmux server.
+#[derive(Debug, Clone)]
+pub struct Tmux {
+    socket: PathBuf,
+    config: PathBuf,
+    timeout: Duration,
+}
+
+impl Tmux {
+    /// A handle for the server at `socket`, configured by `config`.
+    pub fn new(socket: &Path, config: &Path, timeout: Duration) -> Self {
+        Self {
+            socket: socket.to_path_buf(),
+            config: config.to_path_buf(),
+            timeout,
+        }
+    }
+
+    /// The server's socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Runs one tmux command line (may hold `;`-separated commands) and
+    /// returns its standard output.
+    pub async fn run<I, S>(&self, args: I, stdin: Option<&[u8]>) -> Result<String, TmuxError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let shown = args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut cmd = Command::new("tmux");
+        // -u: UTF-8 both ways, whatever locale the service manager gave us.
+        cmd.arg("-u")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("-f")
+            .arg(&self.config)
+            .args(&args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // systemd's variables are for the supervisor alone: a program in
+            // the pane must not be able to send READY or WATCHDOG for us.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID")
+            .env_remove("TMUX")
+            .env(
+                "LANG",
+                std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
+            )
+            .kill_on_drop(true);
+        let work = async {
+            let mut child = cmd.spawn().map_err(TmuxError::Spawn)?;
+            if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                // A write error shows up as tmux's own failure below.
+                let _ = pipe.write_all(data).await;
+                drop(pipe);
+            }
+            child.wait_with_output().await.map_err(TmuxError::Spawn)
+        };
+        let out = tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| TmuxError::Timeout(self.timeout, shown.clone()))??;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if stderr.contains("no server running")
+            || stderr.contains("error connecting")
+            || stderr.contains("server exited")
+            || stderr.contains("lost server")
+        {
+            return Err(TmuxError::NoServer(stderr));
+        }
+        Err(TmuxError::Failed { cmd: shown, stderr })
+    }
+
+    /// Starts the server with one session running `argv`, returns the pane id.
+    pub async fn new_session(
+        &self,
+        session: &str,
+        size: (u16, u16),
+        workdir: &Path,
+        env: &[(String, String)],
+        argv: &[String],
+    ) -> Result<String, TmuxError> {
+        let mut args: Vec<OsString> = vec![
+            "new-session".into(),
+            "-d".into(),
+            "-P".into(),
+            "-F".into(),
+            "#{pane_id}".into(),
+            "-s".into(),
+            session.into(),
+            "-x".into(),
+            size.0.to_string().into(),
+            "-y".into(),
+            size.1.to_string().into(),
+            "-c".into(),
+            workdir.into(),
+        ];
+        for (k, v) in env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}").into());
+        }
+        args.push("--".into());
+        args.extend(argv.iter().map(OsString::from));
+        Ok(self.run(args, None).await?.trim().to_string())
+    }
+
+    /// Replaces the pane's program with `argv` (used after output piping is
+    /// set up, so not one byte of the program's output is missed).
+    pub async fn respawn(
+        &self,
+        pane: &str,
+        workdir: &Path,
+        env: &[(String, String)],
+        argv: &[String],
+    ) -> Result<(), TmuxError> {
+        let mut args: Vec<OsString> = vec![
+            "respawn-pane".into(),
+            "-k".into(),
+            "-t".into(),
+            pane.into(),
+            "-c".into(),
+            workdir.into(),
+        ];
+        for (k, v) in env {
+            args.push("-e".into());
+            args.push(format!("{k}={v}").into());
+        }
+        args.push("--".into());
+        args.extend(argv.iter().map(OsString::from));
+        self.run(args, None).await.map(drop)
+    }
+
+    /// Copies everything the pane prints to `shell_command`'s stdin.
+    pub async fn pipe_pane(&self, pane: &str, shell_command: &str) -> Result<(), TmuxError> {
+        self.run(["pipe-pane", "-O", "-t", pane, shell_command], None)
+            .await
+            .map(drop)
+    }
+
+    /// Liveness of the pane's program; doubles as the server health probe.
+    pub async fn pane_info(&self, pane: &str) -> Result<PaneInfo, TmuxError> {
+        let out = self
+            .run(
+                [
+                    "display-message",
+                    "-p",
+                    "-t",
+                    pane,
+                    "#{pane_dead} #{pane_pid} #{pane_dead_status}",
+                ],
+                None,
+            )
+            .await?;
+        let mut it = out.split_whitespace();
+        let dead = it.next() == Some("1");
+        let pid = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        let dead_status = it.next().and_then(|s| s.parse().ok());
+        Ok(PaneInfo {
+            dead,
+            dead_status,
+            pid,
+        })
+    }
+
+    /// The visible screen and the cursor row, read in one tmux call.
+    pub async fn screen(&self, pane: &str) -> Result<Screen, TmuxError> {
+        let out = self
+            .run(
+                [
+                    "capture-pane",
+                    "-p",
+                    "-t",
+                    pane,
+                    ";",
+                    "display-message",
+                    "-p",
+                    "-t",
+                    pane,
+                    "#{cursor_y}",
+                ],
+                None,
+            )
+            .await?;
+        let mut rows: Vec<String> = out.lines().map(str::to_string).collect();
+        let cursor_y = rows
+            .pop()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(Screen { rows, cursor_y })
+    }
+
+    /// The screen as text, with `history` lines of scrollback above it.
+    pub async fn capture(&self, pane: &str, history: u32) -> Result<String, TmuxError> {
+        let start = format!("-{history}");
+        self.run(["capture-pane", "-p", "-J", "-t", pane, "-S", &start], None)
+            .await
+    }
+
+    /// Pastes `text` as one bracketed paste (when the program asked for
+    /// bracketed paste), literally: no key names are interpreted.
+    pub async fn paste(&self, pane: &str, text: &str) -> Result<(), TmuxError> {
+        self.run(
+            [
+                "load-buffer",
+                "-b",
+                "torch-msg",
+                "-",
+                ";",
+                "paste-buffer",
+                "-p",
+                "-d",
+                "-b",
+                "torch-msg",
+                "-t",
+                pane,
+            ],
+            Some(text.as_bytes()),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Presses Enter in the pane.
+    pub async fn press_enter(&self, pane: &str) -> Result<(), TmuxError> {
+        self.run(["send-keys", "-t", pane, "Enter"], None)
+            .await
+            .map(drop)
+    }
+
+    /// PID of the tmux server.
+    pub async fn server_pid(&self) -> Result<u32, TmuxError> {
+        let out = self.run(["display-message", "-p", "#{pid}"], None).await?;
+        out.trim().parse().map_err(|_| TmuxError::Failed {
+            cmd: "display-message".into(),
+            stderr: format!("unexpected server pid {out:?}"),
+        })
+    }
+
+    /// Stops the server and every program in it.
+    pub async fn kill_server(&self) -> Result<(), TmuxError> {
+        self.run(["kill-server"], None).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn near_cursor_joins_wrapped_rows() {
+        let s = Screen {
+            rows: vec!["a".into(), "bc".into(), "de".into(), "".into()],
+            cursor_y: 2,
+        };
+        assert_eq!(s.near_cursor(1), "bcde");
+        assert_eq!(s.near_cursor(10), "abcde");
+        let empty = Screen::default();
+        assert_eq!(empty.near_cursor(3), "");
+    }
+}
