@@ -198,11 +198,10 @@ impl AgentDefinition {
                 message: e.message().replace('\n', " "),
             }
         })?;
-        def.check()
-            .map_err(|message| DefinitionError::Invalid {
-                path: path.to_path_buf(),
-                message,
-            })?;
+        def.check().map_err(|message| DefinitionError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        })?;
         Ok(def)
     }
 
@@ -217,7 +216,10 @@ impl AgentDefinition {
         }
         if let Some(w) = &self.workdir {
             if !w.is_absolute() {
-                return Err(format!("`workdir` {:?} must be an absolute path", w.display().to_string()));
+                return Err(format!(
+                    "`workdir` {:?} must be an absolute path",
+                    w.display().to_string()
+                ));
             }
         }
         for (k, v) in &self.env {
@@ -225,7 +227,9 @@ impl AgentDefinition {
                 && !k.starts_with(|c: char| c.is_ascii_digit())
                 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !ok {
-                return Err(format!("`env` key {k:?} is not a valid variable name (letters, digits, '_')"));
+                return Err(format!(
+                    "`env` key {k:?} is not a valid variable name (letters, digits, '_')"
+                ));
             }
             if k.starts_with("TORCH_") || k == "NOTIFY_SOCKET" {
                 return Err(format!("`env` key {k:?} is set by Torch itself; remove it"));
@@ -285,7 +289,9 @@ mod tests {
         assert!(!msg.contains('\n'));
         let e = parse("command = [\"bash\"\n").unwrap_err().to_string();
         assert!(e.starts_with("/etc/torch/agents/x.toml:"), "{e}");
-        let e = parse("command = [\"bash\"]\nrole = \"boss\"\n").unwrap_err().to_string();
+        let e = parse("command = [\"bash\"]\nrole = \"boss\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":2: "), "{e}");
     }
 
@@ -308,11 +314,19 @@ mod tests {
         std::fs::write(b.join("x.toml"), "command = [\"vendor\"]\n").unwrap();
         let name = AgentName::parse("x").unwrap();
         let dirs = vec![a.clone(), b.clone()];
-        assert_eq!(AgentDefinition::find(&name, &dirs).unwrap().1.command, ["vendor"]);
+        assert_eq!(
+            AgentDefinition::find(&name, &dirs).unwrap().1.command,
+            ["vendor"]
+        );
         std::fs::write(a.join("x.toml"), "command = [\"admin\"]\n").unwrap();
-        assert_eq!(AgentDefinition::find(&name, &dirs).unwrap().1.command, ["admin"]);
+        assert_eq!(
+            AgentDefinition::find(&name, &dirs).unwrap().1.command,
+            ["admin"]
+        );
         let missing = AgentName::parse("nobody").unwrap();
-        let e = AgentDefinition::find(&missing, &dirs).unwrap_err().to_string();
+        let e = AgentDefinition::find(&missing, &dirs)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("nobody.toml"), "{e}");
         std::fs::remove_dir_all(&base).unwrap();
     }

@@ -58,7 +58,15 @@ mod tests {
 
     #[test]
     fn key_names_and_shell_text_pass_literally() {
-        for t in ["C-c", "Enter", "; rm -rf /", "$(id)", "'\"`", "héllo ✓", "a\n\tb"] {
+        for t in [
+            "C-c",
+            "Enter",
+            "; rm -rf /",
+            "$(id)",
+            "'\"`",
+            "héllo ✓",
+            "a\n\tb",
+        ] {
             assert_eq!(validate_message(t).unwrap(), t);
         }
     }

@@ -166,8 +166,14 @@ mod tests {
             AgentName::parse("x;rm"),
             Err(NameError::BadChar { .. })
         ));
-        assert!(matches!(AgentName::parse("-x"), Err(NameError::BadStart(_))));
-        assert!(matches!(AgentName::parse(".x"), Err(NameError::BadStart(_))));
+        assert!(matches!(
+            AgentName::parse("-x"),
+            Err(NameError::BadStart(_))
+        ));
+        assert!(matches!(
+            AgentName::parse(".x"),
+            Err(NameError::BadStart(_))
+        ));
         assert!(matches!(
             AgentName::parse("self"),
             Err(NameError::Reserved(_))

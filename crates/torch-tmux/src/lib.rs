@@ -26,8 +26,8 @@ set -g default-terminal screen-256color
 set -s escape-time 0
 # Sessions outlive detached clients; the supervisor decides when to stop.
 set -g destroy-unattached off
-set -g exit-empty off
-set -g window-size manual
+set -s exit-empty off
+# No `window-size manual`: tmux 3.3a exits at start-up with it (seen here).
 ";
 
 /// Why a tmux command failed.
@@ -282,10 +282,7 @@ impl Tmux {
             )
             .await?;
         let mut rows: Vec<String> = out.lines().map(str::to_string).collect();
-        let cursor_y = rows
-            .pop()
-            .and_then(|c| c.trim().parse().ok())
-            .unwrap_or(0);
+        let cursor_y = rows.pop().and_then(|c| c.trim().parse().ok()).unwrap_or(0);
         Ok(Screen { rows, cursor_y })
     }
 

@@ -1,0 +1,104 @@
+//! The supervisor's control socket: one JSON request, one JSON reply.
+//! Wire format in `torch_core::protocol`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use torch_core::protocol::{Request, Response};
+use torch_core::{validate_message, MAX_MESSAGE_BYTES};
+
+use crate::delivery::Job;
+use crate::supervisor::Shared;
+
+/// The largest request line we read: a maximal message even if every
+/// character needed a JSON escape, plus room for the envelope.
+const MAX_REQUEST_BYTES: u64 = (MAX_MESSAGE_BYTES as u64) * 6 + 4096;
+/// A client has this long to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until the listener fails.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, jobs: mpsc::Sender<Job>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = Arc::clone(&shared);
+                let jobs = jobs.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = handle(stream, &shared, &jobs).await {
+                        tracing::debug!("control connection ended: {e}");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn handle(
+    stream: UnixStream,
+    shared: &Shared,
+    jobs: &mpsc::Sender<Job>,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let mut line = String::new();
+    let n = tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no request"))??;
+    let response = if n == 0 {
+        return Ok(());
+    } else if !line.ends_with('\n') {
+        Response::Error {
+            message: format!("request too large or not terminated by a newline (limit {MAX_REQUEST_BYTES} bytes)"),
+        }
+    } else {
+        match serde_json::from_str::<Request>(&line) {
+            Ok(req) => answer(req, shared, jobs).await,
+            Err(e) => Response::Error {
+                message: format!("malformed request: {e}"),
+            },
+        }
+    };
+    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Response {
+    match req {
+        Request::Deliver { text } => {
+            let text = match validate_message(&text) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Response::Error {
+                        message: e.to_string(),
+                    }
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            if jobs.send((text, tx)).await.is_err() {
+                return Response::Error {
+                    message: "the supervisor is shutting down; message not delivered".into(),
+                };
+            }
+            rx.await.unwrap_or(Response::Error {
+                message: "the supervisor stopped before delivering; message not delivered".into(),
+            })
+        }
+        Request::Capture { history } => {
+            match shared.tmux.capture(&shared.pane, history.min(20_000)).await {
+                Ok(text) => Response::Screen { text },
+                Err(e) => Response::Error {
+                    message: e.to_string(),
+                },
+            }
+        }
+        Request::Status => shared.status_response(),
+    }
+}

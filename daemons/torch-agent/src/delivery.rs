@@ -1,0 +1,228 @@
+//! Message delivery: the one primitive every later Torch feature uses.
+//!
+//! One worker per agent takes messages from a queue, so messages to one
+//! agent never interleave however many senders there are. Each message is
+//! pasted whole (bracketed paste: multi-line text is one message, key names
+//! are letters), then submitted with Enter, and each step is confirmed by
+//! reading the pane:
+//!
+//! 1. with a `ready_pattern`, wait until the cursor line shows it;
+//! 2. paste; the paste counts as taken when the end of the text shows near
+//!    the cursor, or (TUIs that show a placeholder) when the screen changed;
+//!    a screen that stays unchanged means the program threw the input away
+//!    (as TUIs do while starting), and the paste is repeated;
+//! 3. press Enter until the screen changes: a slow TUI that swallows the
+//!    first Enter gets another.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use torch_core::protocol::Response;
+use torch_tmux::{Screen, Tmux, TmuxError};
+
+const POLL: Duration = Duration::from_millis(4);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const PASTE_UNCHANGED_TIMEOUT: Duration = Duration::from_secs(3);
+const PASTE_TEXT_GRACE: Duration = Duration::from_millis(500);
+const PASTE_ATTEMPTS: u32 = 3;
+const SUBMIT_TIMEOUT: Duration = Duration::from_millis(700);
+const SUBMIT_ATTEMPTS: u32 = 5;
+/// Characters of the message's end we look for on the screen.
+const PROBE_CHARS: usize = 16;
+
+/// Why a message could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// tmux failed.
+    #[error(transparent)]
+    Tmux(#[from] TmuxError),
+    /// The program never showed its prompt.
+    #[error("the agent is not at its prompt: {pattern:?} did not appear on the cursor line within {secs} s; message not delivered")]
+    NotReady {
+        /// The definition's `ready_pattern`.
+        pattern: String,
+        /// How long we waited.
+        secs: u64,
+    },
+    /// The program threw every paste away.
+    #[error("the agent did not take the text after {PASTE_ATTEMPTS} pastes (screen unchanged); is it frozen or still starting? message not delivered")]
+    PasteIgnored,
+    /// The program never reacted to Enter.
+    #[error("the agent did not react to Enter after {SUBMIT_ATTEMPTS} tries; the text may sit unsent in its input box")]
+    SubmitIgnored,
+}
+
+/// A confirmed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Enter presses needed.
+    pub submits: u32,
+    /// Whether the text itself was seen before submitting.
+    pub text_seen: bool,
+    /// Time taken.
+    pub elapsed: Duration,
+}
+
+/// A message waiting for the worker, with the channel for its outcome.
+pub type Job = (String, oneshot::Sender<Response>);
+
+/// The end of the message as the screen will show it: the last non-blank
+/// line, after its last tab (tabs become spaces on screen), trimmed.
+fn probe(text: &str) -> String {
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let tail = line.rsplit('\t').next().unwrap_or(line).trim();
+    let skip = tail.chars().count().saturating_sub(PROBE_CHARS);
+    tail.chars().skip(skip).collect()
+}
+
+/// Delivers one message into `pane`; see the module doc for the steps.
+pub async fn deliver(
+    tmux: &Tmux,
+    pane: &str,
+    text: &str,
+    ready_pattern: Option<&str>,
+) -> Result<Delivered, DeliveryError> {
+    let start = Instant::now();
+    if let Some(pattern) = ready_pattern {
+        wait_for_prompt(tmux, pane, pattern).await?;
+    }
+    let probe = probe(text);
+    let mut before = tmux.screen(pane).await?;
+    let mut taken = None;
+    for _ in 0..PASTE_ATTEMPTS {
+        tmux.paste(pane, text).await?;
+        if let Some(t) = wait_for_paste(tmux, pane, &before, &probe).await? {
+            taken = Some(t);
+            break;
+        }
+        before = tmux.screen(pane).await?;
+    }
+    let (pasted, text_seen) = taken.ok_or(DeliveryError::PasteIgnored)?;
+    for submits in 1..=SUBMIT_ATTEMPTS {
+        tmux.press_enter(pane).await?;
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        while Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+            if tmux.screen(pane).await? != pasted {
+                return Ok(Delivered {
+                    submits,
+                    text_seen,
+                    elapsed: start.elapsed(),
+                });
+            }
+        }
+    }
+    Err(DeliveryError::SubmitIgnored)
+}
+
+async fn wait_for_prompt(tmux: &Tmux, pane: &str, pattern: &str) -> Result<(), DeliveryError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    // tmux trims trailing spaces from captured rows, so "> " shows as ">".
+    let pattern_seen = pattern.trim_end();
+    loop {
+        let screen = tmux.screen(pane).await?;
+        if screen.near_cursor(0).contains(pattern_seen) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(DeliveryError::NotReady {
+                pattern: pattern.to_string(),
+                secs: READY_TIMEOUT.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits for a paste to show. `Some((screen, true))`: the text's end is at
+/// the cursor; `Some((screen, false))`: only the screen changed; `None`: the
+/// screen stayed as it was (the paste was thrown away).
+async fn wait_for_paste(
+    tmux: &Tmux,
+    pane: &str,
+    before: &Screen,
+    probe: &str,
+) -> Result<Option<(Screen, bool)>, DeliveryError> {
+    let start = Instant::now();
+    let mut changed_at = None;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = tmux.screen(pane).await?;
+        if now != *before {
+            if now.near_cursor(1).contains(probe) {
+                return Ok(Some((now, true)));
+            }
+            let since = *changed_at.get_or_insert_with(Instant::now);
+            if since.elapsed() >= PASTE_TEXT_GRACE {
+                return Ok(Some((now, false)));
+            }
+        } else if start.elapsed() >= PASTE_UNCHANGED_TIMEOUT {
+            return Ok(None);
+        }
+    }
+}
+
+/// Runs the agent's delivery queue until every sender is gone.
+pub async fn worker(
+    tmux: Tmux,
+    pane: String,
+    ready_pattern: Option<String>,
+    mut jobs: mpsc::Receiver<Job>,
+    on_delivered: impl Fn(),
+) {
+    while let Some((text, reply)) = jobs.recv().await {
+        let outcome = deliver(&tmux, &pane, &text, ready_pattern.as_deref()).await;
+        let response = match outcome {
+            Ok(d) => {
+                on_delivered();
+                tracing::info!(
+                    bytes = text.len(),
+                    submits = d.submits,
+                    millis = d.elapsed.as_millis() as u64,
+                    "message delivered"
+                );
+                Response::Delivered {
+                    submits: d.submits,
+                    millis: d.elapsed.as_millis() as u64,
+                    text_seen: d.text_seen,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(bytes = text.len(), "message not delivered: {e}");
+                Response::Error {
+                    message: e.to_string(),
+                }
+            }
+        };
+        // The caller may have given up waiting; the outcome is logged anyway.
+        let _ = reply.send(response);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe;
+
+    #[test]
+    fn probe_is_the_visible_end_of_the_text() {
+        assert_eq!(probe("hello"), "hello");
+        assert_eq!(probe("first\nsecond line\n\n"), "second line");
+        assert_eq!(probe("a\tb c"), "b c");
+        assert_eq!(probe(&"x".repeat(100)), "x".repeat(16));
+        assert_eq!(
+            probe("ünïcødé ✓ ünïcødé ✓ ü"),
+            "cødé ✓ ünïcødé ✓ ü"
+                .chars()
+                .rev()
+                .take(16)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        );
+    }
+}

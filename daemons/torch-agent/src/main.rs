@@ -1,0 +1,46 @@
+//! `torch-agent NAME`: the main process of `torch-agent@NAME.service`.
+//!
+//! It owns the agent's private tmux server, tells systemd the truth about the
+//! agent's health (READY, STATUS, WATCHDOG), streams the pane's output into
+//! the journal and delivers messages. See `docs/supervisor.md` for what it
+//! does in each failure case.
+
+mod control;
+mod delivery;
+mod logging;
+mod output;
+mod supervisor;
+
+use std::process::ExitCode;
+
+use torch_core::AgentName;
+
+/// Exit status for a broken definition: the unit's
+/// `RestartPreventExitStatus=` stops systemd from retrying what cannot work.
+pub const EXIT_CONFIG: u8 = 78;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (Some(raw), None) = (args.next(), args.next()) else {
+        eprintln!("usage: torch-agent NAME (normally started as torch-agent@NAME.service)");
+        return ExitCode::from(2);
+    };
+    let name = match AgentName::parse(&raw) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("torch-agent: refusing to start: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("torch-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(supervisor::run(name))
+}

@@ -1,0 +1,454 @@
+//! Start-up, health and shutdown of one agent.
+//!
+//! Failure policy (also in `docs/supervisor.md`): the supervisor never tries
+//! to repair in place. When the agent program exits, it logs the pane's last
+//! screen and exits itself (status 0 when the program exited 0, else 1), and
+//! systemd's `Restart=on-failure` starts a fresh server and program with the
+//! unit's backoff and start limit. When tmux is gone it exits 1 the same way.
+//! When tmux stops answering or the program is frozen, it stops pinging the
+//! watchdog and says why in `STATUS=`, and systemd kills and restarts it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use sd_notify::NotifyState;
+use tokio::net::unix::pipe;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use torch_core::protocol::Response;
+use torch_core::{paths, AgentDefinition, AgentName};
+use torch_tmux::{PaneInfo, Tmux, TmuxError};
+
+use crate::{control, delivery, logging, output, EXIT_CONFIG};
+
+/// Time limit of an ordinary tmux command (a 256 KiB paste included).
+const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
+/// Health period when systemd set no watchdog.
+const DEFAULT_HEALTH_PERIOD: Duration = Duration::from_secs(2);
+/// Without a watchdog, how long tmux may stay unresponsive before we exit.
+const UNRESPONSIVE_LIMIT: Duration = Duration::from_secs(30);
+/// Lines of scrollback logged with the last screen of a dead program.
+const LAST_SCREEN_HISTORY: u32 = 50;
+
+/// State shared by the health loop, the delivery worker and the control socket.
+pub struct Shared {
+    /// The agent's tmux server.
+    pub tmux: Tmux,
+    /// The agent's pane id (`%0`).
+    pub pane: String,
+    pid: AtomicU32,
+    delivered: AtomicU64,
+    started: Instant,
+    last_output_ms: AtomicU64,
+    state: std::sync::Mutex<&'static str>,
+}
+
+impl Shared {
+    fn idle_secs(&self) -> u64 {
+        let since_start = self.started.elapsed().as_millis() as u64;
+        since_start.saturating_sub(self.last_output_ms.load(Ordering::Relaxed)) / 1000
+    }
+
+    fn set_state(&self, state: &'static str) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = state;
+        }
+    }
+
+    fn state(&self) -> &'static str {
+        self.state.lock().map(|s| *s).unwrap_or("unknown")
+    }
+
+    /// The answer to a `status` request.
+    pub fn status_response(&self) -> Response {
+        Response::Status {
+            state: self.state().to_string(),
+            pid: self.pid.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            idle_secs: self.idle_secs(),
+        }
+    }
+
+    fn status_line(&self) -> String {
+        format!(
+            "agent {} (pid {}); {} messages delivered; last output {}s ago",
+            self.state(),
+            self.pid.load(Ordering::Relaxed),
+            self.delivered.load(Ordering::Relaxed),
+            self.idle_secs()
+        )
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    // Outside systemd there is nobody to tell; that is not an error.
+    let _ = sd_notify::notify(false, states);
+}
+
+/// Runs the agent until it stops; the exit code tells systemd what happened.
+pub async fn run(name: AgentName) -> ExitCode {
+    let found = AgentDefinition::find(&name, &paths::agent_definition_dirs());
+    let role = found
+        .as_ref()
+        .map(|(_, d)| d.role.as_str())
+        .unwrap_or("unknown");
+    logging::init(name.as_str(), role);
+    let (path, def) = match found {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("{e}");
+            notify(&[NotifyState::Status(&format!("broken definition: {e}"))]);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match supervise(&name, &path, def).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            notify(&[NotifyState::Status(&format!("failed: {e:#}"))]);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Finds `program` the way execvp will.
+fn resolve_program(program: &str, env_path: Option<&str>) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return is_exec(&p).then_some(p);
+    }
+    let path = env_path
+        .map(str::to_string)
+        .or_else(|| std::env::var("PATH").ok())?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_exec(p))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+async fn supervise(
+    name: &AgentName,
+    def_path: &Path,
+    def: AgentDefinition,
+) -> anyhow::Result<ExitCode> {
+    tracing::info!("starting agent {name} from {}", def_path.display());
+    let program = &def.command[0];
+    if resolve_program(program, def.env.get("PATH").map(String::as_str)).is_none() {
+        tracing::error!(
+            "{}: command {program:?} is not an executable file or not found in PATH; fix `command`",
+            def_path.display()
+        );
+        return Ok(ExitCode::from(EXIT_CONFIG));
+    }
+    let workdir = def.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));
+    if !workdir.is_dir() {
+        bail!(
+            "working directory {} does not exist; create it or fix `workdir` in {}",
+            workdir.display(),
+            def_path.display()
+        );
+    }
+
+    // systemd made RUNTIME_DIRECTORY for us; by hand, use the same place.
+    let dir = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::agent_runtime_dir(name));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let control_path = dir.join("control.sock");
+    if UnixStream::connect(&control_path).await.is_ok() {
+        bail!("agent {name} is already supervised (its control socket {} answers); stop that one first", control_path.display());
+    }
+    let config = dir.join("tmux.conf");
+    std::fs::write(&config, torch_tmux::CONFIG)
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    let tmux = Tmux::new(&dir.join("tmux.sock"), &config, TMUX_TIMEOUT);
+    if tmux.socket().exists() {
+        // A server left from an earlier run would hold a stale agent.
+        let _ = tmux.kill_server().await;
+        let _ = std::fs::remove_file(tmux.socket());
+    }
+
+    let fifo = dir.join("output.fifo");
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .with_context(|| format!("cannot create {}", fifo.display()))?;
+    // Open read-write: the FIFO then never reports EOF when tmux's `cat`
+    // restarts, and opening does not wait for a writer.
+    let output_rx = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&fifo)
+        .with_context(|| format!("cannot open {}", fifo.display()))?;
+
+    let mut env = vec![
+        ("TORCH_AGENT".to_string(), name.to_string()),
+        ("TORCH_ROLE".to_string(), def.role.as_str().to_string()),
+    ];
+    if let Some(p) = &def.parent {
+        env.push(("TORCH_PARENT".into(), p.clone()));
+    }
+    env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+    // Start on a placeholder, attach the output pipe, then start the real
+    // program: not one byte of its output is missed.
+    let placeholder = ["sleep".to_string(), "infinity".to_string()];
+    let pane = tmux
+        .new_session(
+            &name.tmux_session(),
+            (def.width, def.height),
+            &workdir,
+            &env,
+            &placeholder,
+        )
+        .await
+        .context("cannot start the agent's tmux server")?;
+    tmux.pipe_pane(
+        &pane,
+        &format!("exec cat > {}", shell_quote(&fifo.to_string_lossy())),
+    )
+    .await
+    .context("cannot attach the output pipe")?;
+    tmux.respawn(&pane, &workdir, &env, &def.command)
+        .await
+        .context("cannot start the agent program")?;
+    let server_pid = tmux.server_pid().await.unwrap_or(0);
+
+    let shared = Arc::new(Shared {
+        tmux: tmux.clone(),
+        pane: pane.clone(),
+        pid: AtomicU32::new(0),
+        delivered: AtomicU64::new(0),
+        started: Instant::now(),
+        last_output_ms: AtomicU64::new(0),
+        state: std::sync::Mutex::new("starting"),
+    });
+
+    let _ = std::fs::remove_file(&control_path);
+    let listener = UnixListener::bind(&control_path)
+        .with_context(|| format!("cannot listen on {}", control_path.display()))?;
+    std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o660))?;
+
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            let mark = || {
+                let ms = shared.started.elapsed().as_millis() as u64;
+                shared.last_output_ms.store(ms, Ordering::Relaxed);
+            };
+            if let Err(e) = output::pump(output_rx, mark).await {
+                tracing::warn!("pane output no longer reaches the journal: {e}");
+            }
+        });
+    }
+    let (jobs_tx, jobs_rx) = mpsc::channel(1024);
+    {
+        let shared = Arc::clone(&shared);
+        let ready = def.ready_pattern.clone();
+        tokio::spawn(delivery::worker(
+            tmux.clone(),
+            pane.clone(),
+            ready,
+            jobs_rx,
+            move || {
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
+    }
+    tokio::spawn(control::serve(listener, Arc::clone(&shared), jobs_tx));
+
+    let mut wd_usec = 0u64;
+    let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec);
+    let period = if watchdog {
+        (Duration::from_micros(wd_usec) / 3)
+            .clamp(Duration::from_millis(200), Duration::from_secs(5))
+    } else {
+        DEFAULT_HEALTH_PERIOD
+    };
+    let probe_timeout = period.clamp(Duration::from_millis(500), Duration::from_secs(2));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut ticks = tokio::time::interval(period);
+    let mut ready_sent = false;
+    let mut unresponsive_since: Option<Instant> = None;
+    tracing::info!(
+        "agent {name}: tmux server pid {server_pid}, pane {pane}, program {:?}, watchdog {}",
+        def.command,
+        if watchdog {
+            format!("{wd_usec} us")
+        } else {
+            "off".into()
+        }
+    );
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(shutdown(&tmux, "SIGTERM").await),
+            _ = int.recv() => return Ok(shutdown(&tmux, "SIGINT").await),
+            _ = ticks.tick() => {}
+        }
+        let probe = tokio::time::timeout(probe_timeout, tmux.pane_info(&pane)).await;
+        let info = match probe {
+            Ok(Ok(info)) => info,
+            Ok(Err(TmuxError::NoServer(e))) => {
+                tracing::error!(
+                    "the agent's tmux server is gone ({e}); exiting so systemd restarts the agent"
+                );
+                notify(&[NotifyState::Status("tmux server gone; restarting")]);
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(Err(e)) => {
+                unhealthy(
+                    &shared,
+                    &mut unresponsive_since,
+                    &format!("tmux error: {e}"),
+                );
+                if give_up(watchdog, unresponsive_since) {
+                    return Ok(ExitCode::FAILURE);
+                }
+                continue;
+            }
+            Err(_) => {
+                unhealthy(
+                    &shared,
+                    &mut unresponsive_since,
+                    &format!("tmux server does not answer within {probe_timeout:?}"),
+                );
+                if give_up(watchdog, unresponsive_since) {
+                    return Ok(ExitCode::FAILURE);
+                }
+                continue;
+            }
+        };
+        if info.dead {
+            return Ok(program_exited(&shared, &info).await);
+        }
+        shared.pid.store(info.pid, Ordering::Relaxed);
+        if process_stopped(info.pid) {
+            shared.set_state("stopped");
+            unhealthy(
+                &shared,
+                &mut unresponsive_since,
+                &format!("agent program (pid {}) is stopped or frozen", info.pid),
+            );
+            if give_up(watchdog, unresponsive_since) {
+                return Ok(ExitCode::FAILURE);
+            }
+            continue;
+        }
+        if unresponsive_since.take().is_some() {
+            tracing::info!("agent {name} is healthy again");
+        }
+        shared.set_state("running");
+        let status = shared.status_line();
+        if ready_sent {
+            notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+        } else {
+            notify(&[
+                NotifyState::Ready,
+                NotifyState::Watchdog,
+                NotifyState::Status(&status),
+            ]);
+            tracing::info!("agent {name} is running (pid {})", info.pid);
+            ready_sent = true;
+        }
+    }
+}
+
+/// Records an unhealthy tick: no watchdog ping, and `STATUS=` says why.
+fn unhealthy(shared: &Shared, since: &mut Option<Instant>, why: &str) {
+    if since.is_none() {
+        tracing::warn!("{why}; withholding the watchdog ping");
+        *since = Some(Instant::now());
+    }
+    let _ = shared;
+    notify(&[NotifyState::Status(&format!("unhealthy: {why}"))]);
+}
+
+/// Without a watchdog nobody else will restart us, so we do it ourselves.
+fn give_up(watchdog: bool, since: Option<Instant>) -> bool {
+    let over = !watchdog && since.is_some_and(|t| t.elapsed() >= UNRESPONSIVE_LIMIT);
+    if over {
+        tracing::error!("unhealthy for {UNRESPONSIVE_LIMIT:?} and no watchdog is set; exiting so systemd restarts the agent");
+    }
+    over
+}
+
+/// Whether `pid` is stopped by a signal or a tracer (state T or t).
+fn process_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses; the state follows the last ')'.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s == "T" || s == "t")
+}
+
+async fn program_exited(shared: &Shared, info: &PaneInfo) -> ExitCode {
+    shared.set_state("exited");
+    let screen = shared
+        .tmux
+        .capture(&shared.pane, LAST_SCREEN_HISTORY)
+        .await
+        .unwrap_or_else(|e| format!("(cannot read the last screen: {e})"));
+    let screen = screen.trim_end();
+    let status = info
+        .dead_status
+        .map_or("unknown".to_string(), |s| s.to_string());
+    tracing::warn!("agent program exited with status {status}; its last screen:\n{screen}");
+    notify(&[NotifyState::Status(&format!(
+        "agent program exited with status {status}"
+    ))]);
+    let _ = shared.tmux.kill_server().await;
+    if info.dead_status == Some(0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn shutdown(tmux: &Tmux, why: &str) -> ExitCode {
+    tracing::info!("{why}: stopping the agent");
+    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+    if let Err(e) = tmux.kill_server().await {
+        tracing::warn!("cannot stop the tmux server cleanly ({e}); systemd will kill what is left");
+    }
+    ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_like_execvp() {
+        assert!(resolve_program("sh", Some("/usr/bin:/bin")).is_some());
+        assert!(resolve_program("/bin/sh", None).is_some());
+        assert!(resolve_program("no-such-program-torch", Some("/usr/bin")).is_none());
+        assert!(resolve_program("/etc/passwd", None).is_none());
+    }
+
+    #[test]
+    fn own_process_is_not_stopped() {
+        assert!(!process_stopped(std::process::id()));
+        assert!(!process_stopped(u32::MAX));
+    }
+
+    #[test]
+    fn quoting_survives_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+}

@@ -1,0 +1,26 @@
+#!/bin/bash
+# Installs the freshly built Torch binaries and unit files into a running
+# sandbox (booted by start.sh), where a package would put them, then reloads
+# systemd. Used by the integration tests and by the demo.
+#   SDH_DIR        the sandbox (default /tmp/systemd-sandbox)
+#   TORCH_BIN_DIR  where the binaries are (default: target/debug of this tree)
+set -euo pipefail
+H=${SDH_DIR:-/tmp/systemd-sandbox}
+[ -f "$H/state/env" ] || { echo "install-torch: no sandbox running in $H (run start.sh first)" >&2; exit 1; }
+. "$H/state/env"
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BIN=${TORCH_BIN_DIR:-$TOP/target/debug}
+R=$SDH_ROOT
+for b in torch-agent torchd torch; do
+  [ -x "$BIN/$b" ] || { echo "install-torch: $BIN/$b missing; run cargo build --workspace first" >&2; exit 1; }
+done
+install -D -m755 "$BIN/torch-agent" "$R/usr/libexec/torch/torch-agent"
+install -D -m755 "$BIN/torchd" "$R/usr/libexec/torch/torchd"
+install -D -m755 "$BIN/torch" "$R/usr/bin/torch"
+# The scripted test agents, when built (never a real LLM in tests or the demo).
+if [ -x "$BIN/torch-test-agent" ]; then
+  install -D -m755 "$BIN/torch-test-agent" "$R/usr/local/bin/torch-test-agent"
+fi
+install -d "$R/etc/torch/agents"
+install -m644 "$TOP"/units/*.service "$TOP"/units/*.target "$R/etc/systemd/system/"
+"$SDH_EXEC" systemctl daemon-reload
