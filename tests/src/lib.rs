@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod fleet;
+
 /// Parent directory of every sandbox's state directory.
 pub const SANDBOX_BASE: &str = "/tmp/torch-sdh";
 

@@ -7,6 +7,7 @@
 //! parent = "pm-shop"
 //! profile = "claude"
 //! ready_pattern = "> "      # optional: type only once the cursor line shows this
+//! hang_after_secs = 600     # input unread this long = hung (0: never)
 //! [env]
 //! RUST_LOG = "info"
 //! ```
@@ -82,6 +83,10 @@ pub enum Profile {
     Shell,
 }
 
+fn default_hang_after() -> u64 {
+    600
+}
+
 fn default_width() -> u16 {
     200
 }
@@ -114,6 +119,12 @@ pub struct AgentDefinition {
     /// Text the cursor line shows when the program waits for input.
     #[serde(default)]
     pub ready_pattern: Option<String>,
+    /// Seconds that typed input may wait unread before the program counts
+    /// as hung (no watchdog ping, so systemd restarts it); 0 turns it off.
+    /// Generous by default: a shell agent running a long build in the
+    /// foreground does not read its input either.
+    #[serde(default = "default_hang_after")]
+    pub hang_after_secs: u64,
     /// Pane width in columns.
     #[serde(default = "default_width")]
     pub width: u16,
@@ -268,6 +279,7 @@ mod tests {
         assert_eq!(d.role, Role::Engineer);
         assert_eq!(d.profile, Profile::Shell);
         assert_eq!((d.width, d.height), (200, 50));
+        assert_eq!(d.hang_after_secs, 600);
     }
 
     #[test]

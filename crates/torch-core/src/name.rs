@@ -103,20 +103,34 @@ impl AgentName {
         let inst = unit
             .strip_prefix("torch-agent@")?
             .strip_suffix(".service")?;
-        let mut bytes = Vec::with_capacity(inst.len());
+        Self::from_instance(inst).ok()
+    }
+
+    /// Recovers an agent name from a unit instance string (`%i`): `\xNN`
+    /// sequences are decoded, everything else is taken as it is. (`%I` is no
+    /// use here: systemd's own unescaping turns `-` into `/`.)
+    pub fn from_instance(inst: &str) -> Result<Self, NameError> {
         let raw = inst.as_bytes();
+        let mut bytes = Vec::with_capacity(raw.len());
         let mut i = 0;
         while i < raw.len() {
-            if raw[i] == b'\\' && raw.get(i + 1) == Some(&b'x') {
-                let hex = std::str::from_utf8(raw.get(i + 2..i + 4)?).ok()?;
-                bytes.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 4;
-            } else {
-                bytes.push(raw[i]);
-                i += 1;
+            let hex = (raw[i] == b'\\' && raw.get(i + 1) == Some(&b'x'))
+                .then(|| raw.get(i + 2..i + 4))
+                .flatten()
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match hex {
+                Some(b) => {
+                    bytes.push(b);
+                    i += 4;
+                }
+                None => {
+                    bytes.push(raw[i]);
+                    i += 1;
+                }
             }
         }
-        Self::parse(&String::from_utf8(bytes).ok()?).ok()
+        Self::parse(&String::from_utf8_lossy(&bytes))
     }
 }
 
@@ -148,7 +162,14 @@ mod tests {
     fn unicode_names_are_escaped_like_systemd_escape() {
         let n = AgentName::parse("dév").unwrap();
         assert_eq!(n.instance(), "d\\xc3\\xa9v");
-        assert_eq!(AgentName::from_unit(&n.unit()), Some(n));
+        assert_eq!(AgentName::from_unit(&n.unit()), Some(n.clone()));
+        assert_eq!(AgentName::from_instance("d\\xc3\\xa9v"), Ok(n));
+        // systemd-escape's spelling of '-' decodes to the same agent.
+        assert_eq!(
+            AgentName::from_instance("a\\x2db").map(|n| n.instance()),
+            Ok("a-b".to_string())
+        );
+        assert!(AgentName::from_instance("a\\x2fb").is_err());
     }
 
     #[test]

@@ -27,8 +27,9 @@ pub fn runtime_base() -> PathBuf {
 }
 
 /// The agent's runtime directory: tmux socket, control socket, output FIFO.
+/// Named by the unit instance (`RuntimeDirectory=torch-agent/%i`).
 pub fn agent_runtime_dir(name: &AgentName) -> PathBuf {
-    runtime_base().join(name.as_str())
+    runtime_base().join(name.instance())
 }
 
 /// The supervisor's control socket for `name`.

@@ -57,10 +57,14 @@ pub enum TmuxError {
 pub struct PaneInfo {
     /// The program has exited (the pane is kept by `remain-on-exit`).
     pub dead: bool,
-    /// Exit status of the program when dead.
+    /// Exit status of the program when it exited.
     pub dead_status: Option<i32>,
+    /// Signal that killed the program, when one did.
+    pub dead_signal: Option<i32>,
     /// PID of the program in the pane.
     pub pid: u32,
+    /// The pane's terminal (`/dev/pts/N`).
+    pub tty: String,
 }
 
 /// The pane's screen with the cursor position, one element per row.
@@ -246,19 +250,24 @@ impl Tmux {
                     "-p",
                     "-t",
                     pane,
-                    "#{pane_dead} #{pane_pid} #{pane_dead_status}",
+                    "#{pane_dead}|#{pane_pid}|#{pane_dead_status}|#{pane_dead_signal}|#{pane_tty}",
                 ],
                 None,
             )
             .await?;
-        let mut it = out.split_whitespace();
+        // Fields may be empty (no exit status while alive): split on '|'.
+        let mut it = out.trim_end().split('|');
         let dead = it.next() == Some("1");
         let pid = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
         let dead_status = it.next().and_then(|s| s.parse().ok());
+        let dead_signal = it.next().and_then(|s| s.parse().ok());
+        let tty = it.next().unwrap_or_default().to_string();
         Ok(PaneInfo {
             dead,
             dead_status,
+            dead_signal,
             pid,
+            tty,
         })
     }
 

@@ -179,11 +179,14 @@ pub async fn worker(
         let response = match outcome {
             Ok(d) => {
                 on_delivered();
+                let millis = d.elapsed.as_millis() as u64;
                 tracing::info!(
                     bytes = text.len(),
                     submits = d.submits,
-                    millis = d.elapsed.as_millis() as u64,
-                    "message delivered"
+                    millis,
+                    "message delivered ({} bytes, {} submits, {millis} ms)",
+                    text.len(),
+                    d.submits
                 );
                 Response::Delivered {
                     submits: d.submits,

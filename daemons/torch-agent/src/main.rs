@@ -22,16 +22,25 @@ pub const EXIT_CONFIG: u8 = 78;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(raw), None) = (args.next(), args.next()) else {
-        eprintln!("usage: torch-agent NAME (normally started as torch-agent@NAME.service)");
+        eprintln!("usage: torch-agent INSTANCE (normally started as torch-agent@INSTANCE.service)");
         return ExitCode::from(2);
     };
-    let name = match AgentName::parse(&raw) {
+    let name = match AgentName::from_instance(&raw) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("torch-agent: refusing to start: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if name.instance() != raw {
+        // Two spellings of one agent would be two units fighting over one
+        // runtime directory; only the canonical one may run.
+        eprintln!(
+            "torch-agent: refusing to start: agent {name} must run as {} (use `torch start {name}`)",
+            name.unit()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -284,6 +284,8 @@ async fn supervise(
     let mut ticks = tokio::time::interval(period);
     let mut ready_sent = false;
     let mut unresponsive_since: Option<Instant> = None;
+    let mut stuck = StuckInput::default();
+    let hang_after = Duration::from_secs(def.hang_after_secs);
     tracing::info!(
         "agent {name}: tmux server pid {server_pid}, pane {pane}, program {:?}, watchdog {}",
         def.command,
@@ -348,6 +350,20 @@ async fn supervise(
             }
             continue;
         }
+        let waited = stuck.observe(pending_input(&info.tty).unwrap_or(0), Instant::now());
+        if def.hang_after_secs > 0 && waited >= hang_after {
+            shared.set_state("hung");
+            let why = format!(
+                "agent program (pid {}) has not read its input for {}s; it looks hung",
+                info.pid,
+                waited.as_secs()
+            );
+            unhealthy(&shared, &mut unresponsive_since, &why);
+            if give_up(watchdog, unresponsive_since) {
+                return Ok(ExitCode::FAILURE);
+            }
+            continue;
+        }
         if unresponsive_since.take().is_some() {
             tracing::info!("agent {name} is healthy again");
         }
@@ -386,6 +402,55 @@ fn give_up(watchdog: bool, since: Option<Instant>) -> bool {
     over
 }
 
+nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
+
+/// Bytes typed into the pane's terminal that its program has not read yet.
+fn pending_input(tty: &str) -> Option<usize> {
+    use nix::fcntl::{open, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if !tty.starts_with("/dev/pts/") {
+        return None;
+    }
+    // Opened only for the ioctl and closed at once: holding the pane's
+    // terminal open would hide its hang-up from tmux.
+    let fd = open(
+        tty,
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    // SAFETY: `open` just returned this descriptor and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through the pointer we pass.
+    unsafe { fionread(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut n) }.ok()?;
+    usize::try_from(n).ok()
+}
+
+/// Tracks typed input that the program leaves unread.
+#[derive(Default)]
+struct StuckInput {
+    pending: usize,
+    since: Option<Instant>,
+}
+
+impl StuckInput {
+    /// Records the pending byte count; returns for how long input has
+    /// waited without the program reading any of it.
+    fn observe(&mut self, pending: usize, now: Instant) -> Duration {
+        if pending == 0 || pending < self.pending {
+            // Nothing waiting, or the program read some: it is alive.
+            self.since = (pending > 0).then_some(now);
+        } else if self.since.is_none() {
+            self.since = Some(now);
+        }
+        self.pending = pending;
+        self.since
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
+
 /// Whether `pid` is stopped by a signal or a tracer (state T or t).
 fn process_stopped(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -413,7 +478,7 @@ async fn program_exited(shared: &Shared, info: &PaneInfo) -> ExitCode {
         "agent program exited with status {status}"
     ))]);
     let _ = shared.tmux.kill_server().await;
-    if info.dead_status == Some(0) {
+    if info.dead_status == Some(0) && info.dead_signal.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -439,6 +504,20 @@ mod tests {
         assert!(resolve_program("/bin/sh", None).is_some());
         assert!(resolve_program("no-such-program-torch", Some("/usr/bin")).is_none());
         assert!(resolve_program("/etc/passwd", None).is_none());
+    }
+
+    #[test]
+    fn stuck_input_counts_only_while_nothing_is_read() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut st = StuckInput::default();
+        assert_eq!(st.observe(0, t0), Duration::ZERO);
+        assert_eq!(st.observe(10, t0 + s(1)), Duration::ZERO);
+        assert_eq!(st.observe(10, t0 + s(5)), s(4));
+        assert_eq!(st.observe(12, t0 + s(6)), s(5));
+        // The program read something: the clock starts again.
+        assert_eq!(st.observe(3, t0 + s(7)), Duration::ZERO);
+        assert_eq!(st.observe(0, t0 + s(8)), Duration::ZERO);
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! * `slow`: prints `loading...` and discards all input for SECS seconds (like a TUI that is
 //!   still starting), then behaves like `echo` with the tag `[slow]`. With
 //!   `--swallow-enter-ms MS`, an Enter arriving within MS ms after a paste ended is ignored.
-//! * `hang`: prints `hang: working`, after SECS prints `hang: now hanging` and SIGSTOPs itself.
+//! * `hang`: prints `hang: working`, after SECS prints `hang: now hanging` and never reads
+//!   its input again (alive, state S, like a deadlocked TUI).
 //! * `crash`: prints `crash: starting` and a few lines, then after SECS prints
 //!   `crash: fatal error, exiting with N` and exits with code N.
 //! * `chatty`: prints N numbered, ANSI-colored lines as fast as it can, then idles forever.
@@ -33,7 +34,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use nix::sys::signal::{raise, Signal};
 use nix::sys::termios::{cfmakeraw, tcflush, tcgetattr, tcsetattr, FlushArg, SetArg, Termios};
 
 const USAGE: &str = "usage: torch-test-agent echo --record FILE [--prompt STR]
@@ -166,9 +166,9 @@ fn run_hang(after: Duration) -> Result<()> {
     out(b"hang: working\n")?;
     std::thread::sleep(after);
     out(b"hang: now hanging\n")?;
+    // A hung program is alive but never reads its input again. (SIGSTOP
+    // would not do: tmux sends SIGCONT to a stopped pane at once.)
     loop {
-        raise(Signal::SIGSTOP).context("raise(SIGSTOP)")?;
-        // Continued: stay unresponsive anyway.
         std::thread::sleep(Duration::from_secs(3600));
     }
 }

@@ -1,0 +1,12 @@
+#!/bin/bash
+# The whole test suite: unit tests, then the integration tests, which boot a
+# real systemd (with D-Bus, journald and tmux) in a sandbox per test.
+# Run as root on Debian 12:  scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ "$(id -u)" = 0 ] || { echo "test: run as root (the integration tests boot a systemd sandbox)" >&2; exit 1; }
+scripts/setup-debian.sh
+# The integration tests install these binaries into each sandbox.
+cargo build --workspace --bins
+# Sandboxes boot in parallel; more threads than cores only adds noise.
+cargo test --workspace -- --test-threads="${TORCH_TEST_THREADS:-3}"

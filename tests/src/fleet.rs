@@ -1,0 +1,114 @@
+//! Torch inside a sandbox: install the fresh build, define agents, call the
+//! CLI, read what the echo agent recorded.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
+
+/// Where the scripted test agent is installed inside a sandbox.
+pub const TEST_AGENT: &str = "/usr/local/bin/torch-test-agent";
+
+impl Sandbox {
+    /// Installs the built binaries and unit files (`scripts/sandbox/install-torch.sh`).
+    pub fn install_torch(&self) -> Result<()> {
+        let script = workspace_root().join("scripts/sandbox/install-torch.sh");
+        let out = Command::new(&script)
+            .env("SDH_DIR", self.dir())
+            .env("TORCH_BIN_DIR", target_bin_dir())
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!(
+                "install-torch failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes `/etc/torch/agents/NAME.toml`.
+    pub fn define_agent(&self, name: &str, toml: &str) -> Result<()> {
+        self.write_file(
+            &format!("/etc/torch/agents/{name}.toml"),
+            toml.as_bytes(),
+            0o644,
+        )
+    }
+
+    /// Defines an echo agent recording into `/tmp/NAME.jsonl`.
+    pub fn define_echo_agent(&self, name: &str) -> Result<()> {
+        self.define_agent(
+            name,
+            &format!(
+                "command = [\"{TEST_AGENT}\", \"echo\", \"--record\", \"/tmp/{name}.jsonl\"]\nready_pattern = \"echo> \"\n"
+            ),
+        )
+    }
+
+    /// Writes a drop-in for every agent unit (e.g. a shorter watchdog) and reloads.
+    pub fn agent_dropin(&self, body: &str) -> Result<()> {
+        self.write_file(
+            "/etc/systemd/system/torch-agent@.service.d/test.conf",
+            body.as_bytes(),
+            0o644,
+        )?;
+        self.systemctl(&["daemon-reload"]).map(drop)
+    }
+
+    /// Runs `torch args...` inside; fails on a non-zero exit.
+    pub fn torch(&self, args: &[&str]) -> Result<String> {
+        let mut v = vec!["torch"];
+        v.extend_from_slice(args);
+        self.run(&v)
+    }
+
+    /// Runs `torch args...` inside and returns (success, stdout + stderr).
+    pub fn torch_status(&self, args: &[&str]) -> Result<(bool, String)> {
+        let mut v = vec!["torch"];
+        v.extend_from_slice(args);
+        let out = self.exec(&v)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok((out.status.success(), text))
+    }
+
+    /// The messages the echo agent `name` recorded, in order.
+    pub fn records(&self, name: &str) -> Result<Vec<String>> {
+        let raw = match self.read_file(&format!("/tmp/{name}.jsonl")) {
+            Ok(r) => r,
+            Err(_) => return Ok(Vec::new()),
+        };
+        String::from_utf8(raw)?
+            .lines()
+            .map(|l| serde_json::from_str::<String>(l).with_context(|| format!("bad record {l:?}")))
+            .collect()
+    }
+
+    /// Waits until the agent's unit is active with the given restart count at least.
+    pub fn wait_active(&self, name: &str, min_restarts: u32, timeout: Duration) -> Result<()> {
+        let unit = format!("torch-agent@{name}.service");
+        wait_until(
+            &format!("{unit} active after {min_restarts} restarts"),
+            timeout,
+            || {
+                let active = self.unit_property(&unit, "ActiveState")? == "active";
+                let n: u32 = self.unit_property(&unit, "NRestarts")?.parse()?;
+                Ok(active && n >= min_restarts)
+            },
+        )
+    }
+
+    /// PID of the agent's tmux server.
+    pub fn tmux_server_pid(&self, name: &str) -> Result<u32> {
+        let sock = format!("/run/torch-agent/{name}/tmux.sock");
+        let out = self.run(&["tmux", "-S", &sock, "display-message", "-p", "#{pid}"])?;
+        Ok(out.trim().parse()?)
+    }
+}
