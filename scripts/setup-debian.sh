@@ -10,6 +10,8 @@ have dbus-daemon || missing+=(dbus)
 { have /lib/systemd/systemd && have journalctl && have busctl; } || missing+=(systemd)
 { have unshare && have nsenter; } || missing+=(util-linux)
 have pgrep || missing+=(procps)
+# The hub links the system SQLite.
+{ [ -e /usr/include/sqlite3.h ] && have pkg-config; } || missing+=(libsqlite3-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "setup: need root to install ${missing[*]}" >&2; exit 1; }
   echo "setup: installing ${missing[*]}"

@@ -207,7 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Send { name, text } => {
             let name = agent(&name)?;
             let text = validate_message(&read_message(text)?)?;
-            match call(&name, &Request::Deliver { text }, SEND_TIMEOUT)? {
+            match call(&name, &Request::Deliver { text, id: None }, SEND_TIMEOUT)? {
                 Response::Delivered {
                     millis, submits, ..
                 } => {

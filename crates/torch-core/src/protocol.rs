@@ -22,6 +22,11 @@ pub enum Request {
     Deliver {
         /// The message; checked with [`crate::validate_message`].
         text: String,
+        /// The hub's id for the message: a second request with an id the
+        /// supervisor has seen is answered without typing anything, so a
+        /// retry after a crash never types a message twice.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Read the pane's screen.
     Capture {
@@ -47,6 +52,9 @@ pub enum Response {
         /// (false: only a change of the screen was seen, e.g. a TUI that
         /// shows a placeholder for pasted text).
         text_seen: bool,
+        /// The id was seen before: nothing was typed this time.
+        #[serde(default)]
+        duplicate: bool,
     },
     /// The pane's screen.
     Screen {
@@ -112,7 +120,10 @@ mod tests {
 
     #[test]
     fn wire_format_is_stable() {
-        let r = Request::Deliver { text: "hi".into() };
+        let r = Request::Deliver {
+            text: "hi".into(),
+            id: None,
+        };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"op":"deliver","text":"hi"}"#

@@ -72,7 +72,7 @@ async fn handle(
 
 async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Response {
     match req {
-        Request::Deliver { text } => {
+        Request::Deliver { text, id } => {
             let text = match validate_message(&text) {
                 Ok(t) => t,
                 Err(e) => {
@@ -82,7 +82,7 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
                 }
             };
             let (tx, rx) = oneshot::channel();
-            if jobs.send((text, tx)).await.is_err() {
+            if jobs.send((text, id, tx)).await.is_err() {
                 return Response::Error {
                     message: "the supervisor is shutting down; message not delivered".into(),
                 };

@@ -63,8 +63,42 @@ pub struct Delivered {
     pub elapsed: Duration,
 }
 
-/// A message waiting for the worker, with the channel for its outcome.
-pub type Job = (String, oneshot::Sender<Response>);
+/// A message waiting for the worker: text, the hub's id, the channel for
+/// the outcome.
+pub type Job = (String, Option<String>, oneshot::Sender<Response>);
+
+/// How many message ids the worker remembers.
+const SEEN_IDS: usize = 100_000;
+
+/// Ids of messages already typed, oldest first, bounded.
+#[derive(Default)]
+pub struct SeenIds {
+    set: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl SeenIds {
+    /// Records `id`; false when it was already there.
+    pub fn insert(&mut self, id: &str) -> bool {
+        if self.set.contains(id) {
+            return false;
+        }
+        if self.order.len() >= SEEN_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(id.to_string());
+        self.order.push_back(id.to_string());
+        true
+    }
+
+    /// Forgets `id` (nothing was typed, so a retry may type it).
+    pub fn forget(&mut self, id: &str) {
+        self.set.remove(id);
+        self.order.retain(|o| o != id);
+    }
+}
 
 /// The end of the message as the screen will show it: the last non-blank
 /// line, after its last tab (tabs become spaces on screen), trimmed.
@@ -174,7 +208,22 @@ pub async fn worker(
     mut jobs: mpsc::Receiver<Job>,
     on_delivered: impl Fn(),
 ) {
-    while let Some((text, reply)) = jobs.recv().await {
+    let mut seen = SeenIds::default();
+    while let Some((text, id, reply)) = jobs.recv().await {
+        // The id is recorded before typing: if we die mid-paste, the hub's
+        // retry is answered "duplicate" instead of typing the text again.
+        if let Some(id) = &id {
+            if !seen.insert(id) {
+                tracing::info!("message {id} was delivered before; not typing it again");
+                let _ = reply.send(Response::Delivered {
+                    submits: 0,
+                    millis: 0,
+                    text_seen: false,
+                    duplicate: true,
+                });
+                continue;
+            }
+        }
         let outcome = deliver(&tmux, &pane, &text, ready_pattern.as_deref()).await;
         let response = match outcome {
             Ok(d) => {
@@ -192,9 +241,18 @@ pub async fn worker(
                     submits: d.submits,
                     millis: d.elapsed.as_millis() as u64,
                     text_seen: d.text_seen,
+                    duplicate: false,
                 }
             }
             Err(e) => {
+                if matches!(
+                    e,
+                    DeliveryError::NotReady { .. } | DeliveryError::PasteIgnored
+                ) {
+                    if let Some(id) = &id {
+                        seen.forget(id);
+                    }
+                }
                 tracing::warn!(bytes = text.len(), "message not delivered: {e}");
                 Response::Error {
                     message: e.to_string(),
@@ -208,7 +266,17 @@ pub async fn worker(
 
 #[cfg(test)]
 mod tests {
-    use super::probe;
+    use super::{probe, SeenIds};
+
+    #[test]
+    fn seen_ids_refuse_repeats() {
+        let mut s = SeenIds::default();
+        assert!(s.insert("m1"));
+        assert!(!s.insert("m1"));
+        assert!(s.insert("m2"));
+        s.forget("m1");
+        assert!(s.insert("m1"));
+    }
 
     #[test]
     fn probe_is_the_visible_end_of_the_text() {
