@@ -22,5 +22,10 @@ if [ -x "$BIN/torch-test-agent" ]; then
   install -D -m755 "$BIN/torch-test-agent" "$R/usr/local/bin/torch-test-agent"
 fi
 install -d "$R/etc/torch/agents"
+install -D -m644 "$TOP/config/dbus/org.torch.Torch1.conf" "$R/usr/share/dbus-1/system.d/org.torch.Torch1.conf"
+install -D -m644 "$TOP/config/sysusers.d/torch.conf" "$R/usr/lib/sysusers.d/torch.conf"
+"$SDH_EXEC" systemd-sysusers /usr/lib/sysusers.d/torch.conf
+# dbus-daemon reads the new policy file on ReloadConfig.
+"$SDH_EXEC" busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
 install -m644 "$TOP"/units/*.service "$TOP"/units/*.target "$R/etc/systemd/system/"
 "$SDH_EXEC" systemctl daemon-reload

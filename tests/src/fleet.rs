@@ -112,3 +112,39 @@ impl Sandbox {
         Ok(out.trim().parse()?)
     }
 }
+
+impl Sandbox {
+    /// Starts the hub (`torch.service`).
+    pub fn start_hub(&self) -> Result<()> {
+        self.systemctl(&["start", "torch.service"]).map(drop)
+    }
+
+    /// Runs `torch args...` as agent `agent` would from its pane
+    /// (`TORCH_AGENT` set); returns (success, stdout + stderr).
+    pub fn torch_as(&self, agent: &str, args: &[&str]) -> Result<(bool, String)> {
+        let env = format!("TORCH_AGENT={agent}");
+        let mut v = vec!["env", env.as_str(), "torch"];
+        v.extend_from_slice(args);
+        let out = self.exec(&v)?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+
+    /// Spawns an echo agent through the hub (recording into `/tmp/NAME.jsonl`).
+    pub fn spawn_echo(&self, name: &str, role: &str, parent: Option<&str>) -> Result<()> {
+        self.run(&["mkdir", "-p", "/srv/work"])?;
+        let record = format!("/tmp/{name}.jsonl");
+        let mut args = vec!["spawn", name, "--role", role, "--workdir", "/srv/work"];
+        if let Some(p) = parent {
+            args.extend(["--parent", p]);
+        }
+        args.extend(["--", TEST_AGENT, "echo", "--record", record.as_str()]);
+        self.torch(&args).map(drop)
+    }
+}

@@ -51,7 +51,7 @@ fn start_stop_restart_and_fleet_target() -> Result<()> {
     sb.torch(&["restart", "e1"])?;
     let pid2 = sb.unit_property(unit, "MainPID")?;
     ensure!(pid != pid2, "restart kept MainPID {pid}");
-    sb.torch(&["send", "e1", "after restart"])?;
+    sb.torch(&["send", "--direct", "e1", "after restart"])?;
     ensure!(sb.records("e1")? == ["after restart"]);
 
     let list = sb.torch(&["list"])?;
@@ -121,7 +121,7 @@ fn watchdog_restarts_a_frozen_agent_and_a_hung_tmux() -> Result<()> {
         sb.tmux_server_pid("e1")? != server,
         "tmux server was not replaced"
     );
-    sb.torch(&["send", "e1", "alive again"])?;
+    sb.torch(&["send", "--direct", "e1", "alive again"])?;
     ensure!(sb.records("e1")? == ["alive again"]);
     let journal = sb.journal(&["-u", "torch-agent@e1.service"])?;
     ensure!(
@@ -140,7 +140,7 @@ fn killed_tmux_server_and_crashed_agent_are_restarted() -> Result<()> {
     let server = sb.tmux_server_pid("e1")?;
     sb.run(&["kill", "-KILL", &server.to_string()])?;
     sb.wait_active("e1", 1, Duration::from_secs(20))?;
-    sb.torch(&["send", "e1", "after sigkill"])?;
+    sb.torch(&["send", "--direct", "e1", "after sigkill"])?;
     ensure!(sb.records("e1")? == ["after sigkill"]);
     let journal = sb.journal(&["-u", "torch-agent@e1.service"])?;
     ensure!(journal.contains("tmux server is gone"), "{journal}");
@@ -196,10 +196,13 @@ fn hostile_texts_arrive_byte_for_byte() -> Result<()> {
         "C-m Escape BSpace Tab".into(),
     ];
     for t in &texts {
-        sb.torch(&["send", "e1", t])?;
+        sb.torch(&["send", "--direct", "e1", t])?;
     }
     // The big one through standard input, as `torch send e1 -` users do.
-    sb.run_with_stdin(&["torch", "send", "e1", "-"], format!("{big}\n").as_bytes())?;
+    sb.run_with_stdin(
+        &["torch", "send", "--direct", "e1", "-"],
+        format!("{big}\n").as_bytes(),
+    )?;
     let mut expected = texts.clone();
     expected.push(big.clone());
     let got = sb.records("e1")?;
@@ -215,20 +218,20 @@ fn hostile_texts_arrive_byte_for_byte() -> Result<()> {
     ensure!(big.len() > 60 * 1024);
 
     // Refused input gets a clear error and leaves the agent working.
-    let (ok, out) = sb.torch_status(&["send", "e1", "bell\x07"])?;
+    let (ok, out) = sb.torch_status(&["send", "--direct", "e1", "bell\x07"])?;
     ensure!(!ok && out.contains("control character U+0007"), "{out}");
     let huge = sb.exec(&[
         "sh",
         "-c",
-        "head -c 307200 /dev/zero | tr '\\0' x | torch send e1 -",
+        "head -c 307200 /dev/zero | tr '\\0' x | torch send --direct e1 -",
     ])?;
     let out = String::from_utf8_lossy(&huge.stderr);
     ensure!(!huge.status.success() && out.contains("limit"), "{out}");
     let (ok, out) = sb.torch_status(&["send", "bad name", "x"])?;
     ensure!(!ok && out.contains("contains ' '"), "{out}");
-    let (ok, out) = sb.torch_status(&["send", "nobody", "x"])?;
+    let (ok, out) = sb.torch_status(&["send", "--direct", "nobody", "x"])?;
     ensure!(!ok && out.contains("cannot reach"), "{out}");
-    sb.torch(&["send", "e1", "still fine"])?;
+    sb.torch(&["send", "--direct", "e1", "still fine"])?;
     ensure!(sb.records("e1")?.last().map(String::as_str) == Some("still fine"));
     ensure!(sb.unit_property("torch-agent@e1.service", "NRestarts")? == "0");
     Ok(())
@@ -248,7 +251,7 @@ fn concurrent_senders_never_lose_or_interleave() -> Result<()> {
                 s.spawn(move || -> Result<()> {
                     for j in 0..EACH {
                         let text = format!("sender {i} message {j}\nsecond line of {i}/{j}");
-                        sb.torch(&["send", "e1", &text])?;
+                        sb.torch(&["send", "--direct", "e1", &text])?;
                     }
                     Ok(())
                 })
@@ -291,7 +294,7 @@ fn journal_holds_agent_output_bounded() -> Result<()> {
     let sb = sandbox("journal")?;
     sb.define_echo_agent("e1")?;
     sb.torch(&["start", "e1"])?;
-    sb.torch(&["send", "e1", "journal check"])?;
+    sb.torch(&["send", "--direct", "e1", "journal check"])?;
     let by_unit = sb.journal(&["-u", "torch-agent@e1.service", "-o", "cat"])?;
     ensure!(
         by_unit.contains("[echo] ready") && by_unit.contains("echo> journal check"),
@@ -376,14 +379,14 @@ fn slow_prompts_and_swallowed_submits_are_handled() -> Result<()> {
     )?;
     sb.torch(&["start", "s1"])?;
     sb.torch(&["start", "s2"])?;
-    let (ok, out) = sb.torch_status(&["send", "s1", "patience\nis a virtue"])?;
+    let (ok, out) = sb.torch_status(&["send", "--direct", "s1", "patience\nis a virtue"])?;
     ensure!(ok, "{out}");
     ensure!(
         out.contains("submits"),
         "swallowed Enter was not retried: {out}"
     );
     ensure!(sb.records("s1")? == ["patience\nis a virtue"]);
-    sb.torch(&["send", "s2", "typed while loading"])?;
+    sb.torch(&["send", "--direct", "s2", "typed while loading"])?;
     ensure!(sb.records("s2")? == ["typed while loading"]);
     Ok(())
 }
@@ -395,7 +398,7 @@ fn unusual_names_use_systemd_escaping() -> Result<()> {
     sb.torch(&["start", "dév-1"])?;
     let unit = r"torch-agent@d\xc3\xa9v-1.service";
     ensure!(sb.unit_property(unit, "ActiveState")? == "active");
-    sb.torch(&["send", "dév-1", "bonjour"])?;
+    sb.torch(&["send", "--direct", "dév-1", "bonjour"])?;
     ensure!(sb.records("dév-1")? == ["bonjour"]);
     let list = sb.torch(&["list"])?;
     ensure!(list.contains("dév-1"), "{list}");

@@ -1,9 +1,10 @@
 //! `torch`: the operator's and the agents' command line.
 //!
 //! Thin glue: names and messages are checked with `torch-core` before
-//! anything is sent, messages go to the agent's supervisor over its control
-//! socket, unit state comes from systemd over D-Bus, and `attach`/`logs`
-//! hand the terminal to tmux and journalctl.
+//! anything is sent; messages, spawns and status go through the hub
+//! (`torchd`, D-Bus); `--direct` talks to an agent's supervisor over its
+//! control socket; unit state comes from systemd over D-Bus; `attach` and
+//! `logs` hand the terminal to tmux and journalctl.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -16,6 +17,8 @@ use clap::{Parser, Subcommand};
 use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, validate_message, AgentName};
 use torch_systemd::{JobKind, Systemd};
+
+mod hub;
 
 /// How long `torch send` waits: the supervisor may wait up to a minute for
 /// the prompt, then paste and submit with retries.
@@ -35,20 +38,88 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Type a message into an agent and submit it, confirmed on its screen.
+    /// Send a message to an agent through the hub (stored, then delivered in order).
+    ///
+    /// The sender is $TORCH_AGENT when an agent calls from its pane, else `operator`.
     Send {
         /// The agent.
         name: String,
         /// The message; `-` reads it from standard input (one trailing newline dropped).
         text: String,
+        /// Wait until the message is confirmed on the agent's screen.
+        #[arg(long)]
+        wait: bool,
+        /// Bypass the hub: type it now through the agent's supervisor (not stored).
+        #[arg(long)]
+        direct: bool,
     },
     /// Print the agent's screen.
     Capture {
         /// The agent.
         name: String,
-        /// Lines of scrollback to include above the screen.
+        /// Lines of scrollback to include above the screen (implies --direct).
         #[arg(long, default_value_t = 0)]
         history: u32,
+        /// Ask the agent's supervisor, not the hub.
+        #[arg(long)]
+        direct: bool,
+    },
+    /// Create an agent: write its definition, queue its brief, start it.
+    Spawn {
+        /// The new agent's name.
+        name: String,
+        /// orchestrator, project-manager, engineer, developer, qa, devops, reviewer, researcher, writer.
+        #[arg(long)]
+        role: String,
+        /// The agent it reports to (required except for an orchestrator).
+        #[arg(long, default_value = "")]
+        parent: String,
+        /// Its working directory.
+        #[arg(long)]
+        workdir: PathBuf,
+        /// claude, codex, gemini, aider or shell (default).
+        #[arg(long, default_value = "")]
+        profile: String,
+        /// A file whose text is delivered as the agent's first message.
+        #[arg(long)]
+        brief: Option<PathBuf>,
+        /// The command to run instead of the profile's default.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Stop an agent, keep its final transcript, and remove it.
+    Retire {
+        /// The agent.
+        name: String,
+    },
+    /// The fleet as a tree, with unit state, agent state and queues.
+    Status {
+        /// Machine-readable output (schema in docs/dbus.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages addressed to an agent.
+    Inbox {
+        /// The agent.
+        name: String,
+        /// At most this many, newest last.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Message history, of one agent or of all.
+    Messages {
+        /// Only messages to or from this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// At most this many, newest last.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Attach your terminal to the agent's tmux session (detach with C-b d).
     Attach {
@@ -202,28 +273,182 @@ fn job(kind: JobKind, name: &AgentName) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Polls the hub until message `id` to `to` is delivered or failed.
+async fn wait_delivered(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + SEND_TIMEOUT;
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&hub.inbox(to, 10_000).await.map_err(hub::explain)?)?;
+        let m = list.as_array().and_then(|l| {
+            l.iter()
+                .find(|m| m.get("id").and_then(|v| v.as_i64()) == Some(id))
+        });
+        match m.and_then(|m| m.get("state")).and_then(|s| s.as_str()) {
+            Some("delivered") => {
+                eprintln!("delivered to {to}");
+                return Ok(());
+            }
+            Some("failed") => {
+                let reason = m
+                    .and_then(|m| m.get("reason"))
+                    .and_then(|r| r.as_str())
+                    .unwrap_or("no reason given");
+                bail!("message #{id} to {to} failed: {reason}");
+            }
+            _ => {}
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "message #{id} is still queued for {to} after {}s; see `torch inbox {to}`",
+                SEND_TIMEOUT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Send { name, text } => {
+        Cmd::Send {
+            name,
+            text,
+            wait,
+            direct,
+        } => {
             let name = agent(&name)?;
             let text = validate_message(&read_message(text)?)?;
-            match call(&name, &Request::Deliver { text, id: None }, SEND_TIMEOUT)? {
-                Response::Delivered {
-                    millis, submits, ..
-                } => {
-                    eprintln!(
-                        "delivered to {name} in {millis} ms ({submits} submit{})",
-                        if submits == 1 { "" } else { "s" }
-                    );
+            if direct {
+                match call(&name, &Request::Deliver { text, id: None }, SEND_TIMEOUT)? {
+                    Response::Delivered {
+                        millis, submits, ..
+                    } => {
+                        eprintln!(
+                            "delivered to {name} in {millis} ms ({submits} submit{})",
+                            if submits == 1 { "" } else { "s" }
+                        );
+                    }
+                    other => bail!("{name}: unexpected answer {other:?}"),
                 }
-                other => bail!("{name}: unexpected answer {other:?}"),
+                return Ok(());
+            }
+            runtime()?.block_on(async {
+                let hub = hub::connect().await?;
+                let id = hub
+                    .send(&hub::caller(), name.as_str(), &text)
+                    .await
+                    .map_err(hub::explain)?;
+                eprintln!("queued message #{id} for {name}");
+                if wait {
+                    wait_delivered(&hub, name.as_str(), id).await?;
+                }
+                anyhow::Ok(())
+            })?;
+        }
+        Cmd::Capture {
+            name,
+            history,
+            direct,
+        } => {
+            let name = agent(&name)?;
+            let text = if direct || history > 0 {
+                match call(&name, &Request::Capture { history }, QUICK_TIMEOUT)? {
+                    Response::Screen { text } => text,
+                    other => bail!("{name}: unexpected answer {other:?}"),
+                }
+            } else {
+                runtime()?.block_on(async {
+                    hub::connect()
+                        .await?
+                        .capture(name.as_str())
+                        .await
+                        .map_err(hub::explain)
+                })?
+            };
+            println!("{}", text.trim_end());
+        }
+        Cmd::Spawn {
+            name,
+            role,
+            parent,
+            workdir,
+            profile,
+            brief,
+            command,
+        } => {
+            let brief = match brief {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read the brief {}", p.display()))?
+                    .trim_end()
+                    .to_string(),
+                None => String::new(),
+            };
+            let workdir = std::path::absolute(&workdir)
+                .with_context(|| format!("bad working directory {}", workdir.display()))?;
+            let argv: Vec<&str> = command.iter().map(String::as_str).collect();
+            let unit = runtime()?.block_on(async {
+                hub::connect()
+                    .await?
+                    .spawn(
+                        &name,
+                        &role,
+                        &parent,
+                        &workdir.to_string_lossy(),
+                        &profile,
+                        &argv,
+                        &brief,
+                        &hub::caller(),
+                    )
+                    .await
+                    .map_err(hub::explain)
+            })?;
+            println!("spawned {name} ({unit})");
+        }
+        Cmd::Retire { name } => {
+            let transcript = runtime()?.block_on(async {
+                hub::connect()
+                    .await?
+                    .retire(&name)
+                    .await
+                    .map_err(hub::explain)
+            })?;
+            println!("retired {name}; final transcript: {transcript}");
+        }
+        Cmd::Status { json } => {
+            let s = runtime()?
+                .block_on(async { hub::connect().await?.status().await.map_err(hub::explain) })?;
+            if json {
+                println!("{s}");
+            } else {
+                hub::print_status(&s)?;
             }
         }
-        Cmd::Capture { name, history } => {
-            let name = agent(&name)?;
-            match call(&name, &Request::Capture { history }, QUICK_TIMEOUT)? {
-                Response::Screen { text } => println!("{}", text.trim_end()),
-                other => bail!("{name}: unexpected answer {other:?}"),
+        Cmd::Inbox { name, limit, json } => {
+            let s = runtime()?.block_on(async {
+                hub::connect()
+                    .await?
+                    .inbox(&name, limit)
+                    .await
+                    .map_err(hub::explain)
+            })?;
+            if json {
+                println!("{s}");
+            } else {
+                hub::print_messages(&s)?;
+            }
+        }
+        Cmd::Messages { agent, limit, json } => {
+            let a = agent.unwrap_or_default();
+            let s = runtime()?.block_on(async {
+                hub::connect()
+                    .await?
+                    .messages(&a, limit)
+                    .await
+                    .map_err(hub::explain)
+            })?;
+            if json {
+                println!("{s}");
+            } else {
+                hub::print_messages(&s)?;
             }
         }
         Cmd::Attach { name } => {

@@ -66,6 +66,24 @@ impl Role {
     }
 }
 
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "orchestrator" => Role::Orchestrator,
+            "project-manager" | "pm" => Role::ProjectManager,
+            "engineer" => Role::Engineer,
+            "developer" | "dev" => Role::Developer,
+            "qa" => Role::Qa,
+            "devops" => Role::Devops,
+            "reviewer" => Role::Reviewer,
+            "researcher" => Role::Researcher,
+            "writer" => Role::Writer,
+            _ => return Err(format!("unknown role {s:?}; use orchestrator, project-manager, engineer, developer, qa, devops, reviewer, researcher or writer")),
+        })
+    }
+}
+
 /// Which terminal program the agent runs, so Torch can read its screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -81,6 +99,49 @@ pub enum Profile {
     /// Any other terminal program.
     #[default]
     Shell,
+}
+
+impl Profile {
+    /// The profile's name in config files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Claude => "claude",
+            Profile::Codex => "codex",
+            Profile::Gemini => "gemini",
+            Profile::Aider => "aider",
+            Profile::Shell => "shell",
+        }
+    }
+
+    /// The command run when a spawn gives none.
+    pub fn default_command(self) -> Vec<String> {
+        let argv: &[&str] = match self {
+            Profile::Claude => &["claude"],
+            Profile::Codex => &["codex"],
+            Profile::Gemini => &["gemini"],
+            Profile::Aider => &["aider"],
+            Profile::Shell => &["bash", "-i"],
+        };
+        argv.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "claude" => Profile::Claude,
+            "codex" => Profile::Codex,
+            "gemini" => Profile::Gemini,
+            "aider" => Profile::Aider,
+            "shell" => Profile::Shell,
+            _ => {
+                return Err(format!(
+                    "unknown profile {s:?}; use claude, codex, gemini, aider or shell"
+                ))
+            }
+        })
+    }
 }
 
 fn default_hang_after() -> u64 {

@@ -5,10 +5,13 @@
 //! agent name is, what a message may contain, what a definition holds) lives
 //! in exactly one place and is unit-tested without a running system.
 
+pub mod config;
 pub mod definition;
+pub mod hub;
 pub mod message;
 pub mod name;
 pub mod paths;
+pub mod policy;
 pub mod protocol;
 
 pub use definition::{AgentDefinition, DefinitionError, Profile, Role};

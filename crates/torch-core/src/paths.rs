@@ -4,8 +4,13 @@ use std::path::PathBuf;
 
 use crate::AgentName;
 
+/// Where the hub writes the definitions of agents it spawns (its state
+/// directory, so they survive reboots and are not the admin's files).
+pub const SPAWNED_AGENTS_DIR: &str = "/var/lib/torch/agents";
+
 /// Directories searched for `NAME.toml` agent definitions, highest priority
-/// first (systemd's order: admin, runtime, vendor). `TORCH_AGENTS_PATH`
+/// first (systemd's order: admin, runtime, then spawned by the hub, then
+/// vendor). `TORCH_AGENTS_PATH`
 /// (colon-separated) replaces the list, for development.
 pub fn agent_definition_dirs() -> Vec<PathBuf> {
     match std::env::var_os("TORCH_AGENTS_PATH") {
@@ -13,6 +18,7 @@ pub fn agent_definition_dirs() -> Vec<PathBuf> {
         None => vec![
             PathBuf::from("/etc/torch/agents"),
             PathBuf::from("/run/torch/agents"),
+            PathBuf::from(SPAWNED_AGENTS_DIR),
             PathBuf::from("/usr/lib/torch/agents"),
         ],
     }

@@ -108,6 +108,13 @@ impl Systemd {
         })
     }
 
+    /// Uses an existing system-bus connection.
+    pub async fn with_connection(conn: &zbus::Connection) -> Result<Self, SystemdError> {
+        Ok(Self {
+            manager: ManagerProxy::new(conn).await?,
+        })
+    }
+
     /// Loaded units matching `pattern`, e.g. `torch-agent@*.service`.
     pub async fn list(&self, pattern: &str) -> Result<Vec<UnitState>, SystemdError> {
         let rows = self.manager.list_units_by_patterns(&[], &[pattern]).await?;
@@ -124,7 +131,13 @@ impl Systemd {
 
     /// Runs a start, stop or restart job and waits until systemd finished it.
     pub async fn run_job(&self, kind: JobKind, unit: &str) -> Result<(), SystemdError> {
-        self.manager.subscribe().await?;
+        // One subscription per connection; a long-lived daemon's second job
+        // finds it in place.
+        match self.manager.subscribe().await {
+            Err(zbus::Error::MethodError(name, _, _))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
+            other => other?,
+        }
         let mut removed = self.manager.receive_job_removed().await?;
         let (verb, job) = match kind {
             JobKind::Start => ("start", self.manager.start_unit(unit, "replace").await?),

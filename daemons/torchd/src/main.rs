@@ -1,44 +1,197 @@
 //! `torchd`, the Torch hub (`torch.service`).
 //!
-//! A skeleton for now: it tells systemd it is ready, keeps the watchdog fed
-//! and stops cleanly. The hub issue gives it the D-Bus API, the registry, the
-//! message store and schedules. Agents do not depend on it: they are units of
-//! their own and keep running while the hub is down.
+//! Owns `org.torch.Torch1` on the system bus, stores every message durably
+//! before answering, delivers them through the agents' supervisors, spawns
+//! and retires agents through systemd's D-Bus API, and tells systemd the
+//! truth: READY once the store and the bus name are up, WATCHDOG only while
+//! both answer. Agents are units of their own and keep running while the
+//! hub is down; a restarted hub picks up every queued message.
 
+mod bus;
+mod courier;
+mod events;
+mod fleet;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use sd_notify::NotifyState;
 use tokio::signal::unix::{signal, SignalKind};
+use torch_core::config::{config_files, Config};
+use torch_core::hub::{BUS_NAME, OBJECT_PATH};
+use torch_store::Store;
+use torch_systemd::Systemd;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::prelude::*;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+/// Exit status for a broken `torch.toml`; the unit does not retry it.
+const EXIT_CONFIG: u8 = 78;
+
+fn init_logging() {
+    match tracing_journald::layer() {
+        Ok(j) => tracing_subscriber::registry()
+            .with(
+                j.with_field_prefix(None)
+                    .with_syslog_identifier("torchd".into())
+                    .with_filter(LevelFilter::INFO),
+            )
+            .init(),
+        Err(_) => tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(LevelFilter::INFO),
+            )
+            .init(),
+    }
+}
+
+fn notify(states: &[NotifyState]) {
+    let _ = sd_notify::notify(false, states);
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let config = match Config::load(&config_files()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            notify(&[NotifyState::Status(&format!("broken configuration: {e}"))]);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            notify(&[NotifyState::Status(&format!("failed: {e:#}"))]);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let state_dir = std::env::var_os("STATE_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/torch"));
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    let db = state_dir.join("torch.db");
+    let store = Arc::new(
+        Store::open(&db)
+            .with_context(|| format!("cannot open the message store {}", db.display()))?,
+    );
+    let events = events::Events::default();
+    let courier = courier::Courier::new(Arc::clone(&store), events.clone());
+
+    let system = zbus::Connection::system()
+        .await
+        .context("cannot connect to the system bus")?;
+    let systemd = Systemd::with_connection(&system).await?;
+    let hub = Arc::new(bus::Hub {
+        store: Arc::clone(&store),
+        courier: Arc::clone(&courier),
+        events: events.clone(),
+        config,
+        systemd,
+        state_dir,
+    });
+    system
+        .object_server()
+        .at(
+            OBJECT_PATH,
+            bus::Manager {
+                hub: Arc::clone(&hub),
+            },
+        )
+        .await?;
+    system
+        .request_name(BUS_NAME)
+        .await
+        .with_context(|| format!("cannot own {BUS_NAME} on the system bus (is another torchd running, and is the D-Bus policy file installed?)"))?;
+    events.attach(system.clone());
+
+    // Pick up what was queued before a restart.
+    let pending = store.recipients_with_queue()?;
+    for agent in &pending {
+        courier.kick(agent);
+    }
+    tracing::info!(
+        "torchd ready on {BUS_NAME}; {} agents with queued messages",
+        pending.len()
+    );
+
     let mut usec = 0;
     let period = if sd_notify::watchdog_enabled(false, &mut usec) {
-        Duration::from_micros(usec) / 2
+        Duration::from_micros(usec) / 3
     } else {
-        Duration::from_secs(30)
+        Duration::from_secs(10)
     };
+    let dbus = zbus::fdo::DBusProxy::new(&system).await?;
     let mut term = signal(SignalKind::terminate())?;
-    let _ = sd_notify::notify(
-        false,
-        &[
-            NotifyState::Ready,
-            NotifyState::Status("hub skeleton: no API yet"),
-        ],
-    );
-    tracing::info!("torchd started (skeleton)");
+    let mut int = signal(SignalKind::interrupt())?;
     let mut ticks = tokio::time::interval(period);
+    let mut ready = false;
     loop {
         tokio::select! {
             _ = term.recv() => break,
-            _ = ticks.tick() => { let _ = sd_notify::notify(false, &[NotifyState::Watchdog]); }
+            _ = int.recv() => break,
+            _ = ticks.tick() => {}
+        }
+        let store_ok = {
+            let s = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || s.healthy())
+                .await
+                .unwrap_or(false)
+        };
+        let bus_ok = tokio::time::timeout(Duration::from_secs(2), dbus.get_id())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !(store_ok && bus_ok) {
+            let why = if store_ok {
+                "the system bus does not answer"
+            } else {
+                "the message store does not answer"
+            };
+            tracing::warn!("unhealthy: {why}; withholding the watchdog ping");
+            notify(&[NotifyState::Status(&format!("unhealthy: {why}"))]);
+            continue;
+        }
+        let queued = {
+            let s = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || {
+                s.recipients_with_queue().map(|v| v.len()).unwrap_or(0)
+            })
+            .await
+            .unwrap_or(0)
+        };
+        let status = format!("serving {BUS_NAME}; {queued} agents with queued messages");
+        if ready {
+            notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+        } else {
+            notify(&[
+                NotifyState::Ready,
+                NotifyState::Watchdog,
+                NotifyState::Status(&status),
+            ]);
+            ready = true;
         }
     }
-    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
-    tracing::info!("torchd stopped");
+    notify(&[NotifyState::Stopping]);
+    tracing::info!("torchd stopping");
     Ok(())
 }

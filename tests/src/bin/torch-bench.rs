@@ -43,7 +43,7 @@ fn main() -> Result<()> {
     for i in 0..n {
         let text = format!("benchmark message {i}: the quick brown fox");
         let t = Instant::now();
-        sb.torch(&["send", "bench", &text])?;
+        sb.torch(&["send", "--direct", "bench", &text])?;
         torch.push(t.elapsed());
     }
     let got = sb.records("bench")?;

@@ -1,0 +1,159 @@
+//! The client side of the hub's D-Bus API (`org.torch.Manager1`, see
+//! docs/dbus.md), and how its answers are shown.
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::Value;
+use torch_core::policy::OPERATOR;
+
+/// Proxy for the hub's manager interface.
+#[zbus::proxy(
+    interface = "org.torch.Manager1",
+    default_service = "org.torch.Torch1",
+    default_path = "/org/torch/Torch1"
+)]
+pub trait Manager {
+    /// See docs/dbus.md.
+    fn send(&self, from: &str, to: &str, text: &str) -> zbus::Result<i64>;
+    /// See docs/dbus.md.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        &self,
+        name: &str,
+        role: &str,
+        parent: &str,
+        workdir: &str,
+        profile: &str,
+        command: &[&str],
+        brief: &str,
+        requester: &str,
+    ) -> zbus::Result<String>;
+    /// See docs/dbus.md.
+    fn retire(&self, name: &str) -> zbus::Result<String>;
+    /// See docs/dbus.md.
+    fn status(&self) -> zbus::Result<String>;
+    /// See docs/dbus.md.
+    fn messages(&self, agent: &str, limit: u32) -> zbus::Result<String>;
+    /// See docs/dbus.md.
+    fn inbox(&self, agent: &str, limit: u32) -> zbus::Result<String>;
+    /// See docs/dbus.md.
+    fn capture(&self, agent: &str) -> zbus::Result<String>;
+}
+
+/// Who is calling: the agent whose pane runs us, or the operator.
+pub fn caller() -> String {
+    std::env::var("TORCH_AGENT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| OPERATOR.to_string())
+}
+
+/// Turns a D-Bus error into a sentence that says what to do.
+pub fn explain(e: zbus::Error) -> anyhow::Error {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let msg = msg.unwrap_or_default();
+            match name.as_str() {
+                "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                    anyhow!("the Torch hub is not running: start it with `systemctl start torch.service`")
+                }
+                "org.freedesktop.DBus.Error.AccessDenied" => {
+                    anyhow!("the Torch hub refused the call: only root and members of the torch group may use it ({msg})")
+                }
+                _ => anyhow!("{msg}"),
+            }
+        }
+        zbus::Error::FDO(e) => match *e {
+            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_) => {
+                anyhow!("the Torch hub is not running: start it with `systemctl start torch.service`")
+            }
+            zbus::fdo::Error::AccessDenied(m) => anyhow!("the Torch hub refused the call: only root and members of the torch group may use it ({m})"),
+            other => anyhow!("{other}"),
+        },
+        other => anyhow!("cannot talk to the Torch hub: {other}"),
+    }
+}
+
+/// Connects to the hub.
+pub async fn connect() -> Result<ManagerProxy<'static>> {
+    let conn = zbus::Connection::system().await.map_err(explain)?;
+    ManagerProxy::new(&conn).await.map_err(explain)
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn i(v: &Value, k: &str) -> i64 {
+    v.get(k).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// Prints `Status()` JSON as the tree orchestrator > project managers > engineers.
+pub fn print_status(json: &str) -> Result<()> {
+    let v: Value = serde_json::from_str(json)?;
+    let Some(agents) = v.get("agents").and_then(Value::as_array) else {
+        bail!("the hub sent a status without agents");
+    };
+    println!(
+        "{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  LAST OUTPUT",
+        "AGENT", "ROLE", "UNIT", "AGENT", "QUEUED", "DELIVERED", "FAILED"
+    );
+    let names: Vec<&str> = agents.iter().map(|a| s(a, "name")).collect();
+    fn walk(agents: &[Value], names: &[&str], parent: Option<&str>, depth: usize) {
+        for a in agents {
+            let p = a.get("parent").and_then(Value::as_str);
+            // Roots: no parent, or a parent that is not (or no longer) defined.
+            let root = p.is_none() || !names.contains(&p.unwrap_or_default());
+            if (parent.is_none() && root) || (parent.is_some() && p == parent) {
+                let label = format!("{}{}", "  ".repeat(depth), s(a, "name"));
+                let idle = a
+                    .get("idle_secs")
+                    .and_then(Value::as_u64)
+                    .map_or("-".to_string(), |n| format!("{n}s ago"));
+                println!(
+                    "{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  {idle}",
+                    label,
+                    s(a, "role"),
+                    s(a, "active_state"),
+                    a.get("agent_state").and_then(Value::as_str).unwrap_or("-"),
+                    i(a, "queued"),
+                    i(a, "delivered"),
+                    i(a, "failed")
+                );
+                walk(agents, names, Some(s(a, "name")), depth + 1);
+            }
+        }
+    }
+    walk(agents, &names, None, 0);
+    Ok(())
+}
+
+/// Prints a JSON message list as a table.
+pub fn print_messages(json: &str) -> Result<()> {
+    let v: Value = serde_json::from_str(json)?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| anyhow!("the hub sent a message list that is not a list"))?;
+    println!(
+        "{:>6} {:<16} {:<16} {:<10} {:>3}  TEXT",
+        "ID", "FROM", "TO", "STATE", "TRY"
+    );
+    for m in list {
+        let body: String = s(m, "body").replace('\n', "⏎");
+        let short: String = body.chars().take(60).collect();
+        let more = if body.chars().count() > 60 { "…" } else { "" };
+        println!(
+            "{:>6} {:<16} {:<16} {:<10} {:>3}  {short}{more}",
+            i(m, "id"),
+            s(m, "sender"),
+            s(m, "recipient"),
+            s(m, "state"),
+            i(m, "attempts")
+        );
+        if let Some(r) = m.get("reason").and_then(Value::as_str) {
+            if s(m, "state") != "delivered" {
+                println!("{:>6} reason: {r}", "");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The fleet's configuration, `torch.toml`.
+//!
+//! Read from `/usr/lib/torch/torch.toml` (vendor) and then
+//! `/etc/torch/torch.toml` (admin); a key in the admin file replaces the
+//! vendor's, table by table. Unknown keys are errors.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::PolicyMode;
+
+/// Message routing rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    /// `hierarchy` (default) or `open`.
+    pub mode: PolicyMode,
+}
+
+/// Limits on spawning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Quotas {
+    /// Children one agent may have.
+    pub max_children: usize,
+    /// Depth of the tree (an orchestrator is depth 1).
+    pub max_depth: usize,
+    /// Agents in the fleet.
+    pub max_fleet: usize,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_children: 8,
+            max_depth: 4,
+            max_fleet: 50,
+        }
+    }
+}
+
+/// The whole of `torch.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Routing.
+    pub policy: Policy,
+    /// Spawning limits.
+    pub quotas: Quotas,
+}
+
+/// The files read, lowest priority first; `TORCH_CONFIG` names a single file
+/// instead, for development.
+pub fn config_files() -> Vec<PathBuf> {
+    match std::env::var_os("TORCH_CONFIG") {
+        Some(p) => vec![PathBuf::from(p)],
+        None => vec![
+            PathBuf::from("/usr/lib/torch/torch.toml"),
+            PathBuf::from("/etc/torch/torch.toml"),
+        ],
+    }
+}
+
+impl Config {
+    /// Loads and merges `files`; missing files are skipped. The error is one
+    /// line naming the file and line.
+    pub fn load(files: &[PathBuf]) -> Result<Self, String> {
+        let mut merged = toml::Table::new();
+        for f in files {
+            let text = match std::fs::read_to_string(f) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(format!("{}: cannot read: {e}", f.display())),
+            };
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| parse_error(f, &text, &e))?;
+            for (k, v) in table {
+                match (merged.get_mut(&k), v) {
+                    (Some(toml::Value::Table(old)), toml::Value::Table(new)) => old.extend(new),
+                    (_, v) => {
+                        merged.insert(k, v);
+                    }
+                }
+            }
+        }
+        let text = toml::to_string(&merged).map_err(|e| e.to_string())?;
+        toml::from_str(&text).map_err(|e| {
+            let which = files
+                .iter()
+                .rev()
+                .find(|f| f.exists())
+                .map_or(Path::new("torch.toml"), |p| p.as_path());
+            format!("{}: {}", which.display(), e.message().replace('\n', " "))
+        })
+    }
+}
+
+fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(1);
+    format!(
+        "{}:{line}: {}",
+        path.display(),
+        e.message().replace('\n', " ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_overrides_vendor_key_by_key() {
+        let dir = std::env::temp_dir().join(format!("torch-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (v, a) = (dir.join("vendor.toml"), dir.join("admin.toml"));
+        std::fs::write(&v, "[quotas]\nmax_children = 3\nmax_depth = 2\n").unwrap();
+        std::fs::write(&a, "[quotas]\nmax_depth = 5\n[policy]\nmode = \"open\"\n").unwrap();
+        let c = Config::load(&[v.clone(), a.clone(), dir.join("missing.toml")]).unwrap();
+        assert_eq!(c.quotas.max_children, 3);
+        assert_eq!(c.quotas.max_depth, 5);
+        assert_eq!(c.quotas.max_fleet, 50);
+        assert_eq!(c.policy.mode, PolicyMode::Open);
+        std::fs::write(&a, "[quotas]\nmax_dept = 5\n").unwrap();
+        let e = Config::load(std::slice::from_ref(&a)).unwrap_err();
+        assert!(e.contains("max_dept"), "{e}");
+        std::fs::write(&a, "[quotas\n").unwrap();
+        assert!(Config::load(&[a]).unwrap_err().contains(":1: "));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,415 @@
+//! The hub's D-Bus API: `org.torch.Manager1` at `/org/torch/Torch1` on the
+//! system bus as `org.torch.Torch1`. Documented in `docs/dbus.md`.
+//!
+//! Structured answers (status, message lists) are JSON strings with a
+//! documented schema: they evolve without breaking the method signatures.
+//! Every mutating call is logged with the caller's uid and `TORCH_AUDIT=1`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+use torch_core::config::Config;
+use torch_core::policy::OPERATOR;
+use torch_core::protocol::{self, Request, Response};
+use torch_core::{paths, validate_message, AgentName};
+use torch_store::Store;
+use torch_systemd::{JobKind, Systemd};
+use zbus::fdo;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+use crate::courier::Courier;
+use crate::events::Events;
+use crate::fleet::{self, SpawnRequest};
+
+/// Everything the API works on.
+pub struct Hub {
+    /// The message store.
+    pub store: Arc<Store>,
+    /// Delivery tasks.
+    pub courier: Arc<Courier>,
+    /// Signal emitter.
+    pub events: Events,
+    /// `torch.toml`.
+    pub config: Config,
+    /// systemd over D-Bus.
+    pub systemd: Systemd,
+    /// The hub's state directory.
+    pub state_dir: PathBuf,
+}
+
+/// The object serving `org.torch.Manager1`.
+pub struct Manager {
+    /// Shared hub state.
+    pub hub: Arc<Hub>,
+}
+
+async fn caller_uid(conn: &zbus::Connection, hdr: &Header<'_>) -> Option<u32> {
+    let sender = hdr.sender()?.to_owned();
+    let dbus = fdo::DBusProxy::new(conn).await.ok()?;
+    dbus.get_connection_unix_user(sender.into()).await.ok()
+}
+
+async fn audit(conn: &zbus::Connection, hdr: &Header<'_>, method: &str, outcome: &str) {
+    let uid = caller_uid(conn, hdr).await;
+    let shown = uid.map_or("unknown".to_string(), |u| u.to_string());
+    tracing::info!(
+        torch_audit = 1,
+        caller_uid = uid.map_or(-1, i64::from),
+        torch_method = method,
+        "audit: uid {shown} called {method}: {outcome}"
+    );
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> fdo::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| fdo::Error::Failed(format!("internal task failed: {e}")))?
+        .map_err(fdo::Error::Failed)
+}
+
+fn valid_sender(from: &str) -> fdo::Result<String> {
+    if from == OPERATOR {
+        return Ok(from.to_string());
+    }
+    AgentName::parse(from)
+        .map(|n| n.to_string())
+        .map_err(|e| fdo::Error::InvalidArgs(format!("sender: {e}")))
+}
+
+/// One agent in `Status()`.
+#[derive(Serialize)]
+struct AgentStatus {
+    name: String,
+    role: String,
+    parent: Option<String>,
+    profile: String,
+    unit: String,
+    active_state: String,
+    sub_state: String,
+    agent_state: Option<String>,
+    idle_secs: Option<u64>,
+    queued: i64,
+    delivered: i64,
+    failed: i64,
+    definition: String,
+}
+
+#[zbus::interface(name = "org.torch.Manager1")]
+impl Manager {
+    /// Stores a message from `from` (an agent or "operator") to `to` and
+    /// returns its id; delivery follows in the background.
+    async fn send(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        from: String,
+        to: String,
+        text: String,
+    ) -> fdo::Result<i64> {
+        let result = self.do_send(from.clone(), to.clone(), text).await;
+        let outcome = match &result {
+            Ok(id) => format!("{from} -> {to} queued as #{id}"),
+            Err(e) => format!("{from} -> {to} refused: {e}"),
+        };
+        audit(conn, &hdr, "Send", &outcome).await;
+        result
+    }
+
+    /// Writes a new agent's definition, queues its brief and starts it.
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+        role: String,
+        parent: String,
+        workdir: String,
+        profile: String,
+        command: Vec<String>,
+        brief: String,
+        requester: String,
+    ) -> fdo::Result<String> {
+        let req = SpawnRequest {
+            name: name.clone(),
+            role,
+            parent,
+            workdir,
+            profile,
+            command,
+            requester: requester.clone(),
+        };
+        let result = self.do_spawn(req, brief).await;
+        let outcome = match &result {
+            Ok(unit) => format!("{requester} spawned {name} ({unit})"),
+            Err(e) => format!("{requester} could not spawn {name}: {e}"),
+        };
+        audit(conn, &hdr, "Spawn", &outcome).await;
+        result
+    }
+
+    /// Stops an agent, keeps its final transcript, and removes it; returns
+    /// the transcript's path.
+    async fn retire(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+    ) -> fdo::Result<String> {
+        let result = self.do_retire(&name).await;
+        let outcome = match &result {
+            Ok(t) => format!("retired {name}, transcript {t}"),
+            Err(e) => format!("could not retire {name}: {e}"),
+        };
+        audit(conn, &hdr, "Retire", &outcome).await;
+        result
+    }
+
+    /// The fleet as JSON (schema in docs/dbus.md).
+    async fn status(&self) -> fdo::Result<String> {
+        let systemd_units = self
+            .hub
+            .systemd
+            .list("torch-agent@*.service")
+            .await
+            .map_err(|e| fdo::Error::Failed(e.to_string()))?;
+        let store = Arc::clone(&self.hub.store);
+        let agents = blocking(move || {
+            let mut out = Vec::new();
+            for (name, a) in fleet::agents() {
+                let unit = a.name.unit();
+                let u = systemd_units.iter().find(|u| u.name == unit);
+                let counts = store.counts(&name).map_err(|e| e.to_string())?;
+                let live = match protocol::call(
+                    &paths::control_socket(&a.name),
+                    &Request::Status,
+                    std::time::Duration::from_secs(2),
+                ) {
+                    Ok(Response::Status {
+                        state, idle_secs, ..
+                    }) => Some((state, idle_secs)),
+                    _ => None,
+                };
+                out.push(AgentStatus {
+                    name,
+                    role: a.def.role.as_str().into(),
+                    parent: a.def.parent.clone(),
+                    profile: a.def.profile.as_str().into(),
+                    unit,
+                    active_state: u.map_or("inactive".into(), |u| u.active.clone()),
+                    sub_state: u.map_or("dead".into(), |u| u.sub.clone()),
+                    agent_state: live.as_ref().map(|l| l.0.clone()),
+                    idle_secs: live.map(|l| l.1),
+                    queued: counts.queued,
+                    delivered: counts.delivered,
+                    failed: counts.failed,
+                    definition: a.path.display().to_string(),
+                });
+            }
+            Ok(out)
+        })
+        .await?;
+        serde_json::to_string(&serde_json::json!({ "version": 1, "agents": agents }))
+            .map_err(|e| fdo::Error::Failed(e.to_string()))
+    }
+
+    /// Messages to or from `agent` ("" for all), newest last, as JSON.
+    async fn messages(&self, agent: String, limit: u32) -> fdo::Result<String> {
+        let store = Arc::clone(&self.hub.store);
+        let list = blocking(move || {
+            let a = (!agent.is_empty()).then_some(agent);
+            store
+                .history(a.as_deref(), limit.clamp(1, 100_000))
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        serde_json::to_string(&list).map_err(|e| fdo::Error::Failed(e.to_string()))
+    }
+
+    /// Messages addressed to `agent`, newest last, as JSON.
+    async fn inbox(&self, agent: String, limit: u32) -> fdo::Result<String> {
+        let store = Arc::clone(&self.hub.store);
+        let list = blocking(move || {
+            store
+                .inbox(&agent, limit.clamp(1, 100_000))
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        serde_json::to_string(&list).map_err(|e| fdo::Error::Failed(e.to_string()))
+    }
+
+    /// The agent's screen.
+    async fn capture(&self, agent: String) -> fdo::Result<String> {
+        let name = AgentName::parse(&agent).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
+        blocking(move || {
+            match protocol::call(
+                &paths::control_socket(&name),
+                &Request::Capture { history: 0 },
+                std::time::Duration::from_secs(10),
+            ) {
+                Ok(Response::Screen { text }) => Ok(text),
+                Ok(Response::Error { message }) => Err(message),
+                Ok(other) => Err(format!("unexpected answer {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await
+    }
+
+    /// The API version.
+    #[zbus(property)]
+    async fn version(&self) -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+
+    /// A message was stored.
+    #[zbus(signal)]
+    pub async fn message_queued(
+        emitter: &SignalEmitter<'_>,
+        id: i64,
+        from: &str,
+        to: &str,
+    ) -> zbus::Result<()>;
+
+    /// A message was confirmed on its recipient's screen.
+    #[zbus(signal)]
+    pub async fn message_delivered(
+        emitter: &SignalEmitter<'_>,
+        id: i64,
+        to: &str,
+    ) -> zbus::Result<()>;
+
+    /// A message will not be delivered.
+    #[zbus(signal)]
+    pub async fn message_failed(
+        emitter: &SignalEmitter<'_>,
+        id: i64,
+        to: &str,
+        reason: &str,
+    ) -> zbus::Result<()>;
+
+    /// An agent was spawned or retired.
+    #[zbus(signal)]
+    pub async fn fleet_changed(
+        emitter: &SignalEmitter<'_>,
+        agent: &str,
+        change: &str,
+    ) -> zbus::Result<()>;
+}
+
+impl Manager {
+    async fn do_send(&self, from: String, to: String, text: String) -> fdo::Result<i64> {
+        let from = valid_sender(&from)?;
+        let to_name = AgentName::parse(&to)
+            .map_err(|e| fdo::Error::InvalidArgs(format!("recipient: {e}")))?
+            .to_string();
+        let text = validate_message(&text).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
+        let config = self.hub.config.clone();
+        let store = Arc::clone(&self.hub.store);
+        let (f, t) = (from.clone(), to_name.clone());
+        let id = blocking(move || {
+            let fleet = fleet::agents();
+            fleet::check_route(&config, &fleet, &f, &t)?;
+            store
+                .enqueue(&f, &t, &text, "message")
+                .map_err(|e| e.to_string())
+        })
+        .await?;
+        self.hub.events.queued(id, &from, &to_name).await;
+        self.hub.courier.kick(&to_name);
+        Ok(id)
+    }
+
+    async fn do_spawn(&self, req: SpawnRequest, brief: String) -> fdo::Result<String> {
+        let requester = valid_sender(&req.requester)?;
+        let brief = if brief.is_empty() {
+            None
+        } else {
+            Some(
+                validate_message(&brief)
+                    .map_err(|e| fdo::Error::InvalidArgs(format!("brief: {e}")))?,
+            )
+        };
+        let config = self.hub.config.clone();
+        let store = Arc::clone(&self.hub.store);
+        let name = blocking(move || {
+            let fleet = fleet::agents();
+            let (name, def) = fleet::plan_spawn(&config, &fleet, &req)?;
+            let path = fleet::write_definition(&name, &def)?;
+            tracing::info!("spawn: wrote {}", path.display());
+            if let Some(b) = brief {
+                // Queued before the start: the courier types it once the
+                // agent's prompt is up.
+                store
+                    .enqueue(&requester, name.as_str(), &b, "brief")
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(name)
+        })
+        .await?;
+        fleet::unit_job(&self.hub.systemd, JobKind::Start, &name)
+            .await
+            .map_err(fdo::Error::Failed)?;
+        self.hub.courier.kick(name.as_str());
+        self.hub
+            .events
+            .fleet_changed(name.as_str(), "spawned")
+            .await;
+        Ok(name.unit())
+    }
+
+    async fn do_retire(&self, name: &str) -> fdo::Result<String> {
+        let agent = AgentName::parse(name).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
+        let fleet = blocking(|| Ok(fleet::agents())).await?;
+        let Some(entry) = fleet.get(agent.as_str()).cloned() else {
+            return Err(fdo::Error::Failed(format!("no agent named {name:?}")));
+        };
+        let children: Vec<&str> = fleet
+            .values()
+            .filter(|a| a.def.parent.as_deref() == Some(agent.as_str()))
+            .map(|a| a.name.as_str())
+            .collect();
+        if !children.is_empty() {
+            return Err(fdo::Error::Failed(format!(
+                "{name} still has agents below it ({}); retire them first",
+                children.join(", ")
+            )));
+        }
+        let (a, dir) = (agent.clone(), self.hub.state_dir.clone());
+        let transcript = blocking(move || Ok(fleet::save_transcript(&a, &dir))).await?;
+        let transcript = match transcript {
+            Ok(p) => p.display().to_string(),
+            Err(e) => {
+                tracing::warn!("no final transcript for {name}: {e}");
+                format!("(none: {e})")
+            }
+        };
+        fleet::unit_job(&self.hub.systemd, JobKind::Stop, &agent)
+            .await
+            .map_err(fdo::Error::Failed)?;
+        let store = Arc::clone(&self.hub.store);
+        let n = name.to_string();
+        blocking(move || {
+            store
+                .fail_queued(&n, "agent retired")
+                .map_err(|e| e.to_string())?;
+            if entry.path.starts_with(paths::SPAWNED_AGENTS_DIR) {
+                std::fs::remove_file(&entry.path)
+                    .map_err(|e| format!("cannot remove {}: {e}", entry.path.display()))?;
+            } else {
+                tracing::warn!(
+                    "{n} is stopped; its definition {} belongs to the admin and stays",
+                    entry.path.display()
+                );
+            }
+            Ok(())
+        })
+        .await?;
+        self.hub.events.fleet_changed(name, "retired").await;
+        Ok(transcript)
+    }
+}

@@ -1,0 +1,169 @@
+//! Delivery: one task per recipient takes its queued messages from the
+//! store, oldest first, and hands them to the agent's supervisor with the
+//! message id, until each is confirmed.
+//!
+//! At-least-once from here (a message is marked delivered only after the
+//! supervisor confirmed it), exactly-once on the screen (the supervisor
+//! refuses an id it has typed before). A stopped or restarting agent is
+//! waited for; its messages stay queued, in order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use torch_core::protocol::{self, ClientError, Request, Response};
+use torch_core::{paths, AgentName};
+use torch_store::{Message, State, Store};
+
+use crate::events::Events;
+
+/// How long one delivery may take (prompt wait, paste and submit retries).
+const DELIVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// Failed deliveries (agent up but refusing) before a message is failed.
+const MAX_ATTEMPTS: i64 = 20;
+
+/// Starts and wakes the per-recipient delivery tasks.
+pub struct Courier {
+    store: Arc<Store>,
+    events: Events,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+/// The text typed into the recipient: who it is from, then the message.
+pub fn envelope(msg: &Message) -> String {
+    match msg.kind.as_str() {
+        "brief" => format!("[torch brief from {}] {}", msg.sender, msg.body),
+        _ => format!(
+            "[torch message #{} from {}] {}",
+            msg.id, msg.sender, msg.body
+        ),
+    }
+}
+
+impl Courier {
+    /// A courier over `store`.
+    pub fn new(store: Arc<Store>, events: Events) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            events,
+            wakers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Wakes (starting if needed) the delivery task of `agent`.
+    pub fn kick(self: &Arc<Self>, agent: &str) {
+        let Ok(mut wakers) = self.wakers.lock() else {
+            return;
+        };
+        let wake = match wakers.get(agent) {
+            Some(w) => Arc::clone(w),
+            None => {
+                let w = Arc::new(Notify::new());
+                wakers.insert(agent.to_string(), Arc::clone(&w));
+                tokio::spawn(Arc::clone(self).run(agent.to_string(), Arc::clone(&w)));
+                w
+            }
+        };
+        wake.notify_one();
+    }
+
+    async fn store_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, torch_store::StoreError> + Send + 'static,
+    ) -> Option<T> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                tracing::error!("{e}");
+                None
+            }
+            Err(e) => {
+                tracing::error!("store task failed: {e}");
+                None
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, agent: String, wake: Arc<Notify>) {
+        let Ok(name) = AgentName::parse(&agent) else {
+            tracing::error!("not delivering to invalid agent name {agent:?}");
+            return;
+        };
+        let socket = paths::control_socket(&name);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let a = agent.clone();
+            let next = self.store_call(move |s| s.next_queued(&a)).await;
+            let msg = match next {
+                Some(Some(m)) => m,
+                Some(None) => {
+                    wake.notified().await;
+                    continue;
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let req = Request::Deliver {
+                text: envelope(&msg),
+                id: Some(format!("torch-msg-{}", msg.id)),
+            };
+            let sock = socket.clone();
+            let outcome =
+                tokio::task::spawn_blocking(move || protocol::call(&sock, &req, DELIVER_TIMEOUT))
+                    .await;
+            let id = msg.id;
+            match outcome {
+                Ok(Ok(Response::Delivered {
+                    duplicate, millis, ..
+                })) => {
+                    self.store_call(move |s| s.finish(id, State::Delivered, None))
+                        .await;
+                    tracing::info!(
+                        "message #{id} {} -> {agent} delivered in {millis} ms{}",
+                        msg.sender,
+                        if duplicate {
+                            " (already typed before a crash; not typed again)"
+                        } else {
+                            ""
+                        }
+                    );
+                    self.events.delivered(id, &agent).await;
+                    backoff = Duration::from_millis(200);
+                }
+                Ok(Err(ClientError::Connect { .. })) => {
+                    // The agent is stopped or restarting: wait, without
+                    // counting an attempt, until it is back or we are woken.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                }
+                other => {
+                    let error = match other {
+                        Ok(Ok(Response::Error { message })) => message,
+                        Ok(Ok(r)) => format!("unexpected answer {r:?}"),
+                        Ok(Err(e)) => e.to_string(),
+                        Err(e) => format!("delivery task failed: {e}"),
+                    };
+                    let attempts = msg.attempts + 1;
+                    let err = error.clone();
+                    self.store_call(move |s| s.note_attempt(id, Some(&err)))
+                        .await;
+                    if attempts >= MAX_ATTEMPTS {
+                        let reason = format!("gave up after {attempts} attempts: {error}");
+                        let r = reason.clone();
+                        self.store_call(move |s| s.finish(id, State::Failed, Some(&r)))
+                            .await;
+                        tracing::warn!("message #{id} to {agent} failed: {reason}");
+                        self.events.failed(id, &agent, &reason).await;
+                    } else {
+                        tracing::info!("message #{id} to {agent}: attempt {attempts} failed ({error}); retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+    }
+}

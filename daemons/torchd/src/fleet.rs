@@ -1,0 +1,397 @@
+//! The fleet: agents (from definition files), their hierarchy, the routing
+//! policy, quotas, spawning and retiring.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use torch_core::config::Config;
+use torch_core::policy::{self, Member, OPERATOR};
+use torch_core::protocol::{self, Request, Response};
+use torch_core::{paths, AgentDefinition, AgentName, Profile, Role};
+use torch_systemd::{JobKind, Systemd};
+
+/// One agent the hub knows.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// Its name.
+    pub name: AgentName,
+    /// Its definition.
+    pub def: AgentDefinition,
+    /// Where the definition lives.
+    pub path: PathBuf,
+}
+
+/// Every defined agent, by name (first definition directory wins).
+pub fn agents() -> BTreeMap<String, Agent> {
+    let mut out = BTreeMap::new();
+    for dir in paths::agent_definition_dirs() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| AgentName::parse(s).ok())
+            else {
+                continue;
+            };
+            if out.contains_key(name.as_str()) {
+                continue;
+            }
+            match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| AgentDefinition::parse(&path, &t).map_err(|e| e.to_string()))
+            {
+                Ok(def) => {
+                    out.insert(name.to_string(), Agent { name, def, path });
+                }
+                Err(e) => tracing::warn!("skipping agent definition: {e}"),
+            }
+        }
+    }
+    out
+}
+
+fn member(a: &Agent) -> Member<'_> {
+    Member {
+        name: a.name.as_str(),
+        role: a.def.role,
+        parent: a.def.parent.as_deref(),
+    }
+}
+
+/// Checks that `from` may message `to` under `config`'s policy.
+pub fn check_route(
+    config: &Config,
+    fleet: &BTreeMap<String, Agent>,
+    from: &str,
+    to: &str,
+) -> Result<(), String> {
+    let to_agent = fleet
+        .get(to)
+        .ok_or_else(|| format!("no agent named {to:?}; see `torch status`"))?;
+    let from_agent = if from == OPERATOR {
+        None
+    } else {
+        Some(fleet.get(from).ok_or_else(|| format!("unknown sender {from:?}: not an agent of this fleet (an admin at a shell sends as `operator`)"))?)
+    };
+    policy::check(
+        config.policy.mode,
+        from_agent.map(member).as_ref(),
+        &member(to_agent),
+    )
+}
+
+fn depth(fleet: &BTreeMap<String, Agent>, name: &str) -> usize {
+    let mut d = 0;
+    let mut cur = Some(name.to_string());
+    while let Some(n) = cur {
+        d += 1;
+        if d > 64 {
+            break;
+        }
+        cur = fleet.get(&n).and_then(|a| a.def.parent.clone());
+    }
+    d
+}
+
+/// What a spawn asks for.
+#[derive(Debug, Clone)]
+pub struct SpawnRequest {
+    /// New agent's name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// Its parent ("" for none).
+    pub parent: String,
+    /// Working directory.
+    pub workdir: String,
+    /// Profile ("" for shell).
+    pub profile: String,
+    /// Command; empty for the profile's default.
+    pub command: Vec<String>,
+    /// Who asks: an agent or `operator`.
+    pub requester: String,
+}
+
+/// Checks a spawn against names, the hierarchy and the quotas, and returns
+/// the definition to write.
+pub fn plan_spawn(
+    config: &Config,
+    fleet: &BTreeMap<String, Agent>,
+    req: &SpawnRequest,
+) -> Result<(AgentName, AgentDefinition), String> {
+    let name = AgentName::parse(&req.name).map_err(|e| e.to_string())?;
+    if let Some(a) = fleet.get(name.as_str()) {
+        return Err(format!(
+            "agent {name} already exists (defined in {})",
+            a.path.display()
+        ));
+    }
+    let role: Role = req.role.parse()?;
+    let profile: Profile = if req.profile.is_empty() {
+        Profile::Shell
+    } else {
+        req.profile.parse()?
+    };
+    let parent = (!req.parent.is_empty()).then(|| req.parent.clone());
+    match (&parent, role) {
+        (None, Role::Orchestrator) => {}
+        (None, _) => {
+            return Err(format!(
+                "a {} needs a parent (--parent NAME)",
+                role.as_str()
+            ))
+        }
+        (Some(p), _) => {
+            if !fleet.contains_key(p) {
+                return Err(format!("parent {p:?} is not an agent of this fleet"));
+            }
+        }
+    }
+    if req.requester != OPERATOR {
+        // Agents grow the tree below themselves only.
+        if parent.as_deref() != Some(req.requester.as_str()) {
+            return Err(format!(
+                "agent {} may only spawn helpers below itself (--parent {})",
+                req.requester, req.requester
+            ));
+        }
+    }
+    let q = &config.quotas;
+    if fleet.len() >= q.max_fleet {
+        return Err(format!(
+            "the fleet has {} agents, the limit (quotas.max_fleet in torch.toml) is {}",
+            fleet.len(),
+            q.max_fleet
+        ));
+    }
+    if let Some(p) = &parent {
+        let children = fleet
+            .values()
+            .filter(|a| a.def.parent.as_deref() == Some(p))
+            .count();
+        if children >= q.max_children {
+            return Err(format!(
+                "{p} already has {children} children, the limit (quotas.max_children) is {}",
+                q.max_children
+            ));
+        }
+        let d = depth(fleet, p) + 1;
+        if d > q.max_depth {
+            return Err(format!(
+                "{name} would be at depth {d} of the tree, the limit (quotas.max_depth) is {}",
+                q.max_depth
+            ));
+        }
+    }
+    let workdir = PathBuf::from(&req.workdir);
+    if !workdir.is_absolute() || !workdir.is_dir() {
+        return Err(format!(
+            "working directory {:?} must be an existing absolute path",
+            req.workdir
+        ));
+    }
+    let command = if req.command.is_empty() {
+        profile.default_command()
+    } else {
+        req.command.clone()
+    };
+    let text = toml::to_string(&SpawnedDefinition {
+        command,
+        workdir: Some(workdir),
+        role,
+        parent,
+        profile,
+    })
+    .map_err(|e| e.to_string())?;
+    let def =
+        AgentDefinition::parse(Path::new("spawn request"), &text).map_err(|e| e.to_string())?;
+    Ok((name, def))
+}
+
+/// The keys a spawn writes (the rest keep their defaults).
+#[derive(Serialize)]
+struct SpawnedDefinition {
+    command: Vec<String>,
+    workdir: Option<PathBuf>,
+    role: Role,
+    parent: Option<String>,
+    profile: Profile,
+}
+
+/// Writes a spawned agent's definition atomically and returns its path.
+pub fn write_definition(name: &AgentName, def: &AgentDefinition) -> Result<PathBuf, String> {
+    let dir = PathBuf::from(paths::SPAWNED_AGENTS_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let path = dir.join(format!("{}.toml", name.as_str()));
+    let text = format!(
+        "# Written by torchd for `torch spawn`; `torch retire {name}` removes it.\n{}",
+        toml::to_string(&SpawnedDefinition {
+            command: def.command.clone(),
+            workdir: def.workdir.clone(),
+            role: def.role,
+            parent: def.parent.clone(),
+            profile: def.profile,
+        })
+        .map_err(|e| e.to_string())?
+    );
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Saves the agent's screen and scrollback before it is retired.
+pub fn save_transcript(name: &AgentName, state_dir: &Path) -> Result<PathBuf, String> {
+    let resp = protocol::call(
+        &paths::control_socket(name),
+        &Request::Capture { history: 20_000 },
+        Duration::from_secs(10),
+    )
+    .map_err(|e| e.to_string())?;
+    let Response::Screen { text } = resp else {
+        return Err(format!("unexpected answer {resp:?}"));
+    };
+    let dir = state_dir.join("transcripts");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("{}-{secs}.txt", name.as_str()));
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Runs a unit job for an agent.
+pub async fn unit_job(systemd: &Systemd, kind: JobKind, name: &AgentName) -> Result<(), String> {
+    systemd
+        .run_job(kind, &name.unit())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str, role: Role, parent: Option<&str>) -> (String, Agent) {
+        let def = AgentDefinition::parse(
+            Path::new("t"),
+            &format!(
+                "command = [\"sh\"]\nrole = \"{}\"\n{}",
+                role.as_str(),
+                parent
+                    .map(|p| format!("parent = \"{p}\"\n"))
+                    .unwrap_or_default()
+            ),
+        )
+        .unwrap();
+        (
+            name.to_string(),
+            Agent {
+                name: AgentName::parse(name).unwrap(),
+                def,
+                path: PathBuf::from(format!("/t/{name}.toml")),
+            },
+        )
+    }
+
+    fn req(name: &str, role: &str, parent: &str, requester: &str) -> SpawnRequest {
+        SpawnRequest {
+            name: name.into(),
+            role: role.into(),
+            parent: parent.into(),
+            workdir: "/".into(),
+            profile: String::new(),
+            command: vec![],
+            requester: requester.into(),
+        }
+    }
+
+    #[test]
+    fn spawn_respects_tree_and_quotas() {
+        let fleet: BTreeMap<_, _> = [
+            agent("boss", Role::Orchestrator, None),
+            agent("pm", Role::ProjectManager, Some("boss")),
+            agent("dev", Role::Developer, Some("pm")),
+        ]
+        .into_iter()
+        .collect();
+        let mut config = Config::default();
+        let (n, d) = plan_spawn(&config, &fleet, &req("qa", "qa", "pm", "operator")).unwrap();
+        assert_eq!(
+            (n.as_str(), d.parent.as_deref(), d.command.clone()),
+            ("qa", Some("pm"), vec!["bash".to_string(), "-i".to_string()])
+        );
+        assert!(
+            plan_spawn(&config, &fleet, &req("dev", "qa", "pm", "operator"))
+                .unwrap_err()
+                .contains("already exists")
+        );
+        assert!(plan_spawn(&config, &fleet, &req("x", "qa", "", "operator"))
+            .unwrap_err()
+            .contains("needs a parent"));
+        assert!(
+            plan_spawn(&config, &fleet, &req("x", "qa", "ghost", "operator"))
+                .unwrap_err()
+                .contains("not an agent")
+        );
+        assert!(plan_spawn(&config, &fleet, &req("x", "qa", "pm", "dev"))
+            .unwrap_err()
+            .contains("below itself"));
+        assert!(plan_spawn(&config, &fleet, &req("helper", "qa", "dev", "dev")).is_ok());
+        config.quotas.max_depth = 3;
+        assert!(
+            plan_spawn(&config, &fleet, &req("helper", "qa", "dev", "dev"))
+                .unwrap_err()
+                .contains("depth 4")
+        );
+        config.quotas.max_children = 1;
+        assert!(
+            plan_spawn(&config, &fleet, &req("qa", "qa", "pm", "operator"))
+                .unwrap_err()
+                .contains("max_children")
+        );
+        config.quotas.max_fleet = 3;
+        assert!(
+            plan_spawn(&config, &fleet, &req("qa", "qa", "pm", "operator"))
+                .unwrap_err()
+                .contains("max_fleet")
+        );
+        assert!(plan_spawn(
+            &Config::default(),
+            &fleet,
+            &req("x", "boss", "pm", "operator")
+        )
+        .unwrap_err()
+        .contains("unknown role"));
+    }
+
+    #[test]
+    fn routes_need_known_agents() {
+        let fleet: BTreeMap<_, _> = [
+            agent("boss", Role::Orchestrator, None),
+            agent("pm", Role::ProjectManager, Some("boss")),
+        ]
+        .into_iter()
+        .collect();
+        let c = Config::default();
+        assert!(check_route(&c, &fleet, "operator", "pm").is_ok());
+        assert!(check_route(&c, &fleet, "boss", "pm").is_ok());
+        assert!(check_route(&c, &fleet, "operator", "nobody")
+            .unwrap_err()
+            .contains("no agent named"));
+        assert!(check_route(&c, &fleet, "stranger", "pm")
+            .unwrap_err()
+            .contains("unknown sender"));
+    }
+}
