@@ -1,8 +1,9 @@
 #!/bin/bash
 # Torch demo: builds Torch, boots a real systemd in a sandbox, installs Torch
-# into it, starts a small fleet (orchestrator, project manager, developer)
-# running the scripted echo agent, sends them messages and shows what an
-# operator sees: unit status, agent screens and journal lines.
+# into it, starts the hub, spawns a small fleet (orchestrator, project
+# manager, developer) running the scripted echo agent, sends messages along
+# the hierarchy and shows what an operator sees: status tree, message
+# history, agent screens, unit status and journal lines.
 # Run as root on Debian 12:  scripts/demo.sh      (DEMO_KEEP=1 keeps the sandbox)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,30 +25,34 @@ echo "booted in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 . "$SDH_DIR/state/env"
 sb() { "$SDH_EXEC" "$@"; }
 
-step "install Torch into it (binaries, units) and define three agents"
+step "install Torch into it (binaries, units, D-Bus policy) and start the hub"
 scripts/sandbox/install-torch.sh
-agent() { # name role parent
-  cat > "$SDH_ROOT/etc/torch/agents/$1.toml" <<TOML
-command = ["/usr/local/bin/torch-test-agent", "echo", "--record", "/tmp/$1.jsonl"]
-role = "$2"
-ready_pattern = "echo> "
-TOML
-  [ -z "$3" ] || echo "parent = \"$3\"" >> "$SDH_ROOT/etc/torch/agents/$1.toml"
-  echo "/etc/torch/agents/$1.toml:"; sed 's/^/    /' "$SDH_ROOT/etc/torch/agents/$1.toml"
+sb systemctl start torch.service
+sb systemctl --no-pager status torch.service | sed -n '1,7p' || true
+
+step "spawn a fleet through the hub (torch spawn = definition + StartUnit over D-Bus)"
+sb mkdir -p /srv/shop
+printf 'You are the project manager of the shop.\nSplit the work and report to the orchestrator.\n' > "$SDH_ROOT/tmp/brief.txt"
+spawn() { # name role parent [brief]
+  local args=(spawn "$1" --role "$2" --workdir /srv/shop)
+  [ -z "$3" ] || args+=(--parent "$3")
+  [ -z "${4:-}" ] || args+=(--brief "$4")
+  sb torch "${args[@]}" -- /usr/local/bin/torch-test-agent echo --record "/tmp/$1.jsonl"
 }
-agent orchestrator orchestrator ""
-agent pm-shop project-manager orchestrator
-agent dev-shop developer pm-shop
+spawn orchestrator orchestrator ""
+spawn pm-shop project-manager orchestrator /tmp/brief.txt
+spawn dev-shop developer pm-shop
+sb torch status
 
-step "start them (torch start = StartUnit over D-Bus, waits for READY=1)"
-for a in orchestrator pm-shop dev-shop; do sb torch start "$a"; echo "started $a"; done
-sb torch list
-
-step "send messages (pasted literally, confirmed on the pane)"
-sb torch send orchestrator 'Brief: build the shop. PMs report at 17:00.'
-sb torch send pm-shop $'Plan:\n1. cart\n2. checkout $(not run) C-c'
-printf 'Implement the cart.\nRun `cargo test` before you commit.\n' | sb torch send dev-shop -
-for i in 1 2 3 4 5; do sb torch send dev-shop "status ping $i" & done; wait
+step "messages through the hub: stored first, delivered in order, confirmed on the pane"
+sb torch send --wait orchestrator 'Brief: build the shop. PMs report at 17:00.'
+sb env TORCH_AGENT=dev-shop torch send --wait pm-shop $'Cart done.\nTests: `cargo test` green; $(not run) C-c'
+printf 'Implement the checkout next.\n' | sb env TORCH_AGENT=pm-shop torch send --wait dev-shop -
+for i in 1 2 3 4 5; do sb torch send dev-shop "status ping $i" 2>/dev/null & done; wait
+echo "and one the policy refuses (an engineer may only talk to its project manager):"
+sb env TORCH_AGENT=dev-shop torch send orchestrator 'skipping my PM' || true
+sleep 1
+sb torch messages
 
 step "what dev-shop's screen shows (torch capture dev-shop)"
 sb torch capture dev-shop | grep -v '^$' | tail -12
@@ -67,10 +72,11 @@ for _ in $(seq 100); do
   [ "$n" -ge 1 ] && [ "$s" = active ] && break; sleep 0.1
 done
 echo "dev-shop: $s after $n restart(s)"
-sb journalctl --no-pager -o cat -u torch-agent@dev-shop.service | grep -E "exited with status|Scheduled restart|is running" | tail -4
-sb torch send dev-shop 'Welcome back.'
+sb journalctl --no-pager -o cat -u torch-agent@dev-shop.service | grep -E "agent program|Scheduled restart|is running" | tail -4
+sb torch send --wait dev-shop 'Welcome back.'
 
-step "stop the fleet: systemctl stop torch.target"
+step "stop the fleet: systemctl stop torch.target (the hub keeps the queue)"
 sb systemctl stop torch.target
-sb torch list
+sb torch send dev-shop 'This waits in the queue until dev-shop is back.'
+sb torch status
 echo "tmux processes left: $(sb sh -c 'pgrep -c -x tmux || true')"

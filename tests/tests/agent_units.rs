@@ -145,6 +145,26 @@ fn killed_tmux_server_and_crashed_agent_are_restarted() -> Result<()> {
     let journal = sb.journal(&["-u", "torch-agent@e1.service"])?;
     ensure!(journal.contains("tmux server is gone"), "{journal}");
 
+    // The agent program killed outright.
+    let pane_pid = sb.run(&[
+        "tmux",
+        "-S",
+        "/run/torch-agent/e1/tmux.sock",
+        "display-message",
+        "-p",
+        "-t",
+        "%0",
+        "#{pane_pid}",
+    ])?;
+    sb.run(&["kill", "-KILL", pane_pid.trim()])?;
+    sb.wait_active("e1", 2, Duration::from_secs(20))?;
+    wait_until("kill logged", Duration::from_secs(10), || {
+        Ok(sb
+            .journal(&["-u", "torch-agent@e1.service", "-o", "cat"])?
+            .contains("agent program was killed by signal 9"))
+    })?;
+    sb.torch(&["send", "--direct", "e1", "after the kill"])?;
+
     sb.define_agent(
         "c1",
         &format!(

@@ -470,13 +470,13 @@ async fn program_exited(shared: &Shared, info: &PaneInfo) -> ExitCode {
         .await
         .unwrap_or_else(|e| format!("(cannot read the last screen: {e})"));
     let screen = screen.trim_end();
-    let status = info
-        .dead_status
-        .map_or("unknown".to_string(), |s| s.to_string());
-    tracing::warn!("agent program exited with status {status}; its last screen:\n{screen}");
-    notify(&[NotifyState::Status(&format!(
-        "agent program exited with status {status}"
-    ))]);
+    let how = match (info.dead_status, info.dead_signal) {
+        (_, Some(sig)) => format!("was killed by signal {sig}"),
+        (Some(code), None) => format!("exited with status {code}"),
+        (None, None) => "ended (status unknown)".to_string(),
+    };
+    tracing::warn!("agent program {how}; its last screen:\n{screen}");
+    notify(&[NotifyState::Status(&format!("agent program {how}"))]);
     let _ = shared.tmux.kill_server().await;
     if info.dead_status == Some(0) && info.dead_signal.is_none() {
         ExitCode::SUCCESS
