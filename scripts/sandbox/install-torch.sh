@@ -22,6 +22,7 @@ if [ -x "$BIN/torch-test-agent" ]; then
   install -D -m755 "$BIN/torch-test-agent" "$R/usr/local/bin/torch-test-agent"
 fi
 install -d "$R/etc/torch/agents"
+install -D -m644 "$TOP/config/torch.toml" "$R/usr/lib/torch/torch.toml"
 install -D -m644 "$TOP/config/dbus/org.torch.Torch1.conf" "$R/usr/share/dbus-1/system.d/org.torch.Torch1.conf"
 install -D -m644 "$TOP/config/sysusers.d/torch.conf" "$R/usr/lib/sysusers.d/torch.conf"
 "$SDH_EXEC" systemd-sysusers /usr/lib/sysusers.d/torch.conf

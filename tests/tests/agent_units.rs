@@ -88,7 +88,9 @@ fn watchdog_restarts_a_frozen_agent_and_a_hung_tmux() -> Result<()> {
     )?;
     sb.torch(&["start", "frozen"])?;
     wait_until("the agent to hang", Duration::from_secs(10), || {
-        Ok(sb.torch(&["capture", "--direct", "frozen"])?.contains("now hanging"))
+        Ok(sb
+            .torch(&["capture", "--direct", "frozen"])?
+            .contains("now hanging"))
     })?;
     // Input arrives and is never read.
     sb.run(&[

@@ -381,3 +381,43 @@ fn bus_policy_refuses_strangers_and_calls_are_audited() -> Result<()> {
     ensure!(!audit.contains("from a stranger"));
     Ok(())
 }
+
+#[test]
+fn messages_wait_while_the_agent_is_busy() -> Result<()> {
+    let sb = hub_sandbox("hold")?;
+    sb.run(&["mkdir", "-p", "/srv/work"])?;
+    sb.torch(&[
+        "spawn",
+        "slow",
+        "--role",
+        "orchestrator",
+        "--workdir",
+        "/srv/work",
+        "--",
+        torch_tests::fleet::TEST_AGENT,
+        "slow",
+        "--record",
+        "/tmp/slow.jsonl",
+        "--startup",
+        "4",
+    ])?;
+    sb.torch(&["send", "slow", "wait for me"])?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    ensure!(status["agents"][0]["agent_state"] == "working", "{status}");
+    ensure!(messages(&sb, "slow")?[0]["state"] == "queued");
+    ensure!(sb.records("slow")?.is_empty());
+    let got = wait_records(&sb, "slow", 1, Duration::from_secs(30))?;
+    ensure!(
+        got == ["[torch message #1 from operator] wait for me"],
+        "{got:?}"
+    );
+    let j = sb.journal(&["-u", "torch.service", "-o", "cat"])?;
+    ensure!(
+        j.contains("holding message #1 for slow: its screen shows it working"),
+        "{j}"
+    );
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    ensure!(status["agents"][0]["agent_state"] == "idle", "{status}");
+    Ok(())
+}

@@ -8,7 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::policy::PolicyMode;
+use crate::profile::{builtin, ProfileRules};
+use crate::Profile;
 
 /// Message routing rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +44,23 @@ impl Default for Quotas {
     }
 }
 
+/// How the hub delivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Delivery {
+    /// Hold messages while the agent's screen shows it working, asking or
+    /// in trouble (see the profiles).
+    pub hold_until_idle: bool,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self {
+            hold_until_idle: true,
+        }
+    }
+}
+
 /// The whole of `torch.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +69,20 @@ pub struct Config {
     pub policy: Policy,
     /// Spawning limits.
     pub quotas: Quotas,
+    /// Delivery behaviour.
+    pub delivery: Delivery,
+    /// Replacements for the built-in profile rules, by profile name.
+    pub profiles: BTreeMap<Profile, ProfileRules>,
+}
+
+impl Config {
+    /// The rules for `profile`: the configured ones, else the built-in.
+    pub fn profile_rules(&self, profile: Profile) -> ProfileRules {
+        self.profiles
+            .get(&profile)
+            .cloned()
+            .unwrap_or_else(|| builtin(profile))
+    }
 }
 
 /// The files read, lowest priority first; `TORCH_CONFIG` names a single file
@@ -124,6 +159,21 @@ mod tests {
         assert_eq!(c.quotas.max_depth, 5);
         assert_eq!(c.quotas.max_fleet, 50);
         assert_eq!(c.policy.mode, PolicyMode::Open);
+        std::fs::write(
+            &a,
+            "[profiles.shell]\nidle = ['ready']\notherwise = \"unknown\"\n",
+        )
+        .unwrap();
+        let c = Config::load(std::slice::from_ref(&a)).unwrap();
+        let rules = c.profile_rules(crate::Profile::Shell);
+        assert_eq!(rules.idle, ["ready"]);
+        assert_eq!(rules.otherwise, Some(crate::profile::Activity::Unknown));
+        assert_eq!(
+            c.profile_rules(crate::Profile::Claude),
+            builtin(crate::Profile::Claude)
+        );
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/torch.toml");
+        assert_eq!(Config::load(&[shipped]).unwrap(), Config::default());
         std::fs::write(&a, "[quotas]\nmax_dept = 5\n").unwrap();
         let e = Config::load(std::slice::from_ref(&a)).unwrap_err();
         assert!(e.contains("max_dept"), "{e}");

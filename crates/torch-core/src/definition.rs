@@ -85,7 +85,7 @@ impl std::str::FromStr for Role {
 }
 
 /// Which terminal program the agent runs, so Torch can read its screen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Profile {
     /// Claude Code.

@@ -12,6 +12,7 @@ pub mod message;
 pub mod name;
 pub mod paths;
 pub mod policy;
+pub mod profile;
 pub mod protocol;
 
 pub use definition::{AgentDefinition, DefinitionError, Profile, Role};

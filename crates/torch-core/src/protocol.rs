@@ -71,6 +71,10 @@ pub enum Response {
         delivered: u64,
         /// Seconds since the pane last printed anything.
         idle_secs: u64,
+        /// What the screen shows the agent doing (`idle`, `working`,
+        /// `asking`, `trouble`, `unknown`), read with its profile.
+        #[serde(default = "unknown_activity")]
+        activity: String,
     },
     /// The call failed; the message says why and what to do.
     Error {
@@ -112,6 +116,10 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply)?;
     Ok(serde_json::from_str(&reply)?)
+}
+
+fn unknown_activity() -> String {
+    "unknown".to_string()
 }
 
 #[cfg(test)]

@@ -99,6 +99,6 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
                 },
             }
         }
-        Request::Status => shared.status_response(),
+        Request::Status => shared.status_response().await,
     }
 }

@@ -21,6 +21,8 @@ use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use torch_core::config::{config_files, Config};
+use torch_core::profile::{builtin, Activity, Classifier};
 use torch_core::protocol::Response;
 use torch_core::{paths, AgentDefinition, AgentName};
 use torch_tmux::{PaneInfo, Tmux, TmuxError};
@@ -47,6 +49,7 @@ pub struct Shared {
     started: Instant,
     last_output_ms: AtomicU64,
     state: std::sync::Mutex<&'static str>,
+    classifier: Classifier,
 }
 
 impl Shared {
@@ -65,20 +68,30 @@ impl Shared {
         self.state.lock().map(|s| *s).unwrap_or("unknown")
     }
 
+    /// What the agent's screen shows it doing.
+    pub async fn activity(&self) -> Activity {
+        match self.tmux.screen(&self.pane).await {
+            Ok(screen) => self.classifier.classify(&screen.rows),
+            Err(_) => Activity::Unknown,
+        }
+    }
+
     /// The answer to a `status` request.
-    pub fn status_response(&self) -> Response {
+    pub async fn status_response(&self) -> Response {
         Response::Status {
             state: self.state().to_string(),
             pid: self.pid.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             idle_secs: self.idle_secs(),
+            activity: self.activity().await.as_str().to_string(),
         }
     }
 
-    fn status_line(&self) -> String {
+    fn status_line(&self, activity: Activity) -> String {
         format!(
-            "agent {} (pid {}); {} messages delivered; last output {}s ago",
+            "agent {}, {} (pid {}); {} messages delivered; last output {}s ago",
             self.state(),
+            activity.as_str(),
             self.pid.load(Ordering::Relaxed),
             self.delivered.load(Ordering::Relaxed),
             self.idle_secs()
@@ -225,6 +238,7 @@ async fn supervise(
         .await
         .context("cannot start the agent program")?;
     let server_pid = tmux.server_pid().await.unwrap_or(0);
+    let classifier = profile_classifier(&def);
 
     let shared = Arc::new(Shared {
         tmux: tmux.clone(),
@@ -234,6 +248,7 @@ async fn supervise(
         started: Instant::now(),
         last_output_ms: AtomicU64::new(0),
         state: std::sync::Mutex::new("starting"),
+        classifier,
     });
 
     let _ = std::fs::remove_file(&control_path);
@@ -368,7 +383,7 @@ async fn supervise(
             tracing::info!("agent {name} is healthy again");
         }
         shared.set_state("running");
-        let status = shared.status_line();
+        let status = shared.status_line(shared.activity().await);
         if ready_sent {
             notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
         } else {
@@ -381,6 +396,29 @@ async fn supervise(
             ready_sent = true;
         }
     }
+}
+
+/// The screen reader for the agent's profile, with `torch.toml`'s
+/// replacements; a broken config or pattern falls back to the built-in rules.
+fn profile_classifier(def: &AgentDefinition) -> Classifier {
+    let rules = match Config::load(&config_files()) {
+        Ok(c) => c.profile_rules(def.profile),
+        Err(e) => {
+            tracing::warn!(
+                "{e}; using the built-in rules of profile {}",
+                def.profile.as_str()
+            );
+            builtin(def.profile)
+        }
+    };
+    Classifier::new(&rules).unwrap_or_else(|e| {
+        tracing::warn!(
+            "{e}; using the built-in rules of profile {}",
+            def.profile.as_str()
+        );
+        // The built-in patterns are unit-tested to compile.
+        Classifier::new(&builtin(def.profile)).unwrap_or_default()
+    })
 }
 
 /// Records an unhealthy tick: no watchdog ping, and `STATUS=` says why.

@@ -190,8 +190,10 @@ impl Manager {
                     std::time::Duration::from_secs(2),
                 ) {
                     Ok(Response::Status {
-                        state, idle_secs, ..
-                    }) => Some((state, idle_secs)),
+                        activity,
+                        idle_secs,
+                        ..
+                    }) => Some((activity, idle_secs)),
                     _ => None,
                 };
                 out.push(AgentStatus {

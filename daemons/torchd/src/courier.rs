@@ -27,6 +27,7 @@ const MAX_ATTEMPTS: i64 = 20;
 pub struct Courier {
     store: Arc<Store>,
     events: Events,
+    hold_until_idle: bool,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
@@ -43,10 +44,11 @@ pub fn envelope(msg: &Message) -> String {
 
 impl Courier {
     /// A courier over `store`.
-    pub fn new(store: Arc<Store>, events: Events) -> Arc<Self> {
+    pub fn new(store: Arc<Store>, events: Events, hold_until_idle: bool) -> Arc<Self> {
         Arc::new(Self {
             store,
             events,
+            hold_until_idle,
             wakers: Mutex::new(HashMap::new()),
         })
     }
@@ -93,6 +95,7 @@ impl Courier {
         };
         let socket = paths::control_socket(&name);
         let mut backoff = Duration::from_millis(200);
+        let mut holding: Option<i64> = None;
         loop {
             let a = agent.clone();
             let next = self.store_call(move |s| s.next_queued(&a)).await;
@@ -107,6 +110,34 @@ impl Courier {
                     continue;
                 }
             };
+            if self.hold_until_idle {
+                let sock = socket.clone();
+                let status = tokio::task::spawn_blocking(move || {
+                    protocol::call(&sock, &Request::Status, Duration::from_secs(5))
+                })
+                .await;
+                match status {
+                    Ok(Ok(Response::Status { activity, .. }))
+                        if matches!(activity.as_str(), "working" | "asking" | "trouble") =>
+                    {
+                        if holding != Some(msg.id) {
+                            tracing::info!(
+                                "holding message #{} for {agent}: its screen shows it {activity}",
+                                msg.id
+                            );
+                            holding = Some(msg.id);
+                        }
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+                        continue;
+                    }
+                    Ok(Err(ClientError::Connect { .. })) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             let req = Request::Deliver {
                 text: envelope(&msg),
                 id: Some(format!("torch-msg-{}", msg.id)),

@@ -96,7 +96,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the message store {}", db.display()))?,
     );
     let events = events::Events::default();
-    let courier = courier::Courier::new(Arc::clone(&store), events.clone());
+    let courier = courier::Courier::new(
+        Arc::clone(&store),
+        events.clone(),
+        config.delivery.hold_until_idle,
+    );
 
     let system = zbus::Connection::system()
         .await

@@ -1,0 +1,250 @@
+//! Reading an agent's state from its screen, per terminal program.
+//!
+//! Each profile (claude, codex, gemini, aider, shell) has regular
+//! expressions for four states, tried on the bottom of the screen in this
+//! order: `trouble` (crash text, rate limits), `asking` (a permission
+//! question), `working`, `idle` (at its prompt). `torch.toml` may replace a
+//! profile's lists (`[profiles.claude] working = ["..."]`). The hub holds
+//! messages while an agent is working, asking or in trouble.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Profile;
+
+/// What the agent is doing, as its screen shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activity {
+    /// At its prompt, ready for a message.
+    Idle,
+    /// Busy.
+    Working,
+    /// Waiting for an answer to a question (permission, confirmation).
+    Asking,
+    /// Showing an error, a crash or a rate limit.
+    Trouble,
+    /// Nothing recognisable.
+    Unknown,
+}
+
+impl Activity {
+    /// The word used in status output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activity::Idle => "idle",
+            Activity::Working => "working",
+            Activity::Asking => "asking",
+            Activity::Trouble => "trouble",
+            Activity::Unknown => "unknown",
+        }
+    }
+
+    /// Whether a message should wait.
+    pub fn holds_messages(self) -> bool {
+        matches!(
+            self,
+            Activity::Working | Activity::Asking | Activity::Trouble
+        )
+    }
+}
+
+/// A profile's patterns, one list per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileRules {
+    /// At the prompt.
+    pub idle: Vec<String>,
+    /// Busy.
+    pub working: Vec<String>,
+    /// Asking a question.
+    pub asking: Vec<String>,
+    /// In trouble.
+    pub trouble: Vec<String>,
+    /// What to report when nothing matches.
+    pub otherwise: Option<Activity>,
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// The built-in rules of `profile`.
+pub fn builtin(profile: Profile) -> ProfileRules {
+    let common_trouble = [
+        "(?i)rate limit",
+        "(?i)usage limit",
+        "(?i)\\bAPI Error\\b",
+        "(?i)overloaded",
+        "(?i)panicked at",
+        "Traceback \\(most recent call last\\)",
+    ];
+    match profile {
+        Profile::Claude => ProfileRules {
+            idle: strings(&["\\? for shortcuts", "(?m)^[│ ]*>\\s*$"]),
+            working: strings(&["(?i)esc to interrupt"]),
+            asking: strings(&["Do you want to", "❯ 1\\. Yes", "(?i)\\(y/n\\)"]),
+            trouble: strings(&common_trouble),
+            otherwise: Some(Activity::Unknown),
+        },
+        Profile::Codex => ProfileRules {
+            idle: strings(&["(?i)send a message", "(?m)^▌"]),
+            working: strings(&["(?i)esc to interrupt", "(?i)\\bworking\\b"]),
+            asking: strings(&["(?i)allow command", "(?i)approve"]),
+            trouble: strings(&common_trouble),
+            otherwise: Some(Activity::Unknown),
+        },
+        Profile::Gemini => ProfileRules {
+            idle: strings(&["(?i)type your message"]),
+            working: strings(&["(?i)esc to cancel"]),
+            asking: strings(&["(?i)allow execution", "(?i)apply this change"]),
+            trouble: strings(&common_trouble),
+            otherwise: Some(Activity::Unknown),
+        },
+        Profile::Aider => ProfileRules {
+            idle: strings(&["(?m)^[\\w./-]*> ?\\z"]),
+            working: strings(&["(?i)waiting for", "(?i)thinking"]),
+            asking: strings(&["(?i)\\(Y\\)es/\\(N\\)o"]),
+            trouble: strings(&common_trouble),
+            otherwise: Some(Activity::Unknown),
+        },
+        Profile::Shell => ProfileRules {
+            // A shell (or REPL) waits at a prompt ending in $ # % or >; a
+            // screen without one is running something.
+            idle: strings(&["[$#%>]\\s*\\z"]),
+            working: vec![],
+            asking: strings(&[
+                "(?i)\\[y/n\\]\\s*\\z",
+                "(?i)\\(yes/no\\)",
+                "(?i)password( for [^:]*)?:\\s*\\z",
+            ]),
+            trouble: vec![],
+            otherwise: Some(Activity::Working),
+        },
+    }
+}
+
+/// Compiled rules. The default recognises nothing (always `unknown`).
+#[derive(Debug, Clone)]
+pub struct Classifier {
+    tests: Vec<(Activity, regex::Regex)>,
+    otherwise: Activity,
+}
+
+impl Default for Classifier {
+    fn default() -> Self {
+        Self {
+            tests: Vec::new(),
+            otherwise: Activity::Unknown,
+        }
+    }
+}
+
+/// Rows of the screen's bottom that the patterns see.
+const TAIL_ROWS: usize = 15;
+
+impl Classifier {
+    /// Compiles `rules`; the error names the bad pattern.
+    pub fn new(rules: &ProfileRules) -> Result<Self, String> {
+        let mut tests = Vec::new();
+        for (activity, list) in [
+            (Activity::Trouble, &rules.trouble),
+            (Activity::Asking, &rules.asking),
+            (Activity::Working, &rules.working),
+            (Activity::Idle, &rules.idle),
+        ] {
+            for p in list {
+                let re = regex::Regex::new(p)
+                    .map_err(|e| format!("profile pattern {p:?} for {}: {e}", activity.as_str()))?;
+                tests.push((activity, re));
+            }
+        }
+        Ok(Self {
+            tests,
+            otherwise: rules.otherwise.unwrap_or(Activity::Unknown),
+        })
+    }
+
+    /// The state the screen shows. Only the bottom rows count, trimmed, so
+    /// old output higher up cannot make a busy agent look idle.
+    pub fn classify(&self, rows: &[String]) -> Activity {
+        let end = rows
+            .iter()
+            .rposition(|r| !r.trim().is_empty())
+            .map_or(0, |i| i + 1);
+        let tail = rows[end.saturating_sub(TAIL_ROWS)..end].join("\n");
+        let tail = tail.trim_end();
+        self.tests
+            .iter()
+            .find(|(_, re)| re.is_match(tail))
+            .map_or(self.otherwise, |(a, _)| *a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(s: &str) -> Vec<String> {
+        s.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn shell_prompts_are_idle_and_anything_else_works() {
+        let c = Classifier::new(&builtin(Profile::Shell)).unwrap();
+        assert_eq!(
+            c.classify(&rows("$ ls\nfile\nuser@host:~$ \n\n\n")),
+            Activity::Idle
+        );
+        assert_eq!(c.classify(&rows("[echo] ready\necho>\n")), Activity::Idle);
+        assert_eq!(
+            c.classify(&rows("$ cargo build\n   Compiling x\n")),
+            Activity::Working
+        );
+        assert_eq!(c.classify(&rows("loading...\n")), Activity::Working);
+        assert_eq!(c.classify(&rows("Overwrite? [y/N] ")), Activity::Asking);
+    }
+
+    #[test]
+    fn claude_screens() {
+        let c = Classifier::new(&builtin(Profile::Claude)).unwrap();
+        assert_eq!(
+            c.classify(&rows("✻ Thinking… (esc to interrupt)\n")),
+            Activity::Working
+        );
+        assert_eq!(
+            c.classify(&rows("Do you want to make this edit?\n❯ 1. Yes\n")),
+            Activity::Asking
+        );
+        assert_eq!(
+            c.classify(&rows("│ >                │\n  ? for shortcuts\n")),
+            Activity::Idle
+        );
+        assert_eq!(
+            c.classify(&rows("API Error: 529 overloaded\n")),
+            Activity::Trouble
+        );
+        assert_eq!(c.classify(&rows("something else\n")), Activity::Unknown);
+    }
+
+    #[test]
+    fn only_the_bottom_counts_and_bad_patterns_are_named() {
+        let c = Classifier::new(&builtin(Profile::Shell)).unwrap();
+        let mut screen = vec!["$ make".to_string()];
+        screen.extend((0..20).map(|i| format!("line {i}")));
+        assert_eq!(c.classify(&screen), Activity::Working);
+        for p in [
+            Profile::Claude,
+            Profile::Codex,
+            Profile::Gemini,
+            Profile::Aider,
+            Profile::Shell,
+        ] {
+            assert!(Classifier::new(&builtin(p)).is_ok(), "{p:?}");
+        }
+        let bad = ProfileRules {
+            idle: vec!["(".into()],
+            ..Default::default()
+        };
+        assert!(Classifier::new(&bad).unwrap_err().contains("\"(\""));
+    }
+}
