@@ -2,7 +2,8 @@
 //! real systemd sandbox. Prints a Markdown table (for docs/benchmarks.md).
 //!
 //! Usage (as root, after `cargo build --workspace --bins`):
-//! `target/debug/torch-bench [MESSAGES]` (default 200).
+//! `target/debug/torch-bench [MESSAGES [FLEET]]` (defaults 200 and 50; a
+//! fleet of 0 skips the fleet part).
 //!
 //! Torch: `torch send` (run inside the sandbox) returns once the text is
 //! confirmed on the pane. Naive: `tmux send-keys -l TEXT; sleep 0.5; tmux
@@ -21,6 +22,85 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+/// Resident memory of `pid` inside the sandbox, in KiB.
+fn rss_kib(sb: &Sandbox, pid: &str) -> Result<u64> {
+    let status = String::from_utf8(sb.read_file(&format!("/proc/{pid}/status"))?)?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+/// Average resident memory of the processes named `comm`, in KiB, and their count.
+fn avg_rss(sb: &Sandbox, pattern: &str) -> Result<(u64, usize)> {
+    let pids = sb.sh(&format!("pgrep -f '{pattern}' || true"))?;
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    let mut total = 0;
+    for p in &pids {
+        total += rss_kib(sb, p).unwrap_or(0);
+    }
+    Ok((total / pids.len().max(1) as u64, pids.len()))
+}
+
+/// Spawns `n` echo agents through the hub and reports time and memory.
+fn fleet(sb: &Sandbox, n: usize) -> Result<()> {
+    sb.write_file(
+        "/etc/torch/torch.toml",
+        format!("[quotas]\nmax_fleet = {}\n", n + 10).as_bytes(),
+        0o644,
+    )?;
+    sb.systemctl(&["restart", "torch.service"])?;
+    let t = Instant::now();
+    for i in 0..n {
+        sb.spawn_echo(&format!("f{i}"), "orchestrator", None)?;
+        if (i + 1) % 10 == 0 {
+            eprintln!(
+                "spawned {}/{n} agents in {:.1} s",
+                i + 1,
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let spawn = t.elapsed();
+    for i in 0..n {
+        sb.torch(&["send", &format!("f{i}"), "hello fleet"])?;
+    }
+    wait_until("fleet messages delivered", Duration::from_secs(120), || {
+        Ok((0..n).all(|i| {
+            sb.records(&format!("f{i}"))
+                .map(|r| r.len() == 1)
+                .unwrap_or(false)
+        }))
+    })?;
+    let hub = sb.unit_property("torch.service", "MainPID")?;
+    let hub_rss = rss_kib(sb, &hub)?;
+    let (sup, sups) = avg_rss(sb, "^/usr/libexec/torch/torch-agent")?;
+    let (tmux, tmuxes) = avg_rss(sb, "^tmux -u -S /run/torch-agent")?;
+    println!();
+    println!("| fleet of {n} echo agents | figure |");
+    println!("| --- | ---: |");
+    println!(
+        "| spawn through the hub, sequential | {:.1} s ({:.0} ms per agent) |",
+        spawn.as_secs_f64(),
+        spawn.as_secs_f64() * 1000.0 / n as f64
+    );
+    println!(
+        "| hub (torchd) resident memory | {:.1} MiB |",
+        hub_rss as f64 / 1024.0
+    );
+    println!(
+        "| supervisor resident memory, average of {sups} | {:.1} MiB |",
+        sup as f64 / 1024.0
+    );
+    println!(
+        "| tmux server resident memory, average of {tmuxes} | {:.1} MiB |",
+        tmux as f64 / 1024.0
+    );
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -99,5 +179,15 @@ fn main() -> Result<()> {
     let ratio = percentile(&naive, 0.5).as_secs_f64() / percentile(&torch, 0.5).as_secs_f64();
     println!();
     println!("p50 ratio naive / torch: {ratio:.1}x");
+    let fleet_size: usize = std::env::args()
+        .nth(2)
+        .map(|a| a.parse())
+        .transpose()
+        .context("FLEET must be a number")?
+        .unwrap_or(50);
+    if fleet_size > 0 {
+        sb.start_hub()?;
+        fleet(&sb, fleet_size)?;
+    }
     Ok(())
 }
