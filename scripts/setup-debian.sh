@@ -1,7 +1,8 @@
 #!/bin/bash
 # Installs what Torch needs to build and test on Debian 12, only if missing:
 # tmux, D-Bus, systemd (booted only inside the sandbox, never as the host's
-# init), util-linux (unshare/nsenter) and procps. Needs root.
+# init), util-linux (unshare/nsenter/runuser), procps, polkitd and the SQLite
+# headers. Needs root.
 set -euo pipefail
 missing=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ]; }
@@ -10,6 +11,9 @@ have dbus-daemon || missing+=(dbus)
 { have /lib/systemd/systemd && have journalctl && have busctl; } || missing+=(systemd)
 { have unshare && have nsenter; } || missing+=(util-linux)
 have pgrep || missing+=(procps)
+# torchd runs unprivileged; polkit grants it agent units.
+have /usr/lib/polkit-1/polkitd || missing+=(polkitd)
+have runuser || missing+=(util-linux)
 # The hub links the system SQLite.
 { [ -e /usr/include/sqlite3.h ] && have pkg-config; } || missing+=(libsqlite3-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then

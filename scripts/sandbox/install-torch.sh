@@ -25,6 +25,7 @@ install -d "$R/etc/torch/agents"
 install -D -m644 "$TOP/config/torch.toml" "$R/usr/lib/torch/torch.toml"
 install -D -m644 "$TOP/config/dbus/org.torch.Torch1.conf" "$R/usr/share/dbus-1/system.d/org.torch.Torch1.conf"
 install -D -m644 "$TOP/config/sysusers.d/torch.conf" "$R/usr/lib/sysusers.d/torch.conf"
+install -D -m644 "$TOP/config/polkit-1/rules.d/50-torch.rules" "$R/usr/share/polkit-1/rules.d/50-torch.rules"
 "$SDH_EXEC" systemd-sysusers /usr/lib/sysusers.d/torch.conf
 # dbus-daemon reads the new policy file on ReloadConfig.
 "$SDH_EXEC" busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig

@@ -369,6 +369,32 @@ fn bus_policy_refuses_strangers_and_calls_are_audited() -> Result<()> {
         intro.contains("org.torch.Manager1") && intro.contains(".Send"),
         "{intro}"
     );
+    // The hub itself runs unprivileged.
+    ensure!(sb.unit_property("torch.service", "User")? == "torch");
+    let pid = sb.unit_property("torch.service", "MainPID")?;
+    let uid = sb.sh(&format!("stat -c %U /proc/{pid}"))?;
+    ensure!(uid.trim() == "torch", "torchd runs as {uid}");
+    // polkit lets the torch user manage agent units, and nothing else.
+    let other = sb.exec(&[
+        "runuser",
+        "-u",
+        "torch",
+        "--",
+        "busctl",
+        "call",
+        "org.freedesktop.systemd1",
+        "/org/freedesktop/systemd1",
+        "org.freedesktop.systemd1.Manager",
+        "StopUnit",
+        "ss",
+        "dbus.service",
+        "replace",
+    ])?;
+    ensure!(
+        !other.status.success(),
+        "the torch user could stop dbus.service"
+    );
+    ensure!(sb.unit_property("dbus.service", "ActiveState")? == "active");
     let audit = sb.journal(&["TORCH_AUDIT=1", "-o", "verbose"])?;
     ensure!(
         audit.contains("called Send: operator -> dev queued as #"),

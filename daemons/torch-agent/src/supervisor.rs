@@ -255,6 +255,7 @@ async fn supervise(
     let listener = UnixListener::bind(&control_path)
         .with_context(|| format!("cannot listen on {}", control_path.display()))?;
     std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o660))?;
+    share_with_hub(&dir, &control_path);
 
     {
         let shared = Arc::clone(&shared);
@@ -419,6 +420,27 @@ fn profile_classifier(def: &AgentDefinition) -> Classifier {
         // The built-in patterns are unit-tested to compile.
         Classifier::new(&builtin(def.profile)).unwrap_or_default()
     })
+}
+
+/// Lets the hub (which runs as the `torch` user) reach the control socket:
+/// the runtime directory and the socket get the `torch` group. Without that
+/// group only root can talk to the supervisor.
+fn share_with_hub(dir: &Path, socket: &Path) {
+    let gid = match nix::unistd::Group::from_name("torch") {
+        Ok(Some(g)) => g.gid,
+        _ => {
+            tracing::info!("no `torch` group: only root can reach {}", socket.display());
+            return;
+        }
+    };
+    for p in [dir, socket] {
+        if let Err(e) = nix::unistd::chown(p, None, Some(gid)) {
+            tracing::warn!(
+                "cannot give {} to group torch ({e}); the hub will not reach this agent",
+                p.display()
+            );
+        }
+    }
 }
 
 /// Records an unhealthy tick: no watchdog ping, and `STATUS=` says why.
