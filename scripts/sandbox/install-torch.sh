@@ -29,5 +29,5 @@ install -D -m644 "$TOP/config/polkit-1/rules.d/50-torch.rules" "$R/usr/share/pol
 "$SDH_EXEC" systemd-sysusers /usr/lib/sysusers.d/torch.conf
 # dbus-daemon reads the new policy file on ReloadConfig.
 "$SDH_EXEC" busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
-install -m644 "$TOP"/units/*.service "$TOP"/units/*.target "$R/etc/systemd/system/"
+install -m644 "$TOP"/units/*.service "$TOP"/units/*.target "$TOP"/units/*.timer "$R/etc/systemd/system/"
 "$SDH_EXEC" systemctl daemon-reload

@@ -123,6 +123,13 @@ fn tail(s: &str, n: usize) -> String {
 impl Sandbox {
     /// Boots a fresh sandbox named after `label` (made unique per process and call).
     pub fn boot(label: &str) -> Result<Sandbox> {
+        Self::boot_with(label, None)
+    }
+
+    /// Boots a sandbox whose `/var/lib/torch` is the host directory `persist`,
+    /// so a later sandbox booted on the same directory sees the same state
+    /// (a reboot, as far as Torch can tell).
+    pub fn boot_with(label: &str, persist: Option<&Path>) -> Result<Sandbox> {
         let name = sandbox_name(label);
         let dir = Path::new(SANDBOX_BASE).join(&name);
         if dir.exists() {
@@ -143,6 +150,7 @@ impl Sandbox {
             .env("SDH_DIR", &dir)
             .env("SDH_BINDS", &binds)
             .env_remove("SDH_PERSIST")
+            .envs(persist.map(|p| ("SDH_PERSIST", p.as_os_str())))
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running {}", script.display()))?;

@@ -37,6 +37,21 @@ pub trait Manager {
     fn inbox(&self, agent: &str, limit: u32) -> zbus::Result<String>;
     /// See docs/dbus.md.
     fn capture(&self, agent: &str) -> zbus::Result<String>;
+    /// See docs/dbus.md.
+    fn schedule(
+        &self,
+        agent: &str,
+        kind: &str,
+        spec: &str,
+        note: &str,
+        requester: &str,
+    ) -> zbus::Result<(i64, i64)>;
+    /// See docs/dbus.md.
+    fn unschedule(&self, id: i64) -> zbus::Result<()>;
+    /// See docs/dbus.md.
+    fn schedules(&self, agent: &str) -> zbus::Result<String>;
+    /// See docs/dbus.md.
+    fn fire_due(&self) -> zbus::Result<u32>;
 }
 
 /// Who is calling: the agent whose pane runs us, or the operator.
@@ -124,6 +139,54 @@ pub fn print_status(json: &str) -> Result<()> {
         }
     }
     walk(agents, &names, None, 0);
+    Ok(())
+}
+
+/// Unix milliseconds as local `YYYY-MM-DD HH:MM:SS` (via the C library's
+/// idea of the local zone), or `-`.
+pub fn local_time(ms: i64) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    let out = std::process::Command::new("date")
+        .arg("-d")
+        .arg(format!("@{}", ms / 1000))
+        .arg("+%Y-%m-%d %H:%M:%S %Z")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => format!("@{}", ms / 1000),
+    }
+}
+
+/// Prints a JSON schedule list as a table.
+pub fn print_schedules(json: &str) -> Result<()> {
+    let v: Value = serde_json::from_str(json)?;
+    let list = v
+        .as_array()
+        .ok_or_else(|| anyhow!("the hub sent a schedule list that is not a list"))?;
+    println!(
+        "{:>4} {:<16} {:<24} {:<26} {:>5}  NOTE",
+        "ID", "AGENT", "WHEN", "NEXT", "FIRED"
+    );
+    for row in list {
+        let unit = if matches!(s(row, "kind"), "in" | "every") {
+            "s"
+        } else {
+            ""
+        };
+        let when = format!("{} {}{unit}", s(row, "kind"), s(row, "spec"));
+        let next = local_time(row.get("next_ms").and_then(Value::as_i64).unwrap_or(0));
+        let note: String = s(row, "note").replace('\n', "⏎").chars().take(50).collect();
+        println!(
+            "{:>4} {:<16} {:<24} {:<26} {:>5}  {note}",
+            i(row, "id"),
+            s(row, "agent"),
+            when,
+            next,
+            i(row, "fired")
+        );
+    }
     Ok(())
 }
 

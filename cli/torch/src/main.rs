@@ -87,6 +87,49 @@ enum Cmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Schedule a check-in: at the given time the note is sent to the agent
+    /// through the hub, as a systemd timer that survives reboots.
+    ///
+    /// AGENT may be `self` from an agent's pane. Examples:
+    /// `torch schedule self --in 15m --note "check the build"`,
+    /// `torch schedule dev --every 30m --note "commit your work"`.
+    #[command(group(clap::ArgGroup::new("when").required(true).args(["in_", "at", "every", "on_calendar"])))]
+    Schedule {
+        /// The agent, or `self`.
+        agent: String,
+        /// Once, after this long (90s, 15m, 1.5h, 1h30m, 2d).
+        #[arg(long = "in", value_name = "DURATION")]
+        in_: Option<String>,
+        /// Once, at the next HH:MM[:SS] (local time).
+        #[arg(long, value_name = "HH:MM")]
+        at: Option<String>,
+        /// Repeatedly, with this period (first after one period).
+        #[arg(long, value_name = "DURATION")]
+        every: Option<String>,
+        /// Repeatedly, on a systemd calendar expression (man systemd.time).
+        #[arg(long, value_name = "EXPR")]
+        on_calendar: Option<String>,
+        /// What to tell the agent when it fires.
+        #[arg(long)]
+        note: String,
+    },
+    /// List active check-ins with their next fire time from systemd.
+    Schedules {
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a check-in and its timer.
+    Unschedule {
+        /// The schedule's id (see `torch schedules`).
+        id: i64,
+    },
+    /// Fire the check-ins that are due (what their timers run).
+    #[command(hide = true)]
+    FireDue,
     /// Stop an agent, keep its final transcript, and remove it.
     Retire {
         /// The agent.
@@ -402,6 +445,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .map_err(hub::explain)
             })?;
             println!("spawned {name} ({unit})");
+        }
+        Cmd::Schedule {
+            agent,
+            in_,
+            at,
+            every,
+            on_calendar,
+            note,
+        } => {
+            let agent = if agent == "self" {
+                std::env::var("TORCH_AGENT")
+                    .ok()
+                    .filter(|a| !a.is_empty())
+                    .context("`self` works only from an agent's pane (TORCH_AGENT is not set)")?
+            } else {
+                agent
+            };
+            let (kind, spec) = match (in_, at, every, on_calendar) {
+                (Some(d), ..) => ("in", d),
+                (_, Some(t), ..) => ("at", t),
+                (_, _, Some(d), _) => ("every", d),
+                (_, _, _, Some(e)) => ("calendar", e),
+                _ => bail!("say when: --in, --at, --every or --on-calendar"),
+            };
+            let (id, next) = runtime()?.block_on(async {
+                hub::connect()
+                    .await?
+                    .schedule(&agent, kind, &spec, &note, &hub::caller())
+                    .await
+                    .map_err(hub::explain)
+            })?;
+            println!(
+                "check-in #{id} for {agent}, next at {}",
+                hub::local_time(next)
+            );
+        }
+        Cmd::Schedules { agent, json } => {
+            let a = agent.unwrap_or_default();
+            let s = runtime()?.block_on(async {
+                hub::connect()
+                    .await?
+                    .schedules(&a)
+                    .await
+                    .map_err(hub::explain)
+            })?;
+            if json {
+                println!("{s}");
+            } else {
+                hub::print_schedules(&s)?;
+            }
+        }
+        Cmd::Unschedule { id } => {
+            runtime()?.block_on(async {
+                hub::connect()
+                    .await?
+                    .unschedule(id)
+                    .await
+                    .map_err(hub::explain)
+            })?;
+            println!("removed check-in #{id}");
+        }
+        Cmd::FireDue => {
+            let n = runtime()?
+                .block_on(async { hub::connect().await?.fire_due().await.map_err(hub::explain) })?;
+            println!("{n} check-ins fired");
         }
         Cmd::Retire { name } => {
             let transcript = runtime()?.block_on(async {

@@ -14,6 +14,7 @@ pub mod paths;
 pub mod policy;
 pub mod profile;
 pub mod protocol;
+pub mod schedule;
 
 pub use definition::{AgentDefinition, DefinitionError, Profile, Role};
 pub use message::{validate_message, MessageError, MAX_MESSAGE_BYTES};

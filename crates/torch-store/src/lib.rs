@@ -139,7 +139,20 @@ impl Store {
                 delivered_ms INTEGER,
                 reason TEXT
             );
-            CREATE INDEX IF NOT EXISTS messages_queue ON messages (recipient, state, id);",
+            CREATE INDEX IF NOT EXISTS messages_queue ON messages (recipient, state, id);
+            CREATE TABLE IF NOT EXISTS schedules (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                agent TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                spec TEXT NOT NULL,
+                note TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_ms INTEGER NOT NULL,
+                due_ms INTEGER,
+                fired INTEGER NOT NULL DEFAULT 0,
+                last_fired_ms INTEGER,
+                state TEXT NOT NULL DEFAULT 'active'
+            );",
         )?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -276,6 +289,135 @@ impl Store {
     }
 }
 
+/// One check-in schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Schedule {
+    /// Unique id; its units are `torch-schedule-ID.timer/.service`.
+    pub id: i64,
+    /// The agent it wakes.
+    pub agent: String,
+    /// `in`, `at`, `every` or `calendar`.
+    pub kind: String,
+    /// Seconds, a clock time or a calendar expression.
+    pub spec: String,
+    /// The note delivered when it fires.
+    pub note: String,
+    /// Who set it: an agent or `operator`.
+    pub created_by: String,
+    /// When it was set, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it is next due, Unix milliseconds, as last learned from systemd.
+    pub due_ms: Option<i64>,
+    /// How many times it fired.
+    pub fired: i64,
+    /// When it last fired.
+    pub last_fired_ms: Option<i64>,
+    /// `active`, `done` or `cancelled`.
+    pub state: String,
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "id, agent, kind, spec, note, created_by, created_ms, due_ms, fired, last_fired_ms, state";
+
+fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
+    Ok(Schedule {
+        id: r.get(0)?,
+        agent: r.get(1)?,
+        kind: r.get(2)?,
+        spec: r.get(3)?,
+        note: r.get(4)?,
+        created_by: r.get(5)?,
+        created_ms: r.get(6)?,
+        due_ms: r.get(7)?,
+        fired: r.get(8)?,
+        last_fired_ms: r.get(9)?,
+        state: r.get(10)?,
+    })
+}
+
+impl Store {
+    /// Stores a new active schedule.
+    pub fn add_schedule(
+        &self,
+        agent: &str,
+        kind: &str,
+        spec: &str,
+        note: &str,
+        created_by: &str,
+    ) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO schedules (agent, kind, spec, note, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![agent, kind, spec, note, created_by, now_ms()],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    /// One schedule.
+    pub fn schedule(&self, id: i64) -> Result<Option<Schedule>, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?1"),
+                params![id],
+                schedule_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Active schedules, of one agent or all.
+    pub fn active_schedules(&self, agent: Option<&str>) -> Result<Vec<Schedule>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE state = 'active' AND (?1 IS NULL OR agent = ?1) ORDER BY id"))?;
+            let v = st.query_map(params![agent], schedule_row)?.collect();
+            v
+        })
+    }
+
+    /// Records when a schedule is next due.
+    pub fn set_due(&self, id: i64, due_ms: Option<i64>) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE schedules SET due_ms = ?2 WHERE id = ?1",
+                params![id, due_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records a firing and stores the note as a check-in message for the
+    /// agent, in one transaction: a fire is never half-recorded. Returns the
+    /// message id.
+    pub fn fire_schedule(&self, s: &Schedule, body: &str, done: bool) -> Result<i64, StoreError> {
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'checkin', ?4)",
+            params![format!("schedule-{}", s.id), s.agent, body, now],
+        )?;
+        let msg = tx.last_insert_rowid();
+        tx.execute(
+            "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, state = CASE WHEN ?3 THEN 'done' ELSE state END WHERE id = ?1",
+            params![s.id, now, done],
+        )?;
+        tx.commit()?;
+        Ok(msg)
+    }
+
+    /// Ends a schedule (`done` or `cancelled`).
+    pub fn end_schedule(&self, id: i64, state: &str) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE schedules SET state = ?2 WHERE id = ?1 AND state = 'active'",
+                params![id, state],
+            )
+            .map(drop)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +453,24 @@ mod tests {
         let mut r = s.recipients_with_queue().unwrap();
         r.sort();
         assert_eq!(r, ["x", "y"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn schedules_fire_into_messages() {
+        let (s, dir) = temp_store("sched");
+        let id = s
+            .add_schedule("dev", "every", "60", "check the build", "pm")
+            .unwrap();
+        let sch = s.schedule(id).unwrap().unwrap();
+        assert_eq!((sch.state.as_str(), sch.fired), ("active", 0));
+        let m = s.fire_schedule(&sch, "note", false).unwrap();
+        assert_eq!(s.next_queued("dev").unwrap().unwrap().id, m);
+        assert_eq!(s.schedule(id).unwrap().unwrap().fired, 1);
+        s.fire_schedule(&sch, "note", true).unwrap();
+        assert!(s.active_schedules(None).unwrap().is_empty());
+        s.end_schedule(id, "cancelled").unwrap();
+        assert_eq!(s.schedule(id).unwrap().unwrap().state, "done");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -39,6 +39,8 @@ pub trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     /// Queues a restart job.
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// The object path of a loaded unit (NoSuchUnit when not loaded).
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Asks systemd to emit job and unit signals to us.
     fn subscribe(&self) -> zbus::Result<()>;
     /// A job finished; `result` is `done` on success.
@@ -50,6 +52,20 @@ pub trait Manager {
         unit: String,
         result: String,
     ) -> zbus::Result<()>;
+}
+
+/// A timer unit's next elapse times.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Timer",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Timer {
+    /// Next elapse on the wall clock (calendar timers), microseconds since the epoch; 0 if none.
+    #[zbus(property, name = "NextElapseUSecRealtime")]
+    fn next_elapse_usec_realtime(&self) -> zbus::Result<u64>;
+    /// Next elapse on the monotonic clock (relative timers), microseconds; 0 if none.
+    #[zbus(property, name = "NextElapseUSecMonotonic")]
+    fn next_elapse_usec_monotonic(&self) -> zbus::Result<u64>;
 }
 
 /// Why a systemd call failed.
@@ -129,36 +145,112 @@ impl Systemd {
             .collect())
     }
 
-    /// Runs a start, stop or restart job and waits until systemd finished it.
-    pub async fn run_job(&self, kind: JobKind, unit: &str) -> Result<(), SystemdError> {
+    /// Whether `unit` is loaded.
+    pub async fn loaded(&self, unit: &str) -> bool {
+        self.manager.get_unit(unit).await.is_ok()
+    }
+
+    /// When the timer `unit` fires next, in Unix microseconds.
+    pub async fn next_elapse(&self, unit: &str) -> Result<Option<u64>, SystemdError> {
+        let path = self.manager.get_unit(unit).await?;
+        let timer = TimerProxy::builder(self.manager.inner().connection())
+            .path(path)?
+            .build()
+            .await?;
+        let real = timer.next_elapse_usec_realtime().await?;
+        if real != 0 && real != u64::MAX {
+            return Ok(Some(real));
+        }
+        let mono = timer.next_elapse_usec_monotonic().await?;
+        if mono == 0 || mono == u64::MAX {
+            return Ok(None);
+        }
+        let now_mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_err(|e| zbus::Error::Failure(e.to_string()))?;
+        let now_mono_us = now_mono.tv_sec() as u64 * 1_000_000 + now_mono.tv_nsec() as u64 / 1000;
+        let now_real_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Ok(Some(now_real_us + mono.saturating_sub(now_mono_us)))
+    }
+
+    async fn subscribe(&self) -> Result<(), SystemdError> {
         // One subscription per connection; a long-lived daemon's second job
         // finds it in place.
         match self.manager.subscribe().await {
             Err(zbus::Error::MethodError(name, _, _))
-                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" => {}
-            other => other?,
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+            {
+                Ok(())
+            }
+            other => Ok(other?),
         }
+    }
+
+    /// Runs a start, stop or restart job and waits until systemd finished it.
+    pub async fn run_job(&self, kind: JobKind, unit: &str) -> Result<(), SystemdError> {
+        self.subscribe().await?;
         let mut removed = self.manager.receive_job_removed().await?;
         let (verb, job) = match kind {
             JobKind::Start => ("start", self.manager.start_unit(unit, "replace").await?),
             JobKind::Stop => ("stop", self.manager.stop_unit(unit, "replace").await?),
             JobKind::Restart => ("restart", self.manager.restart_unit(unit, "replace").await?),
         };
-        while let Some(signal) = removed.next().await {
-            let args = signal.args()?;
-            if args.job == job {
-                if args.result == "done" {
-                    return Ok(());
-                }
-                return Err(SystemdError::Job {
-                    verb,
-                    unit: unit.to_string(),
-                    result: args.result,
-                });
+        wait_job(&mut removed, &job, verb, unit).await
+    }
+}
+
+/// Escapes `s` for use as a unit instance name, as `systemd-escape` does:
+/// ASCII letters, digits, `:`, `_` and `.` stay (but a leading `.`), `/`
+/// becomes `-`, every other byte becomes `\xNN`.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, b) in s.bytes().enumerate() {
+        match b {
+            b'/' => out.push('-'),
+            b'.' if i == 0 => out.push_str("\\x2e"),
+            b if b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'.') => {
+                out.push(b as char)
             }
+            b => out.push_str(&format!("\\x{b:02x}")),
         }
-        Err(SystemdError::Bus(zbus::Error::Failure(
-            "systemd closed the signal stream".into(),
-        )))
+    }
+    out
+}
+
+/// Waits for `job` to leave systemd's queue and reports its result.
+async fn wait_job(
+    removed: &mut JobRemovedStream,
+    job: &OwnedObjectPath,
+    verb: &'static str,
+    unit: &str,
+) -> Result<(), SystemdError> {
+    while let Some(signal) = removed.next().await {
+        let args = signal.args()?;
+        if args.job == *job {
+            if args.result == "done" {
+                return Ok(());
+            }
+            return Err(SystemdError::Job {
+                verb,
+                unit: unit.to_string(),
+                result: args.result,
+            });
+        }
+    }
+    Err(SystemdError::Bus(zbus::Error::Failure(
+        "systemd closed the signal stream".into(),
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_matches_systemd_escape() {
+        assert_eq!(
+            super::escape("2026-11-25 17:14:09 UTC"),
+            "2026\\x2d11\\x2d25\\x2017:14:09\\x20UTC"
+        );
+        assert_eq!(super::escape(".a/b"), "\\x2ea-b");
     }
 }

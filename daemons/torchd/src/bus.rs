@@ -22,6 +22,7 @@ use zbus::object_server::SignalEmitter;
 use crate::courier::Courier;
 use crate::events::Events;
 use crate::fleet::{self, SpawnRequest};
+use crate::schedule;
 
 /// Everything the API works on.
 pub struct Hub {
@@ -262,6 +263,89 @@ impl Manager {
         .await
     }
 
+    /// Sets a check-in for `agent`: `kind` is `in`, `at`, `every` or
+    /// `calendar`, `spec` a duration (`15m`), a clock time (`14:30`) or a
+    /// calendar expression. Returns the schedule id and its next fire time
+    /// (Unix milliseconds, 0 if unknown).
+    #[allow(clippy::too_many_arguments)]
+    async fn schedule(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        agent: String,
+        kind: String,
+        spec: String,
+        note: String,
+        requester: String,
+    ) -> fdo::Result<(i64, i64)> {
+        let result = self
+            .do_schedule(&agent, &kind, &spec, &note, &requester)
+            .await;
+        let outcome = match &result {
+            Ok((id, _)) => format!("{requester} scheduled #{id} for {agent} ({kind} {spec})"),
+            Err(e) => format!("{requester} could not schedule for {agent}: {e}"),
+        };
+        audit(conn, &hdr, "Schedule", &outcome).await;
+        result
+    }
+
+    /// Removes a schedule and its timer.
+    async fn unschedule(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        id: i64,
+    ) -> fdo::Result<()> {
+        let result = schedule::cancel(&self.hub, id)
+            .await
+            .map_err(fdo::Error::Failed);
+        audit(
+            conn,
+            &hdr,
+            "Unschedule",
+            &format!(
+                "#{id}: {}",
+                match &result {
+                    Ok(()) => "removed".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            ),
+        )
+        .await;
+        result
+    }
+
+    /// Active schedules of `agent` ("" for all) as JSON.
+    async fn schedules(&self, agent: String) -> fdo::Result<String> {
+        let a = (!agent.is_empty()).then_some(agent);
+        let list = schedule::list(&self.hub, a)
+            .await
+            .map_err(fdo::Error::Failed)?;
+        serde_json::to_string(&list).map_err(|e| fdo::Error::Failed(e.to_string()))
+    }
+
+    /// Fires every check-in due by now (the timers call this); returns how many fired.
+    async fn fire_due(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> fdo::Result<u32> {
+        let result = schedule::fire_due(&self.hub)
+            .await
+            .map_err(fdo::Error::Failed);
+        audit(
+            conn,
+            &hdr,
+            "FireDue",
+            &match &result {
+                Ok(n) => format!("{n} fired"),
+                Err(e) => e.to_string(),
+            },
+        )
+        .await;
+        result.map(|n| n as u32)
+    }
+
     /// The API version.
     #[zbus(property)]
     async fn version(&self) -> String {
@@ -304,6 +388,50 @@ impl Manager {
 }
 
 impl Manager {
+    async fn do_schedule(
+        &self,
+        agent: &str,
+        kind: &str,
+        spec: &str,
+        note: &str,
+        requester: &str,
+    ) -> fdo::Result<(i64, i64)> {
+        use torch_core::schedule::{check_calendar, parse_clock, parse_duration, When};
+        let requester = valid_sender(requester)?;
+        let name = AgentName::parse(agent).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
+        let invalid = fdo::Error::InvalidArgs;
+        let when = match kind {
+            "in" => When::In(parse_duration(spec).map_err(invalid)?),
+            "every" => When::Every(parse_duration(spec).map_err(invalid)?),
+            "at" => When::At(parse_clock(spec).map_err(invalid)?),
+            "calendar" => When::Calendar(check_calendar(spec).map_err(invalid)?),
+            _ => {
+                return Err(fdo::Error::InvalidArgs(format!(
+                    "unknown schedule kind {kind:?}: use in, at, every or calendar"
+                )))
+            }
+        };
+        let note =
+            validate_message(note).map_err(|e| fdo::Error::InvalidArgs(format!("note: {e}")))?;
+        let (n, r) = (name.to_string(), requester.clone());
+        blocking(move || {
+            let fleet = fleet::agents();
+            let target = fleet
+                .get(&n)
+                .ok_or_else(|| format!("no agent named {n:?}; see `torch status`"))?;
+            if r != OPERATOR && r != n && target.def.parent.as_deref() != Some(r.as_str()) {
+                return Err(format!(
+                    "agent {r} may schedule check-ins for itself and its own agents only"
+                ));
+            }
+            Ok(())
+        })
+        .await?;
+        schedule::create(&self.hub, name.as_str(), &when, &note, &requester)
+            .await
+            .map_err(fdo::Error::InvalidArgs)
+    }
+
     async fn do_send(&self, from: String, to: String, text: String) -> fdo::Result<i64> {
         let from = valid_sender(&from)?;
         let to_name = AgentName::parse(&to)
@@ -411,6 +539,15 @@ impl Manager {
             Ok(())
         })
         .await?;
+        let store = Arc::clone(&self.hub.store);
+        let n = name.to_string();
+        let schedules =
+            blocking(move || store.active_schedules(Some(&n)).map_err(|e| e.to_string())).await?;
+        for s in schedules {
+            if let Err(e) = schedule::cancel(&self.hub, s.id).await {
+                tracing::warn!("retire {name}: check-in #{}: {e}", s.id);
+            }
+        }
         self.hub.events.fleet_changed(name, "retired").await;
         Ok(transcript)
     }

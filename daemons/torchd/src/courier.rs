@@ -35,6 +35,8 @@ pub struct Courier {
 pub fn envelope(msg: &Message) -> String {
     match msg.kind.as_str() {
         "brief" => format!("[torch brief from {}] {}", msg.sender, msg.body),
+        // The schedule wrote its own header (who set it and when).
+        "checkin" => msg.body.clone(),
         _ => format!(
             "[torch message #{} from {}] {}",
             msg.id, msg.sender, msg.body

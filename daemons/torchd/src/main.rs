@@ -11,6 +11,7 @@ mod bus;
 mod courier;
 mod events;
 mod fleet;
+mod schedule;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -129,6 +130,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot own {BUS_NAME} on the system bus (is another torchd running, and is the D-Bus policy file installed?)"))?;
     events.attach(system.clone());
 
+    // Timers made before a reboot are gone: re-arm them from the store.
+    schedule::resync(&hub).await;
     // Pick up what was queued before a restart.
     let pending = store.recipients_with_queue()?;
     for agent in &pending {

@@ -1,0 +1,368 @@
+//! Check-ins as systemd timers.
+//!
+//! A schedule is a row in the store (the truth) and, for its next due time
+//! T, an instance of the packaged template `torch-checkin@.timer` named
+//! after T (`torch-checkin@2026\x2d11\x2d25\x2017:30:00.000\x20UTC.timer`,
+//! `OnCalendar=%I`, `AccuracySec=100ms`). When it elapses its service runs
+//! `torch fire-due` as the torch user, and the hub fires every schedule due
+//! by then and starts the timer of each one's next time.
+//!
+//! Why template instances and not StartTransientUnit: the hub runs as the
+//! unprivileged torch user, and polkit can limit it by unit name only for
+//! StartUnit/StopUnit (transient units come without a name to check, and
+//! would let it run anything as root). Why not generated unit files: they
+//! need root and a daemon-reload. The note never enters a unit: only a
+//! time does. Timers do not survive a reboot; at start the hub fires once
+//! what fell due meanwhile and restarts the timers of the rest.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use torch_core::schedule::When;
+use torch_store::Schedule;
+use torch_systemd::JobKind;
+
+use crate::bus::Hub;
+
+/// Schedules due within this much of a firing timer fire with it.
+const FIRE_SLACK_MS: i64 = 500;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Unix milliseconds as a calendar time systemd reads, in UTC.
+pub fn calendar_utc(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, mo, d) = civil(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{milli:03} UTC",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// The timer that fires at `due_ms`.
+pub fn timer_unit(due_ms: i64) -> String {
+    format!(
+        "torch-checkin@{}.timer",
+        torch_systemd::escape(&calendar_utc(due_ms))
+    )
+}
+
+/// The next time a calendar expression elapses, from `systemd-analyze
+/// calendar` (no privileges needed); its error says what is wrong.
+async fn next_calendar(expr: &str) -> Result<i64, String> {
+    let out = tokio::process::Command::new("systemd-analyze")
+        .args(["calendar", "--iterations=1", expr])
+        .output()
+        .await
+        .map_err(|e| format!("cannot run systemd-analyze: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!(
+            "systemd does not understand the calendar expression {expr:?}: {}",
+            err.trim()
+        ));
+    }
+    // "(in UTC): Wed 2026-11-25 17:30:00 UTC", or, when local time is UTC,
+    // only "Next elapse: Wed 2026-11-25 17:30:00 UTC".
+    let line = text
+        .lines()
+        .find(|l| l.contains("(in UTC):"))
+        .or_else(|| {
+            text.lines()
+                .find(|l| l.contains("Next elapse:") && l.trim_end().ends_with(" UTC"))
+        })
+        .ok_or_else(|| format!("{expr:?} never elapses"))?;
+    let stamp: Vec<&str> = line.split_whitespace().collect();
+    let (date, time) = match stamp.as_slice() {
+        [.., date, time, "UTC"] => (*date, *time),
+        _ => return Err(format!("unexpected systemd-analyze output {line:?}")),
+    };
+    parse_utc(date, time).ok_or_else(|| format!("unexpected systemd-analyze output {line:?}"))
+}
+
+/// `YYYY-MM-DD` and `HH:MM:SS` in UTC to Unix milliseconds.
+fn parse_utc(date: &str, time: &str) -> Option<i64> {
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
+    let ([y, m, dd], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
+        return None;
+    };
+    // Days from civil (inverse of `civil`).
+    let y2 = if *m <= 2 { y - 1 } else { *y };
+    let era = y2.div_euclid(400);
+    let yoe = y2.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1000)
+}
+
+/// The first due time of a new schedule, or the next after `after_ms`.
+pub async fn next_due(when: &When, after_ms: Option<i64>) -> Result<i64, String> {
+    let now = now_ms();
+    Ok(match when {
+        When::In(d) => now + d.as_millis() as i64,
+        When::Every(d) => {
+            let p = d.as_millis() as i64;
+            match after_ms {
+                // Keep the rhythm, but never fire a backlog in a burst.
+                Some(prev) => (prev + p).max(now + 1000),
+                None => now + p,
+            }
+        }
+        When::At(clock) => next_calendar(&format!("*-*-* {clock}")).await?,
+        When::Calendar(expr) => next_calendar(expr).await?,
+    })
+}
+
+/// Starts the timer for `due_ms` (idempotent: schedules due at the same
+/// time share it).
+pub async fn arm(hub: &Hub, due_ms: i64) -> Result<(), String> {
+    let unit = timer_unit(due_ms);
+    hub.systemd
+        .run_job(JobKind::Start, &unit)
+        .await
+        .map_err(|e| format!("cannot start {unit}: {e}"))
+}
+
+/// Stops the timer for `due_ms` unless another active schedule needs it.
+pub async fn disarm(hub: &Hub, due_ms: Option<i64>) {
+    let Some(due) = due_ms else { return };
+    let store = hub.store.clone();
+    let shared = tokio::task::spawn_blocking(move || store.active_schedules(None))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .is_some_and(|a| a.iter().any(|s| s.due_ms == Some(due)));
+    let unit = timer_unit(due);
+    if !shared && hub.systemd.loaded(&unit).await {
+        if let Err(e) = hub.systemd.run_job(JobKind::Stop, &unit).await {
+            tracing::warn!("cannot stop {unit}: {e}");
+        }
+    }
+}
+
+/// The text typed into the agent when a check-in fires.
+fn checkin_text(s: &Schedule) -> String {
+    let set = calendar_utc(s.created_ms);
+    format!(
+        "[torch check-in #{}, set by {} at {} UTC] {}",
+        s.id,
+        s.created_by,
+        &set[..16],
+        s.note
+    )
+}
+
+async fn store_call<T: Send + 'static>(
+    hub: &Hub,
+    f: impl FnOnce(&torch_store::Store) -> Result<T, torch_store::StoreError> + Send + 'static,
+) -> Result<T, String> {
+    let store = hub.store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Fires one schedule now: stores the check-in as a message (delivered
+/// like any other), then ends a one-shot schedule or arms the next time of
+/// a recurring one. Returns the message id.
+pub async fn fire(hub: &Hub, s: &Schedule) -> Result<i64, String> {
+    let when = When::from_stored(&s.kind, &s.spec)?;
+    let done = !when.recurring();
+    let (sc, body) = (s.clone(), checkin_text(s));
+    let msg = store_call(hub, move |st| st.fire_schedule(&sc, &body, done)).await?;
+    tracing::info!("check-in #{} fired for {}: message #{msg}", s.id, s.agent);
+    hub.courier.kick(&s.agent);
+    if !done {
+        let next = next_due(&when, s.due_ms).await?;
+        let id = s.id;
+        store_call(hub, move |st| st.set_due(id, Some(next))).await?;
+        arm(hub, next).await?;
+    }
+    Ok(msg)
+}
+
+/// Fires every active schedule due by now (what a timer calls).
+pub async fn fire_due(hub: &Hub) -> Result<usize, String> {
+    let active = store_call(hub, |st| st.active_schedules(None)).await?;
+    let limit = now_ms() + FIRE_SLACK_MS;
+    let mut n = 0;
+    for s in active
+        .iter()
+        .filter(|s| s.due_ms.is_some_and(|d| d <= limit))
+    {
+        match fire(hub, s).await {
+            Ok(_) => n += 1,
+            Err(e) => tracing::error!("check-in #{}: {e}", s.id),
+        }
+    }
+    Ok(n)
+}
+
+/// Creates a schedule, arms its timer; returns its id and due time.
+pub async fn create(
+    hub: &Hub,
+    agent: &str,
+    when: &When,
+    note: &str,
+    by: &str,
+) -> Result<(i64, i64), String> {
+    let due = next_due(when, None).await?;
+    let (a, k, sp, n, b) = (
+        agent.to_string(),
+        when.kind(),
+        when.spec(),
+        note.to_string(),
+        by.to_string(),
+    );
+    let id = store_call(hub, move |st| st.add_schedule(&a, k, &sp, &n, &b)).await?;
+    store_call(hub, move |st| st.set_due(id, Some(due))).await?;
+    if let Err(e) = arm(hub, due).await {
+        store_call(hub, move |st| st.end_schedule(id, "cancelled")).await?;
+        return Err(e);
+    }
+    Ok((id, due))
+}
+
+/// Cancels a schedule and stops its timer if nothing else needs it.
+pub async fn cancel(hub: &Hub, id: i64) -> Result<(), String> {
+    let s = store_call(hub, move |st| st.schedule(id))
+        .await?
+        .filter(|s| s.state == "active")
+        .ok_or_else(|| format!("no active schedule #{id} (see `torch schedules`)"))?;
+    store_call(hub, move |st| st.end_schedule(id, "cancelled")).await?;
+    disarm(hub, s.due_ms).await;
+    Ok(())
+}
+
+/// After a start (or a reboot): fire once what fell due while no timer
+/// ran, and make sure every other active schedule has its timer.
+pub async fn resync(hub: &Hub) {
+    match fire_due(hub).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            "fired {n} check-ins that fell due while the hub or the machine was down"
+        ),
+        Err(e) => tracing::error!("cannot fire overdue check-ins: {e}"),
+    }
+    let active = match store_call(hub, |st| st.active_schedules(None)).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("cannot read schedules: {e}");
+            return;
+        }
+    };
+    for s in active {
+        if let Some(due) = s.due_ms {
+            if !hub.systemd.loaded(&timer_unit(due)).await {
+                match arm(hub, due).await {
+                    Ok(()) => tracing::info!("re-armed check-in #{} for {}", s.id, s.agent),
+                    Err(e) => tracing::error!("check-in #{}: {e}", s.id),
+                }
+            }
+        }
+    }
+}
+
+/// A schedule as `Schedules()` reports it.
+#[derive(Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    schedule: Schedule,
+    /// Its timer unit.
+    timer: Option<String>,
+    /// Next fire time as systemd reports it, Unix milliseconds.
+    next_ms: Option<i64>,
+}
+
+/// Active schedules with their next fire time from systemd.
+pub async fn list(hub: &Hub, agent: Option<String>) -> Result<Vec<Listed>, String> {
+    let active = store_call(hub, move |st| st.active_schedules(agent.as_deref())).await?;
+    let mut out = Vec::new();
+    for s in active {
+        let timer = s.due_ms.map(timer_unit);
+        let next_ms = match &timer {
+            Some(t) => hub
+                .systemd
+                .next_elapse(t)
+                .await
+                .ok()
+                .flatten()
+                .map(|us| (us / 1000) as i64),
+            None => None,
+        };
+        out.push(Listed {
+            schedule: s,
+            timer,
+            next_ms,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn calendar_times_round_trip() {
+        assert_eq!(calendar_utc(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(
+            calendar_utc(1_764_091_449_250),
+            "2025-11-25 17:24:09.250 UTC"
+        );
+        assert_eq!(parse_utc("2025-11-25", "17:24:09"), Some(1_764_091_449_000));
+        assert_eq!(
+            parse_utc("2024-02-29", "00:00:00")
+                .map(calendar_utc)
+                .as_deref(),
+            Some("2024-02-29 00:00:00.000 UTC")
+        );
+        assert!(
+            timer_unit(0).starts_with("torch-checkin@1970\\x2d01\\x2d01\\x2000:00:00.000\\x20UTC")
+        );
+    }
+
+    #[tokio::test]
+    async fn due_times() {
+        let now = now_ms();
+        let d = next_due(&When::In(Duration::from_secs(60)), None)
+            .await
+            .unwrap();
+        assert!((d - now - 60_000).abs() < 1000);
+        let e = When::Every(Duration::from_secs(30));
+        assert!(next_due(&e, Some(now - 3_600_000)).await.unwrap() >= now + 1000);
+        assert!((next_due(&e, Some(now)).await.unwrap() - now - 30_000).abs() < 1000);
+    }
+}
