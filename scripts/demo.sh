@@ -54,6 +54,14 @@ sb env TORCH_AGENT=dev-shop torch send orchestrator 'skipping my PM' || true
 sleep 1
 sb torch messages
 
+step "self-scheduled check-ins: systemd timers made by the hub"
+sb env TORCH_AGENT=dev-shop torch schedule self --in 2s --note 'Check the test run, then report to pm-shop'
+sb torch schedule pm-shop --every 30m --note 'Collect status from your engineers'
+sb torch schedules
+sb systemctl list-timers --no-pager 'torch-checkin@*' | head -4
+sleep 3
+sb torch inbox dev-shop --limit 2
+
 step "what dev-shop's screen shows (torch capture dev-shop)"
 sb torch capture dev-shop | grep -v '^$' | tail -12
 
