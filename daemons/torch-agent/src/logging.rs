@@ -47,3 +47,21 @@ pub fn init(agent: &str, role: &str) {
         }
     }
 }
+
+/// Logs the last words of a supervisor about to exit. Journald attributes a
+/// native-protocol message to a unit by looking up the sender's PID when it
+/// reads the message, and a process that has exited by then loses its
+/// `_SYSTEMD_UNIT=` (the line vanishes from `journalctl -u`). The stderr
+/// stream was attributed when it was opened, so final lines go there, with
+/// the syslog priority prefix systemd understands.
+pub fn final_lines(priority: u8, text: &str) {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        for line in text.lines() {
+            eprintln!("<{priority}>{line}");
+        }
+    } else if priority <= 3 {
+        tracing::error!("{text}");
+    } else {
+        tracing::warn!("{text}");
+    }
+}

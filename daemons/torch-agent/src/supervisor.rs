@@ -115,7 +115,7 @@ pub async fn run(name: AgentName) -> ExitCode {
     let (path, def) = match found {
         Ok(f) => f,
         Err(e) => {
-            tracing::error!("{e}");
+            logging::final_lines(3, &e.to_string());
             notify(&[NotifyState::Status(&format!("broken definition: {e}"))]);
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -123,7 +123,7 @@ pub async fn run(name: AgentName) -> ExitCode {
     match supervise(&name, &path, def).await {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            logging::final_lines(3, &format!("{e:#}"));
             notify(&[NotifyState::Status(&format!("failed: {e:#}"))]);
             ExitCode::FAILURE
         }
@@ -161,9 +161,12 @@ async fn supervise(
     tracing::info!("starting agent {name} from {}", def_path.display());
     let program = &def.command[0];
     if resolve_program(program, def.env.get("PATH").map(String::as_str)).is_none() {
-        tracing::error!(
-            "{}: command {program:?} is not an executable file or not found in PATH; fix `command`",
-            def_path.display()
+        logging::final_lines(
+            3,
+            &format!(
+                "{}: command {program:?} is not an executable file or not found in PATH; fix `command`",
+                def_path.display()
+            ),
         );
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
@@ -321,8 +324,9 @@ async fn supervise(
         let info = match probe {
             Ok(Ok(info)) => info,
             Ok(Err(TmuxError::NoServer(e))) => {
-                tracing::error!(
-                    "the agent's tmux server is gone ({e}); exiting so systemd restarts the agent"
+                logging::final_lines(
+                    3,
+                    &format!("the agent's tmux server is gone ({e}); exiting so systemd restarts the agent"),
                 );
                 notify(&[NotifyState::Status("tmux server gone; restarting")]);
                 return Ok(ExitCode::FAILURE);
@@ -457,7 +461,10 @@ fn unhealthy(shared: &Shared, since: &mut Option<Instant>, why: &str) {
 fn give_up(watchdog: bool, since: Option<Instant>) -> bool {
     let over = !watchdog && since.is_some_and(|t| t.elapsed() >= UNRESPONSIVE_LIMIT);
     if over {
-        tracing::error!("unhealthy for {UNRESPONSIVE_LIMIT:?} and no watchdog is set; exiting so systemd restarts the agent");
+        logging::final_lines(
+            3,
+            &format!("unhealthy for {UNRESPONSIVE_LIMIT:?} and no watchdog is set; exiting so systemd restarts the agent"),
+        );
     }
     over
 }
@@ -535,7 +542,8 @@ async fn program_exited(shared: &Shared, info: &PaneInfo) -> ExitCode {
         (Some(code), None) => format!("exited with status {code}"),
         (None, None) => "ended (status unknown)".to_string(),
     };
-    tracing::warn!("agent program {how}; its last screen:\n{screen}");
+    let framed: String = screen.lines().map(|l| format!("\n  | {l}")).collect();
+    logging::final_lines(4, &format!("agent program {how}; its last screen:{framed}"));
     notify(&[NotifyState::Status(&format!("agent program {how}"))]);
     let _ = shared.tmux.kill_server().await;
     if info.dead_status == Some(0) && info.dead_signal.is_none() {

@@ -59,7 +59,13 @@ fn main() -> ExitCode {
     let config = match Config::load(&config_files()) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e}");
+            // On stderr: journald attributes a native message of a process
+            // that has already exited to no unit (see torch-agent's logging).
+            if std::env::var_os("JOURNAL_STREAM").is_some() {
+                eprintln!("<3>{e}");
+            } else {
+                tracing::error!("{e}");
+            }
             notify(&[NotifyState::Status(&format!("broken configuration: {e}"))]);
             return ExitCode::from(EXIT_CONFIG);
         }
