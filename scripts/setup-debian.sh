@@ -14,6 +14,7 @@ have pgrep || missing+=(procps)
 # torchd runs unprivileged; polkit grants it agent units.
 have /usr/lib/polkit-1/polkitd || missing+=(polkitd)
 have runuser || missing+=(util-linux)
+have git || missing+=(git)
 # The hub links the system SQLite.
 { [ -e /usr/include/sqlite3.h ] && have pkg-config; } || missing+=(libsqlite3-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -282,3 +282,88 @@ fn schedules_survive_a_hub_restart_and_a_reboot() -> Result<()> {
     let _ = std::fs::remove_dir_all(&persist);
     Ok(())
 }
+
+#[test]
+fn autocommit_commits_work_in_progress_and_respects_protection() -> Result<()> {
+    let sb = Sandbox::boot("autocommit")?;
+    sb.install_torch()?;
+    sb.sh("set -e
+         for p in proj prot optout; do mkdir -p /srv/$p; done
+         cd /srv/proj && git init -q -b feature && echo one > a.txt
+         cd /srv/prot && git init -q -b main && echo one > x.txt
+         cd /srv/optout && git init -q -b feature && echo one > y.txt")?;
+    let agent = |name: &str, dir: &str, extra: &str| {
+        sb.define_agent(name, &format!("command = [\"{}\", \"echo\", \"--record\", \"/tmp/{name}.jsonl\"]\nworkdir = \"{dir}\"\n{extra}", torch_tests::fleet::TEST_AGENT))
+    };
+    agent("dev", "/srv/proj", "")?;
+    agent("ops", "/srv/prot", "")?;
+    agent("careful", "/srv/optout", "autocommit = false\n")?;
+    sb.systemctl(&["start", "torch-autocommit.service"])?;
+    let head = sb.run(&[
+        "git",
+        "-C",
+        "/srv/proj",
+        "log",
+        "-1",
+        "--format=%an <%ae>|%s",
+    ])?;
+    ensure!(
+        head.trim() == "dev <dev@torch.invalid>|torch: work in progress (dev)",
+        "{head}"
+    );
+    ensure!(
+        sb.exec(&["git", "-C", "/srv/prot", "log", "-1"])?
+            .status
+            .code()
+            != Some(0),
+        "a protected branch was committed"
+    );
+    ensure!(
+        sb.exec(&["git", "-C", "/srv/optout", "log", "-1"])?
+            .status
+            .code()
+            != Some(0),
+        "an opted-out project was committed"
+    );
+    let j = sb.journal(&["-u", "torch-autocommit.service", "-o", "cat"])?;
+    ensure!(
+        j.contains("/srv/prot: skipped: branch main is protected"),
+        "{j}"
+    );
+    ensure!(j.contains("/srv/optout: skipped: careful opted out"), "{j}");
+    ensure!(j.contains("/srv/proj: committed"), "{j}");
+
+    // Nothing new: no commit. A merge in progress: left alone.
+    sb.systemctl(&["start", "torch-autocommit.service"])?;
+    sb.sh("cd /srv/proj && echo two >> a.txt && git rev-parse HEAD > .git/MERGE_HEAD")?;
+    sb.systemctl(&["start", "torch-autocommit.service"])?;
+    let count = sb.run(&["git", "-C", "/srv/proj", "rev-list", "--count", "HEAD"])?;
+    ensure!(count.trim() == "1", "{count} commits");
+    let j = sb.journal(&["-u", "torch-autocommit.service", "-o", "cat"])?;
+    ensure!(
+        j.contains("nothing to commit on feature")
+            && j.contains("skipped on feature: a merge is in progress"),
+        "{j}"
+    );
+    sb.sh("rm /srv/proj/.git/MERGE_HEAD")?;
+    sb.systemctl(&["start", "torch-autocommit.service"])?;
+    let count = sb.run(&["git", "-C", "/srv/proj", "rev-list", "--count", "HEAD"])?;
+    ensure!(count.trim() == "2", "{count} commits");
+
+    // The timer is installed with the promised period, and status shows projects.
+    ensure!(
+        sb.unit_property("torch-autocommit.timer", "TimersMonotonic")?
+            .contains("30min"),
+        "{}",
+        sb.unit_property("torch-autocommit.timer", "TimersMonotonic")?
+    );
+    sb.start_hub()?;
+    let status = sb.torch(&["status"])?;
+    ensure!(
+        status.contains("/srv/proj")
+            && status.contains("feature")
+            && status.contains("torch: work in progress"),
+        "{status}"
+    );
+    Ok(())
+}

@@ -18,6 +18,7 @@ use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, validate_message, AgentName};
 use torch_systemd::{JobKind, Systemd};
 
+mod autocommit;
 mod hub;
 
 /// How long `torch send` waits: the supervisor may wait up to a minute for
@@ -126,6 +127,13 @@ enum Cmd {
     Unschedule {
         /// The schedule's id (see `torch schedules`).
         id: i64,
+    },
+    /// Commit work in progress in every agent's project (what
+    /// torch-autocommit.timer runs; see torch.toml [autocommit]).
+    Autocommit {
+        /// Say what would be committed, commit nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Fire the check-ins that are due (what their timers run).
     #[command(hide = true)]
@@ -266,33 +274,16 @@ fn list(json: bool) -> anyhow::Result<()> {
             })
         })
         .collect();
-    for dir in paths::agent_definition_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
-                continue;
-            };
-            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-                continue;
-            }
-            let Ok(name) = AgentName::parse(stem) else {
-                continue;
-            };
-            match rows.iter_mut().find(|r| r.name == name.as_str()) {
-                Some(row) => {
-                    row.definition.get_or_insert(path);
-                }
-                None => rows.push(AgentRow {
-                    name: name.to_string(),
-                    unit: name.unit(),
-                    active: "inactive".into(),
-                    sub: "dead".into(),
-                    definition: Some(path),
-                }),
-            }
+    for (name, found) in torch_core::definition::discover(&paths::agent_definition_dirs()) {
+        match rows.iter_mut().find(|r| r.name == name) {
+            Some(row) => row.definition = Some(found.path),
+            None => rows.push(AgentRow {
+                unit: found.name.unit(),
+                name,
+                active: "inactive".into(),
+                sub: "dead".into(),
+                definition: Some(found.path),
+            }),
         }
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
@@ -506,6 +497,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             println!("removed check-in #{id}");
         }
+        Cmd::Autocommit { dry_run } => autocommit::run(dry_run)?,
         Cmd::FireDue => {
             let n = runtime()?
                 .block_on(async { hub::connect().await?.fire_due().await.map_err(hub::explain) })?;
@@ -528,6 +520,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{s}");
             } else {
                 hub::print_status(&s)?;
+                let projects = autocommit::last_commits();
+                if !projects.is_empty() {
+                    println!();
+                    println!("{:<40} {:<20} LAST COMMIT", "PROJECT", "BRANCH");
+                    for (root, branch, when) in projects {
+                        println!("{:<40} {:<20} {when}", root.display(), branch);
+                    }
+                }
             }
         }
         Cmd::Inbox { name, limit, json } => {

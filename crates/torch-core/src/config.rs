@@ -61,6 +61,34 @@ impl Default for Delivery {
     }
 }
 
+/// The periodic commit of work in progress (`torch-autocommit.timer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Autocommit {
+    /// Branches never committed to: names, or prefixes ending in `*`.
+    pub protected_branches: Vec<String>,
+}
+
+impl Default for Autocommit {
+    fn default() -> Self {
+        Self {
+            protected_branches: vec!["main".into(), "master".into(), "release/*".into()],
+        }
+    }
+}
+
+impl Autocommit {
+    /// Whether `branch` is protected.
+    pub fn protects(&self, branch: &str) -> bool {
+        self.protected_branches
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => branch.starts_with(prefix),
+                None => branch == p,
+            })
+    }
+}
+
 /// The whole of `torch.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -71,6 +99,8 @@ pub struct Config {
     pub quotas: Quotas,
     /// Delivery behaviour.
     pub delivery: Delivery,
+    /// The periodic commit of work in progress.
+    pub autocommit: Autocommit,
     /// Replacements for the built-in profile rules, by profile name.
     pub profiles: BTreeMap<Profile, ProfileRules>,
 }
@@ -146,6 +176,13 @@ fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protected_branches() {
+        let a = Autocommit::default();
+        assert!(a.protects("main") && a.protects("release/1.2"));
+        assert!(!a.protects("feature/x") && !a.protects("mainline"));
+    }
 
     #[test]
     fn admin_overrides_vendor_key_by_key() {

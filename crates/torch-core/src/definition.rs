@@ -148,6 +148,10 @@ fn default_hang_after() -> u64 {
     600
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_width() -> u16 {
     200
 }
@@ -186,12 +190,59 @@ pub struct AgentDefinition {
     /// foreground does not read its input either.
     #[serde(default = "default_hang_after")]
     pub hang_after_secs: u64,
+    /// Whether the periodic autocommit may commit this agent's project
+    /// (any agent of a project saying no opts the whole project out).
+    #[serde(default = "default_true")]
+    pub autocommit: bool,
     /// Pane width in columns.
     #[serde(default = "default_width")]
     pub width: u16,
     /// Pane height in rows.
     #[serde(default = "default_height")]
     pub height: u16,
+}
+
+/// A definition file found by [`discover`].
+#[derive(Debug, Clone)]
+pub struct Found {
+    /// The agent, from the file name.
+    pub name: AgentName,
+    /// The file.
+    pub path: PathBuf,
+    /// Its contents, or the one-line reason they are unusable.
+    pub def: Result<AgentDefinition, String>,
+}
+
+/// Every agent defined in `dirs` (first directory wins for a name), broken
+/// definitions included. Files that are not `VALID-NAME.toml` are ignored.
+pub fn discover(dirs: &[PathBuf]) -> BTreeMap<String, Found> {
+    let mut out = BTreeMap::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| AgentName::parse(s).ok())
+            else {
+                continue;
+            };
+            if out.contains_key(name.as_str()) {
+                continue;
+            }
+            let def = std::fs::read_to_string(&path)
+                .map_err(|e| format!("{}: cannot read agent definition: {e}", path.display()))
+                .and_then(|t| AgentDefinition::parse(&path, &t).map_err(|e| e.to_string()));
+            out.insert(name.to_string(), Found { name, path, def });
+        }
+    }
+    out
 }
 
 /// Why a definition could not be used. Each message is one line naming the

@@ -23,37 +23,23 @@ pub struct Agent {
     pub path: PathBuf,
 }
 
-/// Every defined agent, by name (first definition directory wins).
+/// Every defined agent, by name (first definition directory wins); broken
+/// definitions are logged and left out.
 pub fn agents() -> BTreeMap<String, Agent> {
     let mut out = BTreeMap::new();
-    for dir in paths::agent_definition_dirs() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-                continue;
+    for (key, found) in torch_core::definition::discover(&paths::agent_definition_dirs()) {
+        match found.def {
+            Ok(def) => {
+                out.insert(
+                    key,
+                    Agent {
+                        name: found.name,
+                        def,
+                        path: found.path,
+                    },
+                );
             }
-            let Some(name) = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| AgentName::parse(s).ok())
-            else {
-                continue;
-            };
-            if out.contains_key(name.as_str()) {
-                continue;
-            }
-            match std::fs::read_to_string(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|t| AgentDefinition::parse(&path, &t).map_err(|e| e.to_string()))
-            {
-                Ok(def) => {
-                    out.insert(name.to_string(), Agent { name, def, path });
-                }
-                Err(e) => tracing::warn!("skipping agent definition: {e}"),
-            }
+            Err(e) => tracing::warn!("skipping agent definition: {e}"),
         }
     }
     out

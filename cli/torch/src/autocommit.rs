@@ -1,0 +1,152 @@
+//! `torch autocommit`: commits work in progress in every agent's project,
+//! run by `torch-autocommit.timer` (the seed's "commit every 30 minutes",
+//! done by the system instead of by prompt).
+//!
+//! For each git repository that holds an agent's working directory: on the
+//! current branch only, never on a protected one, never forced or pushed,
+//! skipped while a merge, rebase, cherry-pick or revert is in progress or
+//! when an agent opted out; authored as the agent. One line per project
+//! goes to the journal.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use torch_core::config::{config_files, Config};
+use torch_core::definition::discover;
+use torch_core::paths;
+
+/// A git repository and the agents working in it.
+pub struct Project {
+    /// The repository's top directory.
+    pub root: PathBuf,
+    /// Agents whose working directory is inside it, with their opt-in.
+    pub agents: Vec<(String, bool)>,
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .context("cannot run git (is it installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The projects of all defined agents, by repository.
+pub fn projects() -> Vec<Project> {
+    let mut by_root: BTreeMap<PathBuf, Vec<(String, bool)>> = BTreeMap::new();
+    for (name, found) in discover(&paths::agent_definition_dirs()) {
+        let Ok(def) = found.def else { continue };
+        let Some(workdir) = def.workdir else { continue };
+        if let Ok(root) = git(&workdir, &["rev-parse", "--show-toplevel"]) {
+            by_root
+                .entry(PathBuf::from(root))
+                .or_default()
+                .push((name, def.autocommit));
+        }
+    }
+    by_root
+        .into_iter()
+        .map(|(root, agents)| Project { root, agents })
+        .collect()
+}
+
+/// What happened to one project.
+fn commit_project(p: &Project, config: &Config, dry_run: bool) -> Result<String> {
+    if let Some((who, _)) = p.agents.iter().find(|(_, on)| !on) {
+        return Ok(format!("skipped: {who} opted out (autocommit = false)"));
+    }
+    let Ok(branch) = git(&p.root, &["symbolic-ref", "--quiet", "--short", "HEAD"]) else {
+        return Ok("skipped: HEAD is detached".into());
+    };
+    if config.autocommit.protects(&branch) {
+        return Ok(format!(
+            "skipped: branch {branch} is protected (autocommit.protected_branches in torch.toml)"
+        ));
+    }
+    let git_dir = PathBuf::from(git(&p.root, &["rev-parse", "--absolute-git-dir"])?);
+    for (marker, what) in [
+        ("MERGE_HEAD", "a merge"),
+        ("rebase-merge", "a rebase"),
+        ("rebase-apply", "a rebase"),
+        ("CHERRY_PICK_HEAD", "a cherry-pick"),
+        ("REVERT_HEAD", "a revert"),
+    ] {
+        if git_dir.join(marker).exists() {
+            return Ok(format!("skipped on {branch}: {what} is in progress"));
+        }
+    }
+    if git(&p.root, &["status", "--porcelain"])?.is_empty() {
+        return Ok(format!("nothing to commit on {branch}"));
+    }
+    let names: Vec<&str> = p.agents.iter().map(|(n, _)| n.as_str()).collect();
+    let author = format!("{} <{}@torch.invalid>", names[0], names[0]);
+    if dry_run {
+        return Ok(format!("would commit on {branch} as {author}"));
+    }
+    git(&p.root, &["add", "--all"])?;
+    let message = format!(
+        "torch: work in progress ({})\n\nAutomatic commit by torch-autocommit.timer; nothing was pushed.",
+        names.join(", ")
+    );
+    git(
+        &p.root,
+        &[
+            "-c",
+            "user.name=Torch autocommit",
+            "-c",
+            "user.email=torch@localhost",
+            "commit",
+            "--quiet",
+            "--author",
+            &author,
+            "-m",
+            &message,
+        ],
+    )?;
+    let head = git(&p.root, &["rev-parse", "--short", "HEAD"])?;
+    Ok(format!("committed {head} on {branch} as {}", names[0]))
+}
+
+/// Runs one autocommit round; fails when a commit failed.
+pub fn run(dry_run: bool) -> Result<()> {
+    let config = Config::load(&config_files()).map_err(anyhow::Error::msg)?;
+    let mut failed = 0;
+    for p in projects() {
+        match commit_project(&p, &config, dry_run) {
+            Ok(line) => println!("autocommit {}: {line}", p.root.display()),
+            Err(e) => {
+                failed += 1;
+                println!("<3>autocommit {}: failed: {e:#}", p.root.display());
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} projects could not be committed; see the lines above");
+    }
+    Ok(())
+}
+
+/// Last commit of each project, for `torch status`: (root, branch, when).
+pub fn last_commits() -> Vec<(PathBuf, String, String)> {
+    projects()
+        .into_iter()
+        .map(|p| {
+            let branch = git(&p.root, &["symbolic-ref", "--quiet", "--short", "HEAD"])
+                .unwrap_or_else(|_| "(detached)".into());
+            let when = git(&p.root, &["log", "-1", "--format=%cr (%h %s)"])
+                .unwrap_or_else(|_| "no commits".into());
+            (p.root, branch, when)
+        })
+        .collect()
+}
