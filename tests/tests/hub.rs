@@ -178,7 +178,16 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
     // Retire: refused while it has children, then transcript kept and removed.
     let (ok, out) = sb.torch_as("operator", &["retire", "dev"])?;
     ensure!(!ok && out.contains("helper"), "{out}");
+    sb.torch(&["schedule", "helper", "--in", "1h", "--note", "never fires"])?;
     let out = sb.torch(&["retire", "helper"])?;
+    ensure!(
+        sb.torch(&["schedules", "--agent", "helper", "--json"])?
+            .trim()
+            == "[]",
+        "retire left schedules"
+    );
+    let timers = sb.systemctl(&["list-units", "--no-legend", "--plain", "torch-checkin@*"])?;
+    ensure!(timers.trim().is_empty(), "retire left timers: {timers}");
     let transcript = out
         .rsplit("final transcript: ")
         .next()

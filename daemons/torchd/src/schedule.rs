@@ -25,7 +25,7 @@ use torch_systemd::JobKind;
 use crate::bus::Hub;
 
 /// Schedules due within this much of a firing timer fire with it.
-const FIRE_SLACK_MS: i64 = 500;
+const FIRE_SLACK_MS: i64 = 50;
 
 fn now_ms() -> i64 {
     SystemTime::now()

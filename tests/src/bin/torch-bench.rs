@@ -2,8 +2,8 @@
 //! real systemd sandbox. Prints a Markdown table (for docs/benchmarks.md).
 //!
 //! Usage (as root, after `cargo build --workspace --bins`):
-//! `target/debug/torch-bench [MESSAGES [FLEET]]` (defaults 200 and 50; a
-//! fleet of 0 skips the fleet part).
+//! `target/debug/torch-bench [MESSAGES [FLEET [PENDING]]]` (defaults 200,
+//! 50 and 1000; a fleet of 0 skips the fleet part).
 //!
 //! Torch: `torch send` (run inside the sandbox) returns once the text is
 //! confirmed on the pane. Naive: `tmux send-keys -l TEXT; sleep 0.5; tmux
@@ -103,6 +103,102 @@ fn fleet(sb: &Sandbox, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// Fire accuracy of `n` one-shot check-ins and the cost of `pending` ones.
+fn schedules(sb: &Sandbox, n: usize, pending: usize) -> Result<()> {
+    sb.spawn_echo("sched", "orchestrator", None)?;
+    for i in 0..n {
+        sb.torch(&[
+            "schedule",
+            "sched",
+            "--in",
+            &format!("{:.1}s", 3.0 + i as f64 * 0.2),
+            "--note",
+            &format!("tick {i}"),
+        ])?;
+    }
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_str(&sb.torch(&["schedules", "--agent", "sched", "--json"])?)?;
+    let due: std::collections::BTreeMap<i64, i64> = listed
+        .iter()
+        .filter_map(|s| Some((s["id"].as_i64()?, s["due_ms"].as_i64()?)))
+        .collect();
+    wait_until("all check-ins fired", Duration::from_secs(60), || {
+        Ok(sb.records("sched")?.len() >= n)
+    })?;
+    let msgs: Vec<serde_json::Value> = serde_json::from_str(
+        &sb.torch(&["messages", "--agent", "sched", "--json", "--limit", "1000"])?,
+    )?;
+    let mut late: Vec<i64> = msgs
+        .iter()
+        .filter_map(|m| {
+            let id: i64 = m["sender"]
+                .as_str()?
+                .strip_prefix("schedule-")?
+                .parse()
+                .ok()?;
+            Some(m["created_ms"].as_i64()? - due.get(&id)?)
+        })
+        .collect();
+    late.sort();
+    let t = Instant::now();
+    for i in 0..pending {
+        sb.torch(&[
+            "schedule",
+            "sched",
+            "--in",
+            &format!("{}s", 7200 + i),
+            "--note",
+            "pending",
+        ])?;
+        if (i + 1) % 250 == 0 {
+            eprintln!(
+                "{}/{pending} pending check-ins set in {:.1} s",
+                i + 1,
+                t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let create = t.elapsed();
+    let timers =
+        sb.sh("systemctl list-units --no-legend --plain 'torch-checkin@*.timer' | wc -l")?;
+    let t = Instant::now();
+    let listed = sb.torch(&["schedules", "--json"])?;
+    let list_time = t.elapsed();
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed)?;
+    let hub_rss = rss_kib(sb, &sb.unit_property("torch.service", "MainPID")?)?;
+    let pid1_rss = rss_kib(sb, "1")?;
+    println!();
+    println!("| check-ins | figure |");
+    println!("| --- | ---: |");
+    if let (Some(first), Some(last)) = (late.first(), late.last()) {
+        println!("| fire time minus due time, {} one-shot check-ins | min {first} ms, median {} ms, max {last} ms |", late.len(), late[late.len() / 2]);
+    }
+    println!(
+        "| {pending} pending check-ins set through the CLI | {:.1} s ({:.1} ms each) |",
+        create.as_secs_f64(),
+        create.as_secs_f64() * 1000.0 / pending as f64
+    );
+    println!(
+        "| timers systemd holds / schedules the hub lists | {} / {} |",
+        timers.trim(),
+        listed.len()
+    );
+    println!(
+        "| `torch schedules` with {} pending | {:.0} ms |",
+        listed.len(),
+        list_time.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| hub resident memory with them | {:.1} MiB |",
+        hub_rss as f64 / 1024.0
+    );
+    println!(
+        "| systemd (PID 1) resident memory with them | {:.1} MiB |",
+        pid1_rss as f64 / 1024.0
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let n: usize = std::env::args()
         .nth(1)
@@ -185,9 +281,16 @@ fn main() -> Result<()> {
         .transpose()
         .context("FLEET must be a number")?
         .unwrap_or(50);
+    sb.start_hub()?;
     if fleet_size > 0 {
-        sb.start_hub()?;
         fleet(&sb, fleet_size)?;
     }
+    let pending: usize = std::env::args()
+        .nth(3)
+        .map(|a| a.parse())
+        .transpose()
+        .context("PENDING must be a number")?
+        .unwrap_or(1000);
+    schedules(&sb, 20, pending)?;
     Ok(())
 }
