@@ -404,6 +404,17 @@ fn bus_policy_refuses_strangers_and_calls_are_audited() -> Result<()> {
         "the torch user could stop dbus.service"
     );
     ensure!(sb.unit_property("dbus.service", "ActiveState")? == "active");
+    // The hub's sandbox: systemd's exposure score at most 3.0 (of 10).
+    let out = sb.exec(&["systemd-analyze", "security", "--no-pager", "torch.service"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for torch.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .context("no exposure level")?;
+    eprintln!("systemd-analyze security torch.service: {score}");
+    ensure!(score <= 3.0, "exposure {score}:\n{text}");
     let audit = sb.journal(&["TORCH_AUDIT=1", "-o", "verbose"])?;
     ensure!(
         audit.contains("called Send: operator -> dev queued as #"),
