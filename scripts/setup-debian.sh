@@ -15,6 +15,9 @@ have pgrep || missing+=(procps)
 have /usr/lib/polkit-1/polkitd || missing+=(polkitd)
 have runuser || missing+=(util-linux)
 have git || missing+=(git)
+# Package checks: lintian for the .deb, Debian's rpm tools for the .rpm.
+have lintian || missing+=(lintian)
+have rpm || missing+=(rpm)
 # The hub links the system SQLite.
 { [ -e /usr/include/sqlite3.h ] && have pkg-config; } || missing+=(libsqlite3-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then

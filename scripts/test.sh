@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ "$(id -u)" = 0 ] || { echo "test: run as root (the integration tests boot a systemd sandbox)" >&2; exit 1; }
 scripts/setup-debian.sh
-# The integration tests install these binaries into each sandbox.
+# The integration tests install these binaries into each sandbox, and the
+# packaging tests install the .deb and inspect the .rpm.
 cargo build --workspace --bins
+scripts/package.sh
 # Sandboxes boot in parallel; more threads than cores only adds noise.
 cargo test --workspace -- --test-threads="${TORCH_TEST_THREADS:-3}"

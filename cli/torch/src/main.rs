@@ -13,203 +13,21 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use args::{Cli, Cmd};
+use clap::Parser;
 use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, validate_message, AgentName};
 use torch_systemd::{JobKind, Systemd};
 
+mod args;
 mod autocommit;
+mod docs;
 mod hub;
 
 /// How long `torch send` waits: the supervisor may wait up to a minute for
 /// the prompt, then paste and submit with retries.
 const SEND_TIMEOUT: Duration = Duration::from_secs(120);
 const QUICK_TIMEOUT: Duration = Duration::from_secs(15);
-
-#[derive(Parser)]
-#[command(
-    name = "torch",
-    version,
-    about = "Run and talk to a fleet of AI coding agents supervised by systemd"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Send a message to an agent through the hub (stored, then delivered in order).
-    ///
-    /// The sender is $TORCH_AGENT when an agent calls from its pane, else `operator`.
-    Send {
-        /// The agent.
-        name: String,
-        /// The message; `-` reads it from standard input (one trailing newline dropped).
-        text: String,
-        /// Wait until the message is confirmed on the agent's screen.
-        #[arg(long)]
-        wait: bool,
-        /// Bypass the hub: type it now through the agent's supervisor (not stored).
-        #[arg(long)]
-        direct: bool,
-    },
-    /// Print the agent's screen.
-    Capture {
-        /// The agent.
-        name: String,
-        /// Lines of scrollback to include above the screen (implies --direct).
-        #[arg(long, default_value_t = 0)]
-        history: u32,
-        /// Ask the agent's supervisor, not the hub.
-        #[arg(long)]
-        direct: bool,
-    },
-    /// Create an agent: write its definition, queue its brief, start it.
-    Spawn {
-        /// The new agent's name.
-        name: String,
-        /// orchestrator, project-manager, engineer, developer, qa, devops, reviewer, researcher, writer.
-        #[arg(long)]
-        role: String,
-        /// The agent it reports to (required except for an orchestrator).
-        #[arg(long, default_value = "")]
-        parent: String,
-        /// Its working directory.
-        #[arg(long)]
-        workdir: PathBuf,
-        /// claude, codex, gemini, aider or shell (default).
-        #[arg(long, default_value = "")]
-        profile: String,
-        /// A file whose text is delivered as the agent's first message.
-        #[arg(long)]
-        brief: Option<PathBuf>,
-        /// The command to run instead of the profile's default.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
-    /// Schedule a check-in: at the given time the note is sent to the agent
-    /// through the hub, as a systemd timer that survives reboots.
-    ///
-    /// AGENT may be `self` from an agent's pane. Examples:
-    /// `torch schedule self --in 15m --note "check the build"`,
-    /// `torch schedule dev --every 30m --note "commit your work"`.
-    #[command(group(clap::ArgGroup::new("when").required(true).args(["in_", "at", "every", "on_calendar"])))]
-    Schedule {
-        /// The agent, or `self`.
-        agent: String,
-        /// Once, after this long (90s, 15m, 1.5h, 1h30m, 2d).
-        #[arg(long = "in", value_name = "DURATION")]
-        in_: Option<String>,
-        /// Once, at the next HH:MM[:SS] (local time).
-        #[arg(long, value_name = "HH:MM")]
-        at: Option<String>,
-        /// Repeatedly, with this period (first after one period).
-        #[arg(long, value_name = "DURATION")]
-        every: Option<String>,
-        /// Repeatedly, on a systemd calendar expression (man systemd.time).
-        #[arg(long, value_name = "EXPR")]
-        on_calendar: Option<String>,
-        /// What to tell the agent when it fires.
-        #[arg(long)]
-        note: String,
-    },
-    /// List active check-ins with their next fire time from systemd.
-    Schedules {
-        /// Only this agent's.
-        #[arg(long)]
-        agent: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Remove a check-in and its timer.
-    Unschedule {
-        /// The schedule's id (see `torch schedules`).
-        id: i64,
-    },
-    /// Commit work in progress in every agent's project (what
-    /// torch-autocommit.timer runs; see torch.toml [autocommit]).
-    Autocommit {
-        /// Say what would be committed, commit nothing.
-        #[arg(long)]
-        dry_run: bool,
-    },
-    /// Fire the check-ins that are due (what their timers run).
-    #[command(hide = true)]
-    FireDue,
-    /// Stop an agent, keep its final transcript, and remove it.
-    Retire {
-        /// The agent.
-        name: String,
-    },
-    /// The fleet as a tree, with unit state, agent state and queues.
-    Status {
-        /// Machine-readable output (schema in docs/dbus.md).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Messages addressed to an agent.
-    Inbox {
-        /// The agent.
-        name: String,
-        /// At most this many, newest last.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Message history, of one agent or of all.
-    Messages {
-        /// Only messages to or from this agent.
-        #[arg(long)]
-        agent: Option<String>,
-        /// At most this many, newest last.
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Attach your terminal to the agent's tmux session (detach with C-b d).
-    Attach {
-        /// The agent.
-        name: String,
-    },
-    /// Show the agent's journal (its output and its supervisor's lines).
-    Logs {
-        /// The agent.
-        name: String,
-        /// Keep printing new lines.
-        #[arg(short, long)]
-        follow: bool,
-        /// Show this many recent lines.
-        #[arg(short = 'n', long)]
-        lines: Option<u32>,
-    },
-    /// List agents: defined ones and running units, with their state.
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Start an agent's unit and wait until it is ready.
-    Start {
-        /// The agent.
-        name: String,
-    },
-    /// Stop an agent's unit.
-    Stop {
-        /// The agent.
-        name: String,
-    },
-    /// Restart an agent's unit and wait until it is ready.
-    Restart {
-        /// The agent.
-        name: String,
-    },
-}
 
 fn agent(name: &str) -> anyhow::Result<AgentName> {
     AgentName::parse(name).map_err(|e| anyhow::anyhow!("{e}"))
@@ -498,6 +316,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("removed check-in #{id}");
         }
         Cmd::Autocommit { dry_run } => autocommit::run(dry_run)?,
+        Cmd::GenerateDocs { dir } => docs::generate(&dir)?,
         Cmd::FireDue => {
             let n = runtime()?
                 .block_on(async { hub::connect().await?.fire_due().await.map_err(hub::explain) })?;

@@ -1,0 +1,11 @@
+# Torch: user, directories, units; the hub follows the system presets on
+# install and is restarted on upgrade.
+systemd-sysusers /usr/lib/sysusers.d/torch.conf || :
+systemd-tmpfiles --create /usr/lib/tmpfiles.d/torch.conf || :
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload || :
+    systemctl reload dbus.service 2>/dev/null || :
+    if [ "$1" -eq 1 ]; then
+        systemctl preset torch.service torch-autocommit.timer || :
+    fi
+fi

@@ -1,0 +1,5 @@
+# Torch: on erase (not upgrade) stop the hub, every agent and every timer.
+if [ "$1" -eq 0 ] && [ -d /run/systemd/system ]; then
+    systemctl disable --now torch-autocommit.timer torch.service || :
+    systemctl stop 'torch-checkin@*.timer' torch.target 'torch-agent@*.service' || :
+fi
