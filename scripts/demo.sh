@@ -37,7 +37,7 @@ spawn() { # name role parent [brief]
   local args=(spawn "$1" --role "$2" --workdir /srv/shop)
   [ -z "$3" ] || args+=(--parent "$3")
   [ -z "${4:-}" ] || args+=(--brief "$4")
-  sb torch "${args[@]}" -- /usr/local/bin/torch-test-agent echo --record "/tmp/$1.jsonl"
+  sb torch "${args[@]}" -- /usr/local/bin/torch-test-agent echo --record "/var/lib/torch-agent/$1.jsonl"
 }
 spawn orchestrator orchestrator ""
 spawn pm-shop project-manager orchestrator /tmp/brief.txt
@@ -72,7 +72,7 @@ step "the journal: journalctl TORCH_AGENT=dev-shop (agent output + supervisor)"
 sb journalctl --no-pager -o short TORCH_AGENT=dev-shop | tail -12
 
 step "a crash is noticed and restarted by systemd"
-pid=$(sb pgrep -o -f '^/usr/local/bin/torch-test-agent echo --record /tmp/dev-shop.jsonl')
+pid=$(sb pgrep -o -f '^/usr/local/bin/torch-test-agent echo --record /var/lib/torch-agent/dev-shop.jsonl')
 sb kill -KILL "$pid"
 for _ in $(seq 100); do
   n=$(sb systemctl show -P NRestarts torch-agent@dev-shop.service)

@@ -11,6 +11,13 @@ use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
 /// Where the scripted test agent is installed inside a sandbox.
 pub const TEST_AGENT: &str = "/usr/local/bin/torch-test-agent";
 
+/// Where an echo agent named `name` records its messages: the agents' state
+/// directory, which the unprivileged agent user may write (its /tmp is
+/// private).
+pub fn record_path(name: &str) -> String {
+    format!("/var/lib/torch-agent/{name}.jsonl")
+}
+
 impl Sandbox {
     /// Installs the built binaries and unit files (`scripts/sandbox/install-torch.sh`).
     pub fn install_torch(&self) -> Result<()> {
@@ -39,12 +46,13 @@ impl Sandbox {
         )
     }
 
-    /// Defines an echo agent recording into `/tmp/NAME.jsonl`.
+    /// Defines an echo agent recording into [`record_path`].
     pub fn define_echo_agent(&self, name: &str) -> Result<()> {
         self.define_agent(
             name,
             &format!(
-                "command = [\"{TEST_AGENT}\", \"echo\", \"--record\", \"/tmp/{name}.jsonl\"]\nready_pattern = \"echo> \"\n"
+                "command = [\"{TEST_AGENT}\", \"echo\", \"--record\", \"{}\"]\nready_pattern = \"echo> \"\n",
+                record_path(name)
             ),
         )
     }
@@ -81,7 +89,7 @@ impl Sandbox {
 
     /// The messages the echo agent `name` recorded, in order.
     pub fn records(&self, name: &str) -> Result<Vec<String>> {
-        let raw = match self.read_file(&format!("/tmp/{name}.jsonl")) {
+        let raw = match self.read_file(&record_path(name)) {
             Ok(r) => r,
             Err(_) => return Ok(Vec::new()),
         };
@@ -136,10 +144,10 @@ impl Sandbox {
         ))
     }
 
-    /// Spawns an echo agent through the hub (recording into `/tmp/NAME.jsonl`).
+    /// Spawns an echo agent through the hub (recording into [`record_path`]).
     pub fn spawn_echo(&self, name: &str, role: &str, parent: Option<&str>) -> Result<()> {
         self.run(&["mkdir", "-p", "/srv/work"])?;
-        let record = format!("/tmp/{name}.jsonl");
+        let record = record_path(name);
         let mut args = vec!["spawn", name, "--role", role, "--workdir", "/srv/work"];
         if let Some(p) = parent {
             args.extend(["--parent", p]);

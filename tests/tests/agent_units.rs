@@ -34,12 +34,51 @@ fn start_stop_restart_and_fleet_target() -> Result<()> {
     // The pane's program knows who it is.
     let pid = sb.unit_property(unit, "MainPID")?;
     let env = sb.sh(
-        "for p in $(pgrep -f '^/usr/local/bin/torch-test-agent echo --record /tmp/e1.jsonl'); do tr '\\0' '\\n' < /proc/$p/environ; done",
+        "for p in $(pgrep -f '^/usr/local/bin/torch-test-agent echo --record /var/lib/torch-agent/e1.jsonl'); do tr '\\0' '\\n' < /proc/$p/environ; done",
     )?;
     ensure!(
         env.contains("TORCH_AGENT=e1") && env.contains("TORCH_ROLE=engineer"),
         "pane env: {env}"
     );
+
+    // Agents run unprivileged, in a sandbox: not as root, /usr read-only.
+    let agent_pid = sb.run(&[
+        "tmux",
+        "-S",
+        "/run/torch-agent/e1/tmux.sock",
+        "display-message",
+        "-p",
+        "-t",
+        "%0",
+        "#{pane_pid}",
+    ])?;
+    let user = sb.run(&["ps", "-o", "user=", "-p", agent_pid.trim()])?;
+    ensure!(user.trim() == "torch-agent", "the agent runs as {user}");
+    let root_dir = sb.run(&[
+        "sh",
+        "-c",
+        &format!("readlink /proc/{}/root", agent_pid.trim()),
+    ])?;
+    ensure!(root_dir.trim() == "/", "{root_dir}");
+    let out = sb.exec(&[
+        "nsenter",
+        "-t",
+        agent_pid.trim(),
+        "-m",
+        "-S",
+        "follow",
+        "touch",
+        "/usr/torch-was-here",
+    ])?;
+    ensure!(!out.status.success(), "the agent could write /usr");
+    let security = sb.exec(&["systemd-analyze", "security", "--no-pager", unit])?;
+    let text = String::from_utf8_lossy(&security.stdout);
+    let score = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("{score}");
 
     // The tmux server lives in the unit's cgroup.
     let cgroup = sb.unit_property(unit, "ControlGroup")?;
@@ -392,12 +431,12 @@ fn slow_prompts_and_swallowed_submits_are_handled() -> Result<()> {
     let sb = sandbox("slow")?;
     sb.define_agent(
         "s1",
-        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/tmp/s1.jsonl\", \"--startup\", \"2\", \"--swallow-enter-ms\", \"300\"]\nready_pattern = \"slow> \"\n"),
+        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/var/lib/torch-agent/s1.jsonl\", \"--startup\", \"2\", \"--swallow-enter-ms\", \"300\"]\nready_pattern = \"slow> \"\n"),
     )?;
     // No ready_pattern: the first paste is thrown away and must be repeated.
     sb.define_agent(
         "s2",
-        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/tmp/s2.jsonl\", \"--startup\", \"1\"]\n"),
+        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/var/lib/torch-agent/s2.jsonl\", \"--startup\", \"1\"]\n"),
     )?;
     sb.torch(&["start", "s1"])?;
     sb.torch(&["start", "s2"])?;

@@ -55,7 +55,7 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
         torch_tests::fleet::TEST_AGENT,
         "echo",
         "--record",
-        "/tmp/pm.jsonl",
+        "/var/lib/torch-agent/pm.jsonl",
     ])?;
     sb.spawn_echo("dev", "developer", Some("pm"))?;
     sb.spawn_echo("qa", "qa", Some("pm"))?;
@@ -129,7 +129,7 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
             torch_tests::fleet::TEST_AGENT,
             "echo",
             "--record",
-            "/tmp/helper.jsonl",
+            "/var/lib/torch-agent/helper.jsonl",
         ],
     )?;
     ensure!(ok, "{out}");
@@ -443,7 +443,7 @@ fn messages_wait_while_the_agent_is_busy() -> Result<()> {
         torch_tests::fleet::TEST_AGENT,
         "slow",
         "--record",
-        "/tmp/slow.jsonl",
+        "/var/lib/torch-agent/slow.jsonl",
         "--startup",
         "4",
     ])?;

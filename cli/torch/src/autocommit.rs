@@ -42,18 +42,27 @@ fn git(dir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The repository holding `dir`: the nearest ancestor with a `.git`. Found
+/// by looking at the file system, not by running git, which would obey the
+/// repository's own configuration (see [`last_commits`]).
+fn repo_root(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
 /// The projects of all defined agents, by repository.
 pub fn projects() -> Vec<Project> {
     let mut by_root: BTreeMap<PathBuf, Vec<(String, bool)>> = BTreeMap::new();
     for (name, found) in discover(&paths::agent_definition_dirs()) {
         let Ok(def) = found.def else { continue };
-        let Some(workdir) = def.workdir else { continue };
-        if let Ok(root) = git(&workdir, &["rev-parse", "--show-toplevel"]) {
-            by_root
-                .entry(PathBuf::from(root))
-                .or_default()
-                .push((name, def.autocommit));
-        }
+        let Some(root) = def.workdir.as_deref().and_then(repo_root) else {
+            continue;
+        };
+        by_root
+            .entry(root)
+            .or_default()
+            .push((name, def.autocommit));
     }
     by_root
         .into_iter()
@@ -138,15 +147,42 @@ pub fn run(dry_run: bool) -> Result<()> {
 }
 
 /// Last commit of each project, for `torch status`: (root, branch, when).
+///
+/// Read from `.git/HEAD` and the reflog as plain files: `torch status` often
+/// runs as root in repositories the agents own, and running git there would
+/// obey their configuration (hooks, fsmonitor) with root's rights.
 pub fn last_commits() -> Vec<(PathBuf, String, String)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
     projects()
         .into_iter()
         .map(|p| {
-            let branch = git(&p.root, &["symbolic-ref", "--quiet", "--short", "HEAD"])
-                .unwrap_or_else(|_| "(detached)".into());
-            let when = git(&p.root, &["log", "-1", "--format=%cr (%h %s)"])
-                .unwrap_or_else(|_| "no commits".into());
-            (p.root, branch, when)
+            let git_dir = p.root.join(".git");
+            let head = std::fs::read_to_string(git_dir.join("HEAD")).unwrap_or_default();
+            let branch = head
+                .trim()
+                .strip_prefix("ref: refs/heads/")
+                .unwrap_or("(detached)")
+                .to_string();
+            let log = std::fs::read_to_string(git_dir.join("logs/HEAD")).unwrap_or_default();
+            let when = log.lines().rev().find_map(|l| {
+                let (meta, msg) = l.split_once('\t')?;
+                let mut parts = meta.rsplitn(3, ' ');
+                let _tz = parts.next()?;
+                let secs: i64 = parts.next()?.parse().ok()?;
+                Some(format!("{} ago ({})", ago(now - secs), msg))
+            });
+            (p.root, branch, when.unwrap_or_else(|| "no commits".into()))
         })
         .collect()
+}
+
+fn ago(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}min", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
 }
