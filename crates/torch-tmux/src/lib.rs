@@ -5,9 +5,12 @@
 //! ever touched, and every command has a time limit: a hung tmux server must
 //! show up as an error the supervisor can act on, never as a hung supervisor.
 
+mod control;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -92,6 +95,7 @@ pub struct Tmux {
     socket: PathBuf,
     config: PathBuf,
     timeout: Duration,
+    control: Arc<std::sync::Mutex<Option<Arc<control::Control>>>>,
 }
 
 impl Tmux {
@@ -101,7 +105,38 @@ impl Tmux {
             socket: socket.to_path_buf(),
             config: config.to_path_buf(),
             timeout,
+            control: Arc::default(),
         }
+    }
+
+    /// Opens a persistent control-mode connection to the session of
+    /// `target`; later commands use it instead of a tmux process each,
+    /// falling back to processes if it ever fails.
+    pub async fn connect_control(&self, target: &str) -> Result<(), TmuxError> {
+        let c = control::Control::attach(&self.socket, &self.config, target)
+            .await
+            .map_err(TmuxError::Spawn)?;
+        // A first round trip proves the connection works.
+        c.call(&["display-message", "-p", "ok"], self.timeout)
+            .await
+            .map_err(|_| TmuxError::Failed {
+                cmd: "attach-session -C".into(),
+                stderr: "control mode did not answer".into(),
+            })?;
+        if let Ok(mut slot) = self.control.lock() {
+            *slot = Some(Arc::new(c));
+        }
+        Ok(())
+    }
+
+    /// The control connection, while it works.
+    fn control(&self) -> Option<Arc<control::Control>> {
+        let mut slot = self.control.lock().ok()?;
+        if slot.as_ref().is_some_and(|c| c.is_broken()) {
+            tracing::warn!("tmux control connection failed; using a tmux process per command");
+            *slot = None;
+        }
+        slot.clone()
     }
 
     /// The server's socket path.
@@ -121,6 +156,38 @@ impl Tmux {
             .first()
             .map(|a| a.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if stdin.is_none() {
+            if let Some(c) = self.control() {
+                let strs: Option<Vec<&str>> = args.iter().map(|a| a.to_str()).collect();
+                if let Some(strs) = strs {
+                    // On a control line a quoted ";" is an argument, so a
+                    // command sequence goes as one line per command.
+                    let mut all = String::new();
+                    let mut done = true;
+                    for part in strs.split(|a| *a == ";") {
+                        match c.call(part, self.timeout).await {
+                            Ok(out) => {
+                                // Same shape as a tmux client's stdout.
+                                all.push_str(&out);
+                                if !out.is_empty() {
+                                    all.push('\n');
+                                }
+                            }
+                            Err(control::ControlError::Failed(stderr)) => {
+                                return Err(TmuxError::Failed { cmd: shown, stderr });
+                            }
+                            Err(control::ControlError::Broken) => {
+                                done = false;
+                                break;
+                            }
+                        }
+                    }
+                    if done {
+                        return Ok(all);
+                    }
+                }
+            }
+        }
         let mut cmd = Command::new("tmux");
         // -u: UTF-8 both ways, whatever locale the service manager gave us.
         cmd.arg("-u")
@@ -305,6 +372,21 @@ impl Tmux {
     /// Pastes `text` as one bracketed paste (when the program asked for
     /// bracketed paste), literally: no key names are interpreted.
     pub async fn paste(&self, pane: &str, text: &str) -> Result<(), TmuxError> {
+        if self.control().is_some() {
+            // Control mode has no stdin for load-buffer: hand tmux a file.
+            let file = self.socket.with_file_name("paste.buf");
+            std::fs::write(&file, text.as_bytes()).map_err(TmuxError::Spawn)?;
+            let path = file.to_string_lossy().into_owned();
+            self.run(["load-buffer", "-b", "torch-msg", path.as_str()], None)
+                .await?;
+            return self
+                .run(
+                    ["paste-buffer", "-p", "-d", "-b", "torch-msg", "-t", pane],
+                    None,
+                )
+                .await
+                .map(drop);
+        }
         self.run(
             [
                 "load-buffer",

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use torch_core::protocol::Response;
 use torch_tmux::{Screen, Tmux, TmuxError};
 
-const POLL: Duration = Duration::from_millis(4);
+const POLL: Duration = Duration::from_millis(1);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PASTE_UNCHANGED_TIMEOUT: Duration = Duration::from_secs(3);
 const PASTE_TEXT_GRACE: Duration = Duration::from_millis(500);

@@ -240,6 +240,9 @@ async fn supervise(
     tmux.respawn(&pane, &workdir, &env, &def.command)
         .await
         .context("cannot start the agent program")?;
+    if let Err(e) = tmux.connect_control(&pane).await {
+        tracing::warn!("no tmux control connection ({e}); using a tmux process per command");
+    }
     let server_pid = tmux.server_pid().await.unwrap_or(0);
     let classifier = profile_classifier(&def);
 
