@@ -79,7 +79,14 @@ fn fleet(sb: &Sandbox, n: usize) -> Result<()> {
     let hub = sb.unit_property("torch.service", "MainPID")?;
     let hub_rss = rss_kib(sb, &hub)?;
     let (sup, sups) = avg_rss(sb, "^/usr/libexec/torch/torch-agent")?;
-    let (tmux, tmuxes) = avg_rss(sb, "^tmux -u -S /run/torch-agent")?;
+    let (tmux, tmuxes) = avg_rss(
+        sb,
+        "^tmux -u -S /run/torch-agent/[^ ]* -f [^ ]* new-session",
+    )?;
+    let (clients, nclients) = avg_rss(
+        sb,
+        "^tmux -u -S /run/torch-agent/[^ ]* -f [^ ]* -C attach-session",
+    )?;
     println!();
     println!("| fleet of {n} echo agents | figure |");
     println!("| --- | ---: |");
@@ -99,6 +106,10 @@ fn fleet(sb: &Sandbox, n: usize) -> Result<()> {
     println!(
         "| tmux server resident memory, average of {tmuxes} | {:.1} MiB |",
         tmux as f64 / 1024.0
+    );
+    println!(
+        "| tmux control client resident memory, average of {nclients} | {:.1} MiB |",
+        clients as f64 / 1024.0
     );
     Ok(())
 }
