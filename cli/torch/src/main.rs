@@ -125,6 +125,16 @@ fn job(kind: JobKind, name: &AgentName) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the hub's JSON as it is, or through `table`.
+fn print_json_or(json: bool, s: &str, table: fn(&str) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if json {
+        println!("{s}");
+        Ok(())
+    } else {
+        table(s)
+    }
+}
+
 /// Polls the hub until message `id` to `to` is delivered or failed.
 async fn wait_delivered(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + SEND_TIMEOUT;
@@ -299,11 +309,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(hub::explain)
             })?;
-            if json {
-                println!("{s}");
-            } else {
-                hub::print_schedules(&s)?;
-            }
+            print_json_or(json, &s, hub::print_schedules)?;
         }
         Cmd::Unschedule { id } => {
             runtime()?.block_on(async {
@@ -357,11 +363,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(hub::explain)
             })?;
-            if json {
-                println!("{s}");
-            } else {
-                hub::print_messages(&s)?;
-            }
+            print_json_or(json, &s, hub::print_messages)?;
         }
         Cmd::Messages { agent, limit, json } => {
             let a = agent.unwrap_or_default();
@@ -372,11 +374,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(hub::explain)
             })?;
-            if json {
-                println!("{s}");
-            } else {
-                hub::print_messages(&s)?;
-            }
+            print_json_or(json, &s, hub::print_messages)?;
         }
         Cmd::Attach { name } => {
             let name = agent(&name)?;

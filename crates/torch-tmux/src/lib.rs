@@ -89,6 +89,17 @@ impl Screen {
     }
 }
 
+/// Appends the program's environment (`-e K=V`) and argv (after `--`) to a
+/// new-session or respawn-pane command.
+fn push_program(args: &mut Vec<OsString>, env: &[(String, String)], argv: &[String]) {
+    for (k, v) in env {
+        args.push("-e".into());
+        args.push(format!("{k}={v}").into());
+    }
+    args.push("--".into());
+    args.extend(argv.iter().map(OsString::from));
+}
+
 /// A handle on one agent's private tmux server.
 #[derive(Debug, Clone)]
 pub struct Tmux {
@@ -266,12 +277,7 @@ impl Tmux {
             "-c".into(),
             workdir.into(),
         ];
-        for (k, v) in env {
-            args.push("-e".into());
-            args.push(format!("{k}={v}").into());
-        }
-        args.push("--".into());
-        args.extend(argv.iter().map(OsString::from));
+        push_program(&mut args, env, argv);
         Ok(self.run(args, None).await?.trim().to_string())
     }
 
@@ -292,12 +298,7 @@ impl Tmux {
             "-c".into(),
             workdir.into(),
         ];
-        for (k, v) in env {
-            args.push("-e".into());
-            args.push(format!("{k}={v}").into());
-        }
-        args.push("--".into());
-        args.extend(argv.iter().map(OsString::from));
+        push_program(&mut args, env, argv);
         self.run(args, None).await.map(drop)
     }
 
