@@ -100,12 +100,14 @@ fn start_stop_restart_and_fleet_target() -> Result<()> {
     );
 
     sb.systemctl(&["stop", "torch.target"])?;
+    // The target's stop job returns once queued work for its PartOf units
+    // is under way; give them their moment to finish.
     for u in ["torch-agent@e1.service", "torch-agent@e2.service"] {
-        let state = sb.unit_property(u, "ActiveState")?;
-        ensure!(
-            state == "inactive",
-            "{u} is {state} after stopping torch.target"
-        );
+        wait_until(
+            &format!("{u} inactive after stopping torch.target"),
+            Duration::from_secs(10),
+            || Ok(sb.unit_property(u, "ActiveState")? == "inactive"),
+        )?;
     }
     ensure!(tmux_processes(&sb)? == 0, "tmux processes left after stop");
     ensure!(

@@ -167,7 +167,8 @@ impl Tmux {
             .first()
             .map(|a| a.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if stdin.is_none() {
+        // kill-server ends the control connection before it can answer.
+        if stdin.is_none() && shown != "kill-server" {
             if let Some(c) = self.control() {
                 let strs: Option<Vec<&str>> = args.iter().map(|a| a.to_str()).collect();
                 if let Some(strs) = strs {

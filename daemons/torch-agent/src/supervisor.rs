@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sd_notify::NotifyState;
+use std::os::fd::OwnedFd;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -317,11 +320,26 @@ async fn supervise(
             "off".into()
         }
     );
+    // The program's exit, as an event: no need to wait for the next tick.
+    let mut exit_watch: Option<(u32, AsyncFd<OwnedFd>)> = None;
     loop {
+        let exited = async {
+            match &exit_watch {
+                Some((_, fd)) => drop(fd.readable().await),
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            // A stop request wins over whatever else is ready.
+            biased;
             _ = term.recv() => return Ok(shutdown(&tmux, "SIGTERM").await),
             _ = int.recv() => return Ok(shutdown(&tmux, "SIGINT").await),
             _ = ticks.tick() => {}
+            _ = exited => {
+                // tmux notices the death itself a moment later.
+                exit_watch = None;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         let probe = tokio::time::timeout(probe_timeout, tmux.pane_info(&pane)).await;
         let info = match probe {
@@ -361,6 +379,9 @@ async fn supervise(
             return Ok(program_exited(&shared, &info).await);
         }
         shared.pid.store(info.pid, Ordering::Relaxed);
+        if exit_watch.as_ref().map(|(p, _)| *p) != Some(info.pid) {
+            exit_watch = watch_exit(info.pid).map(|fd| (info.pid, fd));
+        }
         if process_stopped(info.pid) {
             shared.set_state("stopped");
             unhealthy(
@@ -472,6 +493,22 @@ fn give_up(watchdog: bool, since: Option<Instant>) -> bool {
     over
 }
 
+/// A descriptor that becomes readable when process `pid` exits (pidfd;
+/// Linux 5.3 and later). `None` where the kernel has no pidfd: the health
+/// ticks still notice the exit, later.
+fn watch_exit(pid: u32) -> Option<AsyncFd<OwnedFd>> {
+    use std::os::fd::FromRawFd;
+    let pid = nix::libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open and
+    // unchanged until the AsyncFd is dropped.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.ok()
+}
+
 nix::ioctl_read_bad!(fionread, nix::libc::FIONREAD, nix::libc::c_int);
 
 /// Bytes typed into the pane's terminal that its program has not read yet.
@@ -534,6 +571,20 @@ fn process_stopped(pid: u32) -> bool {
 
 async fn program_exited(shared: &Shared, info: &PaneInfo) -> ExitCode {
     shared.set_state("exited");
+    // tmux marks a pane dead at the end of its output, and learns the exit
+    // status a moment later from waitpid: wait for it, a little.
+    let mut info = info.clone();
+    for _ in 0..50 {
+        if info.dead_status.is_some() || info.dead_signal.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match shared.tmux.pane_info(&shared.pane).await {
+            Ok(i) => info = i,
+            Err(_) => break,
+        }
+    }
+    let info = &info;
     let screen = shared
         .tmux
         .capture(&shared.pane, LAST_SCREEN_HISTORY)

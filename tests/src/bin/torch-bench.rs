@@ -114,6 +114,134 @@ fn fleet(sb: &Sandbox, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// (intact, lost, damaged, out of per-sender order) for `senders` x `each`
+/// messages "s{i}-m{j}" recorded by echo agent `name`.
+fn tally(
+    sb: &Sandbox,
+    name: &str,
+    senders: usize,
+    each: usize,
+) -> Result<(usize, usize, usize, usize)> {
+    let got = sb.records(name)?;
+    let mut next = vec![0usize; senders];
+    let (mut intact, mut damaged, mut disorder) = (0, 0, 0);
+    for r in &got {
+        let parsed = r
+            .strip_prefix('s')
+            .and_then(|x| x.split_once("-m"))
+            .and_then(|(i, j)| Some((i.parse::<usize>().ok()?, j.parse::<usize>().ok()?)));
+        match parsed {
+            Some((i, j)) if i < senders && j < each && *r == format!("s{i}-m{j}") => {
+                intact += 1;
+                if j != next[i] {
+                    disorder += 1;
+                }
+                next[i] = j + 1;
+            }
+            _ => damaged += 1,
+        }
+    }
+    Ok((
+        intact,
+        (senders * each).saturating_sub(intact),
+        damaged,
+        disorder,
+    ))
+}
+
+/// 10 concurrent senders x `each` messages to one agent, Torch and naive.
+fn contention(sb: &Sandbox, each: usize) -> Result<()> {
+    const SENDERS: usize = 10;
+    sb.define_echo_agent("cont")?;
+    sb.define_echo_agent("naivec")?;
+    sb.torch(&["start", "cont"])?;
+    sb.torch(&["start", "naivec"])?;
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..SENDERS {
+            s.spawn(move || {
+                for j in 0..each {
+                    let _ = sb.torch(&["send", "--direct", "cont", &format!("s{i}-m{j}")]);
+                }
+            });
+        }
+    });
+    let torch_time = t.elapsed();
+    let sock = "/run/torch-agent/naivec/tmux.sock";
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for i in 0..SENDERS {
+            s.spawn(move || {
+                for j in 0..each {
+                    let _ = sb.run(&[
+                        "tmux",
+                        "-S",
+                        sock,
+                        "send-keys",
+                        "-t",
+                        "%0",
+                        "-l",
+                        &format!("s{i}-m{j}"),
+                    ]);
+                    std::thread::sleep(Duration::from_millis(500));
+                    let _ = sb.run(&["tmux", "-S", sock, "send-keys", "-t", "%0", "Enter"]);
+                }
+            });
+        }
+    });
+    let naive_time = t.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    println!();
+    println!("| {SENDERS} senders x {each} messages to one agent | intact | lost | damaged | out of order | time |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (label, name, time) in [
+        ("torch send", "cont", torch_time),
+        ("naive send-keys + sleep 0.5", "naivec", naive_time),
+    ] {
+        let (ok, lost, bad, disorder) = tally(sb, name, SENDERS, each)?;
+        println!(
+            "| {label} | {ok} | {lost} | {bad} | {disorder} | {:.1} s |",
+            time.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Time from SIGKILL of an agent program to the agent back with a message
+/// queued meanwhile delivered.
+fn recovery(sb: &Sandbox) -> Result<()> {
+    sb.spawn_echo("phoenix", "orchestrator", None)?;
+    let mut times = Vec::new();
+    // Three rounds: the unit's start limit (5 in 2 minutes) is there to stop
+    // crash loops, and a benchmark should not trip it.
+    for round in 0..3 {
+        let pid = sb.run(&[
+            "tmux",
+            "-S",
+            "/run/torch-agent/phoenix/tmux.sock",
+            "display-message",
+            "-p",
+            "-t",
+            "%0",
+            "#{pane_pid}",
+        ])?;
+        let before = sb.records("phoenix")?.len();
+        let t = Instant::now();
+        sb.run(&["kill", "-KILL", pid.trim()])?;
+        sb.torch(&["send", "phoenix", &format!("back {round}")])?;
+        wait_until("recovery", Duration::from_secs(30), || {
+            Ok(sb.records("phoenix")?.len() > before)
+        })?;
+        times.push(t.elapsed());
+    }
+    times.sort();
+    println!();
+    println!("| recovery (3 rounds) | median | max |");
+    println!("| --- | ---: | ---: |");
+    println!("| SIGKILL of the agent program to a message queued meanwhile delivered | {:.2} s | {:.2} s |", times[1].as_secs_f64(), times[2].as_secs_f64());
+    Ok(())
+}
+
 /// Fire accuracy of `n` one-shot check-ins and the cost of `pending` ones.
 fn schedules(sb: &Sandbox, n: usize, pending: usize) -> Result<()> {
     sb.spawn_echo("sched", "orchestrator", None)?;
@@ -302,6 +430,8 @@ fn main() -> Result<()> {
         .transpose()
         .context("PENDING must be a number")?
         .unwrap_or(1000);
+    contention(&sb, 100)?;
+    recovery(&sb)?;
     schedules(&sb, 20, pending)?;
     Ok(())
 }
