@@ -201,11 +201,20 @@ fn killed_tmux_server_and_crashed_agent_are_restarted() -> Result<()> {
     ])?;
     sb.run(&["kill", "-KILL", pane_pid.trim()])?;
     sb.wait_active("e1", 2, Duration::from_secs(20))?;
-    wait_until("kill logged", Duration::from_secs(10), || {
+    let logged = wait_until("kill logged", Duration::from_secs(10), || {
         Ok(sb
             .journal(&["-u", "torch-agent@e1.service", "-o", "cat"])?
-            .contains("agent program was killed by signal 9"))
-    })?;
+            .contains("agent program was killed by signal 9")
+            // tmux does not always learn the status of a killed pane (seen
+            // under load); the death and the last screen are logged anyway.
+            || sb
+                .journal(&["-u", "torch-agent@e1.service", "-o", "cat"])?
+                .contains("agent program ended (status unknown); its last screen:\n  | [echo] ready"))
+    });
+    if let Err(e) = logged {
+        let j = sb.journal(&["-u", "torch-agent@e1.service", "-o", "short-precise"])?;
+        anyhow::bail!("{e}; pane pid was {}; journal:\n{j}", pane_pid.trim());
+    }
     sb.torch(&["send", "--direct", "e1", "after the kill"])?;
 
     sb.define_agent(
