@@ -113,6 +113,28 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
         .iter()
         .any(|r| r.contains("skip the PM")));
 
+    // Inside an agent's unit the hub knows who calls: dev cannot pose as boss.
+    let cg = sb.unit_property("torch-agent@dev.service", "ControlGroup")?;
+    let as_dev = |claim: &str, text: &str| {
+        sb.exec(&[
+            "sh",
+            "-c",
+            &format!("echo $$ > '/sys/fs/cgroup{cg}/cgroup.procs' && exec env TORCH_AGENT={claim} torch send pm '{text}'"),
+        ])
+    };
+    let out = as_dev("boss", "posing as boss")?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("you are agent dev"),
+        "{err}"
+    );
+    let out = as_dev("dev", "really dev")?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Agents grow the tree below themselves only.
     let (ok, out) = sb.torch_as(
         "dev",

@@ -39,6 +39,9 @@ pub trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     /// Queues a restart job.
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// The unit a process belongs to.
+    #[zbus(name = "GetUnitByPID")]
+    fn get_unit_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
     /// The object path of a loaded unit (NoSuchUnit when not loaded).
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// Asks systemd to emit job and unit signals to us.
@@ -52,6 +55,17 @@ pub trait Manager {
         unit: String,
         result: String,
     ) -> zbus::Result<()>;
+}
+
+/// The generic unit interface.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Unit {
+    /// The unit's name.
+    #[zbus(property)]
+    fn id(&self) -> zbus::Result<String>;
 }
 
 /// A timer unit's next elapse times.
@@ -143,6 +157,16 @@ impl Systemd {
                 sub: r.4,
             })
             .collect())
+    }
+
+    /// The name of the unit process `pid` runs in.
+    pub async fn unit_of_pid(&self, pid: u32) -> Result<String, SystemdError> {
+        let path = self.manager.get_unit_by_pid(pid).await?;
+        let unit = UnitProxy::builder(self.manager.inner().connection())
+            .path(path)?
+            .build()
+            .await?;
+        Ok(unit.id().await?)
     }
 
     /// Whether `unit` is loaded.

@@ -52,6 +52,36 @@ async fn caller_uid(conn: &zbus::Connection, hdr: &Header<'_>) -> Option<u32> {
     dbus.get_connection_unix_user(sender.into()).await.ok()
 }
 
+/// The agent whose unit the caller runs in (`torch-agent@NAME.service`), if
+/// any: a process in an agent's pane is that agent, whatever it claims.
+async fn caller_agent(hub: &Hub, conn: &zbus::Connection, hdr: &Header<'_>) -> Option<String> {
+    let sender = hdr.sender()?.to_owned();
+    let dbus = fdo::DBusProxy::new(conn).await.ok()?;
+    let pid = dbus
+        .get_connection_unix_process_id(sender.into())
+        .await
+        .ok()?;
+    let unit = hub.systemd.unit_of_pid(pid).await.ok()?;
+    AgentName::from_unit(&unit).map(|n| n.to_string())
+}
+
+/// Who is acting: inside an agent's unit, that agent (claiming another name
+/// is refused); elsewhere (an operator's shell), the name given.
+async fn identity(
+    hub: &Hub,
+    conn: &zbus::Connection,
+    hdr: &Header<'_>,
+    claimed: &str,
+) -> fdo::Result<String> {
+    match caller_agent(hub, conn, hdr).await {
+        Some(agent) if agent != claimed => Err(fdo::Error::AccessDenied(format!(
+            "you are agent {agent} (your process runs in torch-agent@{agent}.service); you cannot act as {claimed}"
+        ))),
+        Some(agent) => Ok(agent),
+        None => Ok(claimed.to_string()),
+    }
+}
+
 async fn audit(conn: &zbus::Connection, hdr: &Header<'_>, method: &str, outcome: &str) {
     let uid = caller_uid(conn, hdr).await;
     let shown = uid.map_or("unknown".to_string(), |u| u.to_string());
@@ -111,7 +141,10 @@ impl Manager {
         to: String,
         text: String,
     ) -> fdo::Result<i64> {
-        let result = self.do_send(from.clone(), to.clone(), text).await;
+        let result = match identity(&self.hub, conn, &hdr, &from).await {
+            Ok(from) => self.do_send(from, to.clone(), text).await,
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(id) => format!("{from} -> {to} queued as #{id}"),
             Err(e) => format!("{from} -> {to} refused: {e}"),
@@ -144,7 +177,19 @@ impl Manager {
             command,
             requester: requester.clone(),
         };
-        let result = self.do_spawn(req, brief).await;
+        let result = match identity(&self.hub, conn, &hdr, &requester).await {
+            Ok(who) => {
+                self.do_spawn(
+                    SpawnRequest {
+                        requester: who,
+                        ..req
+                    },
+                    brief,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok(unit) => format!("{requester} spawned {name} ({unit})"),
             Err(e) => format!("{requester} could not spawn {name}: {e}"),
@@ -278,9 +323,10 @@ impl Manager {
         note: String,
         requester: String,
     ) -> fdo::Result<(i64, i64)> {
-        let result = self
-            .do_schedule(&agent, &kind, &spec, &note, &requester)
-            .await;
+        let result = match identity(&self.hub, conn, &hdr, &requester).await {
+            Ok(who) => self.do_schedule(&agent, &kind, &spec, &note, &who).await,
+            Err(e) => Err(e),
+        };
         let outcome = match &result {
             Ok((id, _)) => format!("{requester} scheduled #{id} for {agent} ({kind} {spec})"),
             Err(e) => format!("{requester} could not schedule for {agent}: {e}"),
