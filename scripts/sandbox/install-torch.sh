@@ -18,9 +18,12 @@ install -D -m755 "$BIN/torch-agent" "$R/usr/libexec/torch/torch-agent"
 install -D -m755 "$BIN/torchd" "$R/usr/libexec/torch/torchd"
 install -D -m755 "$BIN/torch" "$R/usr/bin/torch"
 # The scripted test agents, when built (never a real LLM in tests or the demo).
-if [ -x "$BIN/torch-test-agent" ]; then
-  install -D -m755 "$BIN/torch-test-agent" "$R/usr/local/bin/torch-test-agent"
-fi
+for agent in "$BIN/torch-test-agent" "$TOP/target/debug/torch-test-agent"; do
+  if [ -x "$agent" ]; then
+    install -D -m755 "$agent" "$R/usr/local/bin/torch-test-agent"
+    break
+  fi
+done
 install -d "$R/etc/torch/agents"
 install -D -m644 "$TOP/config/torch.toml" "$R/usr/lib/torch/torch.toml"
 install -D -m644 "$TOP/config/dbus/org.torch.Torch1.conf" "$R/usr/share/dbus-1/system.d/org.torch.Torch1.conf"

@@ -24,7 +24,11 @@ impl Sandbox {
         let script = workspace_root().join("scripts/sandbox/install-torch.sh");
         let out = Command::new(&script)
             .env("SDH_DIR", self.dir())
-            .env("TORCH_BIN_DIR", target_bin_dir())
+            // TORCH_BIN_DIR=target/release measures release builds.
+            .env(
+                "TORCH_BIN_DIR",
+                std::env::var_os("TORCH_BIN_DIR").unwrap_or_else(|| target_bin_dir().into()),
+            )
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("running {}", script.display()))?;
