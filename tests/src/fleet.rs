@@ -117,6 +117,22 @@ impl Sandbox {
         )
     }
 
+    /// PID of the agent's program (the process in its pane).
+    pub fn pane_pid(&self, name: &str) -> Result<String> {
+        let sock = format!("/run/torch-agent/{name}/tmux.sock");
+        let out = self.run(&[
+            "tmux",
+            "-S",
+            &sock,
+            "display-message",
+            "-p",
+            "-t",
+            "%0",
+            "#{pane_pid}",
+        ])?;
+        Ok(out.trim().to_string())
+    }
+
     /// PID of the agent's tmux server.
     pub fn tmux_server_pid(&self, name: &str) -> Result<u32> {
         let sock = format!("/run/torch-agent/{name}/tmux.sock");

@@ -42,16 +42,7 @@ fn start_stop_restart_and_fleet_target() -> Result<()> {
     );
 
     // Agents run unprivileged, in a sandbox: not as root, /usr read-only.
-    let agent_pid = sb.run(&[
-        "tmux",
-        "-S",
-        "/run/torch-agent/e1/tmux.sock",
-        "display-message",
-        "-p",
-        "-t",
-        "%0",
-        "#{pane_pid}",
-    ])?;
+    let agent_pid = sb.pane_pid("e1")?;
     let user = sb.run(&["ps", "-o", "user=", "-p", agent_pid.trim()])?;
     ensure!(user.trim() == "torch-agent", "the agent runs as {user}");
     let root_dir = sb.run(&[
@@ -189,16 +180,7 @@ fn killed_tmux_server_and_crashed_agent_are_restarted() -> Result<()> {
     ensure!(journal.contains("tmux server is gone"), "{journal}");
 
     // The agent program killed outright.
-    let pane_pid = sb.run(&[
-        "tmux",
-        "-S",
-        "/run/torch-agent/e1/tmux.sock",
-        "display-message",
-        "-p",
-        "-t",
-        "%0",
-        "#{pane_pid}",
-    ])?;
+    let pane_pid = sb.pane_pid("e1")?;
     sb.run(&["kill", "-KILL", pane_pid.trim()])?;
     sb.wait_active("e1", 2, Duration::from_secs(20))?;
     let logged = wait_until("kill logged", Duration::from_secs(10), || {

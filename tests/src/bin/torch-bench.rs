@@ -215,16 +215,7 @@ fn recovery(sb: &Sandbox) -> Result<()> {
     // Three rounds: the unit's start limit (5 in 2 minutes) is there to stop
     // crash loops, and a benchmark should not trip it.
     for round in 0..3 {
-        let pid = sb.run(&[
-            "tmux",
-            "-S",
-            "/run/torch-agent/phoenix/tmux.sock",
-            "display-message",
-            "-p",
-            "-t",
-            "%0",
-            "#{pane_pid}",
-        ])?;
+        let pid = sb.pane_pid("phoenix")?;
         let before = sb.records("phoenix")?.len();
         let t = Instant::now();
         sb.run(&["kill", "-KILL", pid.trim()])?;
