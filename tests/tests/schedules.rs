@@ -297,6 +297,14 @@ fn schedules_survive_a_hub_restart_and_a_reboot() -> Result<()> {
     Ok(())
 }
 
+/// `git -C repo args...` as root, who may read the agents' repositories only
+/// with safe.directory.
+fn git_args<'a>(repo: &'a str, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["git", "-c", "safe.directory=*", "-C", repo];
+    v.extend_from_slice(args);
+    v
+}
+
 #[test]
 fn autocommit_commits_work_in_progress_and_respects_protection() -> Result<()> {
     let sb = Sandbox::boot("autocommit")?;
@@ -314,47 +322,25 @@ fn autocommit_commits_work_in_progress_and_respects_protection() -> Result<()> {
     agent("ops", "/srv/prot", "")?;
     agent("careful", "/srv/optout", "autocommit = false\n")?;
     sb.systemctl(&["start", "torch-autocommit.service"])?;
-    let head = sb.run(&[
-        "git",
-        "-c",
-        "safe.directory=*",
-        "-C",
+    let head = sb.run(&git_args(
         "/srv/proj",
-        "log",
-        "-1",
-        "--format=%an <%ae>|%s",
-    ])?;
+        &["log", "-1", "--format=%an <%ae>|%s"],
+    ))?;
     ensure!(
         head.trim() == "dev <dev@torch.invalid>|torch: work in progress (dev)",
         "{head}"
     );
     ensure!(
-        sb.exec(&[
-            "git",
-            "-c",
-            "safe.directory=*",
-            "-C",
-            "/srv/prot",
-            "log",
-            "-1"
-        ])?
-        .status
-        .code()
+        sb.exec(&git_args("/srv/prot", &["log", "-1"]))?
+            .status
+            .code()
             != Some(0),
         "a protected branch was committed"
     );
     ensure!(
-        sb.exec(&[
-            "git",
-            "-c",
-            "safe.directory=*",
-            "-C",
-            "/srv/optout",
-            "log",
-            "-1"
-        ])?
-        .status
-        .code()
+        sb.exec(&git_args("/srv/optout", &["log", "-1"]))?
+            .status
+            .code()
             != Some(0),
         "an opted-out project was committed"
     );
@@ -370,16 +356,7 @@ fn autocommit_commits_work_in_progress_and_respects_protection() -> Result<()> {
     sb.systemctl(&["start", "torch-autocommit.service"])?;
     sb.sh("cd /srv/proj && echo two >> a.txt && git -c safe.directory='*' rev-parse HEAD > .git/MERGE_HEAD")?;
     sb.systemctl(&["start", "torch-autocommit.service"])?;
-    let count = sb.run(&[
-        "git",
-        "-c",
-        "safe.directory=*",
-        "-C",
-        "/srv/proj",
-        "rev-list",
-        "--count",
-        "HEAD",
-    ])?;
+    let count = sb.run(&git_args("/srv/proj", &["rev-list", "--count", "HEAD"]))?;
     ensure!(count.trim() == "1", "{count} commits");
     let j = sb.journal(&["-u", "torch-autocommit.service", "-o", "cat"])?;
     ensure!(
@@ -389,16 +366,7 @@ fn autocommit_commits_work_in_progress_and_respects_protection() -> Result<()> {
     );
     sb.sh("rm /srv/proj/.git/MERGE_HEAD")?;
     sb.systemctl(&["start", "torch-autocommit.service"])?;
-    let count = sb.run(&[
-        "git",
-        "-c",
-        "safe.directory=*",
-        "-C",
-        "/srv/proj",
-        "rev-list",
-        "--count",
-        "HEAD",
-    ])?;
+    let count = sb.run(&git_args("/srv/proj", &["rev-list", "--count", "HEAD"]))?;
     ensure!(count.trim() == "2", "{count} commits");
 
     // The timer is installed with the promised period, and status shows projects.
