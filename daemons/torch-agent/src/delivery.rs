@@ -16,11 +16,13 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use torch_core::protocol::Response;
 use torch_tmux::{Screen, Tmux, TmuxError};
 
-const POLL: Duration = Duration::from_millis(1);
+/// How long a confirmation step waits for pane output before it reads the
+/// screen anyway (the output pipe is the trigger, not the only source).
+const OUTPUT_FALLBACK: Duration = Duration::from_millis(20);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PASTE_UNCHANGED_TIMEOUT: Duration = Duration::from_secs(3);
 const PASTE_TEXT_GRACE: Duration = Duration::from_millis(500);
@@ -113,23 +115,38 @@ fn probe(text: &str) -> String {
     tail.chars().skip(skip).collect()
 }
 
+/// Waits until the pane printed something new (`output` counts the reads of
+/// its output pipe), or `OUTPUT_FALLBACK` passed. The screen only changes
+/// when the program prints, so reading it after each output instead of
+/// every millisecond costs tmux a few captures per message, not dozens.
+async fn next_output(output: &mut watch::Receiver<u64>) {
+    if tokio::time::timeout(OUTPUT_FALLBACK, output.changed())
+        .await
+        .is_ok_and(|r| r.is_err())
+    {
+        // The output pump is gone: fall back to plain polling.
+        tokio::time::sleep(OUTPUT_FALLBACK).await;
+    }
+}
+
 /// Delivers one message into `pane`; see the module doc for the steps.
 pub async fn deliver(
     tmux: &Tmux,
     pane: &str,
     text: &str,
     ready_pattern: Option<&str>,
+    output: &mut watch::Receiver<u64>,
 ) -> Result<Delivered, DeliveryError> {
     let start = Instant::now();
     if let Some(pattern) = ready_pattern {
-        wait_for_prompt(tmux, pane, pattern).await?;
+        wait_for_prompt(tmux, pane, pattern, output).await?;
     }
     let probe = probe(text);
     let mut before = tmux.screen(pane).await?;
     let mut taken = None;
     for _ in 0..PASTE_ATTEMPTS {
         tmux.paste(pane, text).await?;
-        if let Some(t) = wait_for_paste(tmux, pane, &before, &probe).await? {
+        if let Some(t) = wait_for_paste(tmux, pane, &before, &probe, output).await? {
             taken = Some(t);
             break;
         }
@@ -140,7 +157,7 @@ pub async fn deliver(
         tmux.press_enter(pane).await?;
         let deadline = Instant::now() + SUBMIT_TIMEOUT;
         while Instant::now() < deadline {
-            tokio::time::sleep(POLL).await;
+            next_output(output).await;
             if tmux.screen(pane).await? != pasted {
                 return Ok(Delivered {
                     submits,
@@ -153,7 +170,12 @@ pub async fn deliver(
     Err(DeliveryError::SubmitIgnored)
 }
 
-async fn wait_for_prompt(tmux: &Tmux, pane: &str, pattern: &str) -> Result<(), DeliveryError> {
+async fn wait_for_prompt(
+    tmux: &Tmux,
+    pane: &str,
+    pattern: &str,
+    output: &mut watch::Receiver<u64>,
+) -> Result<(), DeliveryError> {
     let deadline = Instant::now() + READY_TIMEOUT;
     // tmux trims trailing spaces from captured rows, so "> " shows as ">".
     let pattern_seen = pattern.trim_end();
@@ -168,7 +190,7 @@ async fn wait_for_prompt(tmux: &Tmux, pane: &str, pattern: &str) -> Result<(), D
                 secs: READY_TIMEOUT.as_secs(),
             });
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        next_output(output).await;
     }
 }
 
@@ -180,11 +202,12 @@ async fn wait_for_paste(
     pane: &str,
     before: &Screen,
     probe: &str,
+    output: &mut watch::Receiver<u64>,
 ) -> Result<Option<(Screen, bool)>, DeliveryError> {
     let start = Instant::now();
     let mut changed_at = None;
     loop {
-        tokio::time::sleep(POLL).await;
+        next_output(output).await;
         let now = tmux.screen(pane).await?;
         if now != *before {
             if now.near_cursor(1).contains(probe) {
@@ -200,13 +223,15 @@ async fn wait_for_paste(
     }
 }
 
-/// Runs the agent's delivery queue until every sender is gone.
+/// Runs the agent's delivery queue until every sender is gone, calling
+/// `after_attempt(delivered)` after each message it typed (or tried to).
 pub async fn worker(
     tmux: Tmux,
     pane: String,
     ready_pattern: Option<String>,
     mut jobs: mpsc::Receiver<Job>,
-    on_delivered: impl Fn(),
+    mut output: watch::Receiver<u64>,
+    after_attempt: impl Fn(bool),
 ) {
     let mut seen = SeenIds::default();
     while let Some((text, id, reply)) = jobs.recv().await {
@@ -224,10 +249,10 @@ pub async fn worker(
                 continue;
             }
         }
-        let outcome = deliver(&tmux, &pane, &text, ready_pattern.as_deref()).await;
+        let outcome = deliver(&tmux, &pane, &text, ready_pattern.as_deref(), &mut output).await;
         let response = match outcome {
             Ok(d) => {
-                on_delivered();
+                after_attempt(true);
                 let millis = d.elapsed.as_millis() as u64;
                 tracing::info!(
                     bytes = text.len(),
@@ -245,6 +270,7 @@ pub async fn worker(
                 }
             }
             Err(e) => {
+                after_attempt(false);
                 if matches!(
                     e,
                     DeliveryError::NotReady { .. } | DeliveryError::PasteIgnored

@@ -38,6 +38,8 @@ const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_HEALTH_PERIOD: Duration = Duration::from_secs(2);
 /// Without a watchdog, how long tmux may stay unresponsive before we exit.
 const UNRESPONSIVE_LIMIT: Duration = Duration::from_secs(30);
+/// How soon after typed input the health loop checks that it was read.
+const POKE_DELAY: Duration = Duration::from_secs(1);
 /// Lines of scrollback logged with the last screen of a dead program.
 const LAST_SCREEN_HISTORY: u32 = 50;
 
@@ -51,8 +53,15 @@ pub struct Shared {
     delivered: AtomicU64,
     started: Instant,
     last_output_ms: AtomicU64,
+    /// Reads of pane output so far: the screen cannot change without one.
+    /// Delivery waits on it instead of polling the screen.
+    output_reads: tokio::sync::watch::Sender<u64>,
+    /// The last classification, with the `output_reads` it was made at.
+    activity_seen: std::sync::Mutex<Option<(u64, Activity)>>,
     state: std::sync::Mutex<&'static str>,
     classifier: Classifier,
+    /// Wakes the health loop (after input was typed into the pane).
+    pub poke: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -71,12 +80,34 @@ impl Shared {
         self.state.lock().map(|s| *s).unwrap_or("unknown")
     }
 
-    /// What the agent's screen shows it doing.
+    /// Notes a read of pane output.
+    fn output_seen(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_output_ms.store(ms, Ordering::Relaxed);
+        self.output_reads.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What the agent's screen shows it doing. The screen is read again only
+    /// after new output: an idle fleet then costs no tmux calls for it.
     pub async fn activity(&self) -> Activity {
-        match self.tmux.screen(&self.pane).await {
-            Ok(screen) => self.classifier.classify(&screen.rows),
-            Err(_) => Activity::Unknown,
+        // Read before the capture: output arriving meanwhile makes the next
+        // call look again, never the other way round.
+        let reads = *self.output_reads.borrow();
+        if let Ok(seen) = self.activity_seen.lock() {
+            if let Some((at, activity)) = *seen {
+                if at == reads {
+                    return activity;
+                }
+            }
         }
+        let activity = match self.tmux.screen(&self.pane).await {
+            Ok(screen) => self.classifier.classify(&screen.rows),
+            Err(_) => return Activity::Unknown,
+        };
+        if let Ok(mut seen) = self.activity_seen.lock() {
+            *seen = Some((reads, activity));
+        }
+        activity
     }
 
     /// The answer to a `status` request.
@@ -90,14 +121,15 @@ impl Shared {
         }
     }
 
+    /// The `STATUS=` line. Nothing in it changes while the agent idles: each
+    /// change costs systemd a PropertiesChanged signal to every subscriber.
     fn status_line(&self, activity: Activity) -> String {
         format!(
-            "agent {}, {} (pid {}); {} messages delivered; last output {}s ago",
+            "agent {}, {} (pid {}); {} messages delivered",
             self.state(),
             activity.as_str(),
             self.pid.load(Ordering::Relaxed),
             self.delivered.load(Ordering::Relaxed),
-            self.idle_secs()
         )
     }
 }
@@ -256,8 +288,11 @@ async fn supervise(
         delivered: AtomicU64::new(0),
         started: Instant::now(),
         last_output_ms: AtomicU64::new(0),
+        output_reads: tokio::sync::watch::Sender::new(0),
+        activity_seen: std::sync::Mutex::new(None),
         state: std::sync::Mutex::new("starting"),
         classifier,
+        poke: tokio::sync::Notify::new(),
     });
 
     let _ = std::fs::remove_file(&control_path);
@@ -269,11 +304,7 @@ async fn supervise(
     {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let mark = || {
-                let ms = shared.started.elapsed().as_millis() as u64;
-                shared.last_output_ms.store(ms, Ordering::Relaxed);
-            };
-            if let Err(e) = output::pump(output_rx, mark).await {
+            if let Err(e) = output::pump(output_rx, || shared.output_seen()).await {
                 tracing::warn!("pane output no longer reaches the journal: {e}");
             }
         });
@@ -287,8 +318,14 @@ async fn supervise(
             pane.clone(),
             ready,
             jobs_rx,
-            move || {
-                shared.delivered.fetch_add(1, Ordering::Relaxed);
+            shared.output_reads.subscribe(),
+            move |delivered| {
+                if delivered {
+                    shared.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                // Typed input: let the health loop start watching whether
+                // the program reads it.
+                shared.poke.notify_one();
             },
         ));
     }
@@ -296,9 +333,12 @@ async fn supervise(
 
     let mut wd_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut wd_usec);
+    // Half the watchdog interval, as sd_watchdog_enabled(3) advises: each
+    // check costs the agent's tmux server a command, and with hundreds of
+    // agents idle checks are most of an idle fleet's CPU.
     let period = if watchdog {
-        (Duration::from_micros(wd_usec) / 3)
-            .clamp(Duration::from_millis(200), Duration::from_secs(5))
+        (Duration::from_micros(wd_usec) / 2)
+            .clamp(Duration::from_millis(200), Duration::from_secs(15))
     } else {
         DEFAULT_HEALTH_PERIOD
     };
@@ -306,7 +346,8 @@ async fn supervise(
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut ticks = tokio::time::interval(period);
+    let mut next_check = tokio::time::Instant::now();
+    let mut last_status = String::new();
     let mut ready_sent = false;
     let mut unresponsive_since: Option<Instant> = None;
     let mut stuck = StuckInput::default();
@@ -322,10 +363,18 @@ async fn supervise(
     );
     // The program's exit, as an event: no need to wait for the next tick.
     let mut exit_watch: Option<(u32, AsyncFd<OwnedFd>)> = None;
+    // So is the tmux server's death.
+    let mut server_watch = (server_pid != 0).then(|| watch_exit(server_pid)).flatten();
     loop {
         let exited = async {
             match &exit_watch {
                 Some((_, fd)) => drop(fd.readable().await),
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let server_gone = async {
+            match &server_watch {
+                Some(fd) => drop(fd.readable().await),
                 None => std::future::pending::<()>().await,
             }
         };
@@ -334,13 +383,22 @@ async fn supervise(
             biased;
             _ = term.recv() => return Ok(shutdown(&tmux, "SIGTERM").await),
             _ = int.recv() => return Ok(shutdown(&tmux, "SIGINT").await),
-            _ = ticks.tick() => {}
+            _ = tokio::time::sleep_until(next_check) => {}
             _ = exited => {
                 // tmux notices the death itself a moment later.
                 exit_watch = None;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            // The probe below then finds no server and says so.
+            _ = server_gone => server_watch = None,
+            _ = shared.poke.notified() => {
+                // Input was typed: look within a second whether the program
+                // reads it, but not once per message.
+                next_check = next_check.min(tokio::time::Instant::now() + POKE_DELAY);
+                continue;
+            }
         }
+        next_check = tokio::time::Instant::now() + period;
         let probe = tokio::time::timeout(probe_timeout, tmux.pane_info(&pane)).await;
         let info = match probe {
             Ok(Ok(info)) => info,
@@ -395,6 +453,11 @@ async fn supervise(
             continue;
         }
         let waited = stuck.observe(pending_input(&info.tty).unwrap_or(0), Instant::now());
+        if def.hang_after_secs > 0 && stuck.since.is_some() && waited < hang_after {
+            // Input is waiting: look again when it would count as a hang.
+            let due = tokio::time::Instant::now() + (hang_after - waited) + POKE_DELAY / 10;
+            next_check = next_check.min(due);
+        }
         if def.hang_after_secs > 0 && waited >= hang_after {
             shared.set_state("hung");
             let why = format!(
@@ -403,6 +466,11 @@ async fn supervise(
                 waited.as_secs()
             );
             unhealthy(&shared, &mut unresponsive_since, &why);
+            if watchdog {
+                // A hang is a diagnosis, not a doubt about tmux: waiting out
+                // the rest of WatchdogSec would only delay the restart.
+                notify(&[NotifyState::WatchdogTrigger]);
+            }
             if give_up(watchdog, unresponsive_since) {
                 return Ok(ExitCode::FAILURE);
             }
@@ -410,11 +478,17 @@ async fn supervise(
         }
         if unresponsive_since.take().is_some() {
             tracing::info!("agent {name} is healthy again");
+            // STATUS= says "unhealthy" until we say otherwise.
+            last_status.clear();
         }
         shared.set_state("running");
         let status = shared.status_line(shared.activity().await);
         if ready_sent {
-            notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+            if status == last_status {
+                notify(&[NotifyState::Watchdog]);
+            } else {
+                notify(&[NotifyState::Watchdog, NotifyState::Status(&status)]);
+            }
         } else {
             notify(&[
                 NotifyState::Ready,
@@ -424,6 +498,7 @@ async fn supervise(
             tracing::info!("agent {name} is running (pid {})", info.pid);
             ready_sent = true;
         }
+        last_status = status;
     }
 }
 
