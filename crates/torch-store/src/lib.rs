@@ -4,9 +4,17 @@
 //!
 //! One table holds every message with its state (`queued`, `delivered`,
 //! `failed`). Delivery order is the id order per recipient.
+//!
+//! Writes are committed in groups by one writer thread: writes that arrive
+//! while a group is being synced to disk are committed together next, in
+//! one transaction and one fsync. Each write still returns only once it is
+//! on disk, and runs in a savepoint of its own, so one failing write does
+//! not take the others of its group with it. Reads use a second
+//! connection, which WAL lets run beside the writer.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -21,6 +29,12 @@ pub enum StoreError {
     /// A lock holder panicked.
     #[error("message store lock poisoned")]
     Poisoned,
+    /// The write ran, but its group could not be committed.
+    #[error("message store: cannot commit ({0}); check the disk and the permissions of the state directory")]
+    Commit(String),
+    /// The writer thread is gone (the store is closing, or it panicked).
+    #[error("message store: the writer has stopped; restart the hub")]
+    WriterGone,
 }
 
 /// The state of a message.
@@ -89,9 +103,72 @@ pub struct Counts {
     pub failed: i64,
 }
 
-/// The store. Cheap to share behind an `Arc`; calls are serialised.
+/// The store. Cheap to share behind an `Arc`; see the module doc for how
+/// concurrent writes are grouped.
 pub struct Store {
-    conn: Mutex<Connection>,
+    /// Reads.
+    reader: Mutex<Connection>,
+    /// Writes, to the writer thread.
+    writes: Option<mpsc::Sender<Write>>,
+    /// The writer thread, which owns the writing connection.
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer once it has committed what
+        // it has; joining it closes the database before we return.
+        self.writes = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+/// Commits groups of writes until every sender is gone.
+fn writer_loop(conn: Connection, writes: mpsc::Receiver<Write>) {
+    while let Ok(first) = writes.recv() {
+        let group: Vec<Write> = std::iter::once(first).chain(writes.try_iter()).collect();
+        // Without a transaction each savepoint commits by itself: slower,
+        // still correct.
+        let in_tx = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
+        let finishes: Vec<Finish> = group.into_iter().map(|w| w(&conn)).collect();
+        let commit = if in_tx {
+            conn.execute_batch("COMMIT").map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                e.to_string()
+            })
+        } else {
+            Ok(())
+        };
+        for finish in finishes {
+            finish(commit.clone());
+        }
+    }
+}
+
+/// What a write does once its group's commit is known.
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// A waiting write: runs inside its group's transaction and returns what to
+/// do once the group is committed.
+type Write = Box<dyn FnOnce(&Connection) -> Finish + Send>;
+
+/// Runs `f` in a savepoint: on error its changes alone are undone.
+fn in_savepoint<T>(
+    c: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.execute_batch("SAVEPOINT torch_write")?;
+    match f(c) {
+        Ok(v) => {
+            c.execute_batch("RELEASE torch_write")?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK TO torch_write; RELEASE torch_write");
+            Err(e)
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -126,6 +203,8 @@ impl Store {
         // FULL: a committed message survives a power cut, not just a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let reader = Connection::open(path)?;
+        reader.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS messages (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -154,20 +233,56 @@ impl Store {
                 state TEXT NOT NULL DEFAULT 'active'
             );",
         )?;
+        let (writes, queue) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("torch-store".into())
+            .spawn(move || writer_loop(conn, queue))
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
+            writes: Some(writes),
+            writer: Some(writer),
         })
     }
 
+    /// Runs a read.
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
-        let conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        let conn = self.reader.lock().map_err(|_| StoreError::Poisoned)?;
         Ok(f(&conn)?)
+    }
+
+    /// Runs a write in the next group and returns once that is on disk.
+    fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        // Each waiter is woken by the writer itself: no chain of hand-offs.
+        let (done, result) = mpsc::sync_channel(1);
+        let write: Write = Box::new(move |c| {
+            let ran = in_savepoint(c, f);
+            Box::new(move |commit| {
+                let out = match (ran, commit) {
+                    (Err(e), _) => Err(StoreError::Sqlite(e)),
+                    (Ok(_), Err(e)) => Err(StoreError::Commit(e)),
+                    (Ok(v), Ok(())) => Ok(v),
+                };
+                let _ = done.send(out);
+            })
+        });
+        self.writes
+            .as_ref()
+            .ok_or(StoreError::WriterGone)?
+            .send(write)
+            .map_err(|_| StoreError::WriterGone)?;
+        result.recv().map_err(|_| StoreError::WriterGone)?
     }
 
     /// Whether the database answers (for the watchdog).
     pub fn healthy(&self) -> bool {
-        self.with(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
-            .is_ok()
+        self.writer.as_ref().is_some_and(|w| !w.is_finished())
+            && self
+                .with(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+                .is_ok()
     }
 
     /// Stores a new queued message; returns its id once it is on disk.
@@ -178,7 +293,13 @@ impl Store {
         body: &str,
         kind: &str,
     ) -> Result<i64, StoreError> {
-        self.with(|c| {
+        let (sender, recipient, body, kind) = (
+            sender.to_string(),
+            recipient.to_string(),
+            body.to_string(),
+            kind.to_string(),
+        );
+        self.write(move |c| {
             c.execute(
                 "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![sender, recipient, body, kind, now_ms()],
@@ -211,7 +332,8 @@ impl Store {
 
     /// Counts an attempt and remembers its error.
     pub fn note_attempt(&self, id: i64, error: Option<&str>) -> Result<(), StoreError> {
-        self.with(|c| {
+        let error = error.map(str::to_string);
+        self.write(move |c| {
             c.execute(
                 "UPDATE messages SET attempts = attempts + 1, reason = ?2 WHERE id = ?1",
                 params![id, error],
@@ -223,7 +345,8 @@ impl Store {
     /// Marks a message delivered or failed.
     pub fn finish(&self, id: i64, state: State, reason: Option<&str>) -> Result<(), StoreError> {
         let delivered = (state == State::Delivered).then(now_ms);
-        self.with(|c| {
+        let reason = reason.map(str::to_string);
+        self.write(move |c| {
             c.execute(
                 "UPDATE messages SET state = ?2, delivered_ms = ?3, reason = COALESCE(?4, reason) WHERE id = ?1",
                 params![id, state.as_str(), delivered, reason],
@@ -234,7 +357,8 @@ impl Store {
 
     /// Fails every queued message of `recipient` (the agent was retired).
     pub fn fail_queued(&self, recipient: &str, reason: &str) -> Result<usize, StoreError> {
-        self.with(|c| {
+        let (recipient, reason) = (recipient.to_string(), reason.to_string());
+        self.write(move |c| {
             c.execute(
                 "UPDATE messages SET state = 'failed', reason = ?2 WHERE recipient = ?1 AND state = 'queued'",
                 params![recipient, reason],
@@ -345,7 +469,9 @@ impl Store {
         note: &str,
         created_by: &str,
     ) -> Result<i64, StoreError> {
-        self.with(|c| {
+        let row = [agent, kind, spec, note, created_by].map(str::to_string);
+        self.write(move |c| {
+            let [agent, kind, spec, note, created_by] = row;
             c.execute(
                 "INSERT INTO schedules (agent, kind, spec, note, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![agent, kind, spec, note, created_by, now_ms()],
@@ -377,7 +503,7 @@ impl Store {
 
     /// Records when a schedule is next due.
     pub fn set_due(&self, id: i64, due_ms: Option<i64>) -> Result<(), StoreError> {
-        self.with(|c| {
+        self.write(move |c| {
             c.execute(
                 "UPDATE schedules SET due_ms = ?2 WHERE id = ?1",
                 params![id, due_ms],
@@ -390,25 +516,27 @@ impl Store {
     /// agent, in one transaction: a fire is never half-recorded. Returns the
     /// message id.
     pub fn fire_schedule(&self, s: &Schedule, body: &str, done: bool) -> Result<i64, StoreError> {
-        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
-        let tx = conn.transaction()?;
-        let now = now_ms();
-        tx.execute(
-            "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'checkin', ?4)",
-            params![format!("schedule-{}", s.id), s.agent, body, now],
-        )?;
-        let msg = tx.last_insert_rowid();
-        tx.execute(
-            "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, state = CASE WHEN ?3 THEN 'done' ELSE state END WHERE id = ?1",
-            params![s.id, now, done],
-        )?;
-        tx.commit()?;
-        Ok(msg)
+        let (id, agent, body) = (s.id, s.agent.clone(), body.to_string());
+        // One write, so one savepoint: both statements or neither.
+        self.write(move |c| {
+            let now = now_ms();
+            c.execute(
+                "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'checkin', ?4)",
+                params![format!("schedule-{id}"), agent, body, now],
+            )?;
+            let msg = c.last_insert_rowid();
+            c.execute(
+                "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, state = CASE WHEN ?3 THEN 'done' ELSE state END WHERE id = ?1",
+                params![id, now, done],
+            )?;
+            Ok(msg)
+        })
     }
 
     /// Ends a schedule (`done` or `cancelled`).
     pub fn end_schedule(&self, id: i64, state: &str) -> Result<(), StoreError> {
-        self.with(|c| {
+        let state = state.to_string();
+        self.write(move |c| {
             c.execute(
                 "UPDATE schedules SET state = ?2 WHERE id = ?1 AND state = 'active'",
                 params![id, state],
@@ -421,6 +549,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("torch-store-{tag}-{}", std::process::id()));
@@ -453,6 +582,52 @@ mod tests {
         let mut r = s.recipients_with_queue().unwrap();
         r.sort();
         assert_eq!(r, ["x", "y"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writes_are_grouped_and_a_failing_one_stays_alone() {
+        let (s, dir) = temp_store("group");
+        let s = Arc::new(s);
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    (0..100)
+                        .map(|i| {
+                            if i == 50 {
+                                // A broken write in the middle of the others.
+                                assert!(s
+                                    .write(|c| c.execute("INSERT INTO nowhere VALUES (1)", []))
+                                    .is_err());
+                            }
+                            s.enqueue("operator", &format!("r{t}"), &format!("{i}"), "message")
+                                .unwrap()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut ids: Vec<i64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 800);
+        // All on disk, each recipient's in the order it sent them.
+        drop(s);
+        let s = Store::open(&dir.join("torch.db")).unwrap();
+        for t in 0..8 {
+            let bodies: Vec<String> = s
+                .inbox(&format!("r{t}"), 1000)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.body)
+                .collect();
+            let want: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+            assert_eq!(bodies, want);
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
