@@ -5,8 +5,9 @@
 //! documented schema: they evolve without breaking the method signatures.
 //! Every mutating call is logged with the caller's uid and `TORCH_AUDIT=1`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use torch_core::config::Config;
@@ -14,14 +15,14 @@ use torch_core::policy::OPERATOR;
 use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, validate_message, AgentName};
 use torch_store::Store;
-use torch_systemd::{JobKind, Systemd};
+use torch_systemd::{JobKind, Systemd, SystemdError};
 use zbus::fdo;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
 use crate::courier::Courier;
 use crate::events::Events;
-use crate::fleet::{self, SpawnRequest};
+use crate::fleet::{self, FleetCache, SpawnRequest};
 use crate::schedule;
 
 /// Everything the API works on.
@@ -38,6 +39,10 @@ pub struct Hub {
     pub systemd: Systemd,
     /// The hub's state directory.
     pub state_dir: PathBuf,
+    /// The agent definitions.
+    pub fleet: FleetCache,
+    /// Who called, per bus connection.
+    pub callers: Callers,
 }
 
 /// The object serving `org.torch.Manager1`.
@@ -46,23 +51,72 @@ pub struct Manager {
     pub hub: Arc<Hub>,
 }
 
-async fn caller_uid(conn: &zbus::Connection, hdr: &Header<'_>) -> Option<u32> {
-    let sender = hdr.sender()?.to_owned();
-    let dbus = fdo::DBusProxy::new(conn).await.ok()?;
-    dbus.get_connection_unix_user(sender.into()).await.ok()
+/// Who is on the other end of a bus connection.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// Its uid, as the bus daemon saw it connect.
+    uid: Option<u32>,
+    /// The agent whose unit it runs in (`torch-agent@NAME.service`), if
+    /// any: a process in an agent's pane is that agent, whatever it claims.
+    agent: Option<String>,
 }
 
-/// The agent whose unit the caller runs in (`torch-agent@NAME.service`), if
-/// any: a process in an agent's pane is that agent, whatever it claims.
-async fn caller_agent(hub: &Hub, conn: &zbus::Connection, hdr: &Header<'_>) -> Option<String> {
-    let sender = hdr.sender()?.to_owned();
-    let dbus = fdo::DBusProxy::new(conn).await.ok()?;
-    let pid = dbus
-        .get_connection_unix_process_id(sender.into())
-        .await
-        .ok()?;
-    let unit = hub.systemd.unit_of_pid(pid).await.ok()?;
-    AgentName::from_unit(&unit).map(|n| n.to_string())
+/// Callers already looked up, by unique bus name. A unique name is never
+/// reused and a connection keeps its process and uid, so one lookup (three
+/// D-Bus calls) per connection is enough, not one per method call.
+#[derive(Default)]
+pub struct Callers {
+    known: Mutex<HashMap<String, Caller>>,
+}
+
+/// Bound on remembered callers; the map starts over past it.
+const CALLERS_KEPT: usize = 4096;
+
+impl Callers {
+    /// Who sent the call with header `hdr`.
+    async fn of(&self, systemd: &Systemd, conn: &zbus::Connection, hdr: &Header<'_>) -> Caller {
+        let Some(sender) = hdr.sender().map(|s| s.to_owned()) else {
+            return Caller::default();
+        };
+        let key = sender.to_string();
+        if let Some(c) = self.known.lock().ok().and_then(|k| k.get(&key).cloned()) {
+            return c;
+        }
+        let Ok(dbus) = fdo::DBusProxy::new(conn).await else {
+            return Caller::default();
+        };
+        let (uid, pid) = tokio::join!(
+            dbus.get_connection_unix_user(sender.clone().into()),
+            dbus.get_connection_unix_process_id(sender.into())
+        );
+        let unit = match pid {
+            Ok(pid) => Some(systemd.unit_of_pid(pid).await),
+            Err(_) => None,
+        };
+        // systemd's answer, even "no unit for that process" (a process
+        // outside any unit, e.g. in a container's root), is final; a failed
+        // call is not.
+        let settled = matches!(
+            unit,
+            Some(Ok(_)) | Some(Err(SystemdError::Bus(zbus::Error::MethodError(..))))
+        );
+        let caller = Caller {
+            uid: uid.as_ref().ok().copied(),
+            agent: match &unit {
+                Some(Ok(u)) => AgentName::from_unit(u).map(|n| n.to_string()),
+                _ => None,
+            },
+        };
+        if uid.is_ok() && settled {
+            if let Ok(mut known) = self.known.lock() {
+                if known.len() >= CALLERS_KEPT {
+                    known.clear();
+                }
+                known.insert(key, caller.clone());
+            }
+        }
+        caller
+    }
 }
 
 /// Who is acting: inside an agent's unit, that agent (claiming another name
@@ -73,7 +127,7 @@ async fn identity(
     hdr: &Header<'_>,
     claimed: &str,
 ) -> fdo::Result<String> {
-    match caller_agent(hub, conn, hdr).await {
+    match hub.callers.of(&hub.systemd, conn, hdr).await.agent {
         Some(agent) if agent != claimed => Err(fdo::Error::AccessDenied(format!(
             "you are agent {agent} (your process runs in torch-agent@{agent}.service); you cannot act as {claimed}"
         ))),
@@ -82,8 +136,8 @@ async fn identity(
     }
 }
 
-async fn audit(conn: &zbus::Connection, hdr: &Header<'_>, method: &str, outcome: &str) {
-    let uid = caller_uid(conn, hdr).await;
+async fn audit(hub: &Hub, conn: &zbus::Connection, hdr: &Header<'_>, method: &str, outcome: &str) {
+    let uid = hub.callers.of(&hub.systemd, conn, hdr).await.uid;
     let shown = uid.map_or("unknown".to_string(), |u| u.to_string());
     tracing::info!(
         torch_audit = 1,
@@ -149,7 +203,7 @@ impl Manager {
             Ok(id) => format!("{from} -> {to} queued as #{id}"),
             Err(e) => format!("{from} -> {to} refused: {e}"),
         };
-        audit(conn, &hdr, "Send", &outcome).await;
+        audit(&self.hub, conn, &hdr, "Send", &outcome).await;
         result
     }
 
@@ -194,7 +248,7 @@ impl Manager {
             Ok(unit) => format!("{requester} spawned {name} ({unit})"),
             Err(e) => format!("{requester} could not spawn {name}: {e}"),
         };
-        audit(conn, &hdr, "Spawn", &outcome).await;
+        audit(&self.hub, conn, &hdr, "Spawn", &outcome).await;
         result
     }
 
@@ -211,7 +265,7 @@ impl Manager {
             Ok(t) => format!("retired {name}, transcript {t}"),
             Err(e) => format!("could not retire {name}: {e}"),
         };
-        audit(conn, &hdr, "Retire", &outcome).await;
+        audit(&self.hub, conn, &hdr, "Retire", &outcome).await;
         result
     }
 
@@ -224,12 +278,13 @@ impl Manager {
             .await
             .map_err(|e| fdo::Error::Failed(e.to_string()))?;
         let store = Arc::clone(&self.hub.store);
+        let hub = Arc::clone(&self.hub);
         let agents = blocking(move || {
             let mut out = Vec::new();
-            for (name, a) in fleet::agents() {
+            for (name, a) in hub.fleet.agents().iter() {
                 let unit = a.name.unit();
                 let u = systemd_units.iter().find(|u| u.name == unit);
-                let counts = store.counts(&name).map_err(|e| e.to_string())?;
+                let counts = store.counts(name).map_err(|e| e.to_string())?;
                 let live = match protocol::call(
                     &paths::control_socket(&a.name),
                     &Request::Status,
@@ -243,7 +298,7 @@ impl Manager {
                     _ => None,
                 };
                 out.push(AgentStatus {
-                    name,
+                    name: name.clone(),
                     role: a.def.role.as_str().into(),
                     parent: a.def.parent.clone(),
                     profile: a.def.profile.as_str().into(),
@@ -331,7 +386,7 @@ impl Manager {
             Ok((id, _)) => format!("{requester} scheduled #{id} for {agent} ({kind} {spec})"),
             Err(e) => format!("{requester} could not schedule for {agent}: {e}"),
         };
-        audit(conn, &hdr, "Schedule", &outcome).await;
+        audit(&self.hub, conn, &hdr, "Schedule", &outcome).await;
         result
     }
 
@@ -346,6 +401,7 @@ impl Manager {
             .await
             .map_err(fdo::Error::Failed);
         audit(
+            &self.hub,
             conn,
             &hdr,
             "Unschedule",
@@ -380,6 +436,7 @@ impl Manager {
             .await
             .map_err(fdo::Error::Failed);
         audit(
+            &self.hub,
             conn,
             &hdr,
             "FireDue",
@@ -460,8 +517,9 @@ impl Manager {
         let note =
             validate_message(note).map_err(|e| fdo::Error::InvalidArgs(format!("note: {e}")))?;
         let (n, r) = (name.to_string(), requester.clone());
+        let hub = Arc::clone(&self.hub);
         blocking(move || {
-            let fleet = fleet::agents();
+            let fleet = hub.fleet.agents();
             let target = fleet
                 .get(&n)
                 .ok_or_else(|| format!("no agent named {n:?}; see `torch status`"))?;
@@ -487,8 +545,9 @@ impl Manager {
         let config = self.hub.config.clone();
         let store = Arc::clone(&self.hub.store);
         let (f, t) = (from.clone(), to_name.clone());
+        let hub = Arc::clone(&self.hub);
         let id = blocking(move || {
-            let fleet = fleet::agents();
+            let fleet = hub.fleet.agents();
             fleet::check_route(&config, &fleet, &f, &t)?;
             store
                 .enqueue(&f, &t, &text, "message")
@@ -512,10 +571,12 @@ impl Manager {
         };
         let config = self.hub.config.clone();
         let store = Arc::clone(&self.hub.store);
+        let hub = Arc::clone(&self.hub);
         let name = blocking(move || {
-            let fleet = fleet::agents();
+            let fleet = hub.fleet.agents();
             let (name, def) = fleet::plan_spawn(&config, &fleet, &req)?;
             let path = fleet::write_definition(&name, &def)?;
+            hub.fleet.invalidate();
             tracing::info!("spawn: wrote {}", path.display());
             if let Some(b) = brief {
                 // Queued before the start: the courier types it once the
@@ -540,7 +601,8 @@ impl Manager {
 
     async fn do_retire(&self, name: &str) -> fdo::Result<String> {
         let agent = AgentName::parse(name).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
-        let fleet = blocking(|| Ok(fleet::agents())).await?;
+        let hub = Arc::clone(&self.hub);
+        let fleet = blocking(move || Ok(hub.fleet.agents())).await?;
         let Some(entry) = fleet.get(agent.as_str()).cloned() else {
             return Err(fdo::Error::Failed(format!("no agent named {name:?}")));
         };
@@ -569,6 +631,7 @@ impl Manager {
             .map_err(fdo::Error::Failed)?;
         let store = Arc::clone(&self.hub.store);
         let n = name.to_string();
+        let hub = Arc::clone(&self.hub);
         blocking(move || {
             store
                 .fail_queued(&n, "agent retired")
@@ -576,6 +639,7 @@ impl Manager {
             if entry.path.starts_with(paths::SPAWNED_AGENTS_DIR) {
                 std::fs::remove_file(&entry.path)
                     .map_err(|e| format!("cannot remove {}: {e}", entry.path.display()))?;
+                hub.fleet.invalidate();
             } else {
                 tracing::warn!(
                     "{n} is stopped; its definition {} belongs to the admin and stays",

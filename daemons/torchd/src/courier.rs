@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use torch_core::protocol::{self, ClientError, Request, Response};
+use torch_core::protocol::{ClientError, Request, Response};
 use torch_core::{paths, AgentName};
 use torch_store::{Message, State, Store};
 
@@ -22,6 +22,38 @@ use crate::events::Events;
 const DELIVER_TIMEOUT: Duration = Duration::from_secs(120);
 /// Failed deliveries (agent up but refusing) before a message is failed.
 const MAX_ATTEMPTS: i64 = 20;
+
+/// [`protocol::call`] without a blocking thread: a hundred couriers waiting
+/// on their supervisors would otherwise hold a hundred threads.
+async fn ask(
+    socket: &std::path::Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, ClientError> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let exchange = async {
+        let mut stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: socket.display().to_string(),
+                source,
+            })?;
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        stream.write_all(&line).await?;
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).await?;
+        Ok(serde_json::from_str(&reply)?)
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {timeout:?}"),
+            )))
+        })
+}
 
 /// Starts and wakes the per-recipient delivery tasks.
 pub struct Courier {
@@ -113,13 +145,9 @@ impl Courier {
                 }
             };
             if self.hold_until_idle {
-                let sock = socket.clone();
-                let status = tokio::task::spawn_blocking(move || {
-                    protocol::call(&sock, &Request::Status, Duration::from_secs(5))
-                })
-                .await;
+                let status = ask(&socket, &Request::Status, Duration::from_secs(5)).await;
                 match status {
-                    Ok(Ok(Response::Status { activity, .. }))
+                    Ok(Response::Status { activity, .. })
                         if matches!(activity.as_str(), "working" | "asking" | "trouble") =>
                     {
                         if holding != Some(msg.id) {
@@ -133,7 +161,7 @@ impl Courier {
                             tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
                         continue;
                     }
-                    Ok(Err(ClientError::Connect { .. })) => {
+                    Err(ClientError::Connect { .. }) => {
                         let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
                         continue;
                     }
@@ -144,15 +172,12 @@ impl Courier {
                 text: envelope(&msg),
                 id: Some(format!("torch-msg-{}", msg.id)),
             };
-            let sock = socket.clone();
-            let outcome =
-                tokio::task::spawn_blocking(move || protocol::call(&sock, &req, DELIVER_TIMEOUT))
-                    .await;
+            let outcome = ask(&socket, &req, DELIVER_TIMEOUT).await;
             let id = msg.id;
             match outcome {
-                Ok(Ok(Response::Delivered {
+                Ok(Response::Delivered {
                     duplicate, millis, ..
-                })) => {
+                }) => {
                     self.store_call(move |s| s.finish(id, State::Delivered, None))
                         .await;
                     tracing::info!(
@@ -167,17 +192,16 @@ impl Courier {
                     self.events.delivered(id, &agent).await;
                     backoff = Duration::from_millis(200);
                 }
-                Ok(Err(ClientError::Connect { .. })) => {
+                Err(ClientError::Connect { .. }) => {
                     // The agent is stopped or restarting: wait, without
                     // counting an attempt, until it is back or we are woken.
                     let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
                 }
                 other => {
                     let error = match other {
-                        Ok(Ok(Response::Error { message })) => message,
-                        Ok(Ok(r)) => format!("unexpected answer {r:?}"),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => format!("delivery task failed: {e}"),
+                        Ok(Response::Error { message }) => message,
+                        Ok(r) => format!("unexpected answer {r:?}"),
+                        Err(e) => e.to_string(),
                     };
                     let attempts = msg.attempts + 1;
                     let err = error.clone();

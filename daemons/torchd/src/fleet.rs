@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use torch_core::config::Config;
@@ -23,11 +24,11 @@ pub struct Agent {
     pub path: PathBuf,
 }
 
-/// Every defined agent, by name (first definition directory wins); broken
+/// Every agent defined in `dirs`, by name (first directory wins); broken
 /// definitions are logged and left out.
-pub fn agents() -> BTreeMap<String, Agent> {
+pub fn read_agents(dirs: &[PathBuf]) -> BTreeMap<String, Agent> {
     let mut out = BTreeMap::new();
-    for (key, found) in torch_core::definition::discover(&paths::agent_definition_dirs()) {
+    for (key, found) in torch_core::definition::discover(dirs) {
         match found.def {
             Ok(def) => {
                 out.insert(
@@ -43,6 +44,69 @@ pub fn agents() -> BTreeMap<String, Agent> {
         }
     }
     out
+}
+
+/// The fleet as last read from the definition directories.
+///
+/// Reading and parsing every definition for every message made the hub the
+/// bottleneck of a busy fleet (docs/benchmarks.md). A new read happens when
+/// a directory's modification time changed (a definition added, removed or
+/// replaced, as editors and the hub's own writes do) or the last read is
+/// older than `max_age` (a file edited in place).
+pub struct FleetCache {
+    dirs: Vec<PathBuf>,
+    max_age: Duration,
+    last: Mutex<Option<Snapshot>>,
+}
+
+struct Snapshot {
+    at: Instant,
+    stamp: Vec<Option<SystemTime>>,
+    agents: Arc<BTreeMap<String, Agent>>,
+}
+
+impl FleetCache {
+    /// A cache over the definition directories `dirs`.
+    pub fn new(dirs: Vec<PathBuf>, max_age: Duration) -> Self {
+        Self {
+            dirs,
+            max_age,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Every defined agent, by name; see [`read_agents`].
+    pub fn agents(&self) -> Arc<BTreeMap<String, Agent>> {
+        // Taken before reading: a change made meanwhile shows next time.
+        let stamp: Vec<Option<SystemTime>> = self
+            .dirs
+            .iter()
+            .map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok())
+            .collect();
+        if let Ok(last) = self.last.lock() {
+            if let Some(s) = last.as_ref() {
+                if s.stamp == stamp && s.at.elapsed() < self.max_age {
+                    return Arc::clone(&s.agents);
+                }
+            }
+        }
+        let agents = Arc::new(read_agents(&self.dirs));
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some(Snapshot {
+                at: Instant::now(),
+                stamp,
+                agents: Arc::clone(&agents),
+            });
+        }
+        agents
+    }
+
+    /// Forgets the last read (after the hub changed a definition itself).
+    pub fn invalidate(&self) {
+        if let Ok(mut last) = self.last.lock() {
+            *last = None;
+        }
+    }
 }
 
 fn member(a: &Agent) -> Member<'_> {

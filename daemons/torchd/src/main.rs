@@ -120,6 +120,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config,
         systemd,
         state_dir,
+        // Two seconds for a definition edited in place to count.
+        fleet: fleet::FleetCache::new(
+            torch_core::paths::agent_definition_dirs(),
+            Duration::from_secs(2),
+        ),
+        callers: bus::Callers::default(),
     });
     system
         .object_server()
