@@ -1,0 +1,234 @@
+//! The parts of the benchmark that run inside the sandbox (the bench starts
+//! itself there through nsenter once), so entering the sandbox's namespaces
+//! is not counted in what they time. Each prints one JSON object.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use torch_core::hub::{BUS_NAME, INTERFACE, OBJECT_PATH};
+use torch_tests::fleet::record_path;
+
+/// Hidden subcommands: what the bench runs inside the sandbox.
+#[derive(Subcommand)]
+pub enum Inner {
+    /// Send latency: `torch send --direct` to TORCH, the naive sender to NAIVE.
+    #[command(hide = true)]
+    InnerLatency {
+        torch: String,
+        naive: String,
+        messages: usize,
+        naive_messages: usize,
+    },
+    /// Verified throughput through the hub to agents PREFIX0..PREFIX{AGENTS-1}.
+    #[command(hide = true)]
+    InnerThroughput {
+        prefix: String,
+        agents: usize,
+        per_agent: usize,
+        concurrency: usize,
+    },
+}
+
+impl Inner {
+    /// Runs the part and prints its JSON result.
+    pub fn run(self) -> Result<()> {
+        let out = match self {
+            Inner::InnerLatency {
+                torch,
+                naive,
+                messages,
+                naive_messages,
+            } => latency(&torch, &naive, messages, naive_messages)?,
+            Inner::InnerThroughput {
+                prefix,
+                agents,
+                per_agent,
+                concurrency,
+            } => throughput(&prefix, agents, per_agent, concurrency)?,
+        };
+        println!("{out}");
+        Ok(())
+    }
+}
+
+/// What echo agent `name` recorded so far.
+fn records(name: &str) -> Result<Vec<String>> {
+    let raw = match std::fs::read_to_string(record_path(name)) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).context(record_path(name)),
+    };
+    raw.lines()
+        .map(|l| serde_json::from_str::<String>(l).with_context(|| format!("bad record {l:?}")))
+        .collect()
+}
+
+fn micros(v: &[Duration]) -> Vec<u64> {
+    v.iter().map(|d| d.as_micros() as u64).collect()
+}
+
+fn latency(torch: &str, naive: &str, n: usize, naive_n: usize) -> Result<Value> {
+    let text = |i: usize| format!("benchmark message {i}: the quick brown fox");
+    let mut torch_times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        let st = Command::new("torch")
+            .args(["send", "--direct", torch, &text(i)])
+            .stdout(Stdio::null())
+            .status()
+            .context("running torch send")?;
+        torch_times.push(t.elapsed());
+        if !st.success() {
+            bail!("torch send failed ({st})");
+        }
+    }
+    let got = records(torch)?;
+    let torch_intact = (0..n).filter(|i| got.get(*i) == Some(&text(*i))).count();
+
+    // The naive sender, as the seed scripts do it; it never checks, so we
+    // take its latency to the moment the agent recorded the message.
+    let sock = format!("/run/torch-agent/{naive}/tmux.sock");
+    let tmux = |args: &[&str]| -> Result<()> {
+        let st = Command::new("tmux")
+            .args(["-S", &sock, "send-keys", "-t", "%0"])
+            .args(args)
+            .status()
+            .context("running tmux")?;
+        if !st.success() {
+            bail!("tmux send-keys failed ({st})");
+        }
+        Ok(())
+    };
+    let mut naive_times = Vec::with_capacity(naive_n);
+    for i in 0..naive_n {
+        let before = records(naive)?.len();
+        let t = Instant::now();
+        tmux(&["-l", &format!("naive message {i}: the quick brown fox")])?;
+        std::thread::sleep(Duration::from_millis(500));
+        tmux(&["Enter"])?;
+        while records(naive)?.len() == before {
+            if t.elapsed() > Duration::from_secs(5) {
+                bail!("naive message {i} never arrived");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        naive_times.push(t.elapsed());
+    }
+    let naive_intact = records(naive)?
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| **r == format!("naive message {i}: the quick brown fox"))
+        .count();
+    Ok(json!({
+        "torch_us": micros(&torch_times),
+        "torch_intact": torch_intact,
+        "naive_us": micros(&naive_times),
+        "naive_intact": naive_intact,
+    }))
+}
+
+/// The text after the hub's envelope (`[torch message #N from X] `).
+fn body(record: &str) -> &str {
+    record.split_once("] ").map_or(record, |(_, b)| b)
+}
+
+/// Bus connections the throughput part sends over.
+const CONNECTIONS: usize = 8;
+
+fn throughput(prefix: &str, agents: usize, per_agent: usize, concurrency: usize) -> Result<Value> {
+    let names: Vec<String> = (0..agents).map(|a| format!("{prefix}{a}")).collect();
+    let before = names
+        .iter()
+        .map(|n| records(n).map(|r| r.len()))
+        .collect::<Result<Vec<_>>>()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let t0 = Instant::now();
+    let refused = rt.block_on(async {
+        // Senders are many processes in a real fleet; a few connections
+        // stand for them (one connection's calls queue behind each other in
+        // the bus daemon and the client library).
+        let mut conns = Vec::new();
+        for _ in 0..CONNECTIONS {
+            conns.push(
+                zbus::Connection::system()
+                    .await
+                    .context("connecting to the system bus")?,
+            );
+        }
+        let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let mut calls = tokio::task::JoinSet::new();
+        // Round robin over the agents, so every courier has work at once.
+        for j in 0..per_agent {
+            for (a, name) in names.iter().enumerate() {
+                let slot = Arc::clone(&slots).acquire_owned().await?;
+                let conn = conns[a % CONNECTIONS].clone();
+                let (to, text) = (name.clone(), format!("tp {name} {j}"));
+                calls.spawn(async move {
+                    let _slot = slot;
+                    conn.call_method(
+                        Some(BUS_NAME),
+                        OBJECT_PATH,
+                        Some(INTERFACE),
+                        "Send",
+                        &("operator", to, text),
+                    )
+                    .await
+                });
+            }
+        }
+        let mut refused = 0usize;
+        let mut first_error = None;
+        while let Some(r) = calls.join_next().await {
+            let error = match r {
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            refused += 1;
+            first_error.get_or_insert(error);
+        }
+        anyhow::Ok((refused, first_error))
+    })?;
+    let (refused, first_error) = refused;
+    let accepted = t0.elapsed();
+    let expected = agents * per_agent - refused;
+    let deadline = Duration::from_secs(600);
+    let mut seen;
+    loop {
+        seen = 0;
+        for (name, b) in names.iter().zip(&before) {
+            seen += records(name)?.len().saturating_sub(*b);
+        }
+        if seen >= expected || t0.elapsed() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let done = t0.elapsed();
+    let mut intact = 0;
+    for (name, b) in names.iter().zip(&before) {
+        let want: BTreeSet<String> = (0..per_agent).map(|j| format!("tp {name} {j}")).collect();
+        let got = records(name)?;
+        intact += got[*b..]
+            .iter()
+            .filter(|r| want.contains(body(r)))
+            .collect::<BTreeSet<_>>()
+            .len();
+    }
+    Ok(json!({
+        "sent": agents * per_agent,
+        "refused": refused,
+        "first_error": first_error,
+        "recorded": seen,
+        "intact": intact,
+        "accepted_secs": accepted.as_secs_f64(),
+        "done_secs": done.as_secs_f64(),
+    }))
+}
