@@ -129,6 +129,51 @@ async fn next_output(output: &mut watch::Receiver<u64>) {
     }
 }
 
+/// How long a screen read may be reused while the pane printed nothing: a
+/// bound in case the output pipe ever stops counting.
+const SCREEN_REUSE: Duration = Duration::from_millis(250);
+
+/// Reads the pane's screen, and reads it again only after the pane printed
+/// something (the screen cannot change otherwise): the hub's idle check, the
+/// health check and the delivery that follows share one read.
+pub struct ScreenReader {
+    tmux: Tmux,
+    pane: String,
+    output: watch::Receiver<u64>,
+    last: std::sync::Mutex<Option<(u64, Instant, Screen)>>,
+}
+
+impl ScreenReader {
+    /// A reader of `pane`; `output` counts reads of the pane's output.
+    pub fn new(tmux: Tmux, pane: String, output: watch::Receiver<u64>) -> Self {
+        Self {
+            tmux,
+            pane,
+            output,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The screen as it is now.
+    pub async fn read(&self) -> Result<Screen, TmuxError> {
+        // Counted before the capture: output arriving meanwhile makes the
+        // next call read again, never the other way round.
+        let reads = *self.output.borrow();
+        if let Ok(last) = self.last.lock() {
+            if let Some((at, when, screen)) = last.as_ref() {
+                if *at == reads && when.elapsed() < SCREEN_REUSE {
+                    return Ok(screen.clone());
+                }
+            }
+        }
+        let screen = self.tmux.screen(&self.pane).await?;
+        if let Ok(mut last) = self.last.lock() {
+            *last = Some((reads, Instant::now(), screen.clone()));
+        }
+        Ok(screen)
+    }
+}
+
 /// Delivers one message into `pane`; see the module doc for the steps.
 pub async fn deliver(
     tmux: &Tmux,
@@ -136,21 +181,22 @@ pub async fn deliver(
     text: &str,
     ready_pattern: Option<&str>,
     output: &mut watch::Receiver<u64>,
+    screen: &ScreenReader,
 ) -> Result<Delivered, DeliveryError> {
     let start = Instant::now();
     if let Some(pattern) = ready_pattern {
-        wait_for_prompt(tmux, pane, pattern, output).await?;
+        wait_for_prompt(screen, pattern, output).await?;
     }
     let probe = probe(text);
-    let mut before = tmux.screen(pane).await?;
+    let mut before = screen.read().await?;
     let mut taken = None;
     for _ in 0..PASTE_ATTEMPTS {
         tmux.paste(pane, text).await?;
-        if let Some(t) = wait_for_paste(tmux, pane, &before, &probe, output).await? {
+        if let Some(t) = wait_for_paste(screen, &before, &probe, output).await? {
             taken = Some(t);
             break;
         }
-        before = tmux.screen(pane).await?;
+        before = screen.read().await?;
     }
     let (pasted, text_seen) = taken.ok_or(DeliveryError::PasteIgnored)?;
     for submits in 1..=SUBMIT_ATTEMPTS {
@@ -158,7 +204,7 @@ pub async fn deliver(
         let deadline = Instant::now() + SUBMIT_TIMEOUT;
         while Instant::now() < deadline {
             next_output(output).await;
-            if tmux.screen(pane).await? != pasted {
+            if screen.read().await? != pasted {
                 return Ok(Delivered {
                     submits,
                     text_seen,
@@ -171,8 +217,7 @@ pub async fn deliver(
 }
 
 async fn wait_for_prompt(
-    tmux: &Tmux,
-    pane: &str,
+    reader: &ScreenReader,
     pattern: &str,
     output: &mut watch::Receiver<u64>,
 ) -> Result<(), DeliveryError> {
@@ -180,7 +225,7 @@ async fn wait_for_prompt(
     // tmux trims trailing spaces from captured rows, so "> " shows as ">".
     let pattern_seen = pattern.trim_end();
     loop {
-        let screen = tmux.screen(pane).await?;
+        let screen = reader.read().await?;
         if screen.near_cursor(0).contains(pattern_seen) {
             return Ok(());
         }
@@ -198,8 +243,7 @@ async fn wait_for_prompt(
 /// the cursor; `Some((screen, false))`: only the screen changed; `None`: the
 /// screen stayed as it was (the paste was thrown away).
 async fn wait_for_paste(
-    tmux: &Tmux,
-    pane: &str,
+    screen: &ScreenReader,
     before: &Screen,
     probe: &str,
     output: &mut watch::Receiver<u64>,
@@ -208,7 +252,7 @@ async fn wait_for_paste(
     let mut changed_at = None;
     loop {
         next_output(output).await;
-        let now = tmux.screen(pane).await?;
+        let now = screen.read().await?;
         if now != *before {
             if now.near_cursor(1).contains(probe) {
                 return Ok(Some((now, true)));
@@ -231,6 +275,7 @@ pub async fn worker(
     ready_pattern: Option<String>,
     mut jobs: mpsc::Receiver<Job>,
     mut output: watch::Receiver<u64>,
+    screen: std::sync::Arc<ScreenReader>,
     after_attempt: impl Fn(bool),
 ) {
     let mut seen = SeenIds::default();
@@ -249,7 +294,15 @@ pub async fn worker(
                 continue;
             }
         }
-        let outcome = deliver(&tmux, &pane, &text, ready_pattern.as_deref(), &mut output).await;
+        let outcome = deliver(
+            &tmux,
+            &pane,
+            &text,
+            ready_pattern.as_deref(),
+            &mut output,
+            &screen,
+        )
+        .await;
         let response = match outcome {
             Ok(d) => {
                 after_attempt(true);

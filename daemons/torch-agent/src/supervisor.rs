@@ -58,6 +58,8 @@ pub struct Shared {
     output_reads: tokio::sync::watch::Sender<u64>,
     /// The last classification, with the `output_reads` it was made at.
     activity_seen: std::sync::Mutex<Option<(u64, Activity)>>,
+    /// The pane's screen, shared with delivery.
+    screen: Arc<delivery::ScreenReader>,
     state: std::sync::Mutex<&'static str>,
     classifier: Classifier,
     /// Wakes the health loop (after input was typed into the pane).
@@ -100,7 +102,7 @@ impl Shared {
                 }
             }
         }
-        let activity = match self.tmux.screen(&self.pane).await {
+        let activity = match self.screen.read().await {
             Ok(screen) => self.classifier.classify(&screen.rows),
             Err(_) => return Activity::Unknown,
         };
@@ -280,6 +282,12 @@ async fn supervise(
     }
     let server_pid = tmux.server_pid().await.unwrap_or(0);
     let classifier = profile_classifier(&def);
+    let output_reads = tokio::sync::watch::Sender::new(0);
+    let screen = Arc::new(delivery::ScreenReader::new(
+        tmux.clone(),
+        pane.clone(),
+        output_reads.subscribe(),
+    ));
 
     let shared = Arc::new(Shared {
         tmux: tmux.clone(),
@@ -288,8 +296,9 @@ async fn supervise(
         delivered: AtomicU64::new(0),
         started: Instant::now(),
         last_output_ms: AtomicU64::new(0),
-        output_reads: tokio::sync::watch::Sender::new(0),
+        output_reads,
         activity_seen: std::sync::Mutex::new(None),
+        screen: Arc::clone(&screen),
         state: std::sync::Mutex::new("starting"),
         classifier,
         poke: tokio::sync::Notify::new(),
@@ -319,6 +328,7 @@ async fn supervise(
             ready,
             jobs_rx,
             shared.output_reads.subscribe(),
+            screen,
             move |delivered| {
                 if delivered {
                     shared.delivered.fetch_add(1, Ordering::Relaxed);
