@@ -512,24 +512,33 @@ impl Store {
         })
     }
 
-    /// Records a firing and stores the note as a check-in message for the
-    /// agent, in one transaction: a fire is never half-recorded. Returns the
-    /// message id.
-    pub fn fire_schedule(&self, s: &Schedule, body: &str, done: bool) -> Result<i64, StoreError> {
-        let (id, agent, body) = (s.id, s.agent.clone(), body.to_string());
+    /// Records a firing of `s` as read before, and stores the note as a
+    /// check-in message for the agent, in one transaction: a fire is never
+    /// half-recorded. Returns the message id, or None when `s` was fired or
+    /// ended meanwhile (two timers firing at once both find it due): a
+    /// check-in is never stored twice.
+    pub fn fire_schedule(
+        &self,
+        s: &Schedule,
+        body: &str,
+        done: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let (id, fired, agent, body) = (s.id, s.fired, s.agent.clone(), body.to_string());
         // One write, so one savepoint: both statements or neither.
         self.write(move |c| {
             let now = now_ms();
+            let claimed = c.execute(
+                "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, state = CASE WHEN ?3 THEN 'done' ELSE state END WHERE id = ?1 AND fired = ?4 AND state = 'active'",
+                params![id, now, done, fired],
+            )?;
+            if claimed == 0 {
+                return Ok(None);
+            }
             c.execute(
                 "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'checkin', ?4)",
                 params![format!("schedule-{id}"), agent, body, now],
             )?;
-            let msg = c.last_insert_rowid();
-            c.execute(
-                "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, state = CASE WHEN ?3 THEN 'done' ELSE state END WHERE id = ?1",
-                params![id, now, done],
-            )?;
-            Ok(msg)
+            Ok(Some(c.last_insert_rowid()))
         })
     }
 
@@ -639,10 +648,15 @@ mod tests {
             .unwrap();
         let sch = s.schedule(id).unwrap().unwrap();
         assert_eq!((sch.state.as_str(), sch.fired), ("active", 0));
-        let m = s.fire_schedule(&sch, "note", false).unwrap();
+        let m = s.fire_schedule(&sch, "note", false).unwrap().unwrap();
         assert_eq!(s.next_queued("dev").unwrap().unwrap().id, m);
         assert_eq!(s.schedule(id).unwrap().unwrap().fired, 1);
-        s.fire_schedule(&sch, "note", true).unwrap();
+        // A second fire from the same reading (a timer racing another) is
+        // refused and stores nothing.
+        assert_eq!(s.fire_schedule(&sch, "note", false).unwrap(), None);
+        assert_eq!(s.inbox("dev", 10).unwrap().len(), 1);
+        let sch = s.schedule(id).unwrap().unwrap();
+        assert!(s.fire_schedule(&sch, "note", true).unwrap().is_some());
         assert!(s.active_schedules(None).unwrap().is_empty());
         s.end_schedule(id, "cancelled").unwrap();
         assert_eq!(s.schedule(id).unwrap().unwrap().state, "done");

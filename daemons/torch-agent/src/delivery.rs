@@ -154,6 +154,16 @@ impl ScreenReader {
         }
     }
 
+    /// The agent's tmux server.
+    pub fn tmux(&self) -> &Tmux {
+        &self.tmux
+    }
+
+    /// The pane it reads.
+    pub fn pane(&self) -> &str {
+        &self.pane
+    }
+
     /// The screen as it is now.
     pub async fn read(&self) -> Result<Screen, TmuxError> {
         // Counted before the capture: output arriving meanwhile makes the
@@ -176,13 +186,13 @@ impl ScreenReader {
 
 /// Delivers one message into `pane`; see the module doc for the steps.
 pub async fn deliver(
-    tmux: &Tmux,
-    pane: &str,
+    screen: &ScreenReader,
     text: &str,
     ready_pattern: Option<&str>,
     output: &mut watch::Receiver<u64>,
-    screen: &ScreenReader,
+    typed: &(dyn Fn() + Sync),
 ) -> Result<Delivered, DeliveryError> {
+    let (tmux, pane) = (screen.tmux(), screen.pane());
     let start = Instant::now();
     if let Some(pattern) = ready_pattern {
         wait_for_prompt(screen, pattern, output).await?;
@@ -192,6 +202,7 @@ pub async fn deliver(
     let mut taken = None;
     for _ in 0..PASTE_ATTEMPTS {
         tmux.paste(pane, text).await?;
+        typed();
         if let Some(t) = wait_for_paste(screen, &before, &probe, output).await? {
             taken = Some(t);
             break;
@@ -201,6 +212,7 @@ pub async fn deliver(
     let (pasted, text_seen) = taken.ok_or(DeliveryError::PasteIgnored)?;
     for submits in 1..=SUBMIT_ATTEMPTS {
         tmux.press_enter(pane).await?;
+        typed();
         let deadline = Instant::now() + SUBMIT_TIMEOUT;
         while Instant::now() < deadline {
             next_output(output).await;
@@ -268,14 +280,14 @@ async fn wait_for_paste(
 }
 
 /// Runs the agent's delivery queue until every sender is gone, calling
-/// `after_attempt(delivered)` after each message it typed (or tried to).
+/// `typed()` each time it typed into the pane and `after_attempt(delivered)`
+/// after each message.
 pub async fn worker(
-    tmux: Tmux,
-    pane: String,
+    screen: std::sync::Arc<ScreenReader>,
     ready_pattern: Option<String>,
     mut jobs: mpsc::Receiver<Job>,
     mut output: watch::Receiver<u64>,
-    screen: std::sync::Arc<ScreenReader>,
+    typed: impl Fn() + Send + Sync,
     after_attempt: impl Fn(bool),
 ) {
     let mut seen = SeenIds::default();
@@ -295,12 +307,11 @@ pub async fn worker(
             }
         }
         let outcome = deliver(
-            &tmux,
-            &pane,
+            &screen,
             &text,
             ready_pattern.as_deref(),
             &mut output,
-            &screen,
+            &typed,
         )
         .await;
         let response = match outcome {

@@ -322,20 +322,19 @@ async fn supervise(
     {
         let shared = Arc::clone(&shared);
         let ready = def.ready_pattern.clone();
+        let poker = Arc::clone(&shared);
         tokio::spawn(delivery::worker(
-            tmux.clone(),
-            pane.clone(),
+            screen,
             ready,
             jobs_rx,
             shared.output_reads.subscribe(),
-            screen,
+            // Typed input: the health loop watches whether the program
+            // reads it.
+            move || poker.poke.notify_one(),
             move |delivered| {
                 if delivered {
                     shared.delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                // Typed input: let the health loop start watching whether
-                // the program reads it.
-                shared.poke.notify_one();
             },
         ));
     }

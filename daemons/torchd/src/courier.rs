@@ -20,6 +20,10 @@ use crate::events::Events;
 
 /// How long one delivery may take (prompt wait, paste and submit retries).
 const DELIVER_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a courier looks whether its stopped agent is back: a restart
+/// takes about a second (RestartSec=1s), and a queued message should not
+/// wait much longer than that.
+const AGENT_DOWN_POLL: Duration = Duration::from_millis(200);
 /// Failed deliveries (agent up but refusing) before a message is failed.
 const MAX_ATTEMPTS: i64 = 20;
 
@@ -162,7 +166,7 @@ impl Courier {
                         continue;
                     }
                     Err(ClientError::Connect { .. }) => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                        let _ = tokio::time::timeout(AGENT_DOWN_POLL, wake.notified()).await;
                         continue;
                     }
                     _ => {}
@@ -195,7 +199,7 @@ impl Courier {
                 Err(ClientError::Connect { .. }) => {
                     // The agent is stopped or restarting: wait, without
                     // counting an attempt, until it is back or we are woken.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                    let _ = tokio::time::timeout(AGENT_DOWN_POLL, wake.notified()).await;
                 }
                 other => {
                     let error = match other {

@@ -196,12 +196,16 @@ async fn store_call<T: Send + 'static>(
 
 /// Fires one schedule now: stores the check-in as a message (delivered
 /// like any other), then ends a one-shot schedule or arms the next time of
-/// a recurring one. Returns the message id.
-pub async fn fire(hub: &Hub, s: &Schedule) -> Result<i64, String> {
+/// a recurring one. Returns the message id, or None when another timer's
+/// call fired it first.
+pub async fn fire(hub: &Hub, s: &Schedule) -> Result<Option<i64>, String> {
     let when = When::from_stored(&s.kind, &s.spec)?;
     let done = !when.recurring();
     let (sc, body) = (s.clone(), checkin_text(s));
-    let msg = store_call(hub, move |st| st.fire_schedule(&sc, &body, done)).await?;
+    let Some(msg) = store_call(hub, move |st| st.fire_schedule(&sc, &body, done)).await? else {
+        tracing::debug!("check-in #{} was fired by another timer's call", s.id);
+        return Ok(None);
+    };
     tracing::info!("check-in #{} fired for {}: message #{msg}", s.id, s.agent);
     hub.courier.kick(&s.agent);
     if !done {
@@ -210,7 +214,7 @@ pub async fn fire(hub: &Hub, s: &Schedule) -> Result<i64, String> {
         store_call(hub, move |st| st.set_due(id, Some(next))).await?;
         arm(hub, next).await?;
     }
-    Ok(msg)
+    Ok(Some(msg))
 }
 
 /// Fires every active schedule due by now (what a timer calls).
@@ -223,7 +227,8 @@ pub async fn fire_due(hub: &Hub) -> Result<usize, String> {
         .filter(|s| s.due_ms.is_some_and(|d| d <= limit))
     {
         match fire(hub, s).await {
-            Ok(_) => n += 1,
+            Ok(Some(_)) => n += 1,
+            Ok(None) => {}
             Err(e) => tracing::error!("check-in #{}: {e}", s.id),
         }
     }
