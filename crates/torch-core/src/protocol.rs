@@ -27,6 +27,13 @@ pub enum Request {
         /// retry after a crash never types a message twice.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        /// Type nothing, and answer [`Response::Busy`], when the screen
+        /// shows the agent working, asking or in trouble (the hub's
+        /// `hold_until_idle`). Checked by the supervisor right before it
+        /// types, in the same call: no second request, no gap between
+        /// looking and typing. Older supervisors ignore it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hold_if_busy: bool,
     },
     /// Read the pane's screen.
     Capture {
@@ -55,6 +62,12 @@ pub enum Response {
         /// The id was seen before: nothing was typed this time.
         #[serde(default)]
         duplicate: bool,
+    },
+    /// Nothing was typed: the agent's screen shows it busy (see
+    /// `hold_if_busy`).
+    Busy {
+        /// What the screen shows: `working`, `asking` or `trouble`.
+        activity: String,
     },
     /// The pane's screen.
     Screen {
@@ -131,10 +144,28 @@ mod tests {
         let r = Request::Deliver {
             text: "hi".into(),
             id: None,
+            hold_if_busy: false,
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"op":"deliver","text":"hi"}"#
+        );
+        // What an older hub sends still reads.
+        let old: Request =
+            serde_json::from_str(r#"{"op":"deliver","text":"hi","id":"m1"}"#).unwrap();
+        assert!(matches!(
+            old,
+            Request::Deliver {
+                hold_if_busy: false,
+                ..
+            }
+        ));
+        let busy = Response::Busy {
+            activity: "working".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&busy).unwrap(),
+            r#"{"result":"busy","activity":"working"}"#
         );
         let back: Request = serde_json::from_str(r#"{"op":"capture"}"#).unwrap();
         assert_eq!(back, Request::Capture { history: 0 });

@@ -72,7 +72,11 @@ async fn handle(
 
 async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Response {
     match req {
-        Request::Deliver { text, id } => {
+        Request::Deliver {
+            text,
+            id,
+            hold_if_busy,
+        } => {
             let text = match validate_message(&text) {
                 Ok(t) => t,
                 Err(e) => {
@@ -81,6 +85,16 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
                     }
                 }
             };
+            if hold_if_busy {
+                // The screen read here is the one delivery starts from
+                // (ScreenReader), so this check costs tmux nothing extra.
+                let activity = shared.activity().await;
+                if activity.holds_messages() {
+                    return Response::Busy {
+                        activity: activity.as_str().to_string(),
+                    };
+                }
+            }
             let (tx, rx) = oneshot::channel();
             if jobs.send((text, id, tx)).await.is_err() {
                 return Response::Error {

@@ -148,37 +148,23 @@ impl Courier {
                     continue;
                 }
             };
-            if self.hold_until_idle {
-                let status = ask(&socket, &Request::Status, Duration::from_secs(5)).await;
-                match status {
-                    Ok(Response::Status { activity, .. })
-                        if matches!(activity.as_str(), "working" | "asking" | "trouble") =>
-                    {
-                        if holding != Some(msg.id) {
-                            tracing::info!(
-                                "holding message #{} for {agent}: its screen shows it {activity}",
-                                msg.id
-                            );
-                            holding = Some(msg.id);
-                        }
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
-                        continue;
-                    }
-                    Err(ClientError::Connect { .. }) => {
-                        let _ = tokio::time::timeout(AGENT_DOWN_POLL, wake.notified()).await;
-                        continue;
-                    }
-                    _ => {}
-                }
-            }
             let req = Request::Deliver {
                 text: envelope(&msg),
                 id: Some(format!("torch-msg-{}", msg.id)),
+                hold_if_busy: self.hold_until_idle,
             };
             let outcome = ask(&socket, &req, DELIVER_TIMEOUT).await;
             let id = msg.id;
             match outcome {
+                Ok(Response::Busy { activity }) => {
+                    if holding != Some(id) {
+                        tracing::info!(
+                            "holding message #{id} for {agent}: its screen shows it {activity}"
+                        );
+                        holding = Some(id);
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+                }
                 Ok(Response::Delivered {
                     duplicate, millis, ..
                 }) => {
