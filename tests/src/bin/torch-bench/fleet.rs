@@ -113,7 +113,7 @@ pub fn run(sb: &Sandbox, r: &mut Report, args: &Args) -> Result<()> {
                 client.show(),
             ],
             vec![
-                format!("agent program (debug echo agent) memory, average of {agents}"),
+                format!("agent program (echo test agent) memory, average of {agents}"),
                 agent.show(),
             ],
             vec![

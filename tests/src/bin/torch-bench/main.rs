@@ -4,8 +4,8 @@
 //! report between the `bench:begin`/`bench:end` markers of that file.
 //!
 //! Usage (as root): `scripts/bench.sh` builds release binaries and runs
-//! `target/debug/torch-bench --write docs/benchmarks.md`; see `--help` for
-//! the sizes. The naive sender is `tmux send-keys -l TEXT; sleep 0.5; tmux
+//! `target/release/torch-bench --write docs/benchmarks.md`; see `--help`
+//! for the sizes. The naive sender is `tmux send-keys -l TEXT; sleep 0.5; tmux
 //! send-keys Enter`, the field's usual one, which never checks; its latency
 //! is taken to the moment the echo agent recorded the message.
 
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     throughput_agents: usize,
     /// Messages per agent in the throughput part.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 50)]
     per_agent: usize,
     /// Seconds the idle fleet's CPU use is measured over.
     #[arg(long, default_value_t = 60)]
