@@ -170,15 +170,19 @@ impl Courier {
                 }) => {
                     self.store_call(move |s| s.finish(id, State::Delivered, None))
                         .await;
-                    tracing::info!(
-                        "message #{id} {} -> {agent} delivered in {millis} ms{}",
-                        msg.sender,
-                        if duplicate {
-                            " (already typed before a crash; not typed again)"
-                        } else {
-                            ""
-                        }
-                    );
+                    if duplicate {
+                        tracing::info!(
+                            "message #{id} {} -> {agent} was typed before a crash; not typed again",
+                            msg.sender
+                        );
+                    } else {
+                        // The supervisor logs each delivery in the agent's
+                        // unit; the state is in the store (`torch messages`).
+                        tracing::debug!(
+                            "message #{id} {} -> {agent} delivered in {millis} ms",
+                            msg.sender
+                        );
+                    }
                     self.events.delivered(id, &agent).await;
                     backoff = Duration::from_millis(200);
                 }
