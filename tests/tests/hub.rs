@@ -134,6 +134,25 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The agents' user outside any agent's unit (a process that escaped it)
+    // cannot pick a name, not even the operator's.
+    let out = sb.exec(&[
+        "runuser",
+        "-u",
+        "torch-agent",
+        "--",
+        "env",
+        "TORCH_AGENT=operator",
+        "torch",
+        "send",
+        "pm",
+        "escaped",
+    ])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("cannot tell which agent you are"),
+        "{err}"
+    );
 
     // Agents grow the tree below themselves only.
     let (ok, out) = sb.torch_as(

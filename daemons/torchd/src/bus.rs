@@ -127,13 +127,35 @@ async fn identity(
     hdr: &Header<'_>,
     claimed: &str,
 ) -> fdo::Result<String> {
-    match hub.callers.of(&hub.systemd, conn, hdr).await.agent {
+    let caller = hub.callers.of(&hub.systemd, conn, hdr).await;
+    match caller.agent {
         Some(agent) if agent != claimed => Err(fdo::Error::AccessDenied(format!(
             "you are agent {agent} (your process runs in torch-agent@{agent}.service); you cannot act as {claimed}"
         ))),
         Some(agent) => Ok(agent),
+        // The agents' user outside any agent's unit (a process that left
+        // it, or systemd could not say): it may not pick a name.
+        None if caller.uid.is_some() && caller.uid == agents_uid() => {
+            Err(fdo::Error::AccessDenied(format!(
+                "your process runs as {AGENTS_USER} outside any agent's unit, so Torch cannot tell which agent you are; run torch from the agent's own pane"
+            )))
+        }
         None => Ok(claimed.to_string()),
     }
+}
+
+/// The user agents run as (`User=` of torch-agent@.service).
+const AGENTS_USER: &str = "torch-agent";
+
+/// The uid of [`AGENTS_USER`], if that user exists.
+fn agents_uid() -> Option<u32> {
+    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| {
+        nix::unistd::User::from_name(AGENTS_USER)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    })
 }
 
 async fn audit(hub: &Hub, conn: &zbus::Connection, hdr: &Header<'_>, method: &str, outcome: &str) {
