@@ -60,6 +60,9 @@ pub struct Shared {
     activity_seen: std::sync::Mutex<Option<(u64, Activity)>>,
     /// The pane's screen, shared with delivery.
     screen: Arc<delivery::ScreenReader>,
+    /// The output pump stopped: `output_reads` no longer tells whether the
+    /// screen changed, so the activity is read afresh each time.
+    output_lost: std::sync::atomic::AtomicBool,
     state: std::sync::Mutex<&'static str>,
     classifier: Classifier,
     /// Wakes the health loop (after input was typed into the pane).
@@ -95,9 +98,10 @@ impl Shared {
         // Read before the capture: output arriving meanwhile makes the next
         // call look again, never the other way round.
         let reads = *self.output_reads.borrow();
+        let lost = self.output_lost.load(Ordering::Relaxed);
         if let Ok(seen) = self.activity_seen.lock() {
             if let Some((at, activity)) = *seen {
-                if at == reads {
+                if at == reads && !lost {
                     return activity;
                 }
             }
@@ -299,6 +303,7 @@ async fn supervise(
         output_reads,
         activity_seen: std::sync::Mutex::new(None),
         screen: Arc::clone(&screen),
+        output_lost: std::sync::atomic::AtomicBool::new(false),
         state: std::sync::Mutex::new("starting"),
         classifier,
         poke: tokio::sync::Notify::new(),
@@ -316,6 +321,7 @@ async fn supervise(
             if let Err(e) = output::pump(output_rx, || shared.output_seen()).await {
                 tracing::warn!("pane output no longer reaches the journal: {e}");
             }
+            shared.output_lost.store(true, Ordering::Relaxed);
         });
     }
     let (jobs_tx, jobs_rx) = mpsc::channel(1024);
@@ -463,9 +469,13 @@ async fn supervise(
         }
         let waited = stuck.observe(pending_input(&info.tty).unwrap_or(0), Instant::now());
         if def.hang_after_secs > 0 && stuck.since.is_some() && waited < hang_after {
-            // Input is waiting: look again when it would count as a hang.
-            let due = tokio::time::Instant::now() + (hang_after - waited) + POKE_DELAY / 10;
-            next_check = next_check.min(due);
+            // Input is waiting: look again when it would count as a hang
+            // (checked: hang_after_secs may be absurdly large).
+            if let Some(due) =
+                tokio::time::Instant::now().checked_add(hang_after - waited + POKE_DELAY / 10)
+            {
+                next_check = next_check.min(due);
+            }
         }
         if def.hang_after_secs > 0 && waited >= hang_after {
             shared.set_state("hung");
@@ -474,16 +484,16 @@ async fn supervise(
                 info.pid,
                 waited.as_secs()
             );
-            unhealthy(&shared, &mut unresponsive_since, &why);
-            if watchdog {
-                // A hang is a diagnosis, not a doubt about tmux: waiting out
-                // the rest of WatchdogSec would only delay the restart.
-                notify(&[NotifyState::WatchdogTrigger]);
-            }
-            if give_up(watchdog, unresponsive_since) {
-                return Ok(ExitCode::FAILURE);
-            }
-            continue;
+            // A hang is a diagnosis, not a doubt about tmux: waiting out the
+            // watchdog would only delay the restart, and its SIGABRT would
+            // dump our core. Stop in order and let Restart= do the rest.
+            logging::final_lines(
+                3,
+                &format!("{why}; stopping it so systemd restarts the agent"),
+            );
+            notify(&[NotifyState::Status(&format!("hung: {why}"))]);
+            let _ = shared.tmux.kill_server().await;
+            return Ok(ExitCode::FAILURE);
         }
         if unresponsive_since.take().is_some() {
             tracing::info!("agent {name} is healthy again");
