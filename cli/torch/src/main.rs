@@ -180,15 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let name = agent(&name)?;
             let text = validate_message(&read_message(text)?)?;
             if direct {
-                match call(
-                    &name,
-                    &Request::Deliver {
-                        text,
-                        id: None,
-                        hold_if_busy: false,
-                    },
-                    SEND_TIMEOUT,
-                )? {
+                match call(&name, &Request::Deliver { text, id: None }, SEND_TIMEOUT)? {
                     Response::Delivered {
                         millis, submits, ..
                     } => {

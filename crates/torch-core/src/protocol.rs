@@ -27,13 +27,19 @@ pub enum Request {
         /// retry after a crash never types a message twice.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
-        /// Type nothing, and answer [`Response::Busy`], when the screen
-        /// shows the agent working, asking or in trouble (the hub's
-        /// `hold_until_idle`). Checked by the supervisor right before it
-        /// types, in the same call: no second request, no gap between
-        /// looking and typing. Older supervisors ignore it.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        hold_if_busy: bool,
+    },
+    /// Like `Deliver`, but type nothing and answer [`Response::Busy`] when
+    /// the screen shows the agent working, asking or in trouble (the hub's
+    /// `hold_until_idle`): one call, with no gap between looking and
+    /// typing. Supervisors older than this request answer it with an error
+    /// ("unknown variant"); the hub then asks `Status` first and sends
+    /// `Deliver`.
+    DeliverIfIdle {
+        /// As in `Deliver`.
+        text: String,
+        /// As in `Deliver`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Read the pane's screen.
     Capture {
@@ -63,8 +69,8 @@ pub enum Response {
         #[serde(default)]
         duplicate: bool,
     },
-    /// Nothing was typed: the agent's screen shows it busy (see
-    /// `hold_if_busy`).
+    /// Nothing was typed: the agent's screen shows it busy (answer to
+    /// `DeliverIfIdle`).
     Busy {
         /// What the screen shows: `working`, `asking` or `trouble`.
         activity: String,
@@ -144,22 +150,19 @@ mod tests {
         let r = Request::Deliver {
             text: "hi".into(),
             id: None,
-            hold_if_busy: false,
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
             r#"{"op":"deliver","text":"hi"}"#
         );
-        // What an older hub sends still reads.
-        let old: Request =
-            serde_json::from_str(r#"{"op":"deliver","text":"hi","id":"m1"}"#).unwrap();
-        assert!(matches!(
-            old,
-            Request::Deliver {
-                hold_if_busy: false,
-                ..
-            }
-        ));
+        let r = Request::DeliverIfIdle {
+            text: "hi".into(),
+            id: Some("m1".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"deliver_if_idle","text":"hi","id":"m1"}"#
+        );
         let busy = Response::Busy {
             activity: "working".into(),
         };

@@ -72,39 +72,8 @@ async fn handle(
 
 async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Response {
     match req {
-        Request::Deliver {
-            text,
-            id,
-            hold_if_busy,
-        } => {
-            let text = match validate_message(&text) {
-                Ok(t) => t,
-                Err(e) => {
-                    return Response::Error {
-                        message: e.to_string(),
-                    }
-                }
-            };
-            if hold_if_busy {
-                // The screen read here is the one delivery starts from
-                // (ScreenReader), so this check costs tmux nothing extra.
-                let activity = shared.activity().await;
-                if activity.holds_messages() {
-                    return Response::Busy {
-                        activity: activity.as_str().to_string(),
-                    };
-                }
-            }
-            let (tx, rx) = oneshot::channel();
-            if jobs.send((text, id, tx)).await.is_err() {
-                return Response::Error {
-                    message: "the supervisor is shutting down; message not delivered".into(),
-                };
-            }
-            rx.await.unwrap_or(Response::Error {
-                message: "the supervisor stopped before delivering; message not delivered".into(),
-            })
-        }
+        Request::Deliver { text, id } => deliver(text, id, false, shared, jobs).await,
+        Request::DeliverIfIdle { text, id } => deliver(text, id, true, shared, jobs).await,
         Request::Capture { history } => {
             match shared.tmux.capture(&shared.pane, history.min(20_000)).await {
                 Ok(text) => Response::Screen { text },
@@ -115,4 +84,42 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
         }
         Request::Status => shared.status_response().await,
     }
+}
+
+/// Queues `text` for typing and waits for the outcome; with `if_idle`,
+/// answers Busy instead when the screen shows the agent busy.
+async fn deliver(
+    text: String,
+    id: Option<String>,
+    if_idle: bool,
+    shared: &Shared,
+    jobs: &mpsc::Sender<Job>,
+) -> Response {
+    let text = match validate_message(&text) {
+        Ok(t) => t,
+        Err(e) => {
+            return Response::Error {
+                message: e.to_string(),
+            }
+        }
+    };
+    if if_idle {
+        // The screen read here is the one delivery starts from
+        // (ScreenReader), so this check costs tmux nothing extra.
+        let activity = shared.activity().await;
+        if activity.holds_messages() {
+            return Response::Busy {
+                activity: activity.as_str().to_string(),
+            };
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    if jobs.send((text, id, tx)).await.is_err() {
+        return Response::Error {
+            message: "the supervisor is shutting down; message not delivered".into(),
+        };
+    }
+    rx.await.unwrap_or(Response::Error {
+        message: "the supervisor stopped before delivering; message not delivered".into(),
+    })
 }

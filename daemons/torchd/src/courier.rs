@@ -59,6 +59,15 @@ async fn ask(
         })
 }
 
+/// Waits while message `id` is held for a busy agent, logging it once.
+async fn hold(holding: &mut Option<i64>, id: i64, agent: &str, activity: &str, wake: &Notify) {
+    if *holding != Some(id) {
+        tracing::info!("holding message #{id} for {agent}: its screen shows it {activity}");
+        *holding = Some(id);
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+}
+
 /// Starts and wakes the per-recipient delivery tasks.
 pub struct Courier {
     store: Arc<Store>,
@@ -134,6 +143,9 @@ impl Courier {
         let socket = paths::control_socket(&name);
         let mut backoff = Duration::from_millis(200);
         let mut holding: Option<i64> = None;
+        // A supervisor older than DeliverIfIdle answers it with an error;
+        // for it the idle check is a Status call first, until it restarts.
+        let mut legacy = false;
         loop {
             let a = agent.clone();
             let next = self.store_call(move |s| s.next_queued(&a)).await;
@@ -148,22 +160,33 @@ impl Courier {
                     continue;
                 }
             };
-            let req = Request::Deliver {
-                text: envelope(&msg),
-                id: Some(format!("torch-msg-{}", msg.id)),
-                hold_if_busy: self.hold_until_idle,
+            let (text, key) = (envelope(&msg), Some(format!("torch-msg-{}", msg.id)));
+            let id = msg.id;
+            let req = if self.hold_until_idle && !legacy {
+                Request::DeliverIfIdle { text, id: key }
+            } else {
+                if self.hold_until_idle {
+                    if let Ok(Response::Status { activity, .. }) =
+                        ask(&socket, &Request::Status, Duration::from_secs(5)).await
+                    {
+                        if matches!(activity.as_str(), "working" | "asking" | "trouble") {
+                            hold(&mut holding, id, &agent, &activity, &wake).await;
+                            continue;
+                        }
+                    }
+                }
+                Request::Deliver { text, id: key }
             };
             let outcome = ask(&socket, &req, DELIVER_TIMEOUT).await;
-            let id = msg.id;
             match outcome {
+                Ok(Response::Error { message })
+                    if !legacy && message.contains("unknown variant") =>
+                {
+                    tracing::info!("the supervisor of {agent} predates DeliverIfIdle; asking Status before each message until it restarts");
+                    legacy = true;
+                }
                 Ok(Response::Busy { activity }) => {
-                    if holding != Some(id) {
-                        tracing::info!(
-                            "holding message #{id} for {agent}: its screen shows it {activity}"
-                        );
-                        holding = Some(id);
-                    }
-                    let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+                    hold(&mut holding, id, &agent, &activity, &wake).await;
                 }
                 Ok(Response::Delivered {
                     duplicate, millis, ..
@@ -187,8 +210,10 @@ impl Courier {
                     backoff = Duration::from_millis(200);
                 }
                 Err(ClientError::Connect { .. }) => {
-                    // The agent is stopped or restarting: wait, without
-                    // counting an attempt, until it is back or we are woken.
+                    // The agent is stopped or restarting (perhaps with a
+                    // newer supervisor): wait, without counting an attempt,
+                    // until it is back or we are woken.
+                    legacy = false;
                     let _ = tokio::time::timeout(AGENT_DOWN_POLL, wake.notified()).await;
                 }
                 other => {
