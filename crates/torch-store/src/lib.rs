@@ -127,12 +127,34 @@ impl Drop for Store {
 
 /// Commits groups of writes until every sender is gone.
 fn writer_loop(conn: Connection, writes: mpsc::Receiver<Write>) {
-    while let Ok(first) = writes.recv() {
-        let group: Vec<Write> = std::iter::once(first).chain(writes.try_iter()).collect();
+    let begin = || {
+        // Never inside a transaction a failed commit left open.
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
         // Without a transaction each savepoint commits by itself: slower,
         // still correct.
-        let in_tx = conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-        let finishes: Vec<Finish> = group.into_iter().map(|w| w(&conn)).collect();
+        conn.execute_batch("BEGIN IMMEDIATE").is_ok()
+    };
+    while let Ok(first) = writes.recv() {
+        let group: Vec<Write> = std::iter::once(first).chain(writes.try_iter()).collect();
+        let mut in_tx = begin();
+        let mut pending: Vec<Finish> = Vec::new();
+        for write in group {
+            let finish = write(&conn);
+            if in_tx && conn.is_autocommit() {
+                // SQLite rolled the whole transaction back (disk full, I/O
+                // error): its writes so far, this one included, are lost.
+                for f in pending.drain(..).chain(std::iter::once(finish)) {
+                    f(Err("SQLite rolled the transaction back".into()));
+                }
+                in_tx = begin();
+            } else if in_tx {
+                pending.push(finish);
+            } else {
+                finish(Ok(()));
+            }
+        }
         let commit = if in_tx {
             conn.execute_batch("COMMIT").map_err(|e| {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -141,7 +163,7 @@ fn writer_loop(conn: Connection, writes: mpsc::Receiver<Write>) {
         } else {
             Ok(())
         };
-        for finish in finishes {
+        for finish in pending {
             finish(commit.clone());
         }
     }
@@ -512,24 +534,28 @@ impl Store {
         })
     }
 
-    /// Records a firing of `s` as read before, and stores the note as a
-    /// check-in message for the agent, in one transaction: a fire is never
-    /// half-recorded. Returns the message id, or None when `s` was fired or
-    /// ended meanwhile (two timers firing at once both find it due): a
-    /// check-in is never stored twice.
+    /// Records a firing of `s` as read before, stores the note as a check-in
+    /// message for the agent and moves the schedule to `next_due` (None: it
+    /// is done), in one transaction: a fire is never half-recorded. Returns
+    /// the message id, or None when `s` was fired or ended meanwhile (two
+    /// timers firing at once both find it due): a check-in is never stored
+    /// twice.
     pub fn fire_schedule(
         &self,
         s: &Schedule,
         body: &str,
-        done: bool,
+        next_due: Option<i64>,
     ) -> Result<Option<i64>, StoreError> {
-        let (id, fired, agent, body) = (s.id, s.fired, s.agent.clone(), body.to_string());
-        // One write, so one savepoint: both statements or neither.
+        let (id, fired, due, agent, body) =
+            (s.id, s.fired, s.due_ms, s.agent.clone(), body.to_string());
+        // One write, so one savepoint: all statements or none.
         self.write(move |c| {
             let now = now_ms();
             let claimed = c.execute(
-                "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, state = CASE WHEN ?3 THEN 'done' ELSE state END WHERE id = ?1 AND fired = ?4 AND state = 'active'",
-                params![id, now, done, fired],
+                "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, \
+                 state = CASE WHEN ?3 IS NULL THEN 'done' ELSE state END, due_ms = COALESCE(?3, due_ms) \
+                 WHERE id = ?1 AND fired = ?4 AND state = 'active' AND due_ms IS ?5",
+                params![id, now, next_due, fired, due],
             )?;
             if claimed == 0 {
                 return Ok(None);
@@ -648,15 +674,18 @@ mod tests {
             .unwrap();
         let sch = s.schedule(id).unwrap().unwrap();
         assert_eq!((sch.state.as_str(), sch.fired), ("active", 0));
-        let m = s.fire_schedule(&sch, "note", false).unwrap().unwrap();
+        let m = s
+            .fire_schedule(&sch, "note", Some(60_000))
+            .unwrap()
+            .unwrap();
         assert_eq!(s.next_queued("dev").unwrap().unwrap().id, m);
-        assert_eq!(s.schedule(id).unwrap().unwrap().fired, 1);
+        let after = s.schedule(id).unwrap().unwrap();
+        assert_eq!((after.fired, after.due_ms), (1, Some(60_000)));
         // A second fire from the same reading (a timer racing another) is
         // refused and stores nothing.
-        assert_eq!(s.fire_schedule(&sch, "note", false).unwrap(), None);
+        assert_eq!(s.fire_schedule(&sch, "note", Some(60_000)).unwrap(), None);
         assert_eq!(s.inbox("dev", 10).unwrap().len(), 1);
-        let sch = s.schedule(id).unwrap().unwrap();
-        assert!(s.fire_schedule(&sch, "note", true).unwrap().is_some());
+        assert!(s.fire_schedule(&after, "note", None).unwrap().is_some());
         assert!(s.active_schedules(None).unwrap().is_empty());
         s.end_schedule(id, "cancelled").unwrap();
         assert_eq!(s.schedule(id).unwrap().unwrap().state, "done");
