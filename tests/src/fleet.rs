@@ -18,6 +18,13 @@ pub fn record_path(name: &str) -> String {
     format!("/var/lib/torch-agent/{name}.jsonl")
 }
 
+/// The messages in an echo agent's record file (one JSON string a line).
+pub fn parse_records(raw: &str) -> Result<Vec<String>> {
+    raw.lines()
+        .map(|l| serde_json::from_str::<String>(l).with_context(|| format!("bad record {l:?}")))
+        .collect()
+}
+
 impl Sandbox {
     /// Installs the built binaries and unit files (`scripts/sandbox/install-torch.sh`).
     pub fn install_torch(&self) -> Result<()> {
@@ -97,10 +104,7 @@ impl Sandbox {
             Ok(r) => r,
             Err(_) => return Ok(Vec::new()),
         };
-        String::from_utf8(raw)?
-            .lines()
-            .map(|l| serde_json::from_str::<String>(l).with_context(|| format!("bad record {l:?}")))
-            .collect()
+        parse_records(&String::from_utf8(raw)?)
     }
 
     /// Waits until the agent's unit is active with the given restart count at least.
@@ -174,5 +178,22 @@ impl Sandbox {
         }
         args.extend(["--", TEST_AGENT, "echo", "--record", record.as_str()]);
         self.torch(&args).map(drop)
+    }
+
+    /// Starts agent `name` running the test agent's `hang` mode with
+    /// `hang_after_secs`, and waits until the program stopped reading.
+    pub fn start_hung_agent(&self, name: &str, hang_after_secs: u64) -> Result<()> {
+        self.define_agent(
+            name,
+            &format!(
+                "command = [\"{TEST_AGENT}\", \"hang\", \"--after\", \"1\"]\nhang_after_secs = {hang_after_secs}\n"
+            ),
+        )?;
+        self.torch(&["start", name])?;
+        wait_until("the agent to hang", Duration::from_secs(10), || {
+            Ok(self
+                .torch(&["capture", "--direct", name])?
+                .contains("now hanging"))
+        })
     }
 }

@@ -112,18 +112,7 @@ fn start_stop_restart_and_fleet_target() -> Result<()> {
 fn watchdog_restarts_a_frozen_agent_and_a_hung_tmux() -> Result<()> {
     let sb = sandbox("watchdog")?;
     sb.agent_dropin("[Service]\nWatchdogSec=3s\nRestartSec=500ms\n")?;
-    sb.define_agent(
-        "frozen",
-        &format!(
-            "command = [\"{TEST_AGENT}\", \"hang\", \"--after\", \"1\"]\nhang_after_secs = 2\n"
-        ),
-    )?;
-    sb.torch(&["start", "frozen"])?;
-    wait_until("the agent to hang", Duration::from_secs(10), || {
-        Ok(sb
-            .torch(&["capture", "--direct", "frozen"])?
-            .contains("now hanging"))
-    })?;
+    sb.start_hung_agent("frozen", 2)?;
     // Input arrives and is never read.
     sb.run(&[
         "tmux",

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use torch_tests::fleet::TEST_AGENT;
 use torch_tests::{wait_until, Sandbox};
 
 use crate::report::{memory, mib, ms, percentile, Report};
@@ -234,16 +233,7 @@ pub fn recovery(sb: &Sandbox, r: &mut Report) -> Result<()> {
 
     // A hang: the program stops reading, input arrives and stays unread.
     const HANG_AFTER: u64 = 2;
-    sb.define_agent(
-        "frozen",
-        &format!("command = [\"{TEST_AGENT}\", \"hang\", \"--after\", \"1\"]\nhang_after_secs = {HANG_AFTER}\n"),
-    )?;
-    sb.torch(&["start", "frozen"])?;
-    wait_until("the agent to hang", Duration::from_secs(10), || {
-        Ok(sb
-            .torch(&["capture", "--direct", "frozen"])?
-            .contains("now hanging"))
-    })?;
+    sb.start_hung_agent("frozen", HANG_AFTER)?;
     let watchdog = sb.unit_property("torch-agent@frozen.service", "WatchdogUSec")?;
     let t = Instant::now();
     // A message typed by Torch; the call fails once the supervisor is

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use torch_core::hub::{BUS_NAME, INTERFACE, OBJECT_PATH};
-use torch_tests::fleet::record_path;
+use torch_tests::fleet::{parse_records, record_path};
 
 /// Hidden subcommands: what the bench runs inside the sandbox.
 #[derive(Subcommand)]
@@ -63,9 +63,7 @@ fn records(name: &str) -> Result<Vec<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).context(record_path(name)),
     };
-    raw.lines()
-        .map(|l| serde_json::from_str::<String>(l).with_context(|| format!("bad record {l:?}")))
-        .collect()
+    parse_records(&raw)
 }
 
 fn micros(v: &[Duration]) -> Vec<u64> {
