@@ -198,6 +198,20 @@ fn hostile_notes_are_literal_and_never_reach_a_unit() -> Result<()> {
 /// Runs agent `name` as root, the documented per-agent override: its record
 /// file lives in /var/lib/torch, the one directory that outlives the
 /// sandbox's reboot, which the torch-agent user may not write.
+/// Waits until the record file `record` holds `text`.
+fn wait_recorded(sb: &Sandbox, record: &str, text: &str) -> Result<()> {
+    wait_until(
+        &format!("{text:?} recorded"),
+        Duration::from_secs(20),
+        || {
+            Ok(sb
+                .read_file(record)
+                .map(|r| String::from_utf8_lossy(&r).contains(text))
+                .unwrap_or(false))
+        },
+    )
+}
+
 fn root_agent(sb: &Sandbox, name: &str) -> Result<()> {
     sb.write_file(
         &format!("/etc/systemd/system/torch-agent@{name}.service.d/root.conf"),
@@ -242,16 +256,7 @@ fn schedules_survive_a_hub_restart_and_a_reboot() -> Result<()> {
             "across a hub restart",
         ])?;
         sb.systemctl(&["restart", "torch.service"])?;
-        wait_until(
-            "the check-in after the hub restart",
-            Duration::from_secs(20),
-            || {
-                Ok(sb
-                    .read_file(record)
-                    .map(|r| String::from_utf8_lossy(&r).contains("across a hub restart"))
-                    .unwrap_or(false))
-            },
-        )?;
+        wait_recorded(&sb, record, "across a hub restart")?;
         // One due while the machine is down, one long after.
         sb.torch(&[
             "schedule",
@@ -270,16 +275,7 @@ fn schedules_survive_a_hub_restart_and_a_reboot() -> Result<()> {
     sb.start_hub()?;
     root_agent(&sb, "e1")?;
     sb.torch(&["start", "e1"])?;
-    wait_until(
-        "the overdue check-in after the reboot",
-        Duration::from_secs(20),
-        || {
-            Ok(sb
-                .read_file(record)
-                .map(|r| String::from_utf8_lossy(&r).contains("due during the outage"))
-                .unwrap_or(false))
-        },
-    )?;
+    wait_recorded(&sb, record, "due during the outage")?;
     let text = String::from_utf8(sb.read_file(record)?)?;
     ensure!(text.matches("due during the outage").count() == 1, "{text}");
     ensure!(text.matches("across a hub restart").count() == 1, "{text}");
