@@ -411,6 +411,14 @@ fn broken_definitions_fail_with_one_clear_line() -> Result<()> {
     ensure!(!ok);
     let j = sb.journal(&["-u", "torch-agent@noprog.service", "-o", "cat"])?;
     ensure!(j.contains("not found in PATH"), "{j}");
+
+    // The agent's /tmp is private: a program there cannot be seen.
+    sb.write_file("/tmp/my-agent", b"#!/bin/sh\nexec cat\n", 0o755)?;
+    sb.define_agent("intmp", "command = [\"/tmp/my-agent\"]\n")?;
+    let (ok, _) = sb.torch_status(&["start", "intmp"])?;
+    ensure!(!ok);
+    let j = sb.journal(&["-u", "torch-agent@intmp.service", "-o", "cat"])?;
+    ensure!(j.contains("private /tmp"), "{j}");
     Ok(())
 }
 
@@ -453,5 +461,47 @@ fn unusual_names_use_systemd_escaping() -> Result<()> {
     ensure!(list.contains("dév-1"), "{list}");
     let (ok, out) = sb.torch_status(&["start", "../etc"])?;
     ensure!(!ok && out.contains("contains '/'"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn one_word_commands_run_as_themselves() -> Result<()> {
+    let sb = sandbox("oneword")?;
+    // The agents' user logs in with /usr/sbin/nologin; a one-word command
+    // must not go through it, and a path with a space must stay one word.
+    let shell = sb.run(&["getent", "passwd", "torch-agent"])?;
+    ensure!(shell.trim_end().ends_with("nologin"), "{shell}");
+    sb.run(&["ln", "-s", "/bin/bash", "/usr/local/bin/my shell"])?;
+    sb.define_agent(
+        "solo",
+        "command = [\"/usr/local/bin/my shell\"]\nprofile = \"shell\"\n",
+    )?;
+    sb.torch(&["start", "solo"])?;
+    let unit = "torch-agent@solo.service";
+    ensure!(sb.unit_property(unit, "NRestarts")? == "0");
+    let pid = sb.pane_pid("solo")?;
+    let comm = sb.run(&["ps", "-o", "comm=", "-p", &pid])?;
+    ensure!(
+        comm.trim() == "my shell",
+        "the pane runs {comm:?}, not the program"
+    );
+
+    let out = "/var/lib/torch-agent/solo.out";
+    sb.torch(&[
+        "send",
+        "--direct",
+        "solo",
+        &format!("echo \"$0|$SHELL\" > {out}"),
+    ])?;
+    wait_until(
+        "the shell to run the command",
+        Duration::from_secs(10),
+        || Ok(sb.read_file(out).is_ok()),
+    )?;
+    let said = String::from_utf8(sb.read_file(out)?)?;
+    ensure!(
+        said.trim() == "/usr/local/bin/my shell|/bin/bash",
+        "the shell says {said:?}"
+    );
     Ok(())
 }

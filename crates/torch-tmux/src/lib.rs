@@ -16,22 +16,38 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-/// The tmux configuration for an agent's private server. Written by the
+/// The tmux configuration for an agent's private server, written by the
 /// supervisor next to the socket and passed with `-f`.
-pub const CONFIG: &str = "\
+///
+/// `shell` becomes `default-shell`: tmux exports it as `SHELL` to the
+/// program (agent CLIs run their tools with it) and starts it in any window
+/// a person opens with `torch attach`. Without it tmux takes the login
+/// shell of the agents' system user, `/usr/sbin/nologin`.
+pub fn config(shell: &Path) -> String {
+    // A double-quoted tmux string: backslash escapes, `$` expands.
+    let shell = shell
+        .to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('$', "\\$");
+    format!(
+        "\
 # Written by torch-agent; the server is private to one agent.
 # Keep a dead pane so the supervisor can log its last screen.
 set -g remain-on-exit on
 set -g status off
 set -g history-limit 20000
 set -g default-terminal screen-256color
+set -g default-shell \"{shell}\"
 # Paste and keys reach the program at once.
 set -s escape-time 0
 # Sessions outlive detached clients; the supervisor decides when to stop.
 set -g destroy-unattached off
 set -s exit-empty off
 # No `window-size manual`: tmux 3.3a exits at start-up with it (seen here).
-";
+"
+    )
+}
 
 /// Why a tmux command failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,13 +107,24 @@ impl Screen {
 
 /// Appends the program's environment (`-e K=V`) and argv (after `--`) to a
 /// new-session or respawn-pane command.
+///
+/// tmux executes a command of several words directly, but hands a command
+/// of one word to `default-shell -c`, which for a system user is often
+/// `/usr/sbin/nologin`, and which would also split a path with spaces. So a
+/// one-word command goes through `/bin/sh -c 'exec "$0"'`: the shell execs
+/// the word as it is, and the pane's process is the program itself.
 fn push_program(args: &mut Vec<OsString>, env: &[(String, String)], argv: &[String]) {
     for (k, v) in env {
         args.push("-e".into());
         args.push(format!("{k}={v}").into());
     }
     args.push("--".into());
-    args.extend(argv.iter().map(OsString::from));
+    if let [only] = argv {
+        args.extend(["/bin/sh", "-c", "exec \"$0\""].map(OsString::from));
+        args.push(only.into());
+    } else {
+        args.extend(argv.iter().map(OsString::from));
+    }
 }
 
 /// A handle on one agent's private tmux server.
@@ -446,5 +473,25 @@ mod tests {
         assert_eq!(s.near_cursor(10), "abcde");
         let empty = Screen::default();
         assert_eq!(empty.near_cursor(3), "");
+    }
+
+    #[test]
+    fn one_word_commands_are_execed_by_sh_not_the_login_shell() {
+        let mut one = Vec::new();
+        push_program(&mut one, &[], &["/opt/my agent".to_string()]);
+        assert_eq!(one, ["--", "/bin/sh", "-c", "exec \"$0\"", "/opt/my agent"]);
+        let mut two = Vec::new();
+        let env = [("A".to_string(), "1".to_string())];
+        push_program(&mut two, &env, &["claude".to_string(), "-c".to_string()]);
+        assert_eq!(two, ["-e", "A=1", "--", "claude", "-c"]);
+    }
+
+    #[test]
+    fn config_quotes_the_shell() {
+        let c = config(Path::new("/opt/a \"b\" $HOME"));
+        assert!(
+            c.contains("set -g default-shell \"/opt/a \\\"b\\\" \\$HOME\"\n"),
+            "{c}"
+        );
     }
 }

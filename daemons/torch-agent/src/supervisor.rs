@@ -190,6 +190,32 @@ fn resolve_program(program: &str, env_path: Option<&str>) -> Option<PathBuf> {
         .find(|p| is_exec(p))
 }
 
+/// The shell tmux exports as `SHELL` and runs in windows a person opens:
+/// the definition's `SHELL`, else bash (agent CLIs such as Claude Code refuse
+/// to run their tools in anything else), else `/bin/sh`.
+fn agent_shell(def: &AgentDefinition) -> PathBuf {
+    def.env
+        .get("SHELL")
+        .map(PathBuf::from)
+        .or_else(|| resolve_program("/bin/bash", None))
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
+
+/// What to tell the admin when `command` cannot be run.
+fn not_runnable(program: &str, def_path: &Path) -> String {
+    let mut msg = format!(
+        "{}: command {program:?} is not an executable file or not found in PATH; fix `command`",
+        def_path.display()
+    );
+    if program.starts_with("/tmp/") || program.starts_with("/var/tmp/") {
+        msg.push_str(
+            " (agents have a private /tmp and /var/tmp, PrivateTmp=: install the program elsewhere, \
+             e.g. /usr/local/bin or the agent's workdir)",
+        );
+    }
+    msg
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -202,13 +228,7 @@ async fn supervise(
     tracing::info!("starting agent {name} from {}", def_path.display());
     let program = &def.command[0];
     if resolve_program(program, def.env.get("PATH").map(String::as_str)).is_none() {
-        logging::final_lines(
-            3,
-            &format!(
-                "{}: command {program:?} is not an executable file or not found in PATH; fix `command`",
-                def_path.display()
-            ),
-        );
+        logging::final_lines(3, &not_runnable(program, def_path));
         return Ok(ExitCode::from(EXIT_CONFIG));
     }
     let workdir = def.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));
@@ -230,7 +250,7 @@ async fn supervise(
         bail!("agent {name} is already supervised (its control socket {} answers); stop that one first", control_path.display());
     }
     let config = dir.join("tmux.conf");
-    std::fs::write(&config, torch_tmux::CONFIG)
+    std::fs::write(&config, torch_tmux::config(&agent_shell(&def)))
         .with_context(|| format!("cannot write {}", config.display()))?;
     let tmux = Tmux::new(&dir.join("tmux.sock"), &config, TMUX_TIMEOUT);
     if tmux.socket().exists() {
