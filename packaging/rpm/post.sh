@@ -7,5 +7,7 @@ if [ -d /run/systemd/system ]; then
     systemctl reload dbus.service 2>/dev/null || :
     if [ "$1" -eq 1 ]; then
         systemctl preset torch.service torch-autocommit.timer || :
+        # Agents come back after a reboot only through the fleet's target.
+        systemctl enable torch.target || :
     fi
 fi

@@ -197,3 +197,29 @@ impl Sandbox {
         })
     }
 }
+
+impl Sandbox {
+    /// Runs `torch args...` from inside agent `agent`'s unit (its cgroup),
+    /// so the hub takes the caller for that agent, as for a command typed
+    /// in its pane; returns (success, stdout + stderr).
+    pub fn torch_in_unit(&self, agent: &str, args: &[&str]) -> Result<(bool, String)> {
+        let cg = self.unit_property(&format!("torch-agent@{agent}.service"), "ControlGroup")?;
+        let mut v = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("echo $$ > '/sys/fs/cgroup{cg}/cgroup.procs' && exec torch \"$@\""),
+            "sh".to_string(),
+        ];
+        v.extend(args.iter().map(|a| a.to_string()));
+        let v: Vec<&str> = v.iter().map(String::as_str).collect();
+        let out = self.exec(&v)?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+}

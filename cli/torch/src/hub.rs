@@ -30,6 +30,12 @@ pub trait Manager {
     /// See docs/dbus.md.
     fn retire(&self, name: &str) -> zbus::Result<String>;
     /// See docs/dbus.md.
+    fn start(&self, name: &str) -> zbus::Result<()>;
+    /// See docs/dbus.md.
+    fn stop(&self, name: &str) -> zbus::Result<()>;
+    /// See docs/dbus.md.
+    fn restart(&self, name: &str) -> zbus::Result<()>;
+    /// See docs/dbus.md.
     fn status(&self) -> zbus::Result<String>;
     /// See docs/dbus.md.
     fn messages(&self, agent: &str, limit: u32) -> zbus::Result<String>;
@@ -85,6 +91,22 @@ pub fn explain(e: zbus::Error) -> anyhow::Error {
             other => anyhow!("{other}"),
         },
         other => anyhow!("cannot talk to the Torch hub: {other}"),
+    }
+}
+
+/// Whether `e` says that no hub is on the bus.
+pub fn hub_absent(e: &zbus::Error) -> bool {
+    const ABSENT: [&str; 2] = [
+        "org.freedesktop.DBus.Error.ServiceUnknown",
+        "org.freedesktop.DBus.Error.NameHasNoOwner",
+    ];
+    match e {
+        zbus::Error::MethodError(name, _, _) => ABSENT.contains(&name.as_str()),
+        zbus::Error::FDO(e) => matches!(
+            **e,
+            zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
+        ),
+        _ => false,
     }
 }
 

@@ -119,10 +119,33 @@ fn list(json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts, stops or restarts an agent through the hub, which remembers
+/// whether it runs after a reboot; straight through systemd when the hub is
+/// not running.
 fn job(kind: JobKind, name: &AgentName) -> anyhow::Result<()> {
-    let unit = name.unit();
-    runtime()?.block_on(async { Systemd::system().await?.run_job(kind, &unit).await })?;
-    Ok(())
+    runtime()?.block_on(async {
+        let conn = zbus::Connection::system().await.map_err(hub::explain)?;
+        let proxy = hub::ManagerProxy::new(&conn).await.map_err(hub::explain)?;
+        let through_hub = match kind {
+            JobKind::Start => proxy.start(name.as_str()).await,
+            JobKind::Stop => proxy.stop(name.as_str()).await,
+            JobKind::Restart => proxy.restart(name.as_str()).await,
+        };
+        match through_hub {
+            Ok(()) => Ok(()),
+            Err(e) if hub::hub_absent(&e) => {
+                let after = if matches!(kind, JobKind::Stop) {
+                    "it may start again at the next boot"
+                } else {
+                    "it will not start by itself at the next boot"
+                };
+                eprintln!("torch: the hub is not running, so {name} is handled by systemd alone and {after}");
+                Systemd::system().await?.run_job(kind, &name.unit()).await?;
+                Ok(())
+            }
+            Err(e) => Err(hub::explain(e)),
+        }
+    })
 }
 
 /// Prints the hub's JSON as it is, or through `table`.

@@ -20,6 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+mod wanted;
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -253,7 +255,9 @@ impl Store {
                 fired INTEGER NOT NULL DEFAULT 0,
                 last_fired_ms INTEGER,
                 state TEXT NOT NULL DEFAULT 'active'
-            );",
+            );
+            CREATE TABLE IF NOT EXISTS wanted (agent TEXT PRIMARY KEY);
+            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
         )?;
         let (writes, queue) = mpsc::channel();
         let writer = std::thread::Builder::new()

@@ -44,6 +44,10 @@ pub trait Manager {
     fn get_unit_by_pid(&self, pid: u32) -> zbus::Result<OwnedObjectPath>;
     /// The object path of a loaded unit (NoSuchUnit when not loaded).
     fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    /// When the service manager started, microseconds since the epoch: a
+    /// new value means a new boot.
+    #[zbus(property, name = "UserspaceTimestamp")]
+    fn userspace_timestamp(&self) -> zbus::Result<u64>;
     /// Asks systemd to emit job and unit signals to us.
     fn subscribe(&self) -> zbus::Result<()>;
     /// A job finished; `result` is `done` on success.
@@ -167,6 +171,13 @@ impl Systemd {
             .build()
             .await?;
         Ok(unit.id().await?)
+    }
+
+    /// A value that changes with each boot of the service manager (the
+    /// wall-clock time it started; unlike the kernel's boot id, it changes
+    /// when a container's systemd starts again too).
+    pub async fn boot_stamp(&self) -> Result<u64, SystemdError> {
+        Ok(self.manager.userspace_timestamp().await?)
     }
 
     /// Whether `unit` is loaded.

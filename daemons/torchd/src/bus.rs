@@ -23,6 +23,7 @@ use zbus::object_server::SignalEmitter;
 use crate::courier::Courier;
 use crate::events::Events;
 use crate::fleet::{self, FleetCache, SpawnRequest};
+use crate::lifecycle;
 use crate::schedule;
 
 /// Everything the API works on.
@@ -142,6 +143,20 @@ async fn identity(
         }
         None => Ok(claimed.to_string()),
     }
+}
+
+/// The agent calling, or `None` for the operator; the agents' user
+/// outside any agent's unit is refused, as in [`identity`].
+async fn acting_agent(
+    hub: &Hub,
+    conn: &zbus::Connection,
+    hdr: &Header<'_>,
+) -> fdo::Result<Option<String>> {
+    let caller = hub.callers.of(&hub.systemd, conn, hdr).await;
+    if caller.agent.is_none() && caller.uid.is_some() && caller.uid == agents_uid() {
+        return identity(hub, conn, hdr, OPERATOR).await.map(|_| None);
+    }
+    Ok(caller.agent)
 }
 
 /// The user agents run as (`User=` of torch-agent@.service).
@@ -289,6 +304,36 @@ impl Manager {
         };
         audit(&self.hub, conn, &hdr, "Retire", &outcome).await;
         result
+    }
+
+    /// Starts an agent and waits until it is up; it comes back after a reboot.
+    async fn start(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+    ) -> fdo::Result<()> {
+        self.control(&hdr, conn, JobKind::Start, name).await
+    }
+
+    /// Stops an agent; it stays down across reboots until started again.
+    async fn stop(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+    ) -> fdo::Result<()> {
+        self.control(&hdr, conn, JobKind::Stop, name).await
+    }
+
+    /// Restarts an agent; it comes back after a reboot.
+    async fn restart(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+    ) -> fdo::Result<()> {
+        self.control(&hdr, conn, JobKind::Restart, name).await
     }
 
     /// The fleet as JSON (schema in docs/dbus.md).
@@ -558,6 +603,26 @@ impl Manager {
             .map_err(fdo::Error::InvalidArgs)
     }
 
+    async fn control(
+        &self,
+        hdr: &Header<'_>,
+        conn: &zbus::Connection,
+        kind: JobKind,
+        name: String,
+    ) -> fdo::Result<()> {
+        let result = match acting_agent(&self.hub, conn, hdr).await {
+            Ok(actor) => lifecycle::control(&self.hub, actor.as_deref(), kind, &name).await,
+            Err(e) => Err(e),
+        };
+        let verb = format!("{kind:?}");
+        let outcome = match &result {
+            Ok(()) => format!("{verb} {name}: done"),
+            Err(e) => format!("{verb} {name}: refused or failed: {e}"),
+        };
+        audit(&self.hub, conn, hdr, &verb, &outcome).await;
+        result
+    }
+
     async fn do_send(&self, from: String, to: String, text: String) -> fdo::Result<i64> {
         let from = valid_sender(&from)?;
         let to_name = AgentName::parse(&to)
@@ -613,6 +678,7 @@ impl Manager {
         fleet::unit_job(&self.hub.systemd, JobKind::Start, &name)
             .await
             .map_err(fdo::Error::Failed)?;
+        lifecycle::set_wanted(&self.hub, name.as_str(), true).await?;
         self.hub.courier.kick(name.as_str());
         self.hub
             .events
@@ -648,6 +714,7 @@ impl Manager {
                 format!("(none: {e})")
             }
         };
+        lifecycle::set_wanted(&self.hub, agent.as_str(), false).await?;
         fleet::unit_job(&self.hub.systemd, JobKind::Stop, &agent)
             .await
             .map_err(fdo::Error::Failed)?;

@@ -11,6 +11,7 @@ mod bus;
 mod courier;
 mod events;
 mod fleet;
+mod lifecycle;
 mod schedule;
 
 use std::path::PathBuf;
@@ -144,6 +145,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     // Timers made before a reboot are gone: re-arm them from the store.
     schedule::resync(&hub).await;
+    // After a reboot, the agents that ran before it.
+    tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.
     let pending = store.recipients_with_queue()?;
     for agent in &pending {

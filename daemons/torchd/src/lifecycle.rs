@@ -1,0 +1,125 @@
+//! Starting and stopping agents for callers, and bringing the fleet back
+//! after a reboot.
+//!
+//! The store keeps which agents should run (see `torch_store::wanted`):
+//! spawn and start add one, stop and retire take it away. systemd stops
+//! every agent at shutdown and starts none at boot by itself, so the hub,
+//! at its first start in a boot, starts the agents the store lists.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use torch_core::AgentName;
+use torch_systemd::JobKind;
+use zbus::fdo;
+
+use crate::bus::Hub;
+use crate::fleet;
+
+/// Whether `actor` (an agent; the operator is `None`) may start or stop
+/// `target`: itself or an agent below it.
+fn may_control(fleet: &BTreeMap<String, fleet::Agent>, actor: Option<&str>, target: &str) -> bool {
+    let Some(actor) = actor else { return true };
+    let mut at = Some(target.to_string());
+    // Bounded: a cycle of parents in hand-written definitions cannot loop.
+    for _ in 0..=fleet.len() {
+        match at {
+            Some(a) if a == actor => return true,
+            Some(a) => at = fleet.get(&a).and_then(|x| x.def.parent.clone()),
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Runs `kind` on agent `name` for `actor` and records whether it should
+/// come back after a reboot.
+pub async fn control(
+    hub: &Arc<Hub>,
+    actor: Option<&str>,
+    kind: JobKind,
+    name: &str,
+) -> fdo::Result<()> {
+    let agent = AgentName::parse(name).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
+    let fleet = hub.fleet.agents();
+    if !may_control(&fleet, actor, agent.as_str()) {
+        return Err(fdo::Error::AccessDenied(format!(
+            "agent {} may start and stop only itself and the agents below it, not {name}",
+            actor.unwrap_or_default()
+        )));
+    }
+    let up = !matches!(kind, JobKind::Stop);
+    // Down first for a stop: a stop that fails half-way still keeps the
+    // agent down at the next boot. Up only once it runs.
+    if !up {
+        set_wanted(hub, agent.as_str(), false).await?;
+    }
+    fleet::unit_job(&hub.systemd, kind, &agent)
+        .await
+        .map_err(fdo::Error::Failed)?;
+    if up {
+        set_wanted(hub, agent.as_str(), true).await?;
+        hub.courier.kick(agent.as_str());
+    }
+    Ok(())
+}
+
+/// Records whether `agent` should run after a reboot.
+pub async fn set_wanted(hub: &Hub, agent: &str, up: bool) -> fdo::Result<()> {
+    let store = Arc::clone(&hub.store);
+    let agent = agent.to_string();
+    tokio::task::spawn_blocking(move || store.set_wanted(&agent, up))
+        .await
+        .map_err(|e| fdo::Error::Failed(format!("internal task failed: {e}")))?
+        .map_err(|e| fdo::Error::Failed(format!("cannot record the agent's state: {e}")))
+}
+
+/// At the hub's first start in a boot, starts every agent that ran before
+/// it (concurrently: one slow agent does not hold back the others).
+pub async fn restore_after_boot(hub: Arc<Hub>) {
+    let stamp = match hub.systemd.boot_stamp().await {
+        Ok(s) => s.to_string(),
+        Err(e) => {
+            tracing::warn!("cannot tell whether this is a new boot ({e}); not starting agents");
+            return;
+        }
+    };
+    let store = Arc::clone(&hub.store);
+    let known = tokio::task::spawn_blocking(move || {
+        store.boot_stamp().and_then(|b| Ok((b, store.wanted()?)))
+    })
+    .await;
+    let (last, wanted) = match known {
+        Ok(Ok(k)) => k,
+        Ok(Err(e)) => return tracing::warn!("cannot read the agents to restore: {e}"),
+        Err(e) => return tracing::warn!("cannot read the agents to restore: {e}"),
+    };
+    if last.as_deref() == Some(stamp.as_str()) {
+        return;
+    }
+    tracing::info!(
+        "new boot: starting {} agents that ran before it",
+        wanted.len()
+    );
+    let starts = wanted.into_iter().map(|name| {
+        let hub = Arc::clone(&hub);
+        tokio::spawn(async move {
+            let Ok(agent) = AgentName::parse(&name) else {
+                return tracing::warn!("not restoring {name:?}: not an agent name");
+            };
+            match fleet::unit_job(&hub.systemd, JobKind::Start, &agent).await {
+                Ok(()) => hub.courier.kick(agent.as_str()),
+                Err(e) => tracing::warn!("after the reboot, {name} did not start: {e}"),
+            }
+        })
+    });
+    for start in starts.collect::<Vec<_>>() {
+        let _ = start.await;
+    }
+    let store = Arc::clone(&hub.store);
+    match tokio::task::spawn_blocking(move || store.set_boot_stamp(&stamp)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("cannot record this boot: {e}"),
+        Err(e) => tracing::warn!("cannot record this boot: {e}"),
+    }
+}

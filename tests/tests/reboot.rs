@@ -1,0 +1,78 @@
+//! The fleet across a reboot: a sandbox powered off and booted again on the
+//! same /var/lib/torch, as a server keeps its disk.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use torch_tests::{wait_until, Sandbox};
+
+fn active(sb: &Sandbox, name: &str) -> Result<String> {
+    sb.unit_property(&format!("torch-agent@{name}.service"), "ActiveState")
+}
+
+/// Boots a sandbox on `persist` with Torch installed and `ops`, an agent
+/// of the admin's, defined, and the agents' workdir made (only
+/// /var/lib/torch outlives the reboot here).
+fn boot(label: &str, persist: &Path) -> Result<Sandbox> {
+    let sb = Sandbox::boot_with(label, Some(persist))?;
+    sb.install_torch()?;
+    sb.define_echo_agent("ops")?;
+    sb.run(&["mkdir", "-p", "/srv/work"])?;
+    Ok(sb)
+}
+
+#[test]
+fn a_reboot_brings_back_the_agents_that_ran() -> Result<()> {
+    let persist = std::env::temp_dir().join(format!("torch-reboot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&persist);
+    std::fs::create_dir_all(&persist)?;
+    {
+        let sb = boot("fleet1", &persist)?;
+        sb.start_hub()?;
+        sb.spawn_echo("boss", "orchestrator", None)?;
+        sb.spawn_echo("pm", "project-manager", Some("boss"))?;
+        sb.spawn_echo("dev", "engineer", Some("pm"))?;
+        sb.torch(&["start", "ops"])?;
+        // `torch stop` keeps an agent down across reboots.
+        sb.torch(&["stop", "pm"])?;
+        // A restart of the hub within the same boot starts nothing: an
+        // agent stopped behind Torch's back stays down until asked.
+        sb.systemctl(&["stop", "torch-agent@dev.service"])?;
+        sb.systemctl(&["restart", "torch.service"])?;
+        std::thread::sleep(Duration::from_secs(2));
+        ensure!(
+            active(&sb, "dev")? == "inactive",
+            "a hub restart started dev"
+        );
+        sb.torch(&["start", "dev"])?;
+        // From its pane, an agent may stop only itself and those below it.
+        let (ok, out) = sb.torch_in_unit("dev", &["stop", "boss"])?;
+        ensure!(
+            !ok && out.contains("only itself and the agents below it"),
+            "dev stopped its orchestrator: {out}"
+        );
+        ensure!(active(&sb, "boss")? == "active");
+    } // the sandbox powers off here: systemd stops every agent
+    let sb = boot("fleet2", &persist)?;
+    // What a boot does: multi-user.target pulls in torch.target, which
+    // pulls in the hub.
+    sb.systemctl(&["start", "torch.target"])?;
+    for name in ["boss", "dev", "ops"] {
+        wait_until(
+            &format!("{name} to be back"),
+            Duration::from_secs(30),
+            || Ok(active(&sb, name)? == "active"),
+        )?;
+    }
+    ensure!(active(&sb, "pm")? != "active", "a stopped agent came back");
+    sb.torch(&["send", "--wait", "boss", "good morning"])?;
+    let got = sb.records("boss")?;
+    ensure!(
+        got.len() == 1 && got[0].ends_with("good morning"),
+        "boss got {got:?}"
+    );
+    drop(sb);
+    let _ = std::fs::remove_dir_all(&persist);
+    Ok(())
+}
