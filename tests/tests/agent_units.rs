@@ -461,6 +461,17 @@ fn unusual_names_use_systemd_escaping() -> Result<()> {
     ensure!(list.contains("dév-1"), "{list}");
     let (ok, out) = sb.torch_status(&["start", "../etc"])?;
     ensure!(!ok && out.contains("contains '/'"), "{out}");
+
+    // The longest name accepted runs: its control socket's path is as long
+    // as a unix socket's may be.
+    let longest = format!("{}abcde", "数".repeat(6));
+    sb.define_echo_agent(&longest)?;
+    sb.torch(&["start", &longest])?;
+    sb.torch(&["send", "--direct", &longest, "你好"])?;
+    ensure!(sb.records(&longest)? == ["你好"]);
+    // One letter more is refused with the reason, before systemd sees it.
+    let (ok, out) = sb.torch_status(&["start", &"数".repeat(7)])?;
+    ensure!(!ok && out.contains("the limit is 77"), "{out}");
     Ok(())
 }
 

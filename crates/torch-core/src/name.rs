@@ -12,6 +12,11 @@ use std::fmt;
 /// The longest agent name we accept, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
+/// The longest unit instance (the name escaped the systemd way) we accept,
+/// in bytes: `/run/torch-agent/INSTANCE/control.sock` must fit in a unix
+/// socket address (107 bytes and a NUL).
+pub const MAX_INSTANCE_BYTES: usize = 107 - "/run/torch-agent/".len() - "/control.sock".len();
+
 /// Names with a meaning of their own in Torch's CLI and messaging.
 const RESERVED: &[&str] = &["self", "operator", "all", "torch", "hub"];
 
@@ -24,6 +29,14 @@ pub enum NameError {
     /// The name is longer than [`MAX_NAME_CHARS`].
     #[error("agent name is {0} characters long; the limit is {MAX_NAME_CHARS}")]
     TooLong(usize),
+    /// The name is too long once escaped for systemd.
+    #[error("agent name {name:?} takes {len} bytes in its unit name (each byte of a non-ASCII letter is written \\xNN there); the limit is {MAX_INSTANCE_BYTES}, so that its sockets' paths fit; choose a shorter name")]
+    TooLongEscaped {
+        /// The refused name.
+        name: String,
+        /// The length of its escaped form.
+        len: usize,
+    },
     /// The name holds a character that is not allowed.
     #[error("agent name {name:?} contains {ch:?}; use letters, digits, '-', '_' or '.'")]
     BadChar {
@@ -67,7 +80,15 @@ impl AgentName {
         if RESERVED.contains(&s) {
             return Err(NameError::Reserved(s.to_string()));
         }
-        Ok(Self(s.to_string()))
+        let name = Self(s.to_string());
+        let len = name.instance().len();
+        if len > MAX_INSTANCE_BYTES {
+            return Err(NameError::TooLongEscaped {
+                name: s.to_string(),
+                len,
+            });
+        }
+        Ok(name)
     }
 
     /// The name as the user wrote it.
@@ -204,6 +225,25 @@ mod tests {
             Err(NameError::TooLong(65))
         ));
         assert!(AgentName::parse(&"a".repeat(64)).is_ok());
+    }
+
+    #[test]
+    fn names_whose_socket_paths_would_not_fit_are_refused() {
+        assert_eq!(MAX_INSTANCE_BYTES, 77);
+        // Each CJK letter is 3 bytes, 12 once escaped.
+        let longest = format!("{}abcde", "数".repeat(6));
+        let name = AgentName::parse(&longest).unwrap();
+        let sock = format!("/run/torch-agent/{}/control.sock", name.instance());
+        assert_eq!(sock.len(), 107);
+        let e = AgentName::parse(&"数".repeat(7)).unwrap_err();
+        assert_eq!(
+            e,
+            NameError::TooLongEscaped {
+                name: "数".repeat(7),
+                len: 84
+            }
+        );
+        assert!(e.to_string().contains("the limit is 77"), "{e}");
     }
 
     #[test]
