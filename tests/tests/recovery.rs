@@ -1,5 +1,5 @@
-//! The fleet across a reboot: a sandbox powered off and booted again on the
-//! same /var/lib/torch, as a server keeps its disk.
+//! The fleet across a reboot (a sandbox powered off and booted again on the
+//! same /var/lib/torch, as a server keeps its disk) and a crashing hub.
 
 use std::path::Path;
 use std::time::Duration;
@@ -74,5 +74,34 @@ fn a_reboot_brings_back_the_agents_that_ran() -> Result<()> {
     );
     drop(sb);
     let _ = std::fs::remove_dir_all(&persist);
+    Ok(())
+}
+
+#[test]
+fn the_hub_comes_back_from_a_crash_loop() -> Result<()> {
+    let sb = Sandbox::boot("crashloop")?;
+    sb.install_torch()?;
+    sb.start_hub()?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    // Killed as soon as it runs, six times: more than systemd's default
+    // start limit (5 in 10 s) allows.
+    for round in 0..6 {
+        let mut pid = String::new();
+        wait_until(
+            &format!("hub start {round}"),
+            Duration::from_secs(30),
+            || {
+                pid = sb.unit_property("torch.service", "MainPID")?;
+                Ok(pid != "0")
+            },
+        )?;
+        sb.run(&["kill", "-KILL", &pid])?;
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    wait_until("the hub back", Duration::from_secs(30), || {
+        Ok(sb.unit_property("torch.service", "ActiveState")? == "active")
+    })?;
+    sb.torch(&["send", "--wait", "boss", "still here"])?;
+    ensure!(sb.records("boss")?.len() == 1);
     Ok(())
 }
