@@ -4,7 +4,7 @@
 # Torch's integration tests (tests/src/lib.rs drives it) and demos.
 #
 # This is the project's own copy of the shared reference harness
-# (/work/shared/systemd-sandbox/start.sh on the dev/CI machines), adapted for Torch: extra
+# (shared/systemd-sandbox/start.sh beside the project on the dev/CI machines), adapted for Torch: extra
 # masked units, SDH_PERSIST, several sandboxes side by side. Every safety measure of the
 # reference is kept: its own cgroup, a cgroup namespace, read-only /proc/sys, PID checks on stop.
 # NEVER start systemd (or `systemd --user`) on these machines any other way: a systemd started

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Tear down Torch's systemd sandbox started by start.sh (same SDH_DIR). Idempotent.
-# Project copy of the shared reference (/work/shared/systemd-sandbox/stop.sh): it only ever
+# Project copy of the shared reference (shared/systemd-sandbox/stop.sh beside the project): it only ever
 # signals processes that are provably ours (PID + exe + cgroup/cmdline checks), then removes
 # our cgroup subtree. State under $SDH_PERSIST (if the sandbox had one) is left untouched.
 # Env: SDH_DIR (default /tmp/systemd-sandbox). SDH_NAME is accepted for symmetry; the cgroup

@@ -185,7 +185,7 @@ pub struct AgentDefinition {
     #[serde(default)]
     pub ready_pattern: Option<String>,
     /// Seconds that typed input may wait unread before the program counts
-    /// as hung (no watchdog ping, so systemd restarts it); 0 turns it off.
+    /// as hung (the supervisor stops it and systemd restarts it); 0 turns it off.
     /// Generous by default: a shell agent running a long build in the
     /// foreground does not read its input either.
     #[serde(default = "default_hang_after")]

@@ -5,8 +5,10 @@
 //! screen and exits itself (status 0 when the program exited 0, else 1), and
 //! systemd's `Restart=on-failure` starts a fresh server and program with the
 //! unit's backoff and start limit. When tmux is gone it exits 1 the same way.
-//! When tmux stops answering or the program is frozen, it stops pinging the
-//! watchdog and says why in `STATUS=`, and systemd kills and restarts it.
+//! When the program leaves typed input unread for `hang_after_secs`, it says
+//! why, stops tmux and exits 1, so systemd restarts the agent at once. When
+//! tmux stops answering, it stops pinging the watchdog and says why in
+//! `STATUS=`, and systemd kills and restarts it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -81,7 +81,7 @@ fn main() -> Result<()> {
     r.line(format!(
         "Sandbox boot: {} ms; {cores} cores; binaries from {}.",
         report::ms(sb.boot_time()),
-        std::env::var("TORCH_BIN_DIR").unwrap_or_else(|_| "target/debug".into())
+        shown_bin_dir()
     ));
     sb.install_torch()?;
     let part = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
@@ -144,4 +144,14 @@ fn write(path: &Path, r: &Report, cores: usize) -> Result<()> {
     let doc = std::fs::read_to_string(path)?;
     std::fs::write(path, splice(&doc, &body)?)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Where the binaries came from, relative to the workspace when inside it:
+/// the report goes into docs/, which names no path of one machine.
+fn shown_bin_dir() -> String {
+    let dir = std::env::var("TORCH_BIN_DIR").unwrap_or_else(|_| "target/debug".into());
+    let root = torch_tests::workspace_root();
+    std::path::Path::new(&dir)
+        .strip_prefix(&root)
+        .map_or(dir.clone(), |p| p.display().to_string())
 }
