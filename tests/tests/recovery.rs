@@ -105,3 +105,72 @@ fn the_hub_comes_back_from_a_crash_loop() -> Result<()> {
     ensure!(sb.records("boss")?.len() == 1);
     Ok(())
 }
+
+/// Spawns `n` engineers under each of `parents` at once, plus one named
+/// `twin` per parent and round, all racing; returns the spawned names.
+fn spawn_burst(sb: &Sandbox, parents: &str, n: u32) -> Result<Vec<String>> {
+    sb.sh(&format!(
+        "for p in {parents}; do for i in $(seq {n}); do \
+           torch spawn $p-e$i --role engineer --parent $p --workdir /srv/work \
+             -- /usr/local/bin/torch-test-agent echo >/dev/null 2>&1 & \
+           torch spawn twin --role engineer --parent $p --workdir /srv/work \
+             -- /usr/local/bin/torch-test-agent echo >/dev/null 2>&1 & \
+         done; done; wait"
+    ))?;
+    let defs = sb.sh("ls /var/lib/torch/agents")?;
+    Ok(defs
+        .lines()
+        .filter_map(|l| l.strip_suffix(".toml"))
+        .map(str::to_string)
+        .collect())
+}
+
+/// How many definitions name `parent` as theirs.
+fn children(sb: &Sandbox, parent: &str) -> Result<usize> {
+    let out = sb.sh(&format!(
+        "grep -lx 'parent = \"{parent}\"' /var/lib/torch/agents/*.toml || true"
+    ))?;
+    Ok(out.lines().count())
+}
+
+#[test]
+fn concurrent_spawns_never_pass_the_quotas() -> Result<()> {
+    let sb = Sandbox::boot("quotarace")?;
+    sb.install_torch()?;
+    let quotas = |fleet: u32| {
+        let toml = format!("[quotas]\nmax_children = 8\nmax_depth = 4\nmax_fleet = {fleet}\n");
+        sb.write_file("/etc/torch/torch.toml", toml.as_bytes(), 0o644)
+    };
+    quotas(50)?;
+    sb.start_hub()?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    let pms = ["pm1", "pm2", "pm3"];
+    for pm in pms {
+        sb.spawn_echo(pm, "project-manager", Some("boss"))?;
+    }
+    // 16 at once under each PM, racing for 8 places each.
+    let names = spawn_burst(&sb, &pms.join(" "), 16)?;
+    for pm in pms {
+        let n = children(&sb, pm)?;
+        ensure!(
+            n == 8,
+            "{pm} has {n} children under a limit of 8: {names:?}"
+        );
+    }
+    // The same name at once is written once.
+    let twin = sb.sh("grep -h '^parent' /var/lib/torch/agents/twin.toml")?;
+    ensure!(twin.lines().count() == 1, "{twin}");
+    ensure!(names.len() == 28, "{names:?}");
+
+    // 16 at once racing for the fleet's last 4 places.
+    quotas(33)?;
+    sb.systemctl(&["restart", "torch.service"])?;
+    sb.spawn_echo("pm4", "project-manager", Some("boss"))?;
+    let names = spawn_burst(&sb, "pm4", 16)?;
+    ensure!(
+        names.len() == 33,
+        "a fleet of {} under a limit of 33: {names:?}",
+        names.len()
+    );
+    Ok(())
+}

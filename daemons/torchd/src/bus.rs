@@ -660,10 +660,7 @@ impl Manager {
         let store = Arc::clone(&self.hub.store);
         let hub = Arc::clone(&self.hub);
         let name = blocking(move || {
-            let fleet = hub.fleet.agents();
-            let (name, def) = fleet::plan_spawn(&config, &fleet, &req)?;
-            let path = fleet::write_definition(&name, &def)?;
-            hub.fleet.invalidate();
+            let (name, path) = fleet::reserve_spawn(&hub.fleet, &config, &req)?;
             tracing::info!("spawn: wrote {}", path.display());
             if let Some(b) = brief {
                 // Queued before the start: the courier types it once the

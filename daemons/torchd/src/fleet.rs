@@ -267,6 +267,27 @@ pub fn plan_spawn(
     Ok((name, def))
 }
 
+/// Spawns are checked and written one at a time: two spawns checked
+/// against the same fleet would both pass the quotas and the name check
+/// (13 children under a limit of 8 were seen with 16 at once).
+static SPAWNS: Mutex<()> = Mutex::new(());
+
+/// Checks a spawn against the current fleet and writes its definition,
+/// which reserves the name and the place in the quotas; returns the name
+/// and the definition's path.
+pub fn reserve_spawn(
+    cache: &FleetCache,
+    config: &Config,
+    req: &SpawnRequest,
+) -> Result<(AgentName, PathBuf), String> {
+    let _one_at_a_time = SPAWNS.lock().unwrap_or_else(|p| p.into_inner());
+    let fleet = cache.agents();
+    let (name, def) = plan_spawn(config, &fleet, req)?;
+    let path = write_definition(&name, &def)?;
+    cache.invalidate();
+    Ok((name, path))
+}
+
 /// The keys a spawn writes (the rest keep their defaults).
 #[derive(Serialize)]
 struct SpawnedDefinition {
