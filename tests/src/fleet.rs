@@ -223,3 +223,30 @@ impl Sandbox {
         ))
     }
 }
+
+impl Sandbox {
+    /// Every stored message to or from `agent`, oldest first, read page by
+    /// page as a user would (`torch messages --before`).
+    pub fn all_messages(&self, agent: &str) -> Result<Vec<serde_json::Value>> {
+        let mut all = Vec::new();
+        let mut before: Option<i64> = None;
+        loop {
+            let mut args = vec!["messages", "--agent", agent, "--limit", "1000", "--json"];
+            let cursor = before.map(|b| b.to_string());
+            if let Some(c) = &cursor {
+                args.extend(["--before", c.as_str()]);
+            }
+            let page: Vec<serde_json::Value> = serde_json::from_str(&self.torch(&args)?)?;
+            let Some(first) = page.first().and_then(|m| m["id"].as_i64()) else {
+                break;
+            };
+            let done = page.len() < 1000;
+            all.splice(0..0, page);
+            if done {
+                break;
+            }
+            before = Some(first);
+        }
+        Ok(all)
+    }
+}

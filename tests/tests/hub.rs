@@ -17,8 +17,7 @@ fn hub_sandbox(label: &str) -> Result<Sandbox> {
 }
 
 fn messages(sb: &Sandbox, agent: &str) -> Result<Vec<Value>> {
-    let json = sb.torch(&["messages", "--agent", agent, "--limit", "100000", "--json"])?;
-    Ok(serde_json::from_str::<Vec<Value>>(&json)?)
+    sb.all_messages(agent)
 }
 
 fn wait_records(sb: &Sandbox, agent: &str, n: usize, timeout: Duration) -> Result<Vec<String>> {

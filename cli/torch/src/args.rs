@@ -138,9 +138,13 @@ pub enum Cmd {
     Inbox {
         /// The agent.
         name: String,
-        /// At most this many, newest last.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (up to 1000), newest last.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
+        /// Only messages older than this id: the next page back is
+        /// `--before` the first id shown.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        before: Option<i64>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -150,9 +154,13 @@ pub enum Cmd {
         /// Only messages to or from this agent.
         #[arg(long)]
         agent: Option<String>,
-        /// At most this many, newest last.
-        #[arg(long, default_value_t = 50)]
+        /// At most this many (up to 1000), newest last.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
+        /// Only messages older than this id: the next page back is
+        /// `--before` the first id shown.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        before: Option<i64>,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,

@@ -38,9 +38,9 @@ pub trait Manager {
     /// See docs/dbus.md.
     fn status(&self) -> zbus::Result<String>;
     /// See docs/dbus.md.
-    fn messages(&self, agent: &str, limit: u32) -> zbus::Result<String>;
+    fn messages(&self, agent: &str, before: i64, limit: u32) -> zbus::Result<String>;
     /// See docs/dbus.md.
-    fn inbox(&self, agent: &str, limit: u32) -> zbus::Result<String>;
+    fn inbox(&self, agent: &str, before: i64, limit: u32) -> zbus::Result<String>;
     /// See docs/dbus.md.
     fn capture(&self, agent: &str) -> zbus::Result<String>;
     /// See docs/dbus.md.

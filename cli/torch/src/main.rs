@@ -163,7 +163,7 @@ async fn wait_delivered(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyho
     let deadline = std::time::Instant::now() + SEND_TIMEOUT;
     loop {
         let list: serde_json::Value =
-            serde_json::from_str(&hub.inbox(to, 10_000).await.map_err(hub::explain)?)?;
+            serde_json::from_str(&hub.inbox(to, 0, 1000).await.map_err(hub::explain)?)?;
         let m = list.as_array().and_then(|l| {
             l.iter()
                 .find(|m| m.get("id").and_then(|v| v.as_i64()) == Some(id))
@@ -378,22 +378,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Cmd::Inbox { name, limit, json } => {
+        Cmd::Inbox {
+            name,
+            limit,
+            before,
+            json,
+        } => {
             let s = runtime()?.block_on(async {
                 hub::connect()
                     .await?
-                    .inbox(&name, limit)
+                    .inbox(&name, before.unwrap_or(0), limit)
                     .await
                     .map_err(hub::explain)
             })?;
             print_json_or(json, &s, hub::print_messages)?;
         }
-        Cmd::Messages { agent, limit, json } => {
+        Cmd::Messages {
+            agent,
+            limit,
+            before,
+            json,
+        } => {
             let a = agent.unwrap_or_default();
             let s = runtime()?.block_on(async {
                 hub::connect()
                     .await?
-                    .messages(&a, limit)
+                    .messages(&a, before.unwrap_or(0), limit)
                     .await
                     .map_err(hub::explain)
             })?;

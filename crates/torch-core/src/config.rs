@@ -89,6 +89,31 @@ impl Autocommit {
     }
 }
 
+/// How long the hub keeps message history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Delivered and failed messages older than this are deleted (a
+    /// duration such as `30d` or `12h`); queued ones are always kept.
+    pub messages: String,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            messages: "30d".into(),
+        }
+    }
+}
+
+impl Retention {
+    /// How long settled messages are kept.
+    pub fn messages(&self) -> Result<std::time::Duration, String> {
+        crate::schedule::parse_duration(&self.messages)
+            .map_err(|e| format!("[retention] messages: {e}"))
+    }
+}
+
 /// The whole of `torch.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +126,8 @@ pub struct Config {
     pub delivery: Delivery,
     /// The periodic commit of work in progress.
     pub autocommit: Autocommit,
+    /// How long history is kept.
+    pub retention: Retention,
     /// Replacements for the built-in profile rules, by profile name.
     pub profiles: BTreeMap<Profile, ProfileRules>,
 }
@@ -149,15 +176,19 @@ impl Config {
                 }
             }
         }
+        let which = files
+            .iter()
+            .rev()
+            .find(|f| f.exists())
+            .map_or(Path::new("torch.toml"), |p| p.as_path());
         let text = toml::to_string(&merged).map_err(|e| e.to_string())?;
-        toml::from_str(&text).map_err(|e| {
-            let which = files
-                .iter()
-                .rev()
-                .find(|f| f.exists())
-                .map_or(Path::new("torch.toml"), |p| p.as_path());
-            format!("{}: {}", which.display(), e.message().replace('\n', " "))
-        })
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", which.display(), e.message().replace('\n', " ")))?;
+        config
+            .retention
+            .messages()
+            .map_err(|e| format!("{}: {e}", which.display()))?;
+        Ok(config)
     }
 }
 
@@ -215,7 +246,18 @@ mod tests {
         let e = Config::load(std::slice::from_ref(&a)).unwrap_err();
         assert!(e.contains("max_dept"), "{e}");
         std::fs::write(&a, "[quotas\n").unwrap();
-        assert!(Config::load(&[a]).unwrap_err().contains(":1: "));
+        assert!(Config::load(std::slice::from_ref(&a))
+            .unwrap_err()
+            .contains(":1: "));
+        std::fs::write(&a, "[retention]\nmessages = \"12h\"\n").unwrap();
+        let c = Config::load(std::slice::from_ref(&a)).unwrap();
+        assert_eq!(c.retention.messages().unwrap().as_secs(), 12 * 3600);
+        std::fs::write(&a, "[retention]\nmessages = \"forever\"\n").unwrap();
+        let e = Config::load(&[a]).unwrap_err();
+        assert!(
+            e.contains("admin.toml: [retention] messages: bad duration"),
+            "{e}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -20,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
+mod history;
 mod wanted;
 
 /// Why the store failed.
@@ -243,6 +244,7 @@ impl Store {
                 reason TEXT
             );
             CREATE INDEX IF NOT EXISTS messages_queue ON messages (recipient, state, id);
+            CREATE INDEX IF NOT EXISTS messages_to ON messages (recipient, id);
             CREATE TABLE IF NOT EXISTS schedules (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 agent TEXT NOT NULL,
@@ -389,30 +391,6 @@ impl Store {
                 "UPDATE messages SET state = 'failed', reason = ?2 WHERE recipient = ?1 AND state = 'queued'",
                 params![recipient, reason],
             )
-        })
-    }
-
-    /// Messages to or from `agent` (all when `None`), newest last, at most `limit`.
-    pub fn history(&self, agent: Option<&str>, limit: u32) -> Result<Vec<Message>, StoreError> {
-        self.with(|c| {
-            let sql = format!(
-                "SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE ?1 IS NULL OR recipient = ?1 OR sender = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
-            );
-            let mut st = c.prepare(&sql)?;
-            let v = st.query_map(params![agent, limit], row)?.collect();
-            v
-        })
-    }
-
-    /// Messages addressed to `agent`, newest last, at most `limit`.
-    pub fn inbox(&self, agent: &str, limit: u32) -> Result<Vec<Message>, StoreError> {
-        self.with(|c| {
-            let sql = format!(
-                "SELECT * FROM (SELECT {COLUMNS} FROM messages WHERE recipient = ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id"
-            );
-            let mut st = c.prepare(&sql)?;
-            let v = st.query_map(params![agent, limit], row)?.collect();
-            v
         })
     }
 

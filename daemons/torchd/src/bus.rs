@@ -202,6 +202,15 @@ fn valid_sender(from: &str) -> fdo::Result<String> {
         .map_err(|e| fdo::Error::InvalidArgs(format!("sender: {e}")))
 }
 
+/// The most messages one `Messages` or `Inbox` reply holds: a reply is one
+/// JSON string in the hub's memory, so history comes in pages.
+const PAGE_MAX: u32 = 1000;
+
+/// A page cursor from the API: an id, or 0 (or less) for the newest.
+fn cursor(before: i64) -> Option<i64> {
+    (before > 0).then_some(before)
+}
+
 /// One agent in `Status()`.
 #[derive(Serialize)]
 struct AgentStatus {
@@ -387,25 +396,26 @@ impl Manager {
             .map_err(|e| fdo::Error::Failed(e.to_string()))
     }
 
-    /// Messages to or from `agent` ("" for all), newest last, as JSON.
-    async fn messages(&self, agent: String, limit: u32) -> fdo::Result<String> {
+    /// Messages to or from `agent` ("" for all) older than id `before`
+    /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.
+    async fn messages(&self, agent: String, before: i64, limit: u32) -> fdo::Result<String> {
         let store = Arc::clone(&self.hub.store);
         let list = blocking(move || {
             let a = (!agent.is_empty()).then_some(agent);
             store
-                .history(a.as_deref(), limit.clamp(1, 100_000))
+                .history_page(a.as_deref(), cursor(before), limit.clamp(1, PAGE_MAX))
                 .map_err(|e| e.to_string())
         })
         .await?;
         serde_json::to_string(&list).map_err(|e| fdo::Error::Failed(e.to_string()))
     }
 
-    /// Messages addressed to `agent`, newest last, as JSON.
-    async fn inbox(&self, agent: String, limit: u32) -> fdo::Result<String> {
+    /// Messages addressed to `agent`, paged as for `Messages`, as JSON.
+    async fn inbox(&self, agent: String, before: i64, limit: u32) -> fdo::Result<String> {
         let store = Arc::clone(&self.hub.store);
         let list = blocking(move || {
             store
-                .inbox(&agent, limit.clamp(1, 100_000))
+                .inbox_page(&agent, cursor(before), limit.clamp(1, PAGE_MAX))
                 .map_err(|e| e.to_string())
         })
         .await?;

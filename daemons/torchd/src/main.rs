@@ -12,6 +12,7 @@ mod courier;
 mod events;
 mod fleet;
 mod lifecycle;
+mod retention;
 mod schedule;
 
 use std::path::PathBuf;
@@ -145,6 +146,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     // Timers made before a reboot are gone: re-arm them from the store.
     schedule::resync(&hub).await;
+    // Load checked the setting; a bad one cannot reach here.
+    if let Ok(keep) = hub.config.retention.messages() {
+        let shown = hub.config.retention.messages.clone();
+        tokio::spawn(retention::run(Arc::clone(&store), keep, shown));
+    }
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

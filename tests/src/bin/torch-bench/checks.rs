@@ -316,9 +316,7 @@ where
 /// Lateness (fire time minus due time, ms) of the check-ins of `agent`
 /// whose ids are in `due`, and how many of those were stored more than once.
 fn lateness(sb: &Sandbox, agent: &str, due: &BTreeMap<i64, i64>) -> Result<(Vec<i64>, usize)> {
-    let msgs: Vec<Value> = serde_json::from_str(
-        &sb.torch(&["messages", "--agent", agent, "--json", "--limit", "100000"])?,
-    )?;
+    let msgs = sb.all_messages(agent)?;
     let fired: Vec<(i64, i64)> = msgs
         .iter()
         .filter_map(|m| {

@@ -1,0 +1,45 @@
+//! Deletes settled message history past `[retention] messages`, at start
+//! and every hour, a batch per write so deliveries never wait long.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use torch_store::Store;
+
+/// How often history is pruned.
+const PERIOD: Duration = Duration::from_secs(3600);
+/// Rows deleted per write.
+const BATCH: u32 = 5000;
+
+/// Prunes now and every [`PERIOD`], for as long as the hub runs;
+/// `shown` is the setting as the admin wrote it.
+pub async fn run(store: Arc<Store>, keep: Duration, shown: String) {
+    let mut ticks = tokio::time::interval(PERIOD);
+    loop {
+        ticks.tick().await;
+        let store = Arc::clone(&store);
+        match tokio::task::spawn_blocking(move || prune(&store, keep)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                "retention: deleted {n} delivered or failed messages older than {shown}"
+            ),
+            Ok(Err(e)) => tracing::warn!("retention: cannot prune history: {e}"),
+            Err(e) => tracing::warn!("retention: cannot prune history: {e}"),
+        }
+    }
+}
+
+fn prune(store: &Store, keep: Duration) -> Result<usize, torch_store::StoreError> {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let cutoff = now_ms.saturating_sub(keep.as_millis() as i64);
+    let mut total = 0;
+    loop {
+        let n = store.prune_settled(cutoff, BATCH)?;
+        total += n;
+        if n < BATCH as usize {
+            return Ok(total);
+        }
+    }
+}
