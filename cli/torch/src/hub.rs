@@ -58,6 +58,12 @@ pub trait Manager {
     fn schedules(&self, agent: &str) -> zbus::Result<String>;
     /// See docs/dbus.md.
     fn fire_due(&self) -> zbus::Result<u32>;
+    /// A message was confirmed on its recipient's screen.
+    #[zbus(signal)]
+    fn message_delivered(&self, id: i64, to: &str) -> zbus::Result<()>;
+    /// A message will not be delivered.
+    #[zbus(signal)]
+    fn message_failed(&self, id: i64, to: &str, reason: &str) -> zbus::Result<()>;
 }
 
 /// Who is calling: the agent whose pane runs us, or the operator.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use args::{Cli, Cmd};
 use clap::Parser;
+use futures_util::StreamExt;
 use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, validate_message, AgentName};
 use torch_systemd::{JobKind, Systemd};
@@ -158,37 +159,84 @@ fn print_json_or(json: bool, s: &str, table: fn(&str) -> anyhow::Result<()>) -> 
     }
 }
 
-/// Polls the hub until message `id` to `to` is delivered or failed.
-async fn wait_delivered(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + SEND_TIMEOUT;
-    loop {
-        let list: serde_json::Value =
-            serde_json::from_str(&hub.inbox(to, 0, 1000).await.map_err(hub::explain)?)?;
-        let m = list.as_array().and_then(|l| {
-            l.iter()
-                .find(|m| m.get("id").and_then(|v| v.as_i64()) == Some(id))
-        });
-        match m.and_then(|m| m.get("state")).and_then(|s| s.as_str()) {
-            Some("delivered") => {
-                eprintln!("delivered to {to}");
-                return Ok(());
+/// How a message ended.
+enum Outcome {
+    Delivered,
+    Failed(String),
+}
+
+/// The message's state from the hub's store, for when a signal may have
+/// been missed (the hub restarted): one indexed row, whatever the history.
+async fn lookup(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyhow::Result<Option<Outcome>> {
+    let page: serde_json::Value =
+        serde_json::from_str(&hub.inbox(to, id + 1, 1).await.map_err(hub::explain)?)?;
+    let m = page
+        .as_array()
+        .and_then(|l| l.iter().find(|m| m["id"].as_i64() == Some(id)));
+    Ok(match m.and_then(|m| m["state"].as_str()) {
+        Some("delivered") => Some(Outcome::Delivered),
+        Some("failed") => Some(Outcome::Failed(
+            m.and_then(|m| m["reason"].as_str())
+                .unwrap_or("no reason given")
+                .to_string(),
+        )),
+        _ => None,
+    })
+}
+
+/// Sends a message through the hub; with `wait`, returns once it was
+/// delivered or failed, told by the hub's signals (subscribed before the
+/// send, so none is missed), with a look at the store every few seconds in
+/// case the hub restarted meanwhile.
+async fn send_through_hub(to: &str, text: &str, wait: bool) -> anyhow::Result<()> {
+    let hub = hub::connect().await?;
+    let only_to = [(1, to)];
+    let (mut delivered, mut failed) = if wait {
+        let d = hub.receive_message_delivered_with_args(&only_to).await;
+        let f = hub.receive_message_failed_with_args(&only_to).await;
+        (
+            Some(d.map_err(hub::explain)?),
+            Some(f.map_err(hub::explain)?),
+        )
+    } else {
+        (None, None)
+    };
+    let id = hub
+        .send(&hub::caller(), to, text)
+        .await
+        .map_err(hub::explain)?;
+    eprintln!("queued message #{id} for {to}");
+    let (Some(delivered), Some(failed)) = (delivered.as_mut(), failed.as_mut()) else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+    let mut look = tokio::time::interval(Duration::from_secs(5));
+    look.tick().await;
+    let outcome = loop {
+        tokio::select! {
+            Some(s) = delivered.next() => {
+                if s.args().is_ok_and(|a| a.id == id) { break Outcome::Delivered; }
             }
-            Some("failed") => {
-                let reason = m
-                    .and_then(|m| m.get("reason"))
-                    .and_then(|r| r.as_str())
-                    .unwrap_or("no reason given");
-                bail!("message #{id} to {to} failed: {reason}");
+            Some(s) = failed.next() => {
+                if let Ok(a) = s.args() {
+                    if a.id == id { break Outcome::Failed(a.reason.to_string()); }
+                }
             }
-            _ => {}
-        }
-        if std::time::Instant::now() > deadline {
-            bail!(
+            _ = look.tick() => {
+                if let Some(o) = lookup(&hub, to, id).await? { break o; }
+            }
+            _ = tokio::time::sleep_until(deadline) => bail!(
                 "message #{id} is still queued for {to} after {}s; see `torch inbox {to}`",
                 SEND_TIMEOUT.as_secs()
-            );
+            ),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    match outcome {
+        Outcome::Delivered => {
+            eprintln!("delivered to {to}");
+            Ok(())
+        }
+        Outcome::Failed(reason) => bail!("message #{id} to {to} failed: {reason}"),
     }
 }
 
@@ -216,18 +264,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            runtime()?.block_on(async {
-                let hub = hub::connect().await?;
-                let id = hub
-                    .send(&hub::caller(), name.as_str(), &text)
-                    .await
-                    .map_err(hub::explain)?;
-                eprintln!("queued message #{id} for {name}");
-                if wait {
-                    wait_delivered(&hub, name.as_str(), id).await?;
-                }
-                anyhow::Ok(())
-            })?;
+            runtime()?.block_on(send_through_hub(name.as_str(), &text, wait))?;
         }
         Cmd::Capture {
             name,
