@@ -174,3 +174,43 @@ fn concurrent_spawns_never_pass_the_quotas() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_send_whose_reply_was_lost_is_stored_and_delivered_once() -> Result<()> {
+    let sb = Sandbox::boot("lostreply")?;
+    sb.install_torch()?;
+    // The hub SIGKILLs itself right after storing a text with CRASHME,
+    // before it answers: the caller cannot know whether it was stored.
+    sb.write_file(
+        "/etc/systemd/system/torch.service.d/fault.conf",
+        b"[Service]\nEnvironment=TORCH_FAULT=kill-after-store:CRASHME\n",
+        0o644,
+    )?;
+    sb.systemctl(&["daemon-reload"])?;
+    sb.start_hub()?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    for round in 0..3 {
+        let restarts = sb.unit_property("torch.service", "NRestarts")?;
+        let (ok, out) =
+            sb.torch_status(&["send", "--wait", "boss", &format!("CRASHME {round}")])?;
+        ensure!(ok, "round {round}: {out}");
+        ensure!(out.contains("sending again with the same key"), "{out}");
+        ensure!(
+            sb.unit_property("torch.service", "NRestarts")? != restarts,
+            "round {round}: the hub did not die"
+        );
+    }
+    sb.torch(&["send", "--wait", "boss", "after the crashes"])?;
+    let got = sb.records("boss")?;
+    let bodies: Vec<&str> = got
+        .iter()
+        .map(|r| r.split("] ").last().unwrap_or(r))
+        .collect();
+    ensure!(
+        bodies == ["CRASHME 0", "CRASHME 1", "CRASHME 2", "after the crashes"],
+        "boss got {got:?}"
+    );
+    let stored = sb.all_messages("boss")?;
+    ensure!(stored.len() == 4, "stored: {stored:?}");
+    Ok(())
+}

@@ -15,6 +15,8 @@ pub trait Manager {
     /// See docs/dbus.md.
     fn send(&self, from: &str, to: &str, text: &str) -> zbus::Result<i64>;
     /// See docs/dbus.md.
+    fn send_once(&self, from: &str, to: &str, text: &str, key: &str) -> zbus::Result<i64>;
+    /// See docs/dbus.md.
     #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
@@ -112,6 +114,18 @@ pub fn hub_absent(e: &zbus::Error) -> bool {
             **e,
             zbus::fdo::Error::ServiceUnknown(_) | zbus::fdo::Error::NameHasNoOwner(_)
         ),
+        _ => false,
+    }
+}
+
+/// Whether `e` says the hub went away during the call (it died or
+/// restarted before answering), so the call may have taken effect.
+pub fn reply_lost(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::MethodError(name, _, _) => {
+            name.as_str() == "org.freedesktop.DBus.Error.NoReply"
+        }
+        zbus::Error::FDO(e) => matches!(**e, zbus::fdo::Error::NoReply(_)),
         _ => false,
     }
 }

@@ -184,6 +184,45 @@ async fn lookup(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyhow::Resul
     })
 }
 
+/// How long a send whose reply was lost is retried while the hub restarts.
+const SEND_RETRY: Duration = Duration::from_secs(30);
+
+/// A fresh send key: 128 random bits, hex.
+fn send_key() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .context("cannot read /dev/urandom for a send key")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Stores the message through the hub once: when the hub dies before its
+/// reply, the same call is retried with the same key until the hub is back,
+/// and the hub answers the first call's id instead of storing it again.
+async fn send_once(hub: &hub::ManagerProxy<'_>, to: &str, text: &str) -> anyhow::Result<i64> {
+    let key = send_key()?;
+    let from = hub::caller();
+    let mut retrying_until = None;
+    loop {
+        let e = match hub.send_once(&from, to, text, &key).await {
+            Ok(id) => return Ok(id),
+            Err(e) => e,
+        };
+        let restarting = retrying_until.is_some() && hub::hub_absent(&e);
+        if !(hub::reply_lost(&e) || restarting) {
+            return Err(hub::explain(e));
+        }
+        let until = *retrying_until.get_or_insert_with(|| {
+            eprintln!("torch: the hub went away before answering; sending again with the same key, which it stores once");
+            tokio::time::Instant::now() + SEND_RETRY
+        });
+        if tokio::time::Instant::now() > until {
+            bail!("the hub did not come back within {}s; whether the message was stored: see `torch inbox {to}`", SEND_RETRY.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Sends a message through the hub; with `wait`, returns once it was
 /// delivered or failed, told by the hub's signals (subscribed before the
 /// send, so none is missed), with a look at the store every few seconds in
@@ -201,10 +240,7 @@ async fn send_through_hub(to: &str, text: &str, wait: bool) -> anyhow::Result<()
     } else {
         (None, None)
     };
-    let id = hub
-        .send(&hub::caller(), to, text)
-        .await
-        .map_err(hub::explain)?;
+    let id = send_once(&hub, to, text).await?;
     eprintln!("queued message #{id} for {to}");
     let (Some(delivered), Some(failed)) = (delivered.as_mut(), failed.as_mut()) else {
         return Ok(());

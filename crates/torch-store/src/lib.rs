@@ -21,6 +21,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
 mod history;
+mod schema;
+mod send_key;
 mod wanted;
 
 /// Why the store failed.
@@ -38,6 +40,17 @@ pub enum StoreError {
     /// The writer thread is gone (the store is closing, or it panicked).
     #[error("message store: the writer has stopped; restart the hub")]
     WriterGone,
+    /// The database was written by a newer Torch.
+    #[error("message store: schema version {found} is from a newer Torch (this one knows {known}); install that version again or restore a backup of /var/lib/torch")]
+    NewerSchema {
+        /// The database's version.
+        found: usize,
+        /// The newest this build knows.
+        known: usize,
+    },
+    /// A send key was used before for another message.
+    #[error("send key {0:?} was already used by this sender for a different message; use a new key for a new message")]
+    KeyReused(String),
 }
 
 /// The state of a message.
@@ -223,44 +236,14 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed message survives a power cut, not just a crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let reader = Connection::open(path)?;
         reader.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS messages (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                sender TEXT NOT NULL,
-                recipient TEXT NOT NULL,
-                body TEXT NOT NULL,
-                kind TEXT NOT NULL DEFAULT 'message',
-                created_ms INTEGER NOT NULL,
-                state TEXT NOT NULL DEFAULT 'queued',
-                attempts INTEGER NOT NULL DEFAULT 0,
-                delivered_ms INTEGER,
-                reason TEXT
-            );
-            CREATE INDEX IF NOT EXISTS messages_queue ON messages (recipient, state, id);
-            CREATE INDEX IF NOT EXISTS messages_to ON messages (recipient, id);
-            CREATE TABLE IF NOT EXISTS schedules (
-                id INTEGER PRIMARY KEY AUTOINCREMENT,
-                agent TEXT NOT NULL,
-                kind TEXT NOT NULL,
-                spec TEXT NOT NULL,
-                note TEXT NOT NULL,
-                created_by TEXT NOT NULL,
-                created_ms INTEGER NOT NULL,
-                due_ms INTEGER,
-                fired INTEGER NOT NULL DEFAULT 0,
-                last_fired_ms INTEGER,
-                state TEXT NOT NULL DEFAULT 'active'
-            );
-            CREATE TABLE IF NOT EXISTS wanted (agent TEXT PRIMARY KEY);
-            CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-        )?;
+        schema::migrate(&mut conn)?;
         let (writes, queue) = mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("torch-store".into())

@@ -193,6 +193,16 @@ async fn blocking<T: Send + 'static>(
         .map_err(fdo::Error::Failed)
 }
 
+/// A send key: what a client retries a `SendOnce` with.
+fn valid_key(key: &str) -> fdo::Result<()> {
+    if (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(());
+    }
+    Err(fdo::Error::InvalidArgs(
+        "send key: use 1 to 128 printable ASCII characters, e.g. a random hex string".into(),
+    ))
+}
+
 fn valid_sender(from: &str) -> fdo::Result<String> {
     if from == OPERATOR {
         return Ok(from.to_string());
@@ -242,7 +252,7 @@ impl Manager {
         text: String,
     ) -> fdo::Result<i64> {
         let result = match identity(&self.hub, conn, &hdr, &from).await {
-            Ok(from) => self.do_send(from, to.clone(), text).await,
+            Ok(from) => self.do_send(from, to.clone(), text, None).await,
             Err(e) => Err(e),
         };
         let outcome = match &result {
@@ -250,6 +260,35 @@ impl Manager {
             Err(e) => format!("{from} -> {to} refused: {e}"),
         };
         audit(&self.hub, conn, &hdr, "Send", &outcome).await;
+        result
+    }
+
+    /// Like `Send`, stored once per sender and `key`: a retry of a call whose
+    /// reply was lost returns the first call's id and stores nothing.
+    async fn send_once(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        from: String,
+        to: String,
+        text: String,
+        key: String,
+    ) -> fdo::Result<i64> {
+        let result = match (
+            identity(&self.hub, conn, &hdr, &from).await,
+            valid_key(&key),
+        ) {
+            (Ok(from), Ok(())) => {
+                self.do_send(from, to.clone(), text, Some(key.clone()))
+                    .await
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let outcome = match &result {
+            Ok(id) => format!("{from} -> {to} queued as #{id} (key {key})"),
+            Err(e) => format!("{from} -> {to} refused: {e}"),
+        };
+        audit(&self.hub, conn, &hdr, "SendOnce", &outcome).await;
         result
     }
 
@@ -633,7 +672,13 @@ impl Manager {
         result
     }
 
-    async fn do_send(&self, from: String, to: String, text: String) -> fdo::Result<i64> {
+    async fn do_send(
+        &self,
+        from: String,
+        to: String,
+        text: String,
+        key: Option<String>,
+    ) -> fdo::Result<i64> {
         let from = valid_sender(&from)?;
         let to_name = AgentName::parse(&to)
             .map_err(|e| fdo::Error::InvalidArgs(format!("recipient: {e}")))?
@@ -646,12 +691,21 @@ impl Manager {
         let id = blocking(move || {
             let fleet = hub.fleet.agents();
             fleet::check_route(&config, &fleet, &f, &t)?;
-            store
-                .enqueue(&f, &t, &text, "message")
-                .map_err(|e| e.to_string())
+            let (id, stored) = match &key {
+                Some(k) => store.enqueue_once(&f, &t, &text, "message", k),
+                None => store.enqueue(&f, &t, &text, "message").map(|id| (id, true)),
+            }
+            .map_err(|e| e.to_string())?;
+            if stored {
+                crate::fault::after_store(&text);
+            }
+            Ok((id, stored))
         })
         .await?;
-        self.hub.events.queued(id, &from, &to_name).await;
+        let (id, stored) = id;
+        if stored {
+            self.hub.events.queued(id, &from, &to_name).await;
+        }
         self.hub.courier.kick(&to_name);
         Ok(id)
     }

@@ -10,6 +10,7 @@
 mod bus;
 mod courier;
 mod events;
+mod fault;
 mod fleet;
 mod lifecycle;
 mod retention;

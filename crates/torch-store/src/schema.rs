@@ -1,0 +1,103 @@
+//! The store's schema and its migrations.
+//!
+//! `PRAGMA user_version` counts the migrations a database has had; opening
+//! runs the missing ones in order, each in one transaction with its count,
+//! so an upgrade of Torch keeps `/var/lib/torch/torch.db` and a crash part
+//! way leaves it at a version it knows. A database from before versioning
+//! (version 0, tables already there) is taken by the first migration's
+//! `IF NOT EXISTS`. Migrations are only ever appended.
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: messages and check-ins.
+    "CREATE TABLE IF NOT EXISTS messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        sender TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        body TEXT NOT NULL,
+        kind TEXT NOT NULL DEFAULT 'message',
+        created_ms INTEGER NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        delivered_ms INTEGER,
+        reason TEXT
+    );
+    CREATE INDEX IF NOT EXISTS messages_queue ON messages (recipient, state, id);
+    CREATE TABLE IF NOT EXISTS schedules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        note TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        due_ms INTEGER,
+        fired INTEGER NOT NULL DEFAULT 0,
+        last_fired_ms INTEGER,
+        state TEXT NOT NULL DEFAULT 'active'
+    );",
+    // 2: the agents to bring back after a reboot, and the last boot seen.
+    "CREATE TABLE wanted (agent TEXT PRIMARY KEY);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 3: an agent's history in id order, for pages.
+    "CREATE INDEX messages_to ON messages (recipient, id);",
+    // 4: a sender's key for a message, so a retried send stores it once.
+    "ALTER TABLE messages ADD COLUMN send_key TEXT;
+    CREATE UNIQUE INDEX messages_send_key ON messages (sender, send_key)
+        WHERE send_key IS NOT NULL;",
+];
+
+/// Brings the database to the current schema.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let have: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if have > MIGRATIONS.len() {
+        return Err(StoreError::NewerSchema {
+            found: have,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (done, sql) in MIGRATIONS.iter().enumerate().skip(have) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", done + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_from_before_versioning_is_upgraded_in_place() {
+        let mut c = Connection::open_in_memory().unwrap();
+        // What the store wrote before it had versions, with a message.
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.execute(
+            "INSERT INTO messages (sender, recipient, body, created_ms) VALUES ('a', 'b', 'kept', 1)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut c).unwrap();
+        migrate(&mut c).unwrap();
+        let v: usize = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len());
+        let body: String = c
+            .query_row(
+                "SELECT body FROM messages WHERE send_key IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(body, "kept");
+        c.pragma_update(None, "user_version", 99).unwrap();
+        let e = migrate(&mut c).unwrap_err();
+        assert!(e.to_string().contains("newer Torch"), "{e}");
+    }
+}
