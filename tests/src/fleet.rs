@@ -1,7 +1,7 @@
 //! Torch inside a sandbox: install the fresh build, define agents, call the
 //! CLI, read what the echo agent recorded.
 
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +23,16 @@ pub fn parse_records(raw: &str) -> Result<Vec<String>> {
     raw.lines()
         .map(|l| serde_json::from_str::<String>(l).with_context(|| format!("bad record {l:?}")))
         .collect()
+}
+
+/// Whether a command succeeded, and what it printed (stdout, then stderr).
+fn said(out: &Output) -> (bool, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }
 
 impl Sandbox {
@@ -89,13 +99,7 @@ impl Sandbox {
     pub fn torch_status(&self, args: &[&str]) -> Result<(bool, String)> {
         let mut v = vec!["torch"];
         v.extend_from_slice(args);
-        let out = self.exec(&v)?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok((out.status.success(), text))
+        Ok(said(&self.exec(&v)?))
     }
 
     /// The messages the echo agent `name` recorded, in order.
@@ -157,15 +161,7 @@ impl Sandbox {
         let env = format!("TORCH_AGENT={agent}");
         let mut v = vec!["env", env.as_str(), "torch"];
         v.extend_from_slice(args);
-        let out = self.exec(&v)?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
+        Ok(said(&self.exec(&v)?))
     }
 
     /// Spawns an echo agent through the hub (recording into [`record_path`]).
@@ -212,15 +208,7 @@ impl Sandbox {
         ];
         v.extend(args.iter().map(|a| a.to_string()));
         let v: Vec<&str> = v.iter().map(String::as_str).collect();
-        let out = self.exec(&v)?;
-        Ok((
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
+        Ok(said(&self.exec(&v)?))
     }
 }
 

@@ -79,14 +79,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::{State, Store};
+    use crate::State;
 
     #[test]
     fn pages_walk_back_and_pruning_keeps_the_queue() {
-        let dir = std::env::temp_dir().join(format!("torch-history-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let s = Store::open(&dir.join("torch.db")).unwrap();
+        let (s, dir) = crate::tests::temp_store("history");
         let ids: Vec<i64> = (0..5)
             .map(|i| {
                 s.enqueue("operator", "a", &i.to_string(), "message")

@@ -551,7 +551,8 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+    /// A fresh store in a directory of its own, removed by the caller.
+    pub(crate) fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("torch-store-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

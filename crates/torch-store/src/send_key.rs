@@ -66,14 +66,11 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Store, StoreError};
+    use crate::StoreError;
 
     #[test]
     fn a_key_stores_its_message_once() {
-        let dir = std::env::temp_dir().join(format!("torch-sendkey-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let s = Store::open(&dir.join("torch.db")).unwrap();
+        let (s, dir) = crate::tests::temp_store("sendkey");
         let (a, fresh) = s.enqueue_once("op", "dev", "hi", "message", "k1").unwrap();
         assert!(fresh);
         assert_eq!(

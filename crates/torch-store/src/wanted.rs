@@ -64,25 +64,20 @@ mod tests {
 
     #[test]
     fn wanted_agents_and_boot_stamp_survive_reopen() {
-        let path = std::env::temp_dir().join(format!("torch-wanted-{}.db", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        {
-            let s = Store::open(&path).unwrap();
-            assert_eq!(s.boot_stamp().unwrap(), None);
-            s.set_wanted("b", true).unwrap();
-            s.set_wanted("a", true).unwrap();
-            s.set_wanted("a", true).unwrap();
-            s.set_wanted("c", true).unwrap();
-            s.set_wanted("c", false).unwrap();
-            s.set_boot_stamp("1").unwrap();
-            s.set_boot_stamp("2").unwrap();
-        }
-        let s = Store::open(&path).unwrap();
+        let (s, dir) = crate::tests::temp_store("wanted");
+        assert_eq!(s.boot_stamp().unwrap(), None);
+        s.set_wanted("b", true).unwrap();
+        s.set_wanted("a", true).unwrap();
+        s.set_wanted("a", true).unwrap();
+        s.set_wanted("c", true).unwrap();
+        s.set_wanted("c", false).unwrap();
+        s.set_boot_stamp("1").unwrap();
+        s.set_boot_stamp("2").unwrap();
+        drop(s);
+        let s = Store::open(&dir.join("torch.db")).unwrap();
         assert_eq!(s.wanted().unwrap(), ["a", "b"]);
         assert_eq!(s.boot_stamp().unwrap().as_deref(), Some("2"));
         drop(s);
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
-        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
