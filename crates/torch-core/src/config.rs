@@ -5,6 +5,7 @@
 //! vendor's, table by table. Unknown keys are errors.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +90,40 @@ impl Autocommit {
     }
 }
 
+/// Check-in schedules (`torch schedule`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedules {
+    /// The shortest time between two firings of a recurring check-in
+    /// (`--every`, or two elapses of an `--on-calendar` expression), as a
+    /// duration (`1m`, `30s`); one-shot check-ins are not limited.
+    #[serde(with = "duration_text")]
+    pub min_interval: Duration,
+}
+
+impl Default for Schedules {
+    fn default() -> Self {
+        Self {
+            min_interval: crate::schedule::DEFAULT_MIN_INTERVAL,
+        }
+    }
+}
+
+/// A duration in `torch.toml`, written as `torch schedule` takes it (`1m`).
+mod duration_text {
+    use super::Duration;
+    use crate::schedule::{format_duration, parse_duration};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The whole of `torch.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -101,6 +136,8 @@ pub struct Config {
     pub delivery: Delivery,
     /// The periodic commit of work in progress.
     pub autocommit: Autocommit,
+    /// Check-in schedules.
+    pub schedules: Schedules,
     /// Replacements for the built-in profile rules, by profile name.
     pub profiles: BTreeMap<Profile, ProfileRules>,
 }
@@ -211,6 +248,12 @@ mod tests {
         );
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/torch.toml");
         assert_eq!(Config::load(&[shipped]).unwrap(), Config::default());
+        std::fs::write(&a, "[schedules]\nmin_interval = \"1h30m\"\n").unwrap();
+        let c = Config::load(std::slice::from_ref(&a)).unwrap();
+        assert_eq!(c.schedules.min_interval, Duration::from_secs(5400));
+        std::fs::write(&a, "[schedules]\nmin_interval = \"5 minutes\"\n").unwrap();
+        let e = Config::load(std::slice::from_ref(&a)).unwrap_err();
+        assert!(e.contains("bad duration \"5 minutes\""), "{e}");
         std::fs::write(&a, "[quotas]\nmax_dept = 5\n").unwrap();
         let e = Config::load(std::slice::from_ref(&a)).unwrap_err();
         assert!(e.contains("max_dept"), "{e}");
