@@ -13,6 +13,34 @@ fn setup(sb: &Sandbox) -> Result<()> {
     sb.spawn_echo("e1", "orchestrator", None)
 }
 
+/// Lets recurring check-ins fire as often as `min` (`[schedules]
+/// min_interval`, one minute by default): tests wait seconds, not minutes.
+fn min_interval(sb: &Sandbox, min: &str) -> Result<()> {
+    sb.write_file(
+        "/etc/torch/torch.toml",
+        format!("[schedules]\nmin_interval = \"{min}\"\n").as_bytes(),
+        0o644,
+    )?;
+    sb.systemctl(&["restart", "torch.service"]).map(drop)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// When schedule `id`'s check-ins were stored (fired), Unix milliseconds.
+fn firings(sb: &Sandbox, id: i64) -> Result<Vec<i64>> {
+    let msgs: Vec<Value> = serde_json::from_str(&sb.torch(&["messages", "--json"])?)?;
+    let sender = format!("schedule-{id}");
+    Ok(msgs
+        .iter()
+        .filter(|m| m["sender"] == sender.as_str())
+        .filter_map(|m| m["created_ms"].as_i64())
+        .collect())
+}
+
 fn schedules(sb: &Sandbox) -> Result<Vec<Value>> {
     Ok(serde_json::from_str(&sb.torch(&["schedules", "--json"])?)?)
 }
@@ -26,6 +54,7 @@ fn checkin_units(sb: &Sandbox) -> Result<String> {
 fn one_shot_recurring_and_cancel() -> Result<()> {
     let sb = Sandbox::boot("sched")?;
     setup(&sb)?;
+    min_interval(&sb, "1s")?;
     // An agent schedules its own check-in from its pane.
     let (ok, out) = sb.torch_as(
         "e1",
@@ -85,6 +114,47 @@ fn one_shot_recurring_and_cancel() -> Result<()> {
             >= 3)
     })?;
     let id = schedules(&sb)?[0]["id"].as_i64().context("id")?;
+    // In step: each tick one period after the previous one.
+    let ticks = firings(&sb, id)?;
+    for w in ticks.windows(2) {
+        ensure!((w[1] - w[0] - 2000).abs() < 500, "ticks at {ticks:?}");
+    }
+
+    // The hub down for more than two periods: when it is back, one
+    // catch-up tick, and the next a full period after it (not a second
+    // one a second later, as when the next time was max(due + period,
+    // now + 1 s)).
+    sb.systemctl(&["stop", "torch.service"])?;
+    std::thread::sleep(Duration::from_secs(5));
+    let back = now_ms();
+    sb.start_hub()?;
+    wait_until(
+        "two ticks after the restart",
+        Duration::from_secs(15),
+        || Ok(firings(&sb, id)?.iter().filter(|&&t| t > back).count() >= 2),
+    )?;
+    let after: Vec<i64> = firings(&sb, id)?
+        .into_iter()
+        .filter(|&t| t > back)
+        .collect();
+    eprintln!(
+        "after the restart: catch-up {} ms after the start, the next {} ms after it",
+        after[0] - back,
+        after[1] - after[0]
+    );
+    ensure!(
+        after[0] - back < 3000,
+        "no catch-up at the start: {after:?}"
+    );
+    ensure!(
+        (after[1] - after[0] - 2000).abs() < 500,
+        "the tick after the catch-up came {} ms after it, not a period",
+        after[1] - after[0]
+    );
+    // The timer that fell due while the hub was down found no hub: its
+    // service failed, and stays listed as failed until reset.
+    sb.systemctl(&["reset-failed", "torch-checkin@*"])?;
+
     sb.torch(&["unschedule", &id.to_string()])?;
     std::thread::sleep(Duration::from_secs(3));
     let ticks = sb
@@ -107,7 +177,7 @@ fn one_shot_recurring_and_cancel() -> Result<()> {
         checkin_units(&sb)?
     );
 
-    // A far one, cancelled: nothing left either.
+    // Far ones, cancelled: nothing left either.
     sb.torch(&["schedule", "e1", "--at", "23:59", "--note", "late"])?;
     sb.torch(&[
         "schedule",
@@ -117,14 +187,46 @@ fn one_shot_recurring_and_cancel() -> Result<()> {
         "--note",
         "weekly",
     ])?;
+    sb.torch(&["schedule", "e1", "--every", "30m", "--note", "rhythm"])?;
     ensure!(
         checkin_units(&sb)?
             .lines()
             .filter(|l| l.contains(".timer"))
             .count()
-            == 2,
+            == 3,
         "{}",
         checkin_units(&sb)?
+    );
+    // Listed as typed, with the next time in local time, as `date` shows
+    // it, but without running `date` (not on this PATH) for each row.
+    let table = sb.run(&["env", "PATH=/nonexistent", "/usr/bin/torch", "schedules"])?;
+    for (when, note) in [
+        ("at 23:59", "late"),
+        ("on-calendar Mon..Fri 09:00", "weekly"),
+        ("every 30m", "rhythm"),
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.ends_with(note))
+            .with_context(|| format!("no {note} row:\n{table}"))?;
+        ensure!(row.contains(&format!(" {when} ")), "{when}:\n{table}");
+        let next = schedules(&sb)?
+            .iter()
+            .find(|s| s["note"] == note)
+            .and_then(|s| s["next_ms"].as_i64())
+            .context("next_ms")?;
+        let local = sb.run(&[
+            "date",
+            "-d",
+            &format!("@{}", next / 1000),
+            "+%Y-%m-%d %H:%M:%S %Z",
+        ])?;
+        ensure!(row.contains(local.trim()), "{local} not in {row}");
+    }
+    ensure!(
+        schedules(&sb)?.iter().any(|s| s["when"] == "every 30m"),
+        "{:?}",
+        schedules(&sb)?
     );
     for s in schedules(&sb)? {
         sb.torch(&["unschedule", &s["id"].to_string()])?;
@@ -153,6 +255,70 @@ fn one_shot_recurring_and_cancel() -> Result<()> {
     }
     let (ok, out) = sb.torch_status(&["schedule", "ghost", "--in", "5s", "--note", "x"])?;
     ensure!(!ok && out.contains("no agent named"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn recurring_check_ins_have_a_minimum_interval() -> Result<()> {
+    let sb = Sandbox::boot("schedmin")?;
+    setup(&sb)?;
+    // The default: once a minute at most, for --every and calendars alike.
+    for (args, want) in [
+        (["--every", "30s"], "every 30s is too often"),
+        (
+            ["--on-calendar", "*-*-* *:*:*"],
+            "on-calendar *-*-* *:*:* fires every 1s, which is too often",
+        ),
+        (
+            ["--on-calendar", "*:*:0/10"],
+            "on-calendar *:*:0/10 fires every 10s, which is too often",
+        ),
+    ] {
+        let mut a = vec!["schedule", "e1"];
+        a.extend(args);
+        a.extend(["--note", "x"]);
+        let (ok, out) = sb.torch_status(&a)?;
+        ensure!(
+            !ok && out.contains(want)
+                && out.contains("at least 1m apart")
+                && out.contains("`min_interval` under [schedules] in /etc/torch/torch.toml"),
+            "{a:?}: {out}"
+        );
+    }
+    // The hub refuses it, not only the CLI.
+    let out = sb.exec(&[
+        "busctl",
+        "call",
+        "org.torch.Torch1",
+        "/org/torch/Torch1",
+        "org.torch.Manager1",
+        "Schedule",
+        "sssss",
+        "e1",
+        "every",
+        "10s",
+        "x",
+        "operator",
+    ])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && err.contains("every 10s is too often"),
+        "{err}"
+    );
+    ensure!(schedules(&sb)?.is_empty(), "{:?}", schedules(&sb)?);
+    // One-shots are not limited; a minute is allowed.
+    sb.torch(&["schedule", "e1", "--in", "2s", "--note", "soon"])?;
+    sb.torch(&["schedule", "e1", "--every", "1m", "--note", "minutely"])?;
+    sb.torch(&["schedule", "e1", "--on-calendar", "minutely", "--note", "m"])?;
+    wait_until("the one-shot", Duration::from_secs(15), || {
+        Ok(sb.records("e1")?.iter().any(|r| r.ends_with("] soon")))
+    })?;
+    // The minimum is the administrator's.
+    min_interval(&sb, "10s")?;
+    sb.torch(&["schedule", "e1", "--every", "10s", "--note", "x"])?;
+    let (ok, out) = sb.torch_status(&["schedule", "e1", "--every", "5s", "--note", "x"])?;
+    ensure!(!ok && out.contains("at least 10s apart"), "{out}");
+    ensure!(schedules(&sb)?.len() == 3, "{:?}", schedules(&sb)?);
     Ok(())
 }
 

@@ -83,17 +83,20 @@ pub enum Cmd {
         /// Once, at the next HH:MM[:SS] (local time).
         #[arg(long, value_name = "HH:MM")]
         at: Option<String>,
-        /// Repeatedly, with this period (first after one period).
+        /// Repeatedly, with this period (first after one period); at least
+        /// `[schedules] min_interval` of torch.toml (default 1m).
         #[arg(long, value_name = "DURATION")]
         every: Option<String>,
-        /// Repeatedly, on a systemd calendar expression (man systemd.time).
+        /// Repeatedly, on a systemd calendar expression (man systemd.time)
+        /// whose elapses are at least `[schedules] min_interval` apart.
         #[arg(long, value_name = "EXPR")]
         on_calendar: Option<String>,
         /// What to tell the agent when it fires.
         #[arg(long)]
         note: String,
     },
-    /// List active check-ins with their next fire time from systemd.
+    /// List active check-ins as they were set (`every 30m`) with their next
+    /// fire time from systemd, in local time.
     Schedules {
         /// Only this agent's.
         #[arg(long)]

@@ -184,44 +184,64 @@ pub fn print_status(json: &str) -> Result<()> {
     Ok(())
 }
 
-/// Unix milliseconds as local `YYYY-MM-DD HH:MM:SS` (via the C library's
-/// idea of the local zone), or `-`.
+/// Unix milliseconds as local `YYYY-MM-DD HH:MM:SS ZONE`, the zone being
+/// `TZ` or /etc/localtime as for `date`, or `-`. Computed here, not by
+/// running `date` for each time shown.
 pub fn local_time(ms: i64) -> String {
+    time_in(ms, &jiff::tz::TimeZone::system())
+}
+
+fn time_in(ms: i64, zone: &jiff::tz::TimeZone) -> String {
     if ms <= 0 {
         return "-".into();
     }
-    let out = std::process::Command::new("date")
-        .arg("-d")
-        .arg(format!("@{}", ms / 1000))
-        .arg("+%Y-%m-%d %H:%M:%S %Z")
-        .output();
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        _ => format!("@{}", ms / 1000),
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t
+            .to_zoned_datetime(zone.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => format!("@{}", ms / 1000),
     }
 }
 
-/// Prints a JSON schedule list as a table.
+/// How a listed schedule fires, as `torch schedule` spells it (`every
+/// 30m`): the hub's `when`, or for an older hub without it, kind and spec.
+fn schedule_when(row: &Value) -> String {
+    match row.get("when").and_then(Value::as_str) {
+        Some(w) => w.to_string(),
+        None => {
+            let unit = if matches!(s(row, "kind"), "in" | "every") {
+                "s"
+            } else {
+                ""
+            };
+            format!("{} {}{unit}", s(row, "kind"), s(row, "spec"))
+        }
+    }
+}
+
+/// Prints a JSON schedule list as a table; NEXT in local time.
 pub fn print_schedules(json: &str) -> Result<()> {
     let v: Value = serde_json::from_str(json)?;
     let list = v
         .as_array()
         .ok_or_else(|| anyhow!("the hub sent a schedule list that is not a list"))?;
+    let whens: Vec<String> = list.iter().map(schedule_when).collect();
+    let width = whens
+        .iter()
+        .map(|w| w.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
     println!(
-        "{:>4} {:<16} {:<24} {:<26} {:>5}  NOTE",
+        "{:>4} {:<16} {:<width$} {:<26} {:>5}  NOTE",
         "ID", "AGENT", "WHEN", "NEXT", "FIRED"
     );
-    for row in list {
-        let unit = if matches!(s(row, "kind"), "in" | "every") {
-            "s"
-        } else {
-            ""
-        };
-        let when = format!("{} {}{unit}", s(row, "kind"), s(row, "spec"));
+    for (row, when) in list.iter().zip(whens) {
         let next = local_time(row.get("next_ms").and_then(Value::as_i64).unwrap_or(0));
         let note: String = s(row, "note").replace('\n', "⏎").chars().take(50).collect();
         println!(
-            "{:>4} {:<16} {:<24} {:<26} {:>5}  {note}",
+            "{:>4} {:<16} {:<width$} {:<26} {:>5}  {note}",
             i(row, "id"),
             s(row, "agent"),
             when,
@@ -261,4 +281,24 @@ pub fn print_messages(json: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_formatted_in_process() {
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(time_in(1_764_091_449_250, &utc), "2025-11-25 17:24:09 UTC");
+        assert_eq!(time_in(0, &utc), "-");
+    }
+
+    #[test]
+    fn schedules_are_shown_as_the_hub_words_them() {
+        let row: Value = serde_json::json!({"kind": "every", "spec": "1800", "when": "every 30m"});
+        assert_eq!(schedule_when(&row), "every 30m");
+        let old: Value = serde_json::json!({"kind": "every", "spec": "1800"});
+        assert_eq!(schedule_when(&old), "every 1800s");
+    }
 }

@@ -5,6 +5,7 @@
 //! vendor's, table by table. Unknown keys are errors.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -95,22 +96,49 @@ impl Autocommit {
 pub struct Retention {
     /// Delivered and failed messages older than this are deleted (a
     /// duration such as `30d` or `12h`); queued ones are always kept.
-    pub messages: String,
+    #[serde(with = "duration_text")]
+    pub messages: Duration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
         Self {
-            messages: "30d".into(),
+            messages: Duration::from_secs(30 * 86400),
         }
     }
 }
 
-impl Retention {
-    /// How long settled messages are kept.
-    pub fn messages(&self) -> Result<std::time::Duration, String> {
-        crate::schedule::parse_duration(&self.messages)
-            .map_err(|e| format!("[retention] messages: {e}"))
+/// Check-in schedules (`torch schedule`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Schedules {
+    /// The shortest time between two firings of a recurring check-in
+    /// (`--every`, or two elapses of an `--on-calendar` expression), as a
+    /// duration (`1m`, `30s`); one-shot check-ins are not limited.
+    #[serde(with = "duration_text")]
+    pub min_interval: Duration,
+}
+
+impl Default for Schedules {
+    fn default() -> Self {
+        Self {
+            min_interval: crate::schedule::DEFAULT_MIN_INTERVAL,
+        }
+    }
+}
+
+/// A duration in `torch.toml`, written as `torch schedule` takes it (`1m`).
+mod duration_text {
+    use super::Duration;
+    use crate::schedule::{format_duration, parse_duration};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -128,6 +156,8 @@ pub struct Config {
     pub autocommit: Autocommit,
     /// How long history is kept.
     pub retention: Retention,
+    /// Check-in schedules.
+    pub schedules: Schedules,
     /// Replacements for the built-in profile rules, by profile name.
     pub profiles: BTreeMap<Profile, ProfileRules>,
 }
@@ -182,13 +212,8 @@ impl Config {
             .find(|f| f.exists())
             .map_or(Path::new("torch.toml"), |p| p.as_path());
         let text = toml::to_string(&merged).map_err(|e| e.to_string())?;
-        let config: Config = toml::from_str(&text)
-            .map_err(|e| format!("{}: {}", which.display(), e.message().replace('\n', " ")))?;
-        config
-            .retention
-            .messages()
-            .map_err(|e| format!("{}: {e}", which.display()))?;
-        Ok(config)
+        toml::from_str(&text)
+            .map_err(|e| format!("{}: {}", which.display(), e.message().replace('\n', " ")))
     }
 }
 
@@ -242,6 +267,12 @@ mod tests {
         );
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/torch.toml");
         assert_eq!(Config::load(&[shipped]).unwrap(), Config::default());
+        std::fs::write(&a, "[schedules]\nmin_interval = \"1h30m\"\n").unwrap();
+        let c = Config::load(std::slice::from_ref(&a)).unwrap();
+        assert_eq!(c.schedules.min_interval, Duration::from_secs(5400));
+        std::fs::write(&a, "[schedules]\nmin_interval = \"5 minutes\"\n").unwrap();
+        let e = Config::load(std::slice::from_ref(&a)).unwrap_err();
+        assert!(e.contains("bad duration \"5 minutes\""), "{e}");
         std::fs::write(&a, "[quotas]\nmax_dept = 5\n").unwrap();
         let e = Config::load(std::slice::from_ref(&a)).unwrap_err();
         assert!(e.contains("max_dept"), "{e}");
@@ -251,13 +282,10 @@ mod tests {
             .contains(":1: "));
         std::fs::write(&a, "[retention]\nmessages = \"12h\"\n").unwrap();
         let c = Config::load(std::slice::from_ref(&a)).unwrap();
-        assert_eq!(c.retention.messages().unwrap().as_secs(), 12 * 3600);
+        assert_eq!(c.retention.messages.as_secs(), 12 * 3600);
         std::fs::write(&a, "[retention]\nmessages = \"forever\"\n").unwrap();
         let e = Config::load(&[a]).unwrap_err();
-        assert!(
-            e.contains("admin.toml: [retention] messages: bad duration"),
-            "{e}"
-        );
+        assert!(e.contains("admin.toml: bad duration \"forever\""), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

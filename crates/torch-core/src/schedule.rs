@@ -10,6 +10,9 @@ use std::time::Duration;
 pub const MIN_DELAY: Duration = Duration::from_secs(1);
 /// The longest delay or period.
 pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
+/// The shortest period of a recurring check-in unless `torch.toml` says
+/// otherwise (`[schedules] min_interval`).
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// When a check-in fires.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,74 @@ impl When {
     pub fn recurring(&self) -> bool {
         matches!(self, When::Every(_) | When::Calendar(_))
     }
+
+    /// How it is shown, as `torch schedule` spells it: `every 30m`,
+    /// `on-calendar Mon *-*-* 09:00`. `typed` is the spec as the requester
+    /// typed it; without it (schedules stored before it was kept) the
+    /// stored form is shown, durations as [`format_duration`] writes them.
+    pub fn shown(&self, typed: Option<&str>) -> String {
+        let word = match self {
+            When::In(_) => "in",
+            When::At(_) => "at",
+            When::Every(_) => "every",
+            When::Calendar(_) => "on-calendar",
+        };
+        let spec = match (typed, self) {
+            (Some(t), _) => t.to_string(),
+            (None, When::In(d) | When::Every(d)) => format_duration(*d),
+            (None, When::At(s) | When::Calendar(s)) => s.clone(),
+        };
+        format!("{word} {spec}")
+    }
+
+    /// Refuses a recurring check-in whose firings come `interval` apart
+    /// (its period, or the gap between two elapses of its calendar
+    /// expression) when that is under `min`; `typed` as for [`When::shown`].
+    pub fn check_interval(
+        &self,
+        typed: Option<&str>,
+        interval: Duration,
+        min: Duration,
+    ) -> Result<(), String> {
+        if interval >= min {
+            return Ok(());
+        }
+        let what = match self {
+            When::Every(_) => self.shown(typed),
+            _ => format!(
+                "{} fires every {}, which",
+                self.shown(typed),
+                format_duration(interval)
+            ),
+        };
+        Err(format!(
+            "{what} is too often: recurring check-ins must be at least {} apart (the \
+             minimum interval; an administrator changes it with `min_interval` under \
+             [schedules] in /etc/torch/torch.toml); for a single check-in, use --in",
+            format_duration(min)
+        ))
+    }
+}
+
+/// A duration as [`parse_duration`] reads it back, largest units first:
+/// `30m`, `1h30m`, `2d`, `1m1.5s`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    let (days, rest) = (ms / 86_400_000, ms % 86_400_000);
+    let (hours, rest) = (rest / 3_600_000, rest % 3_600_000);
+    let (mins, rest) = (rest / 60_000, rest % 60_000);
+    let mut out = String::new();
+    for (n, unit) in [(days, "d"), (hours, "h"), (mins, "m")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    if rest > 0 || out.is_empty() {
+        let secs = format!("{}.{:03}", rest / 1000, rest % 1000);
+        out.push_str(secs.trim_end_matches('0').trim_end_matches('.'));
+        out.push('s');
+    }
+    out
 }
 
 /// Parses `15m`, `90s`, `1.5h`, `1h30m`, `2d`.
@@ -165,6 +236,61 @@ mod tests {
         }
         assert!(check_calendar("Mon..Fri 09:00").is_ok());
         assert!(check_calendar("daily\nExecStart=/bin/sh").is_err());
+    }
+
+    #[test]
+    fn durations_are_shown_as_they_parse() {
+        for (text, secs) in [
+            ("30m", 1800.0),
+            ("1h30m", 5400.0),
+            ("2d", 172_800.0),
+            ("1s", 1.0),
+            ("1m1.5s", 61.5),
+            ("1d1s", 86_401.0),
+        ] {
+            let d = Duration::from_secs_f64(secs);
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
+    }
+
+    #[test]
+    fn schedules_are_shown_as_typed() {
+        let every = When::Every(Duration::from_secs(1800));
+        assert_eq!(every.shown(Some("30m")), "every 30m");
+        assert_eq!(every.shown(Some("0.5h")), "every 0.5h");
+        // Stored before the typed spec was kept: shown in the same words.
+        assert_eq!(every.shown(None), "every 30m");
+        assert_eq!(
+            When::Calendar("Mon *-*-* 09:00".into()).shown(None),
+            "on-calendar Mon *-*-* 09:00"
+        );
+        assert_eq!(When::At("14:30:00".into()).shown(Some("14:30")), "at 14:30");
+    }
+
+    #[test]
+    fn intervals_under_the_minimum_are_refused() {
+        let min = DEFAULT_MIN_INTERVAL;
+        let (minute, half) = (Duration::from_secs(60), Duration::from_secs(30));
+        assert!(When::Every(minute)
+            .check_interval(None, minute, min)
+            .is_ok());
+        let e = When::Every(half)
+            .check_interval(Some("0.5m"), half, min)
+            .unwrap_err();
+        assert!(
+            e.starts_with("every 0.5m is too often: ")
+                && e.contains("at least 1m apart")
+                && e.contains("`min_interval` under [schedules] in /etc/torch/torch.toml"),
+            "{e}"
+        );
+        let e = When::Calendar("*-*-* *:*:*".into())
+            .check_interval(None, Duration::from_secs(1), min)
+            .unwrap_err();
+        assert!(
+            e.starts_with("on-calendar *-*-* *:*:* fires every 1s, which is too often"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -403,7 +403,7 @@ impl Store {
 /// One check-in schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Schedule {
-    /// Unique id; its units are `torch-schedule-ID.timer/.service`.
+    /// Unique id; the `sender` of its check-in messages is `schedule-ID`.
     pub id: i64,
     /// The agent it wakes.
     pub agent: String,
@@ -411,13 +411,17 @@ pub struct Schedule {
     pub kind: String,
     /// Seconds, a clock time or a calendar expression.
     pub spec: String,
+    /// The spec as the requester typed it (`30m` for 1800 seconds); None
+    /// for schedules stored before it was kept.
+    pub typed: Option<String>,
     /// The note delivered when it fires.
     pub note: String,
     /// Who set it: an agent or `operator`.
     pub created_by: String,
     /// When it was set, Unix milliseconds.
     pub created_ms: i64,
-    /// When it is next due, Unix milliseconds, as last learned from systemd.
+    /// When it is next due (once done: when it was last due), Unix
+    /// milliseconds; stored in the same write as the schedule itself.
     pub due_ms: Option<i64>,
     /// How many times it fired.
     pub fired: i64,
@@ -427,8 +431,27 @@ pub struct Schedule {
     pub state: String,
 }
 
+/// A schedule to store: see [`Schedule`] for the fields.
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    /// The agent it wakes.
+    pub agent: String,
+    /// `in`, `at`, `every` or `calendar`.
+    pub kind: String,
+    /// Seconds, a clock time or a calendar expression.
+    pub spec: String,
+    /// The spec as typed.
+    pub typed: String,
+    /// The note delivered when it fires.
+    pub note: String,
+    /// An agent or `operator`.
+    pub created_by: String,
+    /// Its first due time, Unix milliseconds.
+    pub due_ms: i64,
+}
+
 const SCHEDULE_COLUMNS: &str =
-    "id, agent, kind, spec, note, created_by, created_ms, due_ms, fired, last_fired_ms, state";
+    "id, agent, kind, spec, note, created_by, created_ms, due_ms, fired, last_fired_ms, state, typed";
 
 fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
     Ok(Schedule {
@@ -443,25 +466,20 @@ fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
         fired: r.get(8)?,
         last_fired_ms: r.get(9)?,
         state: r.get(10)?,
+        typed: r.get(11)?,
     })
 }
 
 impl Store {
-    /// Stores a new active schedule.
-    pub fn add_schedule(
-        &self,
-        agent: &str,
-        kind: &str,
-        spec: &str,
-        note: &str,
-        created_by: &str,
-    ) -> Result<i64, StoreError> {
-        let row = [agent, kind, spec, note, created_by].map(str::to_string);
+    /// Stores a new active schedule with its first due time, in one row
+    /// written at once: there is never a schedule without a due time (one
+    /// would never fire); returns its id once it is on disk.
+    pub fn add_schedule(&self, s: NewSchedule) -> Result<i64, StoreError> {
         self.write(move |c| {
-            let [agent, kind, spec, note, created_by] = row;
             c.execute(
-                "INSERT INTO schedules (agent, kind, spec, note, created_by, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![agent, kind, spec, note, created_by, now_ms()],
+                "INSERT INTO schedules (agent, kind, spec, typed, note, created_by, created_ms, due_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![s.agent, s.kind, s.spec, s.typed, s.note, s.created_by, now_ms(), s.due_ms],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -485,17 +503,6 @@ impl Store {
             let mut st = c.prepare(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE state = 'active' AND (?1 IS NULL OR agent = ?1) ORDER BY id"))?;
             let v = st.query_map(params![agent], schedule_row)?.collect();
             v
-        })
-    }
-
-    /// Records when a schedule is next due.
-    pub fn set_due(&self, id: i64, due_ms: Option<i64>) -> Result<(), StoreError> {
-        self.write(move |c| {
-            c.execute(
-                "UPDATE schedules SET due_ms = ?2 WHERE id = ?1",
-                params![id, due_ms],
-            )
-            .map(drop)
         })
     }
 
@@ -635,9 +642,7 @@ mod tests {
     #[test]
     fn schedules_fire_into_messages() {
         let (s, dir) = temp_store("sched");
-        let id = s
-            .add_schedule("dev", "every", "60", "check the build", "pm")
-            .unwrap();
+        let id = s.add_schedule(new_schedule("dev", 30_000)).unwrap();
         let sch = s.schedule(id).unwrap().unwrap();
         assert_eq!((sch.state.as_str(), sch.fired), ("active", 0));
         let m = s
@@ -655,6 +660,80 @@ mod tests {
         assert!(s.active_schedules(None).unwrap().is_empty());
         s.end_schedule(id, "cancelled").unwrap();
         assert_eq!(s.schedule(id).unwrap().unwrap().state, "done");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn new_schedule(agent: &str, due_ms: i64) -> NewSchedule {
+        NewSchedule {
+            agent: agent.into(),
+            kind: "every".into(),
+            spec: "1800".into(),
+            typed: "30m".into(),
+            note: "check the build".into(),
+            created_by: "pm".into(),
+            due_ms,
+        }
+    }
+
+    #[test]
+    fn a_schedule_is_stored_with_its_due_time_and_typed_spec_at_once() {
+        let (s, dir) = temp_store("schedrow");
+        // The one write that creates the row carries the due time: no
+        // reader, before or after a crash, sees a schedule without one.
+        let id = s.add_schedule(new_schedule("dev", 1_800_000)).unwrap();
+        let sch = s.schedule(id).unwrap().unwrap();
+        assert_eq!(
+            (sch.due_ms, sch.typed.as_deref(), sch.spec.as_str()),
+            (Some(1_800_000), Some("30m"), "1800")
+        );
+        drop(s);
+        let s = Store::open(&dir.join("torch.db")).unwrap();
+        assert_eq!(s.active_schedules(None).unwrap(), vec![sch]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_database_from_before_typed_specs_opens_and_keeps_its_schedules() {
+        let dir = std::env::temp_dir().join(format!("torch-store-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("torch.db");
+        {
+            // The schedules table as the first release created it.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE schedules (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    agent TEXT NOT NULL,
+                    kind TEXT NOT NULL,
+                    spec TEXT NOT NULL,
+                    note TEXT NOT NULL,
+                    created_by TEXT NOT NULL,
+                    created_ms INTEGER NOT NULL,
+                    due_ms INTEGER,
+                    fired INTEGER NOT NULL DEFAULT 0,
+                    last_fired_ms INTEGER,
+                    state TEXT NOT NULL DEFAULT 'active'
+                );
+                INSERT INTO schedules (agent, kind, spec, note, created_by, created_ms, due_ms)
+                    VALUES ('dev', 'every', '1800', 'old', 'pm', 1, 2);",
+            )
+            .unwrap();
+        }
+        for _ in 0..2 {
+            // Opening twice: the column is added once.
+            let s = Store::open(&path).unwrap();
+            let old = s.schedule(1).unwrap().unwrap();
+            assert_eq!(
+                (old.note.as_str(), old.typed, old.due_ms),
+                ("old", None, Some(2))
+            );
+            let id = s.add_schedule(new_schedule("dev", 5)).unwrap();
+            assert_eq!(
+                s.schedule(id).unwrap().unwrap().typed.as_deref(),
+                Some("30m")
+            );
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -48,6 +48,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN send_key TEXT;
     CREATE UNIQUE INDEX messages_send_key ON messages (sender, send_key)
         WHERE send_key IS NOT NULL;",
+    // 5: a check-in's schedule as the user typed it, to show it back;
+    // older schedules have none and are shown from `spec`.
+    "ALTER TABLE schedules ADD COLUMN typed TEXT;",
 ];
 
 /// Brings the database to the current schema.

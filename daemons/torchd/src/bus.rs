@@ -481,8 +481,9 @@ impl Manager {
 
     /// Sets a check-in for `agent`: `kind` is `in`, `at`, `every` or
     /// `calendar`, `spec` a duration (`15m`), a clock time (`14:30`) or a
-    /// calendar expression. Returns the schedule id and its next fire time
-    /// (Unix milliseconds, 0 if unknown).
+    /// calendar expression. A recurring one firing closer than `[schedules]
+    /// min_interval` is refused. Returns the schedule id and its next fire
+    /// time (Unix milliseconds, 0 if unknown).
     #[allow(clippy::too_many_arguments)]
     async fn schedule(
         &self,
@@ -647,9 +648,16 @@ impl Manager {
             Ok(())
         })
         .await?;
-        schedule::create(&self.hub, name.as_str(), &when, &note, &requester)
-            .await
-            .map_err(fdo::Error::InvalidArgs)
+        schedule::create(
+            &self.hub,
+            name.as_str(),
+            &when,
+            spec.trim(),
+            &note,
+            &requester,
+        )
+        .await
+        .map_err(fdo::Error::InvalidArgs)
     }
 
     async fn control(

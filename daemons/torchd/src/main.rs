@@ -147,11 +147,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     // Timers made before a reboot are gone: re-arm them from the store.
     schedule::resync(&hub).await;
-    // Load checked the setting; a bad one cannot reach here.
-    if let Ok(keep) = hub.config.retention.messages() {
-        let shown = hub.config.retention.messages.clone();
-        tokio::spawn(retention::run(Arc::clone(&store), keep, shown));
-    }
+    tokio::spawn(retention::run(
+        Arc::clone(&store),
+        hub.config.retention.messages,
+    ));
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

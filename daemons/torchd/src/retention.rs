@@ -11,9 +11,9 @@ const PERIOD: Duration = Duration::from_secs(3600);
 /// Rows deleted per write.
 const BATCH: u32 = 5000;
 
-/// Prunes now and every [`PERIOD`], for as long as the hub runs;
-/// `shown` is the setting as the admin wrote it.
-pub async fn run(store: Arc<Store>, keep: Duration, shown: String) {
+/// Prunes now and every [`PERIOD`], for as long as the hub runs.
+pub async fn run(store: Arc<Store>, keep: Duration) {
+    let shown = torch_core::schedule::format_duration(keep);
     let mut ticks = tokio::time::interval(PERIOD);
     loop {
         ticks.tick().await;

@@ -16,11 +16,11 @@
 //! what fell due meanwhile and restarts the timers of the rest.
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use torch_core::schedule::When;
-use torch_store::Schedule;
+use torch_store::{NewSchedule, Schedule};
 use torch_systemd::JobKind;
 
 use crate::bus::Hub;
@@ -68,15 +68,22 @@ pub fn timer_unit(due_ms: i64) -> String {
     )
 }
 
-/// The next time a calendar expression elapses, from `systemd-analyze
-/// calendar` (no privileges needed); its error says what is wrong.
-async fn next_calendar(expr: &str) -> Result<i64, String> {
+/// How many elapses of a calendar expression a new schedule looks at: the
+/// first is its due time, and no two consecutive ones may be closer than
+/// the minimum interval. More than two, so that an expression with uneven
+/// gaps (`*-*-* 09:00:00,30`, twice a day 30 s apart) is judged by its
+/// closest ones.
+const CALENDAR_ITERATIONS: usize = 10;
+
+/// The next `n` times a calendar expression elapses, Unix milliseconds,
+/// from `systemd-analyze calendar` (no privileges needed); empty when it
+/// never elapses again. The error says what is wrong with the expression.
+async fn calendar_elapses(expr: &str, n: usize) -> Result<Vec<i64>, String> {
     let out = tokio::process::Command::new("systemd-analyze")
-        .args(["calendar", "--iterations=1", expr])
+        .args(["calendar", &format!("--iterations={n}"), expr])
         .output()
         .await
         .map_err(|e| format!("cannot run systemd-analyze: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(format!(
@@ -84,22 +91,37 @@ async fn next_calendar(expr: &str) -> Result<i64, String> {
             err.trim()
         ));
     }
-    // "(in UTC): Wed 2026-11-25 17:30:00 UTC", or, when local time is UTC,
-    // only "Next elapse: Wed 2026-11-25 17:30:00 UTC".
-    let line = text
-        .lines()
-        .find(|l| l.contains("(in UTC):"))
-        .or_else(|| {
-            text.lines()
-                .find(|l| l.contains("Next elapse:") && l.trim_end().ends_with(" UTC"))
-        })
-        .ok_or_else(|| format!("{expr:?} never elapses"))?;
-    let stamp: Vec<&str> = line.split_whitespace().collect();
-    let (date, time) = match stamp.as_slice() {
-        [.., date, time, "UTC"] => (*date, *time),
-        _ => return Err(format!("unexpected systemd-analyze output {line:?}")),
+    parse_elapses(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The elapses in `systemd-analyze calendar` output: each is a `Next
+/// elapse:` or `Iter. #N:` line in local time, followed by an `(in UTC):`
+/// line unless local time is UTC; `Next elapse: never` when there is none.
+fn parse_elapses(text: &str) -> Result<Vec<i64>, String> {
+    let bad = |line: &str| format!("unexpected systemd-analyze output {line:?}");
+    let utc = |stamp: &str| match stamp.split_whitespace().collect::<Vec<_>>().as_slice() {
+        [.., date, time, "UTC"] => parse_utc(date, time),
+        _ => None,
     };
-    parse_utc(date, time).ok_or_else(|| format!("unexpected systemd-analyze output {line:?}"))
+    let mut elapses: Vec<Option<i64>> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let Some((label, stamp)) = line.split_once(':') else {
+            continue;
+        };
+        if label == "Next elapse" || label.starts_with("Iter. #") {
+            if stamp.trim() == "never" {
+                break;
+            }
+            elapses.push(utc(stamp));
+        } else if label == "(in UTC)" {
+            let last = elapses.last_mut().ok_or_else(|| bad(line))?;
+            *last = Some(utc(stamp).ok_or_else(|| bad(line))?);
+        }
+    }
+    elapses
+        .into_iter()
+        .map(|e| e.ok_or_else(|| bad(text.trim())))
+        .collect()
 }
 
 /// `YYYY-MM-DD` and `HH:MM:SS` in UTC to Unix milliseconds.
@@ -126,21 +148,64 @@ fn parse_utc(date: &str, time: &str) -> Option<i64> {
     Some(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1000)
 }
 
-/// The first due time of a new schedule, or the next after `after_ms`.
-pub async fn next_due(when: &When, after_ms: Option<i64>) -> Result<i64, String> {
+/// The next due time of a check-in every `period_ms` that was due at
+/// `prev_ms`, at `now_ms`: one period after the previous due time, in step,
+/// unless that is past already (the hub or the machine was down, or the
+/// firing was late). Then the firing now catches up once and the next one
+/// comes a full period after it: a backlog is never fired in a burst.
+fn next_every(period_ms: i64, prev_ms: i64, now_ms: i64) -> i64 {
+    if prev_ms + period_ms > now_ms {
+        prev_ms + period_ms
+    } else {
+        now_ms + period_ms
+    }
+}
+
+/// The due time of a new schedule, once it is checked: a recurring one may
+/// not fire more often than `min_interval` (`[schedules]` in torch.toml).
+/// `typed` is the spec as the requester typed it, for the error.
+pub async fn first_due(when: &When, typed: &str, min_interval: Duration) -> Result<i64, String> {
     let now = now_ms();
     Ok(match when {
         When::In(d) => now + d.as_millis() as i64,
         When::Every(d) => {
-            let p = d.as_millis() as i64;
-            match after_ms {
-                // Keep the rhythm, but never fire a backlog in a burst.
-                Some(prev) => (prev + p).max(now + 1000),
-                None => now + p,
-            }
+            when.check_interval(Some(typed), *d, min_interval)?;
+            now + d.as_millis() as i64
         }
-        When::At(clock) => next_calendar(&format!("*-*-* {clock}")).await?,
-        When::Calendar(expr) => next_calendar(expr).await?,
+        When::At(clock) => {
+            let expr = format!("*-*-* {clock}");
+            *calendar_elapses(&expr, 1)
+                .await?
+                .first()
+                .ok_or_else(|| format!("{expr:?} never elapses"))?
+        }
+        When::Calendar(expr) => {
+            let elapses = calendar_elapses(expr, CALENDAR_ITERATIONS).await?;
+            let first = *elapses
+                .first()
+                .ok_or_else(|| format!("the calendar expression {expr:?} never elapses again"))?;
+            if let Some(gap) = elapses.windows(2).map(|w| w[1] - w[0]).min() {
+                let gap = Duration::from_millis(gap.max(0) as u64);
+                when.check_interval(Some(typed), gap, min_interval)?;
+            }
+            first
+        }
+    })
+}
+
+/// The due time after a firing of a schedule that was due at `prev_ms`:
+/// None when it is done (one-shot, or a calendar expression that never
+/// elapses again).
+async fn next_due(when: &When, prev_ms: i64) -> Result<Option<i64>, String> {
+    Ok(match when {
+        When::In(_) | When::At(_) => None,
+        When::Every(d) => Some(next_every(d.as_millis() as i64, prev_ms, now_ms())),
+        // The first elapse after the one being fired: a timer may fire a
+        // moment before its second, when systemd's next elapse is still it.
+        When::Calendar(expr) => calendar_elapses(expr, 2)
+            .await?
+            .into_iter()
+            .find(|&e| e > prev_ms),
     })
 }
 
@@ -203,11 +268,7 @@ pub async fn fire(hub: &Hub, s: &Schedule) -> Result<Option<i64>, String> {
     // The next time is known before the firing is recorded, so that claiming
     // it, storing the message and moving the due time are one write: a
     // second timer's call can never see it fired but still due.
-    let next = if when.recurring() {
-        Some(next_due(&when, s.due_ms).await?)
-    } else {
-        None
-    };
+    let next = next_due(&when, s.due_ms.unwrap_or_else(now_ms)).await?;
     let (sc, body) = (s.clone(), checkin_text(s));
     let Some(msg) = store_call(hub, move |st| st.fire_schedule(&sc, &body, next)).await? else {
         tracing::debug!("check-in #{} was fired by another timer's call", s.id);
@@ -239,24 +300,30 @@ pub async fn fire_due(hub: &Hub) -> Result<usize, String> {
     Ok(n)
 }
 
-/// Creates a schedule, arms its timer; returns its id and due time.
+/// Creates a schedule, arms its timer; returns its id and due time. `typed`
+/// is the spec as the requester typed it: shown by `Schedules()`.
 pub async fn create(
     hub: &Hub,
     agent: &str,
     when: &When,
+    typed: &str,
     note: &str,
     by: &str,
 ) -> Result<(i64, i64), String> {
-    let due = next_due(when, None).await?;
-    let (a, k, sp, n, b) = (
-        agent.to_string(),
-        when.kind(),
-        when.spec(),
-        note.to_string(),
-        by.to_string(),
-    );
-    let id = store_call(hub, move |st| st.add_schedule(&a, k, &sp, &n, &b)).await?;
-    store_call(hub, move |st| st.set_due(id, Some(due))).await?;
+    let due = first_due(when, typed, hub.config.schedules.min_interval).await?;
+    let new = NewSchedule {
+        agent: agent.to_string(),
+        kind: when.kind().to_string(),
+        spec: when.spec(),
+        typed: typed.to_string(),
+        note: note.to_string(),
+        created_by: by.to_string(),
+        due_ms: due,
+    };
+    // The row and its due time in one write: a crash right after it leaves
+    // a schedule that the next start arms (`resync`), never one without a
+    // due time, which would never fire.
+    let id = store_call(hub, move |st| st.add_schedule(new)).await?;
     if let Err(e) = arm(hub, due).await {
         store_call(hub, move |st| st.end_schedule(id, "cancelled")).await?;
         return Err(e);
@@ -293,12 +360,22 @@ pub async fn resync(hub: &Hub) {
         }
     };
     for s in active {
-        if let Some(due) = s.due_ms {
-            if !hub.systemd.loaded(&timer_unit(due)).await {
-                match arm(hub, due).await {
-                    Ok(()) => tracing::info!("re-armed check-in #{} for {}", s.id, s.agent),
-                    Err(e) => tracing::error!("check-in #{}: {e}", s.id),
-                }
+        let Some(due) = s.due_ms else {
+            // Only an older hub, stopped between storing a schedule and its
+            // due time, left such a row.
+            tracing::warn!(
+                "check-in #{} for {} has no due time and never fires: end it with \
+                 `torch unschedule {}` and set it again",
+                s.id,
+                s.agent,
+                s.id
+            );
+            continue;
+        };
+        if !hub.systemd.loaded(&timer_unit(due)).await {
+            match arm(hub, due).await {
+                Ok(()) => tracing::info!("re-armed check-in #{} for {}", s.id, s.agent),
+                Err(e) => tracing::error!("check-in #{}: {e}", s.id),
             }
         }
     }
@@ -309,6 +386,9 @@ pub async fn resync(hub: &Hub) {
 pub struct Listed {
     #[serde(flatten)]
     schedule: Schedule,
+    /// When it fires as `torch schedule` spells it, with the spec as typed:
+    /// `every 30m`, `on-calendar Mon *-*-* 09:00`.
+    when: String,
     /// Its timer unit.
     timer: Option<String>,
     /// Next fire time as systemd reports it, Unix milliseconds.
@@ -344,7 +424,11 @@ pub async fn list(hub: &Hub, agent: Option<String>) -> Result<Vec<Listed>, Strin
                 .as_ref()
                 .filter(|t| waiting.contains(*t))
                 .and(s.due_ms);
+            let when = When::from_stored(&s.kind, &s.spec)
+                .map(|w| w.shown(s.typed.as_deref()))
+                .unwrap_or_else(|_| format!("{} {}", s.kind, s.spec));
             Listed {
+                when,
                 schedule: s,
                 timer,
                 next_ms,
@@ -377,15 +461,80 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_recurring_check_in_catches_up_once_then_keeps_its_period() {
+        let p = 5_000;
+        // On time (or a moment late): in step with the previous due time.
+        assert_eq!(next_every(p, 100_000, 100_000), 105_000);
+        assert_eq!(next_every(p, 100_000, 100_300), 105_000);
+        // Two periods and more after the due time (the hub was down): the
+        // catch-up firing now, the next one a full period after it, not a
+        // second one a moment later.
+        assert_eq!(next_every(p, 100_000, 112_000), 117_000);
+        // Exactly one period late: the same.
+        assert_eq!(next_every(p, 100_000, 105_000), 110_000);
+    }
+
     #[tokio::test]
-    async fn due_times() {
+    async fn first_due_times_and_the_minimum_interval() {
         let now = now_ms();
-        let d = next_due(&When::In(Duration::from_secs(60)), None)
+        let min = Duration::from_secs(60);
+        let d = first_due(&When::In(Duration::from_secs(2)), "2s", min)
             .await
             .unwrap();
-        assert!((d - now - 60_000).abs() < 1000);
-        let e = When::Every(Duration::from_secs(30));
-        assert!(next_due(&e, Some(now - 3_600_000)).await.unwrap() >= now + 1000);
-        assert!((next_due(&e, Some(now)).await.unwrap() - now - 30_000).abs() < 1000);
+        assert!((d - now - 2_000).abs() < 1000, "a one-shot is not limited");
+        let e = first_due(&When::Every(Duration::from_secs(60)), "1m", min)
+            .await
+            .unwrap();
+        assert!((e - now - 60_000).abs() < 1000);
+        let err = first_due(&When::Every(Duration::from_secs(30)), "30s", min)
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("every 30s is too often"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn calendar_expressions_are_judged_by_their_closest_elapses() {
+        let min = Duration::from_secs(60);
+        let every_second = When::Calendar("*-*-* *:*:*".into());
+        let err = first_due(&every_second, "*-*-* *:*:*", min)
+            .await
+            .unwrap_err();
+        assert!(
+            err.starts_with("on-calendar *-*-* *:*:* fires every 1s, which is too often"),
+            "{err}"
+        );
+        // Daily, but twice 30 s apart: refused whatever the time now.
+        let uneven = "*-*-* 09:00:00,30";
+        let err = first_due(&When::Calendar(uneven.into()), uneven, min)
+            .await
+            .unwrap_err();
+        assert!(err.contains("fires every 30s"), "{err}");
+        let hourly = When::Calendar("hourly".into());
+        let due = first_due(&hourly, "hourly", min).await.unwrap();
+        assert!(due > now_ms(), "{due}");
+        // After a firing: the next hour, also when fired a moment early.
+        assert_eq!(next_due(&hourly, due).await.unwrap(), Some(due + 3_600_000));
+        let past = When::Calendar("2020-01-01".into());
+        assert!(first_due(&past, "2020-01-01", min).await.is_err());
+        assert_eq!(next_due(&past, 0).await.unwrap(), None);
+    }
+
+    #[test]
+    fn systemd_analyze_output_is_read_in_utc() {
+        let utc = "  Original form: *:*:*\nNormalized form: *-*-* *:*:*\n    Next elapse: Fri 2026-11-27 01:16:08 UTC\n       From now: 794ms left\n       Iter. #2: Fri 2026-11-27 01:16:09 UTC\n       From now: 1s left\n";
+        let first = parse_utc("2026-11-27", "01:16:08").unwrap();
+        assert_eq!(parse_elapses(utc), Ok(vec![first, first + 1000]));
+        let paris = "Normalized form: Mon *-*-* 09:00:00\n    Next elapse: Mon 2026-11-30 09:00:00 CET\n       (in UTC): Mon 2026-11-30 08:00:00 UTC\n       From now: 3 days left\n       Iter. #2: Mon 2026-12-07 09:00:00 CET\n       (in UTC): Mon 2026-12-07 08:00:00 UTC\n";
+        let monday = parse_utc("2026-11-30", "08:00:00").unwrap();
+        assert_eq!(
+            parse_elapses(paris),
+            Ok(vec![monday, monday + 7 * 86_400_000])
+        );
+        assert_eq!(
+            parse_elapses("Normalized form: 2020-01-01 00:00:00\n    Next elapse: never\n"),
+            Ok(vec![])
+        );
+        assert!(parse_elapses("    Next elapse: Mon 2026-11-30 09:00:00 CET\n").is_err());
     }
 }
