@@ -110,6 +110,11 @@ pub enum Cmd {
         /// The schedule's id (see `torch schedules`).
         id: i64,
     },
+    /// Check torch.toml and its drop-ins.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
     /// Commit work in progress in every agent's project (what
     /// torch-autocommit.timer runs; see torch.toml [autocommit]).
     Autocommit {
@@ -205,4 +210,12 @@ pub enum Cmd {
         /// The agent.
         name: String,
     },
+}
+
+/// `torch config` actions.
+#[derive(Subcommand)]
+pub enum ConfigCmd {
+    /// Print the files read and the configuration they make, merged table
+    /// by table; a bad file is named with its line.
+    Check,
 }

@@ -13,7 +13,7 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use args::{Cli, Cmd};
+use args::{Cli, Cmd, ConfigCmd};
 use clap::Parser;
 use futures_util::StreamExt;
 use torch_core::protocol::{self, Request, Response};
@@ -22,6 +22,7 @@ use torch_systemd::{JobKind, Systemd};
 
 mod args;
 mod autocommit;
+mod config_check;
 mod docs;
 mod hub;
 
@@ -418,6 +419,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("removed check-in #{id}");
         }
         Cmd::Autocommit { dry_run } => autocommit::run(dry_run)?,
+        Cmd::Config {
+            action: ConfigCmd::Check,
+        } => config_check::run()?,
         Cmd::GenerateDocs { dir } => docs::generate(&dir)?,
         Cmd::FireDue => {
             let n = runtime()?

@@ -172,16 +172,44 @@ impl Config {
     }
 }
 
-/// The files read, lowest priority first; `TORCH_CONFIG` names a single file
-/// instead, for development.
+/// The files read, lowest priority first: the vendor's
+/// `/usr/lib/torch/torch.toml`, the admin's `/etc/torch/torch.toml`, then
+/// the drop-ins `*.toml` of `torch.toml.d/` in `/usr/lib/torch`,
+/// `/run/torch` and `/etc/torch` in the order of their file names, a name
+/// in `/etc` hiding the same name in `/run` and `/usr/lib` (as systemd's
+/// drop-ins). `TORCH_CONFIG` names a single file instead, for development.
 pub fn config_files() -> Vec<PathBuf> {
-    match std::env::var_os("TORCH_CONFIG") {
-        Some(p) => vec![PathBuf::from(p)],
-        None => vec![
-            PathBuf::from("/usr/lib/torch/torch.toml"),
-            PathBuf::from("/etc/torch/torch.toml"),
-        ],
+    if let Some(p) = std::env::var_os("TORCH_CONFIG") {
+        return vec![PathBuf::from(p)];
     }
+    let mut files = vec![
+        PathBuf::from("/usr/lib/torch/torch.toml"),
+        PathBuf::from("/etc/torch/torch.toml"),
+    ];
+    files.extend(drop_ins(&[
+        Path::new("/etc/torch/torch.toml.d"),
+        Path::new("/run/torch/torch.toml.d"),
+        Path::new("/usr/lib/torch/torch.toml.d"),
+    ]));
+    files
+}
+
+/// The `*.toml` files of `dirs` (highest priority first), one per name,
+/// in name order.
+pub fn drop_ins(dirs: &[&Path]) -> Vec<PathBuf> {
+    let mut by_name: BTreeMap<std::ffi::OsString, PathBuf> = BTreeMap::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "toml") {
+                by_name.entry(e.file_name()).or_insert(path);
+            }
+        }
+    }
+    by_name.into_values().collect()
 }
 
 impl Config {
@@ -195,6 +223,9 @@ impl Config {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(format!("{}: cannot read: {e}", f.display())),
             };
+            // Each file alone is a valid (partial) configuration: a bad key
+            // or value is reported where it is written.
+            toml::from_str::<Config>(&text).map_err(|e| parse_error(f, &text, &e))?;
             let table: toml::Table =
                 toml::from_str(&text).map_err(|e| parse_error(f, &text, &e))?;
             for (k, v) in table {
@@ -238,6 +269,32 @@ mod tests {
         let a = Autocommit::default();
         assert!(a.protects("main") && a.protects("release/1.2"));
         assert!(!a.protects("feature/x") && !a.protects("mainline"));
+    }
+
+    #[test]
+    fn drop_ins_go_by_name_and_etc_hides_the_rest() {
+        let dir = std::env::temp_dir().join(format!("torch-dropin-{}", std::process::id()));
+        let (etc, run, lib) = (dir.join("etc"), dir.join("run"), dir.join("lib"));
+        for (d, files) in [
+            (&etc, &["20-b.toml", "README"][..]),
+            (&run, &["20-b.toml", "30-c.toml"][..]),
+            (&lib, &["10-a.toml"][..]),
+        ] {
+            std::fs::create_dir_all(d).unwrap();
+            for f in files {
+                std::fs::write(d.join(f), "").unwrap();
+            }
+        }
+        let got = drop_ins(&[&etc, &run, &lib, &dir.join("missing")]);
+        assert_eq!(
+            got,
+            [
+                lib.join("10-a.toml"),
+                etc.join("20-b.toml"),
+                run.join("30-c.toml")
+            ]
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
@@ -285,7 +342,7 @@ mod tests {
         assert_eq!(c.retention.messages.as_secs(), 12 * 3600);
         std::fs::write(&a, "[retention]\nmessages = \"forever\"\n").unwrap();
         let e = Config::load(&[a]).unwrap_err();
-        assert!(e.contains("admin.toml: bad duration \"forever\""), "{e}");
+        assert!(e.contains("admin.toml:2: bad duration \"forever\""), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
