@@ -25,12 +25,13 @@ for agent in "$BIN/torch-test-agent" "$TOP/target/debug/torch-test-agent"; do
   fi
 done
 install -d "$R/etc/torch/agents"
-install -D -m644 "$TOP/config/torch.toml" "$R/usr/lib/torch/torch.toml"
-install -D -m644 "$TOP/config/dbus/org.torch.Torch1.conf" "$R/usr/share/dbus-1/system.d/org.torch.Torch1.conf"
-install -D -m644 "$TOP/config/sysusers.d/torch.conf" "$R/usr/lib/sysusers.d/torch.conf"
-install -D -m644 "$TOP/config/polkit-1/rules.d/50-torch.rules" "$R/usr/share/polkit-1/rules.d/50-torch.rules"
+# What the packages put under /usr (dist/ mirrors it), units aside.
+(cd "$TOP/dist" && find usr -type f -not -path 'usr/lib/systemd/*') | while read -r f; do
+  install -D -m644 "$TOP/dist/$f" "$R/$f"
+done
 "$SDH_EXEC" systemd-sysusers /usr/lib/sysusers.d/torch.conf
 # dbus-daemon reads the new policy file on ReloadConfig.
 "$SDH_EXEC" busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
-install -m644 "$TOP"/units/*.service "$TOP"/units/*.target "$TOP"/units/*.timer "$R/etc/systemd/system/"
+# Units in /etc, over any the host's root (the sandbox's lower layer) has.
+install -m644 "$TOP"/dist/usr/lib/systemd/system/* "$R/etc/systemd/system/"
 "$SDH_EXEC" systemctl daemon-reload

@@ -151,6 +151,44 @@ fn deb_installs_upgrades_removes_and_purges() -> Result<()> {
     Ok(())
 }
 
+/// Every file under dist/, as the absolute path it is installed at.
+fn dist_files() -> Result<Vec<String>> {
+    let dist = workspace_root().join("dist");
+    let out = Command::new("find")
+        .arg(".")
+        .args(["-type", "f"])
+        .current_dir(&dist)
+        .output()
+        .context("cannot list dist/")?;
+    let mut files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix('.'))
+        .map(str::to_string)
+        .collect();
+    files.sort();
+    ensure!(files.len() > 10, "dist/ holds only {files:?}");
+    Ok(files)
+}
+
+#[test]
+fn the_deb_holds_all_of_dist() -> Result<()> {
+    let deb = package("target/debian", "-1_amd64.deb")?;
+    let out = Command::new("dpkg-deb").arg("-c").arg(&deb).output()?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let files: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .filter_map(|p| p.strip_prefix('.'))
+        .collect();
+    for f in dist_files()? {
+        ensure!(
+            files.contains(&f.as_str()),
+            "{f} missing from the deb:\n{listing}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn lintian_finds_no_errors() -> Result<()> {
     let deb = package("target/debian", "-1_amd64.deb")?;
@@ -180,18 +218,18 @@ fn rpm_lists_scripts_requires_and_installs_into_a_scratch_root() -> Result<()> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let files = run(&["-qpl"])?;
-    for f in [
-        "/usr/bin/torch",
-        "/usr/libexec/torch/torchd",
-        "/usr/libexec/torch/torch-agent",
-        "/usr/lib/systemd/system/torch.service",
-        "/usr/lib/systemd/system/torch-agent@.service",
-        "/usr/lib/systemd/system/torch-checkin@.timer",
-        "/usr/share/dbus-1/system.d/org.torch.Torch1.conf",
-        "/usr/lib/sysusers.d/torch.conf",
-        "/etc/torch/torch.toml",
-        "/usr/share/man/man1/torch.1.gz",
-    ] {
+    let mut want = dist_files()?;
+    want.extend(
+        [
+            "/usr/bin/torch",
+            "/usr/libexec/torch/torchd",
+            "/usr/libexec/torch/torch-agent",
+            "/usr/share/man/man1/torch.1.gz",
+            "/usr/share/doc/torch/dbus.md",
+        ]
+        .map(String::from),
+    );
+    for f in &want {
         ensure!(
             files.lines().any(|l| l == f),
             "{f} missing from the rpm:\n{files}"

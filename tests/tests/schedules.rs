@@ -332,7 +332,7 @@ fn hostile_notes_are_literal_and_never_reach_a_unit() -> Result<()> {
     let timer = list[0]["timer"].as_str().context("timer")?.to_string();
     let shown = sb.systemctl(&["cat", &timer])?;
     let template = String::from_utf8(std::fs::read(
-        torch_tests::workspace_root().join("units/torch-checkin@.timer"),
+        torch_tests::workspace_root().join("dist/usr/lib/systemd/system/torch-checkin@.timer"),
     )?)?;
     ensure!(
         shown.contains(template.trim()),

@@ -322,7 +322,8 @@ mod tests {
             c.profile_rules(crate::Profile::Claude),
             builtin(crate::Profile::Claude)
         );
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/torch.toml");
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/usr/lib/torch/torch.toml");
         assert_eq!(Config::load(&[shipped]).unwrap(), Config::default());
         std::fs::write(&a, "[schedules]\nmin_interval = \"1h30m\"\n").unwrap();
         let c = Config::load(std::slice::from_ref(&a)).unwrap();
