@@ -38,6 +38,21 @@ pub fn agent_runtime_dir(name: &AgentName) -> PathBuf {
     runtime_base().join(name.instance())
 }
 
+/// The agents' state directory (`StateDirectory=torch-agent`), used when
+/// systemd did not pass `$STATE_DIRECTORY`.
+pub fn agent_state_base() -> PathBuf {
+    PathBuf::from("/var/lib/torch-agent")
+}
+
+/// Where the supervisor of `name` keeps the ids of the messages it typed,
+/// under the agents' state directory `base`. That directory is also the
+/// agents' home, so the file sits in a directory of the supervisor's own
+/// (not `.torch`, which PyTorch uses for its cache).
+pub fn typed_ids_file(base: &std::path::Path, name: &AgentName) -> PathBuf {
+    base.join(".torch-supervisor")
+        .join(format!("{}.typed", name.instance()))
+}
+
 /// The supervisor's control socket for `name`.
 pub fn control_socket(name: &AgentName) -> PathBuf {
     agent_runtime_dir(name).join("control.sock")

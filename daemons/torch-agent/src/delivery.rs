@@ -11,14 +11,18 @@
 //!    the cursor, or (TUIs that show a placeholder) when the screen changed;
 //!    a screen that stays unchanged means the program threw the input away
 //!    (as TUIs do while starting), and the paste is repeated;
-//! 3. press Enter until the screen changes: a slow TUI that swallows the
-//!    first Enter gets another.
+//! 3. record the hub's id on disk ([`crate::typed`]), then press Enter until
+//!    the screen changes: a slow TUI that swallows the first Enter gets
+//!    another. A message whose id is on record is never typed again.
 
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use torch_core::protocol::Response;
 use torch_tmux::{Screen, Tmux, TmuxError};
+
+use crate::typed::Outcome;
+pub use crate::typed::TypedIds;
 
 /// How long a confirmation step waits for pane output before it reads the
 /// screen anyway (the output pipe is the trigger, not the only source).
@@ -68,39 +72,6 @@ pub struct Delivered {
 /// A message waiting for the worker: text, the hub's id, the channel for
 /// the outcome.
 pub type Job = (String, Option<String>, oneshot::Sender<Response>);
-
-/// How many message ids the worker remembers.
-const SEEN_IDS: usize = 100_000;
-
-/// Ids of messages already typed, oldest first, bounded.
-#[derive(Default)]
-pub struct SeenIds {
-    set: std::collections::HashSet<String>,
-    order: std::collections::VecDeque<String>,
-}
-
-impl SeenIds {
-    /// Records `id`; false when it was already there.
-    pub fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        if self.order.len() >= SEEN_IDS {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        self.set.insert(id.to_string());
-        self.order.push_back(id.to_string());
-        true
-    }
-
-    /// Forgets `id` (nothing was typed, so a retry may type it).
-    pub fn forget(&mut self, id: &str) {
-        self.set.remove(id);
-        self.order.retain(|o| o != id);
-    }
-}
 
 /// The end of the message as the screen will show it: the last non-blank
 /// line, after its last tab (tabs become spaces on screen), trimmed.
@@ -185,12 +156,14 @@ impl ScreenReader {
 }
 
 /// Delivers one message into `pane`; see the module doc for the steps.
+/// `before_enter` runs once, just before the first Enter.
 pub async fn deliver(
     screen: &ScreenReader,
     text: &str,
     ready_pattern: Option<&str>,
     output: &mut watch::Receiver<u64>,
     typed: &(dyn Fn() + Sync),
+    before_enter: &mut (dyn FnMut() + Send),
 ) -> Result<Delivered, DeliveryError> {
     let (tmux, pane) = (screen.tmux(), screen.pane());
     let start = Instant::now();
@@ -210,6 +183,7 @@ pub async fn deliver(
         before = screen.read().await?;
     }
     let (pasted, text_seen) = taken.ok_or(DeliveryError::PasteIgnored)?;
+    before_enter();
     for submits in 1..=SUBMIT_ATTEMPTS {
         tmux.press_enter(pane).await?;
         typed();
@@ -280,43 +254,55 @@ async fn wait_for_paste(
 }
 
 /// Runs the agent's delivery queue until every sender is gone, calling
-/// `typed()` each time it typed into the pane and `after_attempt(delivered)`
-/// after each message.
+/// `typed()` each time it typed into the pane and `after_attempt(delivered,
+/// id)` after each message. A message whose id is in `ids` is not typed again.
 pub async fn worker(
     screen: std::sync::Arc<ScreenReader>,
     ready_pattern: Option<String>,
     mut jobs: mpsc::Receiver<Job>,
     mut output: watch::Receiver<u64>,
+    mut ids: TypedIds,
     typed: impl Fn() + Send + Sync,
-    after_attempt: impl Fn(bool),
+    after_attempt: impl Fn(bool, Option<&str>),
 ) {
-    let mut seen = SeenIds::default();
     while let Some((text, id, reply)) = jobs.recv().await {
-        // The id is recorded before typing: if we die mid-paste, the hub's
-        // retry is answered "duplicate" instead of typing the text again.
         if let Some(id) = &id {
-            if !seen.insert(id) {
-                tracing::info!("message {id} was delivered before; not typing it again");
-                let _ = reply.send(Response::Delivered {
-                    submits: 0,
-                    millis: 0,
-                    text_seen: false,
-                    duplicate: true,
-                });
+            if let Some(outcome) = ids.seen(id, &text) {
+                refuse_repeat(id, outcome, reply);
                 continue;
             }
         }
+        // Recorded on disk before Enter: from then on the hub's retry, even
+        // to a new supervisor, is answered "duplicate".
+        let mut record = || {
+            if let Some(id) = &id {
+                if let Err(e) = ids.entering(id, &text) {
+                    tracing::warn!("typing message {id} anyway: {e}");
+                }
+            }
+        };
         let outcome = deliver(
             &screen,
             &text,
             ready_pattern.as_deref(),
             &mut output,
             &typed,
+            &mut record,
         )
         .await;
+        if let Some(id) = &id {
+            let settled = if outcome.is_ok() {
+                Outcome::Taken
+            } else {
+                Outcome::Unsure
+            };
+            if let Err(e) = ids.settle(id, settled) {
+                tracing::warn!("{e}");
+            }
+        }
+        after_attempt(outcome.is_ok(), id.as_deref());
         let response = match outcome {
             Ok(d) => {
-                after_attempt(true);
                 let millis = d.elapsed.as_millis() as u64;
                 tracing::info!(
                     bytes = text.len(),
@@ -328,21 +314,12 @@ pub async fn worker(
                 );
                 Response::Delivered {
                     submits: d.submits,
-                    millis: d.elapsed.as_millis() as u64,
+                    millis,
                     text_seen: d.text_seen,
                     duplicate: false,
                 }
             }
             Err(e) => {
-                after_attempt(false);
-                if matches!(
-                    e,
-                    DeliveryError::NotReady { .. } | DeliveryError::PasteIgnored
-                ) {
-                    if let Some(id) = &id {
-                        seen.forget(id);
-                    }
-                }
                 tracing::warn!(bytes = text.len(), "message not delivered: {e}");
                 Response::Error {
                     message: e.to_string(),
@@ -354,19 +331,24 @@ pub async fn worker(
     }
 }
 
+/// Answers a message typed before: delivered, duplicate, nothing typed.
+fn refuse_repeat(id: &str, outcome: Outcome, reply: oneshot::Sender<Response>) {
+    if outcome == Outcome::Taken {
+        tracing::info!("message {id} was delivered before; not typing it again");
+    } else {
+        tracing::warn!("message {id} was submitted before, but the agent never showed it took it; not typing it again (a message is typed at most once)");
+    }
+    let _ = reply.send(Response::Delivered {
+        submits: 0,
+        millis: 0,
+        text_seen: false,
+        duplicate: true,
+    });
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{probe, SeenIds};
-
-    #[test]
-    fn seen_ids_refuse_repeats() {
-        let mut s = SeenIds::default();
-        assert!(s.insert("m1"));
-        assert!(!s.insert("m1"));
-        assert!(s.insert("m2"));
-        s.forget("m1");
-        assert!(s.insert("m1"));
-    }
+    use super::probe;
 
     #[test]
     fn probe_is_the_visible_end_of_the_text() {

@@ -10,6 +10,7 @@ mod delivery;
 mod logging;
 mod output;
 mod supervisor;
+mod typed;
 
 use std::process::ExitCode;
 

@@ -69,6 +69,9 @@ pub struct Shared {
     classifier: Classifier,
     /// Wakes the health loop (after input was typed into the pane).
     pub poke: tokio::sync::Notify,
+    /// The hub's id of the last message delivered, and when: named in the
+    /// journal if the program dies, since it is not typed again.
+    last_message: std::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl Shared {
@@ -329,6 +332,7 @@ async fn supervise(
         state: std::sync::Mutex::new("starting"),
         classifier,
         poke: tokio::sync::Notify::new(),
+        last_message: std::sync::Mutex::new(None),
     });
 
     let _ = std::fs::remove_file(&control_path);
@@ -347,6 +351,7 @@ async fn supervise(
         });
     }
     let (jobs_tx, jobs_rx) = mpsc::channel(1024);
+    let typed_ids = load_typed_ids(name);
     {
         let shared = Arc::clone(&shared);
         let ready = def.ready_pattern.clone();
@@ -356,12 +361,16 @@ async fn supervise(
             ready,
             jobs_rx,
             shared.output_reads.subscribe(),
+            typed_ids,
             // Typed input: the health loop watches whether the program
             // reads it.
             move || poker.poke.notify_one(),
-            move |delivered| {
+            move |delivered, id| {
                 if delivered {
                     shared.delivered.fetch_add(1, Ordering::Relaxed);
+                    if let (Some(id), Ok(mut last)) = (id, shared.last_message.lock()) {
+                        *last = Some((id.to_string(), Instant::now()));
+                    }
                 }
             },
         ));
@@ -566,6 +575,30 @@ fn profile_classifier(def: &AgentDefinition) -> Classifier {
     })
 }
 
+/// The ids of messages typed into this agent before, from its state
+/// directory, with a journal line for each message whose fate the previous
+/// run never learned: it is not typed again, so the operator must judge.
+fn load_typed_ids(name: &AgentName) -> delivery::TypedIds {
+    let base = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .unwrap_or_else(paths::agent_state_base);
+    let path = paths::typed_ids_file(&base, name);
+    match delivery::TypedIds::open(&path) {
+        Ok((ids, unsure)) => {
+            for id in unsure {
+                tracing::warn!(
+                    "message {id} was submitted (Enter pressed) when the agent last stopped, and the agent never showed it took it; it is not typed again. If the agent did not get it, send it again (`torch messages --agent {name}` shows it)"
+                );
+            }
+            ids
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            delivery::TypedIds::in_memory()
+        }
+    }
+}
+
 /// Lets the hub (which runs as the `torch` user) reach the control socket:
 /// the runtime directory and the socket get the `torch` group. Without that
 /// group only root can talk to the supervisor.
@@ -714,6 +747,17 @@ async fn program_exited(shared: &Shared, info: &PaneInfo) -> ExitCode {
     };
     let framed: String = screen.lines().map(|l| format!("\n  | {l}")).collect();
     logging::final_lines(4, &format!("agent program {how}; its last screen:{framed}"));
+    if let Some((id, at)) = shared.last_message.lock().ok().and_then(|l| l.clone()) {
+        // A message is typed at most once: if the program died before it
+        // read this one, only the operator can tell and send it again.
+        logging::final_lines(
+            4,
+            &format!(
+                "the last message delivered to it was {id}, {:.1} s before it ended; it is not typed again: if it was lost, send it again",
+                at.elapsed().as_secs_f64()
+            ),
+        );
+    }
     notify(&[NotifyState::Status(&format!("agent program {how}"))]);
     let _ = shared.tmux.kill_server().await;
     if info.dead_status == Some(0) && info.dead_signal.is_none() {

@@ -3,7 +3,8 @@
 //! It runs inside a tmux pane and behaves like the interesting parts of a coding-agent TUI:
 //!
 //! ```text
-//! torch-test-agent echo  --record FILE [--prompt STR]            (prompt "echo> ")
+//! torch-test-agent echo  --record FILE [--prompt STR] [--ack-delay-ms MS]
+//!                                                                (prompt "echo> ")
 //! torch-test-agent slow  --record FILE --startup SECS [--swallow-enter-ms MS] [--prompt STR]
 //!                                                                (prompt "slow> ")
 //! torch-test-agent hang  [--after SECS]                          (default 1)
@@ -17,7 +18,9 @@
 //!   FILE as one JSON string per line, then `[echo] received N bytes` is printed. Backspace
 //!   (0x7f/0x08) deletes the last character, Ctrl-C (0x03) clears the buffer, Ctrl-D (0x04)
 //!   on an empty buffer (or EOF) exits 0. Other escape sequences typed outside a paste (arrow
-//!   keys...) are ignored.
+//!   keys...) are ignored. With `--ack-delay-ms MS`, the `received` line comes MS ms after
+//!   the message was recorded: the message has arrived but the screen does not show it yet
+//!   (a window for tests that kill something right after an agent took a message).
 //! * `slow`: prints `loading...` and discards all input for SECS seconds (like a TUI that is
 //!   still starting), then behaves like `echo` with the tag `[slow]`. With
 //!   `--swallow-enter-ms MS`, an Enter arriving within MS ms after a paste ended is ignored.
@@ -36,7 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use nix::sys::termios::{cfmakeraw, tcflush, tcgetattr, tcsetattr, FlushArg, SetArg, Termios};
 
-const USAGE: &str = "usage: torch-test-agent echo --record FILE [--prompt STR]
+const USAGE: &str = "usage: torch-test-agent echo --record FILE [--prompt STR] [--ack-delay-ms MS]
        torch-test-agent slow --record FILE --startup SECS [--swallow-enter-ms MS] [--prompt STR]
        torch-test-agent hang [--after SECS]
        torch-test-agent crash [--after SECS] [--code N]
@@ -49,7 +52,7 @@ fn main() -> Result<()> {
     };
     match mode.as_str() {
         "echo" => {
-            let o = parse_opts(rest, &["--record", "--prompt"])?;
+            let o = parse_opts(rest, &["--record", "--prompt", "--ack-delay-ms"])?;
             let cfg = EchoConfig {
                 tag: "echo",
                 record: required(&o, "--record")?,
@@ -59,6 +62,7 @@ fn main() -> Result<()> {
                     .unwrap_or_else(|| "echo> ".into()),
                 startup: None,
                 swallow_enter: None,
+                ack_delay: Duration::from_millis(opt_num(&o, "--ack-delay-ms", 0)?),
             };
             run_echo(cfg)
         }
@@ -82,6 +86,7 @@ fn main() -> Result<()> {
                     .get("--swallow-enter-ms")
                     .map(|v| num::<u64>(v, "--swallow-enter-ms").map(Duration::from_millis))
                     .transpose()?,
+                ack_delay: Duration::ZERO,
             };
             run_echo(cfg)
         }
@@ -209,6 +214,8 @@ struct EchoConfig {
     startup: Option<Duration>,
     /// `slow`: ignore an Enter this soon after a paste ended.
     swallow_enter: Option<Duration>,
+    /// `echo`: how long after recording a message its `received` line comes.
+    ack_delay: Duration,
 }
 
 /// Puts stdin in raw mode (if it is a terminal) and restores it on drop.
@@ -421,6 +428,7 @@ fn run_echo(cfg: EchoConfig) -> Result<()> {
                     } else {
                         let text = String::from_utf8_lossy(&buf).into_owned();
                         record(&cfg.record, &text)?;
+                        std::thread::sleep(cfg.ack_delay);
                         out(
                             format!("\r\n[{tag}] received {} bytes\r\n{}", buf.len(), cfg.prompt)
                                 .as_bytes(),
