@@ -9,9 +9,19 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use torch_tests::{wait_until, Sandbox};
 
+/// The echo agents here stand in for AI agents, which get each message after
+/// its header; their profile is `shell` (the spawn default, whose screen
+/// rules read the echo prompt), which gets the bare text unless told.
+const ENVELOPE_FOR_SHELL: &str = "[delivery.envelope]\nshell = true\n";
+
 fn hub_sandbox(label: &str) -> Result<Sandbox> {
     let sb = Sandbox::boot(label)?;
     sb.install_torch()?;
+    sb.write_file(
+        "/etc/torch/torch.toml",
+        ENVELOPE_FOR_SHELL.as_bytes(),
+        0o644,
+    )?;
     sb.start_hub()?;
     Ok(sb)
 }
@@ -288,7 +298,7 @@ fn hub_killed_mid_burst_loses_and_repeats_nothing() -> Result<()> {
     let sb = hub_sandbox("burst")?;
     sb.write_file(
         "/etc/torch/torch.toml",
-        b"[policy]\nmode = \"open\"\n",
+        format!("[policy]\nmode = \"open\"\n{ENVELOPE_FOR_SHELL}").as_bytes(),
         0o644,
     )?;
     sb.systemctl(&["restart", "torch.service"])?;
@@ -457,7 +467,7 @@ fn bus_policy_refuses_strangers_and_calls_are_audited() -> Result<()> {
     ensure!(score <= 3.0, "exposure {score}:\n{text}");
     let audit = sb.journal(&["TORCH_AUDIT=1", "-o", "verbose"])?;
     ensure!(
-        audit.contains("called Send: operator -> dev queued as #"),
+        audit.contains("called SendOnce: operator -> dev queued as #"),
         "{audit}"
     );
     ensure!(

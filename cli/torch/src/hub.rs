@@ -176,6 +176,9 @@ pub fn print_status(json: &str) -> Result<()> {
                     i(a, "delivered"),
                     i(a, "failed")
                 );
+                if let Some(e) = a.get("definition_error").and_then(Value::as_str) {
+                    println!("{}  broken definition: {e}", "  ".repeat(depth));
+                }
                 walk(agents, names, Some(s(a, "name")), depth + 1);
             }
         }

@@ -17,7 +17,7 @@ use args::{Cli, Cmd, ConfigCmd};
 use clap::Parser;
 use futures_util::StreamExt;
 use torch_core::protocol::{self, Request, Response};
-use torch_core::{paths, validate_message, AgentName};
+use torch_core::{paths, validate_message, AgentDefinition, AgentName, DefinitionError};
 use torch_systemd::{JobKind, Systemd};
 
 mod args;
@@ -37,7 +37,7 @@ fn agent(name: &str) -> anyhow::Result<AgentName> {
 
 fn call(name: &AgentName, req: &Request, timeout: Duration) -> anyhow::Result<Response> {
     let resp = protocol::call(&paths::control_socket(name), req, timeout)?;
-    if let Response::Error { message } = resp {
+    if let Response::Error { message, .. } = resp {
         bail!("{name}: {message}");
     }
     Ok(resp)
@@ -76,6 +76,8 @@ struct AgentRow {
     active: String,
     sub: String,
     definition: Option<PathBuf>,
+    /// Why the definition cannot be used, when it cannot.
+    definition_error: Option<String>,
 }
 
 fn list(json: bool) -> anyhow::Result<()> {
@@ -91,18 +93,24 @@ fn list(json: bool) -> anyhow::Result<()> {
                 active: u.active,
                 sub: u.sub,
                 definition: None,
+                definition_error: None,
             })
         })
         .collect();
     for (name, found) in torch_core::definition::discover(&paths::agent_definition_dirs()) {
+        let error = found.def.err();
         match rows.iter_mut().find(|r| r.name == name) {
-            Some(row) => row.definition = Some(found.path),
+            Some(row) => {
+                row.definition = Some(found.path);
+                row.definition_error = error;
+            }
             None => rows.push(AgentRow {
                 unit: found.name.unit(),
                 name,
                 active: "inactive".into(),
                 sub: "dead".into(),
                 definition: Some(found.path),
+                definition_error: error,
             }),
         }
     }
@@ -117,8 +125,23 @@ fn list(json: bool) -> anyhow::Result<()> {
             .definition
             .map_or("(none)".to_string(), |p| p.display().to_string());
         println!("{:<24} {:<10} {:<14} {def}", r.name, r.active, r.sub);
+        if let Some(e) = r.definition_error {
+            println!("{:<24} broken definition: {e}", "");
+        }
     }
     Ok(())
+}
+
+/// Refuses to start an agent whose definition is broken: its supervisor
+/// would exit at once, and systemd's "job failed" does not say why. A file
+/// we cannot read (another user's) is left to the supervisor to judge.
+fn check_definition(name: &AgentName) -> anyhow::Result<()> {
+    match AgentDefinition::find(name, &paths::agent_definition_dirs()) {
+        Err(e @ (DefinitionError::Parse { .. } | DefinitionError::Invalid { .. })) => {
+            bail!("agent {name} has a broken definition: {e}; fix the file, then try again")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Starts, stops or restarts an agent through the hub, which remembers
@@ -514,9 +537,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             bail!("cannot run journalctl: {err}");
         }
         Cmd::List { json } => list(json)?,
-        Cmd::Start { name } => job(JobKind::Start, &agent(&name)?)?,
+        Cmd::Start { name } => {
+            let name = agent(&name)?;
+            check_definition(&name)?;
+            job(JobKind::Start, &name)?
+        }
         Cmd::Stop { name } => job(JobKind::Stop, &agent(&name)?)?,
-        Cmd::Restart { name } => job(JobKind::Restart, &agent(&name)?)?,
+        Cmd::Restart { name } => {
+            let name = agent(&name)?;
+            check_definition(&name)?;
+            job(JobKind::Restart, &name)?
+        }
     }
     Ok(())
 }

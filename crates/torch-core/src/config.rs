@@ -52,12 +52,20 @@ pub struct Delivery {
     /// Hold messages while the agent's screen shows it working, asking or
     /// in trouble (see the profiles).
     pub hold_until_idle: bool,
+    /// Per profile, whether a message is typed after its header (who sent
+    /// it, its id); a profile left out keeps its built-in setting
+    /// ([`Profile::default_envelope`]).
+    pub envelope: BTreeMap<Profile, bool>,
 }
 
 impl Default for Delivery {
     fn default() -> Self {
         Self {
             hold_until_idle: true,
+            envelope: Profile::ALL
+                .into_iter()
+                .map(|p| (p, p.default_envelope()))
+                .collect(),
         }
     }
 }
@@ -169,6 +177,15 @@ impl Config {
             .get(&profile)
             .cloned()
             .unwrap_or_else(|| builtin(profile))
+    }
+
+    /// Whether messages to agents of `profile` are typed after their header.
+    pub fn envelope(&self, profile: Profile) -> bool {
+        self.delivery
+            .envelope
+            .get(&profile)
+            .copied()
+            .unwrap_or_else(|| profile.default_envelope())
     }
 }
 
@@ -325,6 +342,15 @@ mod tests {
         let shipped =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dist/usr/lib/torch/torch.toml");
         assert_eq!(Config::load(&[shipped]).unwrap(), Config::default());
+        assert!(!c.envelope(crate::Profile::Shell) && c.envelope(crate::Profile::Claude));
+        std::fs::write(&a, "[delivery.envelope]\nshell = true\naider = false\n").unwrap();
+        let c = Config::load(&[v.clone(), a.clone()]).unwrap();
+        assert!(c.envelope(crate::Profile::Shell) && !c.envelope(crate::Profile::Aider));
+        assert!(
+            c.envelope(crate::Profile::Claude),
+            "unlisted keeps its default"
+        );
+        assert!(c.delivery.hold_until_idle);
         std::fs::write(&a, "[schedules]\nmin_interval = \"1h30m\"\n").unwrap();
         let c = Config::load(std::slice::from_ref(&a)).unwrap();
         assert_eq!(c.schedules.min_interval, Duration::from_secs(5400));

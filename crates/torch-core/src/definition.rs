@@ -102,6 +102,15 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Every profile.
+    pub const ALL: [Profile; 5] = [
+        Profile::Claude,
+        Profile::Codex,
+        Profile::Gemini,
+        Profile::Aider,
+        Profile::Shell,
+    ];
+
     /// The profile's name in config files.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -111,6 +120,13 @@ impl Profile {
             Profile::Aider => "aider",
             Profile::Shell => "shell",
         }
+    }
+
+    /// Whether messages arrive after their header (`[torch message #3 from
+    /// pm] ...`) unless `torch.toml` says otherwise: a shell would run the
+    /// header as a command, so it gets the bare text.
+    pub fn default_envelope(self) -> bool {
+        self != Profile::Shell
     }
 
     /// The command run when a spawn gives none.

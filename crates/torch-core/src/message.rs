@@ -21,6 +21,15 @@ pub enum MessageError {
         /// The message's size in bytes.
         len: usize,
     },
+    /// Fits alone, but not with the header typed before it (see
+    /// [`check_typed_size`]).
+    #[error("message is {len} bytes and arrives after a header of up to {header} bytes; together that is over the limit of {MAX_MESSAGE_BYTES} bytes an agent takes (shorten it by {} bytes, or send a file path instead of the file)", .len + .header - MAX_MESSAGE_BYTES)]
+    TooLargeWithHeader {
+        /// The message's size in bytes.
+        len: usize,
+        /// The size of the header typed before it.
+        header: usize,
+    },
     /// Holds a control character other than newline or tab.
     #[error("message contains control character U+{code:04X} at byte {offset}; only newline and tab are allowed, remove it or write it out (e.g. \\x1b)")]
     ControlChar {
@@ -50,6 +59,19 @@ pub fn validate_message(text: &str) -> Result<String, MessageError> {
         });
     }
     Ok(text)
+}
+
+/// Checks that `text` still fits [`MAX_MESSAGE_BYTES`] once a header of
+/// `header` bytes is typed before it: the supervisor applies the limit to
+/// what it types, header included.
+pub fn check_typed_size(text: &str, header: usize) -> Result<(), MessageError> {
+    if text.len() + header > MAX_MESSAGE_BYTES {
+        return Err(MessageError::TooLargeWithHeader {
+            len: text.len(),
+            header,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -99,5 +121,24 @@ mod tests {
             Err(MessageError::TooLarge { .. })
         ));
         assert!(validate_message(&"x".repeat(64 * 1024)).is_ok());
+    }
+
+    #[test]
+    fn the_header_counts_against_the_limit() {
+        let text = "x".repeat(MAX_MESSAGE_BYTES - 10);
+        assert!(check_typed_size(&text, 10).is_ok());
+        let e = check_typed_size(&text, 40).unwrap_err();
+        assert_eq!(
+            e,
+            MessageError::TooLargeWithHeader {
+                len: MAX_MESSAGE_BYTES - 10,
+                header: 40
+            }
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("262144") && msg.contains("by 30 bytes"),
+            "{msg}"
+        );
     }
 }

@@ -99,7 +99,32 @@ pub enum Response {
     Error {
         /// Human-readable reason.
         message: String,
+        /// Whether the same request would fail again however often it is
+        /// retried (a message the supervisor refuses as too large or
+        /// invalid), so the hub fails it at once instead of retrying.
+        /// Supervisors older than this field do not send it: their errors
+        /// read as `false`, retried as before.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        permanent: bool,
     },
+}
+
+impl Response {
+    /// An error that a retry may cure (the agent busy, starting, frozen).
+    pub fn error(message: impl Into<String>) -> Self {
+        Response::Error {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    /// An error that no retry can cure (the request itself is refused).
+    pub fn refusal(message: impl Into<String>) -> Self {
+        Response::Error {
+            message: message.into(),
+            permanent: true,
+        }
+    }
 }
 
 /// Why a call to a supervisor failed before it answered.
@@ -172,12 +197,25 @@ mod tests {
         );
         let back: Request = serde_json::from_str(r#"{"op":"capture"}"#).unwrap();
         assert_eq!(back, Request::Capture { history: 0 });
-        let e = Response::Error {
-            message: "x".into(),
-        };
+        let e = Response::error("x");
         assert_eq!(
             serde_json::to_string(&e).unwrap(),
             r#"{"result":"error","message":"x"}"#
         );
+        assert_eq!(
+            serde_json::to_string(&Response::refusal("x")).unwrap(),
+            r#"{"result":"error","message":"x","permanent":true}"#
+        );
+    }
+
+    #[test]
+    fn errors_of_older_supervisors_read_as_transient() {
+        let old: Response =
+            serde_json::from_str(r#"{"result":"error","message":"too big"}"#).unwrap();
+        assert_eq!(old, Response::error("too big"));
+        let new: Response =
+            serde_json::from_str(r#"{"result":"error","message":"too big","permanent":true}"#)
+                .unwrap();
+        assert_eq!(new, Response::refusal("too big"));
     }
 }

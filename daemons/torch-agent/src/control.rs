@@ -54,15 +54,16 @@ async fn handle(
     let response = if n == 0 {
         return Ok(());
     } else if !line.ends_with('\n') {
-        Response::Error {
-            message: format!("request too large or not terminated by a newline (limit {MAX_REQUEST_BYTES} bytes)"),
-        }
+        // The same request would be cut off again.
+        Response::refusal(format!(
+            "request too large or not terminated by a newline (limit {MAX_REQUEST_BYTES} bytes)"
+        ))
     } else {
         match serde_json::from_str::<Request>(&line) {
             Ok(req) => answer(req, shared, jobs).await,
-            Err(e) => Response::Error {
-                message: format!("malformed request: {e}"),
-            },
+            // Not permanent: a request this supervisor does not know may be
+            // known to the newer one that replaces it at its next restart.
+            Err(e) => Response::error(format!("malformed request: {e}")),
         }
     };
     let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
@@ -77,9 +78,7 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
         Request::Capture { history } => {
             match shared.tmux.capture(&shared.pane, history.min(20_000)).await {
                 Ok(text) => Response::Screen { text },
-                Err(e) => Response::Error {
-                    message: e.to_string(),
-                },
+                Err(e) => Response::error(e.to_string()),
             }
         }
         Request::Status => shared.status_response().await,
@@ -97,11 +96,8 @@ async fn deliver(
 ) -> Response {
     let text = match validate_message(&text) {
         Ok(t) => t,
-        Err(e) => {
-            return Response::Error {
-                message: e.to_string(),
-            }
-        }
+        // The text will not change: no retry can deliver it.
+        Err(e) => return Response::refusal(e.to_string()),
     };
     if if_idle {
         // The screen read here is the one delivery starts from
@@ -115,11 +111,9 @@ async fn deliver(
     }
     let (tx, rx) = oneshot::channel();
     if jobs.send((text, id, tx)).await.is_err() {
-        return Response::Error {
-            message: "the supervisor is shutting down; message not delivered".into(),
-        };
+        return Response::error("the supervisor is shutting down; message not delivered");
     }
-    rx.await.unwrap_or(Response::Error {
-        message: "the supervisor stopped before delivering; message not delivered".into(),
+    rx.await.unwrap_or_else(|_| {
+        Response::error("the supervisor stopped before delivering; message not delivered")
     })
 }

@@ -321,9 +321,7 @@ pub async fn worker(
             }
             Err(e) => {
                 tracing::warn!(bytes = text.len(), "message not delivered: {e}");
-                Response::Error {
-                    message: e.to_string(),
-                }
+                Response::error(e.to_string())
             }
         };
         // The caller may have given up waiting; the outcome is logged anyway.

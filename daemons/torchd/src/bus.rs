@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use torch_core::config::Config;
+use torch_core::message::check_typed_size;
 use torch_core::policy::OPERATOR;
 use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, validate_message, AgentName};
@@ -20,9 +21,9 @@ use zbus::fdo;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 
-use crate::courier::Courier;
+use crate::courier::{self, Courier};
 use crate::events::Events;
-use crate::fleet::{self, FleetCache, SpawnRequest};
+use crate::fleet::{self, Fleet, FleetCache, SpawnRequest};
 use crate::lifecycle;
 use crate::schedule;
 
@@ -40,8 +41,8 @@ pub struct Hub {
     pub systemd: Systemd,
     /// The hub's state directory.
     pub state_dir: PathBuf,
-    /// The agent definitions.
-    pub fleet: FleetCache,
+    /// The agent definitions (shared with the courier).
+    pub fleet: Arc<FleetCache>,
     /// Who called, per bus connection.
     pub callers: Callers,
 }
@@ -237,6 +238,59 @@ struct AgentStatus {
     delivered: i64,
     failed: i64,
     definition: String,
+    /// Why the definition file cannot be used (null when it can).
+    definition_error: Option<String>,
+}
+
+/// The status rows of every defined agent, broken definitions included.
+fn status_rows(
+    fleet: &Fleet,
+    store: &Store,
+    units: &[torch_systemd::UnitState],
+) -> Result<Vec<AgentStatus>, String> {
+    let mut out = Vec::new();
+    let names = fleet.agents.keys().chain(fleet.broken.keys());
+    let mut names: Vec<&String> = names.collect();
+    names.sort();
+    for name in names {
+        let Ok(agent) = AgentName::parse(name) else {
+            continue;
+        };
+        let unit = agent.unit();
+        let u = units.iter().find(|u| u.name == unit);
+        let counts = store.counts(name).map_err(|e| e.to_string())?;
+        let live = match protocol::call(
+            &paths::control_socket(&agent),
+            &Request::Status,
+            std::time::Duration::from_secs(2),
+        ) {
+            Ok(Response::Status {
+                activity,
+                idle_secs,
+                ..
+            }) => Some((activity, idle_secs)),
+            _ => None,
+        };
+        let (def, broken) = (fleet.agents.get(name), fleet.broken.get(name));
+        let path = def.map(|a| &a.path).or(broken.map(|b| &b.path));
+        out.push(AgentStatus {
+            name: name.clone(),
+            role: def.map_or("unknown".into(), |a| a.def.role.as_str().into()),
+            parent: def.and_then(|a| a.def.parent.clone()),
+            profile: def.map_or("unknown".into(), |a| a.def.profile.as_str().into()),
+            unit,
+            active_state: u.map_or("inactive".into(), |u| u.active.clone()),
+            sub_state: u.map_or("dead".into(), |u| u.sub.clone()),
+            agent_state: live.as_ref().map(|l| l.0.clone()),
+            idle_secs: live.map(|l| l.1),
+            queued: counts.queued,
+            delivered: counts.delivered,
+            failed: counts.failed,
+            definition: path.map(|p| p.display().to_string()).unwrap_or_default(),
+            definition_error: broken.map(|b| b.error.clone()),
+        });
+    }
+    Ok(out)
 }
 
 #[zbus::interface(name = "org.torch.Manager1")]
@@ -392,45 +446,9 @@ impl Manager {
             .list("torch-agent@*.service")
             .await
             .map_err(|e| fdo::Error::Failed(e.to_string()))?;
-        let store = Arc::clone(&self.hub.store);
         let hub = Arc::clone(&self.hub);
-        let agents = blocking(move || {
-            let mut out = Vec::new();
-            for (name, a) in hub.fleet.agents().iter() {
-                let unit = a.name.unit();
-                let u = systemd_units.iter().find(|u| u.name == unit);
-                let counts = store.counts(name).map_err(|e| e.to_string())?;
-                let live = match protocol::call(
-                    &paths::control_socket(&a.name),
-                    &Request::Status,
-                    std::time::Duration::from_secs(2),
-                ) {
-                    Ok(Response::Status {
-                        activity,
-                        idle_secs,
-                        ..
-                    }) => Some((activity, idle_secs)),
-                    _ => None,
-                };
-                out.push(AgentStatus {
-                    name: name.clone(),
-                    role: a.def.role.as_str().into(),
-                    parent: a.def.parent.clone(),
-                    profile: a.def.profile.as_str().into(),
-                    unit,
-                    active_state: u.map_or("inactive".into(), |u| u.active.clone()),
-                    sub_state: u.map_or("dead".into(), |u| u.sub.clone()),
-                    agent_state: live.as_ref().map(|l| l.0.clone()),
-                    idle_secs: live.map(|l| l.1),
-                    queued: counts.queued,
-                    delivered: counts.delivered,
-                    failed: counts.failed,
-                    definition: a.path.display().to_string(),
-                });
-            }
-            Ok(out)
-        })
-        .await?;
+        let agents =
+            blocking(move || status_rows(&hub.fleet.agents(), &hub.store, &systemd_units)).await?;
         serde_json::to_string(&serde_json::json!({ "version": 1, "agents": agents }))
             .map_err(|e| fdo::Error::Failed(e.to_string()))
     }
@@ -471,7 +489,7 @@ impl Manager {
                 std::time::Duration::from_secs(10),
             ) {
                 Ok(Response::Screen { text }) => Ok(text),
-                Ok(Response::Error { message }) => Err(message),
+                Ok(Response::Error { message, .. }) => Err(message),
                 Ok(other) => Err(format!("unexpected answer {other:?}")),
                 Err(e) => Err(e.to_string()),
             }
@@ -637,9 +655,7 @@ impl Manager {
         let hub = Arc::clone(&self.hub);
         blocking(move || {
             let fleet = hub.fleet.agents();
-            let target = fleet
-                .get(&n)
-                .ok_or_else(|| format!("no agent named {n:?}; see `torch status`"))?;
+            let target = fleet.get(&n)?;
             if r != OPERATOR && r != n && target.def.parent.as_deref() != Some(r.as_str()) {
                 return Err(format!(
                     "agent {r} may schedule check-ins for itself and its own agents only"
@@ -696,20 +712,25 @@ impl Manager {
         let store = Arc::clone(&self.hub.store);
         let (f, t) = (from.clone(), to_name.clone());
         let hub = Arc::clone(&self.hub);
-        let id = blocking(move || {
+        let id = tokio::task::spawn_blocking(move || {
             let fleet = hub.fleet.agents();
-            fleet::check_route(&config, &fleet, &f, &t)?;
+            let to = fleet::check_route(&config, &fleet, &f, &t).map_err(fdo::Error::Failed)?;
+            // Refused here, not by the supervisor after the message was
+            // accepted: no retry could deliver it.
+            let header = courier::max_header_len("message", &f, config.envelope(to.def.profile));
+            check_typed_size(&text, header).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
             let (id, stored) = match &key {
                 Some(k) => store.enqueue_once(&f, &t, &text, "message", k),
                 None => store.enqueue(&f, &t, &text, "message").map(|id| (id, true)),
             }
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| fdo::Error::Failed(e.to_string()))?;
             if stored {
                 crate::fault::after_store(&text);
             }
-            Ok((id, stored))
+            Ok::<_, fdo::Error>((id, stored))
         })
-        .await?;
+        .await
+        .map_err(|e| fdo::Error::Failed(format!("internal task failed: {e}")))??;
         let (id, stored) = id;
         if stored {
             self.hub.events.queued(id, &from, &to_name).await;
@@ -732,7 +753,15 @@ impl Manager {
         let store = Arc::clone(&self.hub.store);
         let hub = Arc::clone(&self.hub);
         let name = blocking(move || {
-            let (name, path) = fleet::reserve_spawn(&hub.fleet, &config, &req)?;
+            let check_brief = |def: &torch_core::AgentDefinition| match &brief {
+                Some(b) => {
+                    let with_header = config.envelope(def.profile);
+                    let header = courier::max_header_len("brief", &requester, with_header);
+                    check_typed_size(b, header).map_err(|e| format!("brief: {e}"))
+                }
+                None => Ok(()),
+            };
+            let (name, path) = fleet::reserve_spawn(&hub.fleet, &config, &req, check_brief)?;
             tracing::info!("spawn: wrote {}", path.display());
             if let Some(b) = brief {
                 // Queued before the start: the courier types it once the
@@ -760,10 +789,12 @@ impl Manager {
         let agent = AgentName::parse(name).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
         let hub = Arc::clone(&self.hub);
         let fleet = blocking(move || Ok(hub.fleet.agents())).await?;
-        let Some(entry) = fleet.get(agent.as_str()).cloned() else {
-            return Err(fdo::Error::Failed(format!("no agent named {name:?}")));
-        };
+        let entry = fleet
+            .get(agent.as_str())
+            .map_err(fdo::Error::Failed)?
+            .clone();
         let children: Vec<&str> = fleet
+            .agents
             .values()
             .filter(|a| a.def.parent.as_deref() == Some(agent.as_str()))
             .map(|a| a.name.as_str())

@@ -12,11 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use torch_core::config::Config;
 use torch_core::protocol::{ClientError, Request, Response};
 use torch_core::{paths, AgentName};
 use torch_store::{Message, State, Store};
 
 use crate::events::Events;
+use crate::fleet::FleetCache;
 
 /// How long one delivery may take (prompt wait, paste and submit retries).
 const DELIVER_TIMEOUT: Duration = Duration::from_secs(120);
@@ -26,6 +28,15 @@ const DELIVER_TIMEOUT: Duration = Duration::from_secs(120);
 const AGENT_DOWN_POLL: Duration = Duration::from_millis(200);
 /// Failed deliveries (agent up but refusing) before a message is failed.
 const MAX_ATTEMPTS: i64 = 20;
+/// The wait before the first retry of a failed delivery; it doubles with
+/// each further failure of the same message, up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often a courier looks again at an agent held for its screen.
+const BUSY_POLL: Duration = Duration::from_millis(500);
+/// How often a courier looks again at a broken definition: about as often
+/// as the fleet cache reads a file edited in place.
+const BROKEN_POLL: Duration = Duration::from_secs(2);
 
 /// [`protocol::call`] without a blocking thread: a hundred couriers waiting
 /// on their supervisors would otherwise hold a hundred threads.
@@ -59,43 +70,142 @@ async fn ask(
         })
 }
 
-/// Waits while message `id` is held for a busy agent, logging it once.
-async fn hold(holding: &mut Option<i64>, id: i64, agent: &str, activity: &str, wake: &Notify) {
+/// Waits while message `id` is held (`why`: the agent's screen or its
+/// definition), logging it once.
+async fn hold(
+    holding: &mut Option<i64>,
+    id: i64,
+    agent: &str,
+    why: &str,
+    wake: &Notify,
+    poll: Duration,
+) {
     if *holding != Some(id) {
-        tracing::info!("holding message #{id} for {agent}: its screen shows it {activity}");
+        tracing::info!("holding message #{id} for {agent}: {why}");
         *holding = Some(id);
     }
-    let _ = tokio::time::timeout(Duration::from_millis(500), wake.notified()).await;
+    let _ = tokio::time::timeout(poll, wake.notified()).await;
 }
 
 /// Starts and wakes the per-recipient delivery tasks.
 pub struct Courier {
     store: Arc<Store>,
     events: Events,
-    hold_until_idle: bool,
+    fleet: Arc<FleetCache>,
+    config: Config,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
-/// The text typed into the recipient: who it is from, then the message.
-pub fn envelope(msg: &Message) -> String {
-    match msg.kind.as_str() {
-        "brief" => format!("[torch brief from {}] {}", msg.sender, msg.body),
-        // The schedule wrote its own header (who set it and when).
-        "checkin" => msg.body.clone(),
-        _ => format!(
-            "[torch message #{} from {}] {}",
-            msg.id, msg.sender, msg.body
-        ),
+/// The header typed before a message of `kind`, if it has one: a check-in's
+/// text carries its own (the schedule wrote who set it and when).
+pub fn header(kind: &str, id: i64, sender: &str) -> Option<String> {
+    match kind {
+        "brief" => Some(format!("[torch brief from {sender}] ")),
+        "checkin" => None,
+        _ => Some(format!("[torch message #{id} from {sender}] ")),
     }
 }
 
+/// The most bytes a header can add to a new message of `kind` from
+/// `sender` (its id is not known before it is stored, so the longest id
+/// counts); 0 for a recipient that takes messages bare.
+pub fn max_header_len(kind: &str, sender: &str, with_header: bool) -> usize {
+    if !with_header {
+        return 0;
+    }
+    header(kind, i64::MAX, sender).map_or(0, |h| h.len())
+}
+
+/// The text typed into the recipient: who it is from (unless its profile
+/// takes messages bare, see `[delivery.envelope]`), then the message.
+pub fn envelope(msg: &Message, with_header: bool) -> String {
+    match header(&msg.kind, msg.id, &msg.sender).filter(|_| with_header) {
+        Some(h) => h + &msg.body,
+        None => msg.body.clone(),
+    }
+}
+
+/// The next queued message of an agent, and what to do with it.
+enum Next {
+    /// Nothing queued.
+    Empty,
+    /// The store did not answer.
+    StoreDown,
+    /// Type this text.
+    Deliver(Message, String),
+    /// The agent's definition is broken (this error): hold its queue until
+    /// the file is fixed.
+    Broken(Message, String),
+    /// The agent is no longer defined (retired, its file removed).
+    Undefined(Message),
+}
+
+/// What an answer of the supervisor means for the message.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Typed (or typed before: `duplicate`).
+    Delivered { duplicate: bool, millis: u64 },
+    /// Not typed: the screen shows the agent busy.
+    Busy(String),
+    /// The supervisor predates `DeliverIfIdle`.
+    Legacy,
+    /// No supervisor listens: the agent is stopped or restarting.
+    AgentDown,
+    /// Failed in a way a later attempt may not (counted, retried).
+    Retry(String),
+    /// Refused in a way no retry can change: fail the message now.
+    Fail(String),
+}
+
+/// Reads a supervisor's answer (see `Step`). Only an explicit `permanent`
+/// refusal fails a message at once; an older supervisor does not send it,
+/// so its errors are retried as before.
+fn classify(outcome: Result<Response, ClientError>, legacy: bool) -> Step {
+    match outcome {
+        Ok(Response::Delivered {
+            duplicate, millis, ..
+        }) => Step::Delivered { duplicate, millis },
+        Ok(Response::Busy { activity }) => Step::Busy(activity),
+        Ok(Response::Error {
+            message,
+            permanent: true,
+        }) => Step::Fail(message),
+        Ok(Response::Error { message, .. }) if !legacy && message.contains("unknown variant") => {
+            Step::Legacy
+        }
+        Ok(Response::Error { message, .. }) => Step::Retry(message),
+        Ok(r) => Step::Retry(format!("unexpected answer {r:?}")),
+        Err(ClientError::Connect { .. }) => Step::AgentDown,
+        Err(e) => Step::Retry(e.to_string()),
+    }
+}
+
+/// One agent's delivery state.
+struct Lane {
+    agent: String,
+    socket: std::path::PathBuf,
+    wake: Arc<Notify>,
+    backoff: Duration,
+    holding: Option<i64>,
+    /// A supervisor older than DeliverIfIdle answers it with an error; for
+    /// it the idle check is a Status call first, until it restarts.
+    legacy: bool,
+}
+
 impl Courier {
-    /// A courier over `store`.
-    pub fn new(store: Arc<Store>, events: Events, hold_until_idle: bool) -> Arc<Self> {
+    /// A courier over `store`, typing into the agents of `fleet` as
+    /// `config` says (`[delivery]`).
+    pub fn new(
+        store: Arc<Store>,
+        events: Events,
+        fleet: Arc<FleetCache>,
+        config: Config,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             events,
-            hold_until_idle,
+            fleet,
+            config,
             wakers: Mutex::new(HashMap::new()),
         })
     }
@@ -135,111 +245,275 @@ impl Courier {
         }
     }
 
+    /// The oldest queued message of `agent` and what to do with it; the
+    /// store and the definitions are read in one blocking call.
+    async fn next(&self, agent: &str) -> Next {
+        let (store, fleet, a) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.fleet),
+            agent.to_string(),
+        );
+        let read = tokio::task::spawn_blocking(move || {
+            let msg = store.next_queued(&a)?;
+            Ok::<_, torch_store::StoreError>(msg.map(|m| (m, fleet.agents())))
+        })
+        .await;
+        let (msg, fleet) = match read {
+            Ok(Ok(Some(found))) => found,
+            Ok(Ok(None)) => return Next::Empty,
+            Ok(Err(e)) => {
+                tracing::error!("{e}");
+                return Next::StoreDown;
+            }
+            Err(e) => {
+                tracing::error!("store task failed: {e}");
+                return Next::StoreDown;
+            }
+        };
+        if let Some(a) = fleet.agents.get(agent) {
+            let text = envelope(&msg, self.config.envelope(a.def.profile));
+            return Next::Deliver(msg, text);
+        }
+        match fleet.broken.get(agent) {
+            Some(b) => Next::Broken(msg, b.error.clone()),
+            None => Next::Undefined(msg),
+        }
+    }
+
+    /// Marks message `id` failed for `reason` and says so.
+    async fn fail(&self, id: i64, agent: &str, reason: String) {
+        let r = reason.clone();
+        self.store_call(move |s| s.finish(id, State::Failed, Some(&r)))
+            .await;
+        tracing::warn!("message #{id} to {agent} failed: {reason}");
+        self.events.failed(id, agent, &reason).await;
+    }
+
     async fn run(self: Arc<Self>, agent: String, wake: Arc<Notify>) {
         let Ok(name) = AgentName::parse(&agent) else {
             tracing::error!("not delivering to invalid agent name {agent:?}");
             return;
         };
-        let socket = paths::control_socket(&name);
-        let mut backoff = Duration::from_millis(200);
-        let mut holding: Option<i64> = None;
-        // A supervisor older than DeliverIfIdle answers it with an error;
-        // for it the idle check is a Status call first, until it restarts.
-        let mut legacy = false;
+        let mut lane = Lane {
+            socket: paths::control_socket(&name),
+            agent,
+            wake,
+            backoff: FIRST_BACKOFF,
+            holding: None,
+            legacy: false,
+        };
         loop {
-            let a = agent.clone();
-            let next = self.store_call(move |s| s.next_queued(&a)).await;
-            let msg = match next {
-                Some(Some(m)) => m,
-                Some(None) => {
-                    wake.notified().await;
+            let (msg, text) = match self.next(&lane.agent).await {
+                Next::Deliver(msg, text) => (msg, text),
+                Next::Empty => {
+                    lane.wake.notified().await;
                     continue;
                 }
-                None => {
+                Next::StoreDown => {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
-            };
-            let (text, key) = (envelope(&msg), Some(format!("torch-msg-{}", msg.id)));
-            let id = msg.id;
-            let req = if self.hold_until_idle && !legacy {
-                Request::DeliverIfIdle { text, id: key }
-            } else {
-                if self.hold_until_idle {
-                    if let Ok(Response::Status { activity, .. }) =
-                        ask(&socket, &Request::Status, Duration::from_secs(5)).await
-                    {
-                        if matches!(activity.as_str(), "working" | "asking" | "trouble") {
-                            hold(&mut holding, id, &agent, &activity, &wake).await;
-                            continue;
-                        }
-                    }
+                Next::Broken(msg, error) => {
+                    let why = format!("its definition is broken ({error}); fix the file");
+                    hold(
+                        &mut lane.holding,
+                        msg.id,
+                        &lane.agent,
+                        &why,
+                        &lane.wake,
+                        BROKEN_POLL,
+                    )
+                    .await;
+                    continue;
                 }
-                Request::Deliver { text, id: key }
+                Next::Undefined(msg) => {
+                    let reason = format!(
+                        "agent {} is no longer defined (retired, or its definition file was removed)",
+                        lane.agent
+                    );
+                    self.fail(msg.id, &lane.agent, reason).await;
+                    continue;
+                }
             };
-            let outcome = ask(&socket, &req, DELIVER_TIMEOUT).await;
-            match outcome {
-                Ok(Response::Error { message })
-                    if !legacy && message.contains("unknown variant") =>
+            if let Some(step) = self.attempt(&mut lane, &msg, text).await {
+                self.settle(&mut lane, &msg, step).await;
+            }
+        }
+    }
+
+    /// Asks the supervisor to type `text`; None when the message was held
+    /// without asking (an older supervisor's Status showed the agent busy).
+    async fn attempt(&self, lane: &mut Lane, msg: &Message, text: String) -> Option<Step> {
+        let key = Some(format!("torch-msg-{}", msg.id));
+        let hold_until_idle = self.config.delivery.hold_until_idle;
+        let req = if hold_until_idle && !lane.legacy {
+            Request::DeliverIfIdle { text, id: key }
+        } else {
+            if hold_until_idle {
+                if let Ok(Response::Status { activity, .. }) =
+                    ask(&lane.socket, &Request::Status, Duration::from_secs(5)).await
                 {
-                    tracing::info!("the supervisor of {agent} predates DeliverIfIdle; asking Status before each message until it restarts");
-                    legacy = true;
-                }
-                Ok(Response::Busy { activity }) => {
-                    hold(&mut holding, id, &agent, &activity, &wake).await;
-                }
-                Ok(Response::Delivered {
-                    duplicate, millis, ..
-                }) => {
-                    self.store_call(move |s| s.finish(id, State::Delivered, None))
+                    if matches!(activity.as_str(), "working" | "asking" | "trouble") {
+                        let why = format!("its screen shows it {activity}");
+                        hold(
+                            &mut lane.holding,
+                            msg.id,
+                            &lane.agent,
+                            &why,
+                            &lane.wake,
+                            BUSY_POLL,
+                        )
                         .await;
-                    if duplicate {
-                        tracing::info!(
-                            "message #{id} {} -> {agent} was typed before a crash; not typed again",
-                            msg.sender
-                        );
-                    } else {
-                        // The supervisor logs each delivery in the agent's
-                        // unit; the state is in the store (`torch messages`).
-                        tracing::debug!(
-                            "message #{id} {} -> {agent} delivered in {millis} ms",
-                            msg.sender
-                        );
-                    }
-                    self.events.delivered(id, &agent).await;
-                    backoff = Duration::from_millis(200);
-                }
-                Err(ClientError::Connect { .. }) => {
-                    // The agent is stopped or restarting (perhaps with a
-                    // newer supervisor): wait, without counting an attempt,
-                    // until it is back or we are woken.
-                    legacy = false;
-                    let _ = tokio::time::timeout(AGENT_DOWN_POLL, wake.notified()).await;
-                }
-                other => {
-                    let error = match other {
-                        Ok(Response::Error { message }) => message,
-                        Ok(r) => format!("unexpected answer {r:?}"),
-                        Err(e) => e.to_string(),
-                    };
-                    let attempts = msg.attempts + 1;
-                    let err = error.clone();
-                    self.store_call(move |s| s.note_attempt(id, Some(&err)))
-                        .await;
-                    if attempts >= MAX_ATTEMPTS {
-                        let reason = format!("gave up after {attempts} attempts: {error}");
-                        let r = reason.clone();
-                        self.store_call(move |s| s.finish(id, State::Failed, Some(&r)))
-                            .await;
-                        tracing::warn!("message #{id} to {agent} failed: {reason}");
-                        self.events.failed(id, &agent, &reason).await;
-                    } else {
-                        tracing::info!("message #{id} to {agent}: attempt {attempts} failed ({error}); retrying in {backoff:?}");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                        return None;
                     }
                 }
             }
+            Request::Deliver { text, id: key }
+        };
+        Some(classify(
+            ask(&lane.socket, &req, DELIVER_TIMEOUT).await,
+            lane.legacy,
+        ))
+    }
+
+    /// Acts on the outcome of one attempt (see the retry policy in
+    /// docs/dbus.md).
+    async fn settle(&self, lane: &mut Lane, msg: &Message, step: Step) {
+        let (id, agent) = (msg.id, lane.agent.as_str());
+        match step {
+            Step::Legacy => {
+                tracing::info!("the supervisor of {agent} predates DeliverIfIdle; asking Status before each message until it restarts");
+                lane.legacy = true;
+            }
+            Step::Busy(activity) => {
+                let why = format!("its screen shows it {activity}");
+                hold(&mut lane.holding, id, agent, &why, &lane.wake, BUSY_POLL).await;
+            }
+            Step::Delivered { duplicate, millis } => {
+                self.store_call(move |s| s.finish(id, State::Delivered, None))
+                    .await;
+                if duplicate {
+                    tracing::info!(
+                        "message #{id} {} -> {agent} was typed before a crash; not typed again",
+                        msg.sender
+                    );
+                } else {
+                    // The supervisor logs each delivery in the agent's
+                    // unit; the state is in the store (`torch messages`).
+                    tracing::debug!(
+                        "message #{id} {} -> {agent} delivered in {millis} ms",
+                        msg.sender
+                    );
+                }
+                self.events.delivered(id, agent).await;
+                lane.backoff = FIRST_BACKOFF;
+            }
+            Step::AgentDown => {
+                // The agent is stopped or restarting (perhaps with a newer
+                // supervisor): wait, without counting an attempt, until it
+                // is back or we are woken.
+                lane.legacy = false;
+                let _ = tokio::time::timeout(AGENT_DOWN_POLL, lane.wake.notified()).await;
+            }
+            Step::Fail(error) => {
+                let err = error.clone();
+                self.store_call(move |s| s.note_attempt(id, Some(&err)))
+                    .await;
+                let reason = format!("refused by the agent's supervisor (not retried): {error}");
+                self.fail(id, agent, reason).await;
+                lane.backoff = FIRST_BACKOFF;
+            }
+            Step::Retry(error) => {
+                let attempts = msg.attempts + 1;
+                let err = error.clone();
+                self.store_call(move |s| s.note_attempt(id, Some(&err)))
+                    .await;
+                if attempts >= MAX_ATTEMPTS {
+                    let reason = format!("gave up after {attempts} attempts: {error}");
+                    self.fail(id, agent, reason).await;
+                    lane.backoff = FIRST_BACKOFF;
+                } else {
+                    let backoff = lane.backoff;
+                    tracing::info!("message #{id} to {agent}: attempt {attempts} failed ({error}); retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    lane.backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: &str) -> Message {
+        Message {
+            id: 7,
+            sender: "pm".into(),
+            recipient: "dev".into(),
+            body: "echo hi".into(),
+            kind: kind.into(),
+            created_ms: 0,
+            state: State::Queued,
+            attempts: 0,
+            delivered_ms: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn envelopes_follow_the_kind_and_the_profile() {
+        assert_eq!(
+            envelope(&msg("message"), true),
+            "[torch message #7 from pm] echo hi"
+        );
+        assert_eq!(
+            envelope(&msg("brief"), true),
+            "[torch brief from pm] echo hi"
+        );
+        assert_eq!(envelope(&msg("checkin"), true), "echo hi");
+        for kind in ["message", "brief", "checkin"] {
+            assert_eq!(envelope(&msg(kind), false), "echo hi");
+        }
+        let longest = "[torch message #9223372036854775807 from pm] ".len();
+        assert_eq!(max_header_len("message", "pm", true), longest);
+        assert!(envelope(&msg("message"), true).len() - "echo hi".len() <= longest);
+        assert_eq!(max_header_len("message", "pm", false), 0);
+        assert_eq!(max_header_len("checkin", "pm", true), 0);
+    }
+
+    #[test]
+    fn only_explicit_refusals_fail_at_once() {
+        assert_eq!(
+            classify(Ok(Response::refusal("message is 262200 bytes")), false),
+            Step::Fail("message is 262200 bytes".into())
+        );
+        // An older supervisor sends no `permanent`: retried as before.
+        let old: Response =
+            serde_json::from_str(r#"{"result":"error","message":"message is 262200 bytes"}"#)
+                .unwrap();
+        assert_eq!(
+            classify(Ok(old), false),
+            Step::Retry("message is 262200 bytes".into())
+        );
+        assert_eq!(
+            classify(Ok(Response::error("not at its prompt")), false),
+            Step::Retry("not at its prompt".into())
+        );
+        let unknown = Response::error("malformed request: unknown variant `deliver_if_idle`");
+        assert_eq!(classify(Ok(unknown.clone()), false), Step::Legacy);
+        assert!(matches!(classify(Ok(unknown), true), Step::Retry(_)));
+        let down = ClientError::Connect {
+            path: "/run/x".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(classify(Err(down), false), Step::AgentDown);
+        let timeout = ClientError::Io(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert!(matches!(classify(Err(timeout), false), Step::Retry(_)));
+        assert!(matches!(
+            classify(Ok(Response::Busy { activity: "working".into() }), false),
+            Step::Busy(a) if a == "working"
+        ));
     }
 }

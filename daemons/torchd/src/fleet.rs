@@ -24,14 +24,55 @@ pub struct Agent {
     pub path: PathBuf,
 }
 
-/// Every agent defined in `dirs`, by name (first directory wins); broken
-/// definitions are logged and left out.
-pub fn read_agents(dirs: &[PathBuf]) -> BTreeMap<String, Agent> {
-    let mut out = BTreeMap::new();
+/// An agent whose definition file exists but cannot be used (a bad edit):
+/// still an agent, so every command naming it says what is wrong.
+#[derive(Debug, Clone)]
+pub struct Broken {
+    /// The file.
+    pub path: PathBuf,
+    /// Why it is unusable: one line starting with the file and, for a
+    /// syntax error, its line.
+    pub error: String,
+}
+
+/// The agents defined in the definition directories.
+#[derive(Debug, Default)]
+pub struct Fleet {
+    /// Usable definitions, by name.
+    pub agents: BTreeMap<String, Agent>,
+    /// Broken definitions, by name.
+    pub broken: BTreeMap<String, Broken>,
+}
+
+impl Fleet {
+    /// Agent `name`, or why there is none to use.
+    pub fn get(&self, name: &str) -> Result<&Agent, String> {
+        if let Some(a) = self.agents.get(name) {
+            return Ok(a);
+        }
+        Err(match self.broken.get(name) {
+            Some(b) => format!(
+                "agent {name:?} has a broken definition: {}; fix the file, then try again",
+                b.error
+            ),
+            None => format!("no agent named {name:?}; see `torch status`"),
+        })
+    }
+
+    /// How many agents are defined, broken ones included.
+    pub fn len(&self) -> usize {
+        self.agents.len() + self.broken.len()
+    }
+}
+
+/// Every agent defined in `dirs`, by name (first directory wins), the
+/// broken definitions apart.
+pub fn read_agents(dirs: &[PathBuf]) -> Fleet {
+    let mut out = Fleet::default();
     for (key, found) in torch_core::definition::discover(dirs) {
         match found.def {
             Ok(def) => {
-                out.insert(
+                out.agents.insert(
                     key,
                     Agent {
                         name: found.name,
@@ -40,7 +81,16 @@ pub fn read_agents(dirs: &[PathBuf]) -> BTreeMap<String, Agent> {
                     },
                 );
             }
-            Err(e) => tracing::warn!("skipping agent definition: {e}"),
+            Err(error) => {
+                tracing::warn!("broken agent definition: {error}");
+                out.broken.insert(
+                    key,
+                    Broken {
+                        path: found.path,
+                        error,
+                    },
+                );
+            }
         }
     }
     out
@@ -62,7 +112,7 @@ pub struct FleetCache {
 struct Snapshot {
     at: Instant,
     stamp: Vec<Option<SystemTime>>,
-    agents: Arc<BTreeMap<String, Agent>>,
+    fleet: Arc<Fleet>,
 }
 
 impl FleetCache {
@@ -75,8 +125,8 @@ impl FleetCache {
         }
     }
 
-    /// Every defined agent, by name; see [`read_agents`].
-    pub fn agents(&self) -> Arc<BTreeMap<String, Agent>> {
+    /// The fleet; see [`read_agents`].
+    pub fn agents(&self) -> Arc<Fleet> {
         // Taken before reading: a change made meanwhile shows next time.
         let stamp: Vec<Option<SystemTime>> = self
             .dirs
@@ -86,19 +136,19 @@ impl FleetCache {
         if let Ok(last) = self.last.lock() {
             if let Some(s) = last.as_ref() {
                 if s.stamp == stamp && s.at.elapsed() < self.max_age {
-                    return Arc::clone(&s.agents);
+                    return Arc::clone(&s.fleet);
                 }
             }
         }
-        let agents = Arc::new(read_agents(&self.dirs));
+        let fleet = Arc::new(read_agents(&self.dirs));
         if let Ok(mut last) = self.last.lock() {
             *last = Some(Snapshot {
                 at: Instant::now(),
                 stamp,
-                agents: Arc::clone(&agents),
+                fleet: Arc::clone(&fleet),
             });
         }
-        agents
+        fleet
     }
 
     /// Forgets the last read (after the hub changed a definition itself).
@@ -118,28 +168,32 @@ fn member(a: &Agent) -> Member<'_> {
 }
 
 /// Checks that `from` may message `to` under `config`'s policy.
-pub fn check_route(
+pub fn check_route<'f>(
     config: &Config,
-    fleet: &BTreeMap<String, Agent>,
+    fleet: &'f Fleet,
     from: &str,
     to: &str,
-) -> Result<(), String> {
-    let to_agent = fleet
-        .get(to)
-        .ok_or_else(|| format!("no agent named {to:?}; see `torch status`"))?;
+) -> Result<&'f Agent, String> {
+    let to_agent = fleet.get(to)?;
     let from_agent = if from == OPERATOR {
         None
+    } else if let Some(b) = fleet.broken.get(from) {
+        return Err(format!(
+            "sender {from:?} has a broken definition: {}; fix the file",
+            b.error
+        ));
     } else {
-        Some(fleet.get(from).ok_or_else(|| format!("unknown sender {from:?}: not an agent of this fleet (an admin at a shell sends as `operator`)"))?)
+        Some(fleet.agents.get(from).ok_or_else(|| format!("unknown sender {from:?}: not an agent of this fleet (an admin at a shell sends as `operator`)"))?)
     };
     policy::check(
         config.policy.mode,
         from_agent.map(member).as_ref(),
         &member(to_agent),
-    )
+    )?;
+    Ok(to_agent)
 }
 
-fn depth(fleet: &BTreeMap<String, Agent>, name: &str) -> usize {
+fn depth(fleet: &Fleet, name: &str) -> usize {
     let mut d = 0;
     let mut cur = Some(name.to_string());
     while let Some(n) = cur {
@@ -147,7 +201,7 @@ fn depth(fleet: &BTreeMap<String, Agent>, name: &str) -> usize {
         if d > 64 {
             break;
         }
-        cur = fleet.get(&n).and_then(|a| a.def.parent.clone());
+        cur = fleet.agents.get(&n).and_then(|a| a.def.parent.clone());
     }
     d
 }
@@ -175,14 +229,20 @@ pub struct SpawnRequest {
 /// the definition to write.
 pub fn plan_spawn(
     config: &Config,
-    fleet: &BTreeMap<String, Agent>,
+    fleet: &Fleet,
     req: &SpawnRequest,
 ) -> Result<(AgentName, AgentDefinition), String> {
     let name = AgentName::parse(&req.name).map_err(|e| e.to_string())?;
-    if let Some(a) = fleet.get(name.as_str()) {
+    if let Some(a) = fleet.agents.get(name.as_str()) {
         return Err(format!(
             "agent {name} already exists (defined in {})",
             a.path.display()
+        ));
+    }
+    if let Some(b) = fleet.broken.get(name.as_str()) {
+        return Err(format!(
+            "agent {name} already exists, with a broken definition: {}",
+            b.error
         ));
     }
     let role: Role = req.role.parse()?;
@@ -201,7 +261,13 @@ pub fn plan_spawn(
             ))
         }
         (Some(p), _) => {
-            if !fleet.contains_key(p) {
+            if let Some(b) = fleet.broken.get(p) {
+                return Err(format!(
+                    "parent {p:?} has a broken definition: {}; fix it first",
+                    b.error
+                ));
+            }
+            if !fleet.agents.contains_key(p) {
                 return Err(format!("parent {p:?} is not an agent of this fleet"));
             }
         }
@@ -225,6 +291,7 @@ pub fn plan_spawn(
     }
     if let Some(p) = &parent {
         let children = fleet
+            .agents
             .values()
             .filter(|a| a.def.parent.as_deref() == Some(p))
             .count();
@@ -272,17 +339,20 @@ pub fn plan_spawn(
 /// (13 children under a limit of 8 were seen with 16 at once).
 static SPAWNS: Mutex<()> = Mutex::new(());
 
-/// Checks a spawn against the current fleet and writes its definition,
-/// which reserves the name and the place in the quotas; returns the name
-/// and the definition's path.
+/// Checks a spawn against the current fleet (and `check`, on the
+/// definition it would write) and writes its definition, which reserves the
+/// name and the place in the quotas; returns the name and the definition's
+/// path.
 pub fn reserve_spawn(
     cache: &FleetCache,
     config: &Config,
     req: &SpawnRequest,
+    check: impl FnOnce(&AgentDefinition) -> Result<(), String>,
 ) -> Result<(AgentName, PathBuf), String> {
     let _one_at_a_time = SPAWNS.lock().unwrap_or_else(|p| p.into_inner());
     let fleet = cache.agents();
     let (name, def) = plan_spawn(config, &fleet, req)?;
+    check(&def)?;
     let path = write_definition(&name, &def)?;
     cache.invalidate();
     Ok((name, path))
@@ -390,13 +460,17 @@ mod tests {
 
     #[test]
     fn spawn_respects_tree_and_quotas() {
-        let fleet: BTreeMap<_, _> = [
+        let agents: BTreeMap<_, _> = [
             agent("boss", Role::Orchestrator, None),
             agent("pm", Role::ProjectManager, Some("boss")),
             agent("dev", Role::Developer, Some("pm")),
         ]
         .into_iter()
         .collect();
+        let fleet = Fleet {
+            agents,
+            ..Fleet::default()
+        };
         let mut config = Config::default();
         let (n, d) = plan_spawn(&config, &fleet, &req("qa", "qa", "pm", "operator")).unwrap();
         assert_eq!(
@@ -449,12 +523,16 @@ mod tests {
 
     #[test]
     fn routes_need_known_agents() {
-        let fleet: BTreeMap<_, _> = [
+        let agents: BTreeMap<_, _> = [
             agent("boss", Role::Orchestrator, None),
             agent("pm", Role::ProjectManager, Some("boss")),
         ]
         .into_iter()
         .collect();
+        let mut fleet = Fleet {
+            agents,
+            ..Fleet::default()
+        };
         let c = Config::default();
         assert!(check_route(&c, &fleet, "operator", "pm").is_ok());
         assert!(check_route(&c, &fleet, "boss", "pm").is_ok());
@@ -464,5 +542,24 @@ mod tests {
         assert!(check_route(&c, &fleet, "stranger", "pm")
             .unwrap_err()
             .contains("unknown sender"));
+        let broken = Broken {
+            path: PathBuf::from("/etc/torch/agents/dev.toml"),
+            error: "/etc/torch/agents/dev.toml:2: invalid array".into(),
+        };
+        fleet.broken.insert("dev".into(), broken);
+        for (from, to) in [("operator", "dev"), ("dev", "pm")] {
+            let e = check_route(&c, &fleet, from, to).unwrap_err();
+            assert!(
+                e.contains("broken definition: /etc/torch/agents/dev.toml:2: invalid array"),
+                "{e}"
+            );
+        }
+        let e = plan_spawn(&c, &fleet, &req("dev", "qa", "pm", "operator")).unwrap_err();
+        assert!(
+            e.contains("already exists, with a broken definition"),
+            "{e}"
+        );
+        let e = plan_spawn(&c, &fleet, &req("x", "qa", "dev", "operator")).unwrap_err();
+        assert!(e.contains("parent \"dev\" has a broken definition"), "{e}");
     }
 }

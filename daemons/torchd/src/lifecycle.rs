@@ -6,7 +6,6 @@
 //! every agent at shutdown and starts none at boot by itself, so the hub,
 //! at its first start in a boot, starts the agents the store lists.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use torch_core::AgentName;
@@ -18,14 +17,14 @@ use crate::fleet;
 
 /// Whether `actor` (an agent; the operator is `None`) may start or stop
 /// `target`: itself or an agent below it.
-fn may_control(fleet: &BTreeMap<String, fleet::Agent>, actor: Option<&str>, target: &str) -> bool {
+fn may_control(fleet: &fleet::Fleet, actor: Option<&str>, target: &str) -> bool {
     let Some(actor) = actor else { return true };
     let mut at = Some(target.to_string());
     // Bounded: a cycle of parents in hand-written definitions cannot loop.
     for _ in 0..=fleet.len() {
         match at {
             Some(a) if a == actor => return true,
-            Some(a) => at = fleet.get(&a).and_then(|x| x.def.parent.clone()),
+            Some(a) => at = fleet.get(&a).ok().and_then(|x| x.def.parent.clone()),
             None => return false,
         }
     }

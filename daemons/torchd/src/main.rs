@@ -106,10 +106,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the message store {}", db.display()))?,
     );
     let events = events::Events::default();
+    // Two seconds for a definition edited in place to count.
+    let fleet = Arc::new(fleet::FleetCache::new(
+        torch_core::paths::agent_definition_dirs(),
+        Duration::from_secs(2),
+    ));
     let courier = courier::Courier::new(
         Arc::clone(&store),
         events.clone(),
-        config.delivery.hold_until_idle,
+        Arc::clone(&fleet),
+        config.clone(),
     );
 
     let system = zbus::Connection::system()
@@ -123,11 +129,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config,
         systemd,
         state_dir,
-        // Two seconds for a definition edited in place to count.
-        fleet: fleet::FleetCache::new(
-            torch_core::paths::agent_definition_dirs(),
-            Duration::from_secs(2),
-        ),
+        fleet,
         callers: bus::Callers::default(),
     });
     system
