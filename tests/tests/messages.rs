@@ -20,8 +20,7 @@ fn hub_sandbox(label: &str, config: &str) -> Result<Sandbox> {
 }
 
 fn messages(sb: &Sandbox, agent: &str) -> Result<Vec<Value>> {
-    let json = sb.torch(&["messages", "--agent", agent, "--limit", "100000", "--json"])?;
-    Ok(serde_json::from_str::<Vec<Value>>(&json)?)
+    sb.all_messages(agent)
 }
 
 /// Runs a shell line inside; returns (success, stdout + stderr).

@@ -25,6 +25,7 @@ mod autocommit;
 mod config_check;
 mod docs;
 mod hub;
+mod show;
 
 /// How long `torch send` waits: the supervisor may wait up to a minute for
 /// the prompt, then paste and submit with retries.
@@ -192,17 +193,15 @@ enum Outcome {
 /// The message's state from the hub's store, for when a signal may have
 /// been missed (the hub restarted): one indexed row, whatever the history.
 async fn lookup(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyhow::Result<Option<Outcome>> {
-    let page: serde_json::Value =
+    let page: Vec<torch_api::Message> =
         serde_json::from_str(&hub.inbox(to, id + 1, 1).await.map_err(hub::explain)?)?;
-    let m = page
-        .as_array()
-        .and_then(|l| l.iter().find(|m| m["id"].as_i64() == Some(id)));
-    Ok(match m.and_then(|m| m["state"].as_str()) {
-        Some("delivered") => Some(Outcome::Delivered),
-        Some("failed") => Some(Outcome::Failed(
-            m.and_then(|m| m["reason"].as_str())
-                .unwrap_or("no reason given")
-                .to_string(),
+    let Some(m) = page.into_iter().find(|m| m.id == id) else {
+        return Ok(None);
+    };
+    Ok(match m.state.as_str() {
+        "delivered" => Some(Outcome::Delivered),
+        "failed" => Some(Outcome::Failed(
+            m.reason.unwrap_or_else(|| "no reason given".into()),
         )),
         _ => None,
     })
@@ -417,7 +416,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })?;
             println!(
                 "check-in #{id} for {agent}, next at {}",
-                hub::local_time(next)
+                show::local_time(next)
             );
         }
         Cmd::Schedules { agent, json } => {
@@ -429,7 +428,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(hub::explain)
             })?;
-            print_json_or(json, &s, hub::print_schedules)?;
+            print_json_or(json, &s, show::print_schedules)?;
         }
         Cmd::Unschedule { id } => {
             runtime()?.block_on(async {
@@ -467,7 +466,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 println!("{s}");
             } else {
-                hub::print_status(&s)?;
+                show::print_status(&s)?;
                 let projects = autocommit::last_commits();
                 if !projects.is_empty() {
                     println!();
@@ -491,7 +490,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(hub::explain)
             })?;
-            print_json_or(json, &s, hub::print_messages)?;
+            print_json_or(json, &s, show::print_messages)?;
         }
         Cmd::Messages {
             agent,
@@ -507,7 +506,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .await
                     .map_err(hub::explain)
             })?;
-            print_json_or(json, &s, hub::print_messages)?;
+            print_json_or(json, &s, show::print_messages)?;
         }
         Cmd::Attach { name } => {
             let name = agent(&name)?;

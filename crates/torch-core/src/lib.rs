@@ -7,7 +7,6 @@
 
 pub mod config;
 pub mod definition;
-pub mod hub;
 pub mod message;
 pub mod name;
 pub mod paths;

@@ -18,7 +18,6 @@ use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 
 mod history;
 mod schema;
@@ -54,8 +53,7 @@ pub enum StoreError {
 }
 
 /// The state of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Waiting for delivery.
     Queued,
@@ -66,7 +64,8 @@ pub enum State {
 }
 
 impl State {
-    fn as_str(self) -> &'static str {
+    /// The word stored and shown: `queued`, `delivered`, `failed`.
+    pub fn as_str(self) -> &'static str {
         match self {
             State::Queued => "queued",
             State::Delivered => "delivered",
@@ -84,7 +83,7 @@ impl State {
 }
 
 /// One stored message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Unique, increasing id.
     pub id: i64,
@@ -109,7 +108,7 @@ pub struct Message {
 }
 
 /// Counts of messages by state for one recipient.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     /// Waiting.
     pub queued: i64,
@@ -401,7 +400,7 @@ impl Store {
 }
 
 /// One check-in schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
     /// Unique id; the `sender` of its check-in messages is `schedule-ID`.
     pub id: i64,

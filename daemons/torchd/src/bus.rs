@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
+use torch_api::{AgentStatus, FleetStatus, PAGE_MAX};
 use torch_core::config::Config;
 use torch_core::message::check_typed_size;
 use torch_core::policy::OPERATOR;
@@ -213,33 +213,27 @@ fn valid_sender(from: &str) -> fdo::Result<String> {
         .map_err(|e| fdo::Error::InvalidArgs(format!("sender: {e}")))
 }
 
-/// The most messages one `Messages` or `Inbox` reply holds: a reply is one
-/// JSON string in the hub's memory, so history comes in pages.
-const PAGE_MAX: u32 = 1000;
+/// Store rows as the API shows them (a store change is not an API change).
+fn api_messages(rows: Vec<torch_store::Message>) -> Vec<torch_api::Message> {
+    rows.into_iter()
+        .map(|m| torch_api::Message {
+            id: m.id,
+            sender: m.sender,
+            recipient: m.recipient,
+            body: m.body,
+            kind: m.kind,
+            created_ms: m.created_ms,
+            state: m.state.as_str().to_string(),
+            attempts: m.attempts,
+            delivered_ms: m.delivered_ms,
+            reason: m.reason,
+        })
+        .collect()
+}
 
 /// A page cursor from the API: an id, or 0 (or less) for the newest.
 fn cursor(before: i64) -> Option<i64> {
     (before > 0).then_some(before)
-}
-
-/// One agent in `Status()`.
-#[derive(Serialize)]
-struct AgentStatus {
-    name: String,
-    role: String,
-    parent: Option<String>,
-    profile: String,
-    unit: String,
-    active_state: String,
-    sub_state: String,
-    agent_state: Option<String>,
-    idle_secs: Option<u64>,
-    queued: i64,
-    delivered: i64,
-    failed: i64,
-    definition: String,
-    /// Why the definition file cannot be used (null when it can).
-    definition_error: Option<String>,
 }
 
 /// The status rows of every defined agent, broken definitions included.
@@ -449,7 +443,7 @@ impl Manager {
         let hub = Arc::clone(&self.hub);
         let agents =
             blocking(move || status_rows(&hub.fleet.agents(), &hub.store, &systemd_units)).await?;
-        serde_json::to_string(&serde_json::json!({ "version": 1, "agents": agents }))
+        serde_json::to_string(&FleetStatus { version: 1, agents })
             .map_err(|e| fdo::Error::Failed(e.to_string()))
     }
 
@@ -461,6 +455,7 @@ impl Manager {
             let a = (!agent.is_empty()).then_some(agent);
             store
                 .history_page(a.as_deref(), cursor(before), limit.clamp(1, PAGE_MAX))
+                .map(api_messages)
                 .map_err(|e| e.to_string())
         })
         .await?;
@@ -473,6 +468,7 @@ impl Manager {
         let list = blocking(move || {
             store
                 .inbox_page(&agent, cursor(before), limit.clamp(1, PAGE_MAX))
+                .map(api_messages)
                 .map_err(|e| e.to_string())
         })
         .await?;

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use torch_core::hub::OBJECT_PATH;
+use torch_api::OBJECT_PATH;
 use zbus::object_server::SignalEmitter;
 
 use crate::bus::Manager;

@@ -18,7 +18,6 @@
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use torch_core::schedule::When;
 use torch_store::{NewSchedule, Schedule};
 use torch_systemd::JobKind;
@@ -381,23 +380,9 @@ pub async fn resync(hub: &Hub) {
     }
 }
 
-/// A schedule as `Schedules()` reports it.
-#[derive(Serialize)]
-pub struct Listed {
-    #[serde(flatten)]
-    schedule: Schedule,
-    /// When it fires as `torch schedule` spells it, with the spec as typed:
-    /// `every 30m`, `on-calendar Mon *-*-* 09:00`.
-    when: String,
-    /// Its timer unit.
-    timer: Option<String>,
-    /// Next fire time as systemd reports it, Unix milliseconds.
-    next_ms: Option<i64>,
-}
-
 /// Active schedules with their next fire time, as far as systemd has a timer
 /// waiting for it.
-pub async fn list(hub: &Hub, agent: Option<String>) -> Result<Vec<Listed>, String> {
+pub async fn list(hub: &Hub, agent: Option<String>) -> Result<Vec<torch_api::Schedule>, String> {
     let active = store_call(hub, move |st| st.active_schedules(agent.as_deref())).await?;
     // One call for all timers: a property read per timer took 14 s with
     // 10,000 pending check-ins (docs/benchmarks.md). A waiting timer fires at
@@ -427,9 +412,20 @@ pub async fn list(hub: &Hub, agent: Option<String>) -> Result<Vec<Listed>, Strin
             let when = When::from_stored(&s.kind, &s.spec)
                 .map(|w| w.shown(s.typed.as_deref()))
                 .unwrap_or_else(|_| format!("{} {}", s.kind, s.spec));
-            Listed {
+            torch_api::Schedule {
+                id: s.id,
+                agent: s.agent,
+                kind: s.kind,
+                spec: s.spec,
+                typed: s.typed,
                 when,
-                schedule: s,
+                note: s.note,
+                created_by: s.created_by,
+                created_ms: s.created_ms,
+                due_ms: s.due_ms,
+                fired: s.fired,
+                last_fired_ms: s.last_fired_ms,
+                state: s.state,
                 timer,
                 next_ms,
             }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
-use torch_core::hub::{BUS_NAME, INTERFACE, OBJECT_PATH};
+use torch_api::{BUS_NAME, INTERFACE, OBJECT_PATH};
 use torch_tests::fleet::{parse_records, record_path};
 
 /// Hidden subcommands: what the bench runs inside the sandbox.

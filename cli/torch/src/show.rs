@@ -1,0 +1,150 @@
+//! How the hub's answers are shown: the fleet as a tree, messages and
+//! check-ins as tables, times in local time.
+
+use anyhow::{Context, Result};
+use torch_api::{AgentStatus, FleetStatus, Message, Schedule};
+
+fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
+    serde_json::from_str(json)
+        .with_context(|| format!("the hub sent {what} this torch cannot read"))
+}
+
+/// Prints `Status()` as the tree orchestrator > project managers > engineers.
+pub fn print_status(json: &str) -> Result<()> {
+    let status: FleetStatus = parse(json, "a status")?;
+    println!(
+        "{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  LAST OUTPUT",
+        "AGENT", "ROLE", "UNIT", "AGENT", "QUEUED", "DELIVERED", "FAILED"
+    );
+    walk(&status.agents, None, 0);
+    Ok(())
+}
+
+fn walk(agents: &[AgentStatus], parent: Option<&str>, depth: usize) {
+    let defined = |p: &str| agents.iter().any(|a| a.name == p);
+    for a in agents {
+        let p = a.parent.as_deref();
+        // Roots: no parent, or a parent that is not (or no longer) defined.
+        let root = !p.is_some_and(defined);
+        if (parent.is_none() && root) || (parent.is_some() && p == parent) {
+            let idle = a.idle_secs.map_or("-".to_string(), |n| format!("{n}s ago"));
+            println!(
+                "{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  {idle}",
+                format!("{}{}", "  ".repeat(depth), a.name),
+                a.role,
+                a.active_state,
+                a.agent_state.as_deref().unwrap_or("-"),
+                a.queued,
+                a.delivered,
+                a.failed
+            );
+            if let Some(e) = &a.definition_error {
+                println!("{}  broken definition: {e}", "  ".repeat(depth));
+            }
+            walk(agents, Some(&a.name), depth + 1);
+        }
+    }
+}
+
+/// Unix milliseconds as local `YYYY-MM-DD HH:MM:SS ZONE`, the zone being
+/// `TZ` or /etc/localtime as for `date`, or `-`. Computed here, not by
+/// running `date` for each time shown.
+pub fn local_time(ms: i64) -> String {
+    time_in(ms, &jiff::tz::TimeZone::system())
+}
+
+fn time_in(ms: i64, zone: &jiff::tz::TimeZone) -> String {
+    if ms <= 0 {
+        return "-".into();
+    }
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t
+            .to_zoned_datetime(zone.clone())
+            .strftime("%Y-%m-%d %H:%M:%S %Z")
+            .to_string(),
+        Err(_) => format!("@{}", ms / 1000),
+    }
+}
+
+/// How a listed schedule fires, as `torch schedule` spells it (`every
+/// 30m`): the hub's `when`, or for an older hub without it, kind and spec.
+fn schedule_when(s: &Schedule) -> String {
+    if !s.when.is_empty() {
+        return s.when.clone();
+    }
+    let unit = if matches!(s.kind.as_str(), "in" | "every") {
+        "s"
+    } else {
+        ""
+    };
+    format!("{} {}{unit}", s.kind, s.spec)
+}
+
+/// Prints a schedule list as a table; NEXT in local time.
+pub fn print_schedules(json: &str) -> Result<()> {
+    let list: Vec<Schedule> = parse(json, "a schedule list")?;
+    let whens: Vec<String> = list.iter().map(schedule_when).collect();
+    let width = whens
+        .iter()
+        .map(|w| w.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:>4} {:<16} {:<width$} {:<26} {:>5}  NOTE",
+        "ID", "AGENT", "WHEN", "NEXT", "FIRED"
+    );
+    for (row, when) in list.iter().zip(whens) {
+        let next = local_time(row.next_ms.unwrap_or(0));
+        let note: String = row.note.replace('\n', "⏎").chars().take(50).collect();
+        println!(
+            "{:>4} {:<16} {:<width$} {:<26} {:>5}  {note}",
+            row.id, row.agent, when, next, row.fired
+        );
+    }
+    Ok(())
+}
+
+/// Prints a message list as a table.
+pub fn print_messages(json: &str) -> Result<()> {
+    let list: Vec<Message> = parse(json, "a message list")?;
+    println!(
+        "{:>6} {:<16} {:<16} {:<10} {:>3}  TEXT",
+        "ID", "FROM", "TO", "STATE", "TRY"
+    );
+    for m in list {
+        let body: String = m.body.replace('\n', "⏎");
+        let short: String = body.chars().take(60).collect();
+        let more = if body.chars().count() > 60 { "…" } else { "" };
+        println!(
+            "{:>6} {:<16} {:<16} {:<10} {:>3}  {short}{more}",
+            m.id, m.sender, m.recipient, m.state, m.attempts
+        );
+        if let Some(r) = m.reason.as_deref().filter(|_| m.state != "delivered") {
+            println!("{:>6} reason: {r}", "");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_formatted_in_process() {
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(time_in(1_764_091_449_250, &utc), "2025-11-25 17:24:09 UTC");
+        assert_eq!(time_in(0, &utc), "-");
+    }
+
+    #[test]
+    fn schedules_are_shown_as_the_hub_words_them() {
+        let row: Schedule =
+            serde_json::from_str(r#"{"kind": "every", "spec": "1800", "when": "every 30m"}"#)
+                .unwrap();
+        assert_eq!(schedule_when(&row), "every 30m");
+        let old: Schedule = serde_json::from_str(r#"{"kind": "every", "spec": "1800"}"#).unwrap();
+        assert_eq!(schedule_when(&old), "every 1800s");
+    }
+}

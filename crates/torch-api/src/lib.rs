@@ -1,0 +1,23 @@
+//! The hub's D-Bus API, `org.torch.Manager1` at `/org/torch/Torch1` on the
+//! system bus as `org.torch.Torch1`, documented in `docs/dbus.md`.
+//!
+//! One crate for both ends: `torchd` serves the interface and answers with
+//! the types below, `torch` and the tests call it through [`ManagerProxy`]
+//! and read the same types back. Structured answers travel as JSON strings,
+//! so a field can be added without changing a method's signature; a field
+//! an older hub does not send takes its default.
+
+mod proxy;
+mod types;
+
+pub use proxy::{ManagerProxy, MessageDeliveredStream, MessageFailedStream};
+pub use types::{AgentStatus, FleetStatus, Message, Schedule};
+
+/// The hub's well-known name on the system bus.
+pub const BUS_NAME: &str = "org.torch.Torch1";
+/// The object that carries the manager interface.
+pub const OBJECT_PATH: &str = "/org/torch/Torch1";
+/// The manager interface; a later incompatible API is `Manager2` beside it.
+pub const INTERFACE: &str = "org.torch.Manager1";
+/// The most messages one `Messages` or `Inbox` answer holds.
+pub const PAGE_MAX: u32 = 1000;

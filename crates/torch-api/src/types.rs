@@ -1,0 +1,132 @@
+//! The JSON answers of `Status`, `Messages`/`Inbox` and `Schedules`.
+//!
+//! These are the API's own types, not the store's rows: the store may
+//! change its tables without changing what clients read. Every field but
+//! the identifying ones has a serde default, so a client reads an older
+//! hub's answer, and unknown fields from a newer hub are ignored.
+
+use serde::{Deserialize, Serialize};
+
+/// `Status()`: the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The schema version of this answer (1).
+    #[serde(default)]
+    pub version: u32,
+    /// Every defined agent, broken definitions included.
+    #[serde(default)]
+    pub agents: Vec<AgentStatus>,
+}
+
+/// One agent in [`FleetStatus`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentStatus {
+    /// Its name.
+    pub name: String,
+    /// orchestrator, project-manager, engineer...
+    pub role: String,
+    /// The agent above it.
+    pub parent: Option<String>,
+    /// How its screen is read (claude, shell...).
+    pub profile: String,
+    /// `torch-agent@NAME.service`.
+    pub unit: String,
+    /// systemd's ActiveState.
+    pub active_state: String,
+    /// systemd's SubState.
+    pub sub_state: String,
+    /// What the supervisor reads on its screen (idle, working...), when it answers.
+    pub agent_state: Option<String>,
+    /// Seconds since its last output, when the supervisor answers.
+    pub idle_secs: Option<u64>,
+    /// Messages waiting for it.
+    pub queued: i64,
+    /// Messages delivered to it.
+    pub delivered: i64,
+    /// Messages to it given up.
+    pub failed: i64,
+    /// Its definition file.
+    pub definition: String,
+    /// Why the definition cannot be used; None when it can.
+    pub definition_error: Option<String>,
+}
+
+/// One message in `Messages()` and `Inbox()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Message {
+    /// Unique, increasing id; also the page cursor.
+    pub id: i64,
+    /// An agent or `operator` (`schedule-ID` for a check-in).
+    pub sender: String,
+    /// The agent it is for.
+    pub recipient: String,
+    /// The text as sent.
+    pub body: String,
+    /// `message` or `brief`.
+    pub kind: String,
+    /// When the hub stored it, Unix milliseconds.
+    pub created_ms: i64,
+    /// `queued`, `delivered` or `failed`.
+    pub state: String,
+    /// Deliveries tried and failed.
+    pub attempts: i64,
+    /// When it was delivered, Unix milliseconds.
+    pub delivered_ms: Option<i64>,
+    /// Why it failed, or the last delivery error.
+    pub reason: Option<String>,
+}
+
+/// One check-in in `Schedules()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Schedule {
+    /// Its id; its check-ins come from `schedule-ID`.
+    pub id: i64,
+    /// The agent it wakes.
+    pub agent: String,
+    /// `in`, `at`, `every` or `calendar`.
+    pub kind: String,
+    /// Seconds, a clock time or a calendar expression.
+    pub spec: String,
+    /// The spec as typed, when the hub kept it.
+    pub typed: Option<String>,
+    /// When it fires, as `torch schedule` spells it (`every 30m`).
+    pub when: String,
+    /// The note it delivers.
+    pub note: String,
+    /// Who set it.
+    pub created_by: String,
+    /// When it was set, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it is next due, Unix milliseconds.
+    pub due_ms: Option<i64>,
+    /// How many times it fired.
+    pub fired: i64,
+    /// When it last fired, Unix milliseconds.
+    pub last_fired_ms: Option<i64>,
+    /// `active`, `done` or `cancelled`.
+    pub state: String,
+    /// Its timer unit, when armed.
+    pub timer: Option<String>,
+    /// The next fire time systemd holds, Unix milliseconds.
+    pub next_ms: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn older_and_newer_answers_are_read() {
+        // A hub that knows fewer fields, and one that knows more.
+        let old = r#"{"version":1,"agents":[{"name":"dev","role":"engineer","unit":"torch-agent@dev.service"}]}"#;
+        let s: FleetStatus = serde_json::from_str(old).unwrap();
+        assert_eq!(s.agents[0].name, "dev");
+        assert_eq!(s.agents[0].definition_error, None);
+        let newer = r#"[{"id":3,"sender":"operator","recipient":"dev","body":"hi","state":"queued","cost":1}]"#;
+        let m: Vec<Message> = serde_json::from_str(newer).unwrap();
+        assert_eq!((m[0].id, m[0].state.as_str()), (3, "queued"));
+    }
+}
