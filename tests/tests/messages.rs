@@ -210,13 +210,25 @@ fn a_broken_definition_is_named_wherever_the_agent_is() -> Result<()> {
     }
     // The refused restart left the running agent alone.
     ensure!(sb.unit_property("torch-agent@dev.service", "MainPID")? == pid);
+    // A start that fails says why.
+    sb.torch(&["stop", "dev"])?;
+    let (ok, out) = sb.torch_status(&["start", "dev"])?;
+    ensure!(
+        !ok && out.contains("broken definition") && out.contains(&at),
+        "{out}"
+    );
 
     // Fixed, it is an agent like any other again.
     sb.define_agent("dev", &good)?;
     wait_until("Send to accept again", Duration::from_secs(10), || {
+        Ok(sb.torch_status(&["send", "dev", "after the fix"])?.0)
+    })?;
+    sb.torch(&["start", "dev"])?;
+    wait_until("the message after the fix", Duration::from_secs(30), || {
         Ok(sb
-            .torch_status(&["send", "--wait", "dev", "after the fix"])?
-            .0)
+            .records("dev")?
+            .last()
+            .is_some_and(|r| r == "after the fix"))
     })?;
     // A shell-profile agent: the bare text, no header. (The sends before
     // the hub noticed the edit went through; they do not matter here.)

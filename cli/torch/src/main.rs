@@ -133,9 +133,9 @@ fn list(json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to start an agent whose definition is broken: its supervisor
-/// would exit at once, and systemd's "job failed" does not say why. A file
-/// we cannot read (another user's) is left to the supervisor to judge.
+/// Fails when the definition of `name` is broken: its supervisor exits at
+/// once, and systemd's "job failed" does not say why. A file we cannot read
+/// (another user's) is left to the supervisor to judge.
 fn check_definition(name: &AgentName) -> anyhow::Result<()> {
     match AgentDefinition::find(name, &paths::agent_definition_dirs()) {
         Err(e @ (DefinitionError::Parse { .. } | DefinitionError::Invalid { .. })) => {
@@ -538,12 +538,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::List { json } => list(json)?,
         Cmd::Start { name } => {
             let name = agent(&name)?;
-            check_definition(&name)?;
-            job(JobKind::Start, &name)?
+            // Started anyway, so the supervisor's own journal line and exit
+            // status record the failure; the reason is then said here too.
+            if let Err(e) = job(JobKind::Start, &name) {
+                check_definition(&name)?;
+                return Err(e);
+            }
         }
         Cmd::Stop { name } => job(JobKind::Stop, &agent(&name)?)?,
         Cmd::Restart { name } => {
             let name = agent(&name)?;
+            // Checked first: a restart would stop the running agent and
+            // then fail to start it.
             check_definition(&name)?;
             job(JobKind::Restart, &name)?
         }
