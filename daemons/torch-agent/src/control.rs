@@ -11,7 +11,7 @@ use torch_core::protocol::{Request, Response};
 use torch_core::{validate_message, MAX_MESSAGE_BYTES};
 
 use crate::delivery::Job;
-use crate::supervisor::Shared;
+use crate::state::Shared;
 
 /// The largest request line we read: a maximal message even if every
 /// character needed a JSON escape, plus room for the envelope.
