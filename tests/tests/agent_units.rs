@@ -2,9 +2,13 @@
 //! booted in a sandbox per test.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
+use torch_core::protocol::{self, Request, Response, PROTOCOL_VERSION};
 use torch_tests::fleet::TEST_AGENT;
 use torch_tests::{wait_until, Sandbox};
 
@@ -513,6 +517,45 @@ fn one_word_commands_run_as_themselves() -> Result<()> {
     ensure!(
         said.trim() == "/usr/local/bin/my shell|/bin/bash",
         "the shell says {said:?}"
+    );
+    Ok(())
+}
+
+/// One request line to a supervisor's control socket, and its reply line.
+fn exchange(socket: &Path, line: &[u8]) -> Result<String> {
+    let mut stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(line)?;
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply)?;
+    Ok(reply)
+}
+
+#[test]
+fn supervisors_tell_old_and_new_hubs_their_protocol_version() -> Result<()> {
+    let sb = sandbox("protocol")?;
+    sb.define_echo_agent("p1")?;
+    sb.torch(&["start", "p1"])?;
+    let socket = sb.root().join("run/torch-agent/p1/control.sock");
+
+    // A hub from before versions sends none, and reads the fields it knows
+    // beside the supervisor's version.
+    let old: serde_json::Value =
+        serde_json::from_str(&exchange(&socket, b"{\"op\":\"status\"}\n")?)?;
+    ensure!(
+        old["result"] == "status" && old["state"] == "running" && old["pid"].as_u64() > Some(0),
+        "{old}"
+    );
+    ensure!(old["version"] == PROTOCOL_VERSION, "{old}");
+
+    // This build's hub sends its version and reads the supervisor's.
+    let line = protocol::request_line(&Request::Capture { history: 0 })?;
+    let reply = protocol::parse_reply(&exchange(&socket, &line)?)?;
+    ensure!(reply.version == PROTOCOL_VERSION, "{reply:?}");
+    ensure!(
+        matches!(reply.response, Response::Screen { .. }),
+        "{reply:?}"
     );
     Ok(())
 }

@@ -53,17 +53,26 @@ pub fn typed_ids_file(base: &std::path::Path, name: &AgentName) -> PathBuf {
         .join(format!("{}.typed", name.instance()))
 }
 
+/// The supervisor's control socket, in the agent's runtime directory.
+pub const CONTROL_SOCKET: &str = "control.sock";
+/// The agent's private tmux server's socket, in its runtime directory.
+pub const TMUX_SOCKET: &str = "tmux.sock";
+/// The tmux configuration the supervisor writes, in the runtime directory.
+pub const TMUX_CONFIG: &str = "tmux.conf";
+/// The FIFO the pane's output reaches the supervisor through.
+pub const OUTPUT_FIFO: &str = "output.fifo";
+
 /// The supervisor's control socket for `name`.
 pub fn control_socket(name: &AgentName) -> PathBuf {
-    agent_runtime_dir(name).join("control.sock")
+    agent_runtime_dir(name).join(CONTROL_SOCKET)
 }
 
 /// The agent's private tmux socket.
 pub fn tmux_socket(name: &AgentName) -> PathBuf {
-    agent_runtime_dir(name).join("tmux.sock")
+    agent_runtime_dir(name).join(TMUX_SOCKET)
 }
 
 /// The tmux configuration the supervisor writes for the agent's server.
 pub fn tmux_config(name: &AgentName) -> PathBuf {
-    agent_runtime_dir(name).join("tmux.conf")
+    agent_runtime_dir(name).join(TMUX_CONFIG)
 }

@@ -6,6 +6,25 @@
 //! keeps the supervisor working when D-Bus is down and needs no bus policy for
 //! names that come and go; file permissions on the runtime directory decide
 //! who may call.
+//!
+//! # Versions
+//!
+//! Hub and supervisors are upgraded apart: a package upgrade restarts the hub
+//! while every agent keeps its old supervisor, and an agent restarted later
+//! gets the new supervisor while an old hub may still run. So each request
+//! ([`Call`]) and each reply ([`Reply`]) carries the sender's
+//! [`PROTOCOL_VERSION`] in a `version` field, and both sides keep to these
+//! rules:
+//!
+//! - A missing `version` reads as 0: a hub or supervisor from before
+//!   versions. Fields a reader does not know are ignored, so version 0 reads
+//!   the requests and replies of later versions as it always read its own.
+//! - A new field is optional for its reader (`#[serde(default)]`), so it can
+//!   be added without a new version.
+//! - A new request, or a reply an older caller could not read, needs a new
+//!   version. The hub sends such a request only to a supervisor whose replies
+//!   showed that version (see [`DELIVER_IF_IDLE_SINCE`]); a supervisor answers
+//!   a caller in the oldest form that caller's `version` reads.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -13,6 +32,73 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// The control protocol version this build speaks.
+///
+/// - 0 (no `version` field): `deliver`, `capture`, `status`. Some version-0
+///   supervisors also know `deliver_if_idle` and send `permanent`, but a
+///   caller cannot tell which.
+/// - 1: `version` in every request and reply; `deliver_if_idle`; `permanent`
+///   on errors no retry can cure.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The first version whose supervisors know [`Request::DeliverIfIdle`].
+pub const DELIVER_IF_IDLE_SINCE: u32 = 1;
+
+/// A request as it travels: what is asked, and the caller's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// What is asked (its `op` and fields sit beside `version`).
+    #[serde(flatten)]
+    pub request: Request,
+    /// The caller's [`PROTOCOL_VERSION`]; 0 from callers before versions.
+    #[serde(default)]
+    pub version: u32,
+}
+
+impl Call {
+    /// `request` from a caller of this build.
+    pub fn new(request: Request) -> Self {
+        Self {
+            request,
+            version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// A reply as it travels: the answer, and the supervisor's version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The answer (its `result` and fields sit beside `version`).
+    #[serde(flatten)]
+    pub response: Response,
+    /// The supervisor's [`PROTOCOL_VERSION`]; 0 from supervisors before
+    /// versions.
+    #[serde(default)]
+    pub version: u32,
+}
+
+impl Reply {
+    /// `response` from a supervisor of this build.
+    pub fn new(response: Response) -> Self {
+        Self {
+            response,
+            version: PROTOCOL_VERSION,
+        }
+    }
+}
+
+/// The line that carries `request` from a caller of this build.
+pub fn request_line(request: &Request) -> Result<Vec<u8>, serde_json::Error> {
+    let mut line = serde_json::to_vec(&Call::new(request.clone()))?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Reads a supervisor's reply line, of any version.
+pub fn parse_reply(line: &str) -> Result<Reply, serde_json::Error> {
+    serde_json::from_str(line)
+}
 
 /// A call to a supervisor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,9 +117,8 @@ pub enum Request {
     /// Like `Deliver`, but type nothing and answer [`Response::Busy`] when
     /// the screen shows the agent working, asking or in trouble (the hub's
     /// `hold_until_idle`): one call, with no gap between looking and
-    /// typing. Supervisors older than this request answer it with an error
-    /// ("unknown variant"); the hub then asks `Status` first and sends
-    /// `Deliver`.
+    /// typing. Known since [`DELIVER_IF_IDLE_SINCE`]; to an older
+    /// supervisor the hub sends `Status` first, then `Deliver`.
     DeliverIfIdle {
         /// As in `Deliver`.
         text: String,
@@ -154,12 +239,10 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
     })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    let mut line = serde_json::to_vec(request)?;
-    line.push(b'\n');
-    stream.write_all(&line)?;
+    stream.write_all(&request_line(request)?)?;
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply)?;
-    Ok(serde_json::from_str(&reply)?)
+    Ok(parse_reply(&reply)?.response)
 }
 
 fn unknown_activity() -> String {
@@ -205,6 +288,198 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&Response::refusal("x")).unwrap(),
             r#"{"result":"error","message":"x","permanent":true}"#
+        );
+    }
+
+    /// The wire types of the last build before versions, as they were:
+    /// what a hub or supervisor still running that build reads and writes.
+    mod v0 {
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        pub enum Request {
+            Deliver {
+                text: String,
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                id: Option<String>,
+            },
+            DeliverIfIdle {
+                text: String,
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                id: Option<String>,
+            },
+            Capture {
+                #[serde(default)]
+                history: u32,
+            },
+            Status,
+        }
+
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(tag = "result", rename_all = "snake_case")]
+        pub enum Response {
+            Delivered {
+                submits: u32,
+                millis: u64,
+                text_seen: bool,
+                #[serde(default)]
+                duplicate: bool,
+            },
+            Busy {
+                activity: String,
+            },
+            Screen {
+                text: String,
+            },
+            Status {
+                state: String,
+                pid: u32,
+                delivered: u64,
+                idle_secs: u64,
+                #[serde(default = "super::unknown_activity")]
+                activity: String,
+            },
+            Error {
+                message: String,
+                #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+                permanent: bool,
+            },
+        }
+    }
+
+    /// Requests as a hub before versions wrote them.
+    const OLD_REQUESTS: [&str; 4] = [
+        r#"{"op":"deliver","text":"hi","id":"torch-msg-7"}"#,
+        r#"{"op":"deliver_if_idle","text":"hi","id":"torch-msg-8"}"#,
+        r#"{"op":"capture","history":50}"#,
+        r#"{"op":"status"}"#,
+    ];
+
+    /// Replies as a supervisor before versions wrote them.
+    const OLD_REPLIES: [&str; 6] = [
+        r#"{"result":"delivered","submits":1,"millis":21,"text_seen":true,"duplicate":false}"#,
+        r#"{"result":"busy","activity":"working"}"#,
+        r#"{"result":"screen","text":"$ "}"#,
+        r#"{"result":"status","state":"running","pid":42,"delivered":3,"idle_secs":5,"activity":"idle"}"#,
+        r#"{"result":"error","message":"malformed request: unknown variant `hello`"}"#,
+        r#"{"result":"error","message":"too big","permanent":true}"#,
+    ];
+
+    #[test]
+    fn fixtures_are_what_the_old_build_wrote() {
+        for line in OLD_REQUESTS {
+            let old: v0::Request = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&old).unwrap(), line);
+        }
+        for line in OLD_REPLIES {
+            let old: v0::Response = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&old).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn a_new_supervisor_reads_an_old_hub_and_the_old_hub_reads_its_replies() {
+        let calls: Vec<Call> = OLD_REQUESTS
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(calls.iter().all(|c| c.version == 0));
+        assert_eq!(
+            calls[0].request,
+            Request::Deliver {
+                text: "hi".into(),
+                id: Some("torch-msg-7".into())
+            }
+        );
+        assert_eq!(calls[2].request, Request::Capture { history: 50 });
+        assert_eq!(calls[3].request, Request::Status);
+        // What the new supervisor answers, as the old hub reads it.
+        let status = Reply::new(Response::Status {
+            state: "running".into(),
+            pid: 42,
+            delivered: 3,
+            idle_secs: 5,
+            activity: "idle".into(),
+        });
+        let line = serde_json::to_string(&status).unwrap();
+        let old: v0::Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(serde_json::to_string(&old).unwrap(), OLD_REPLIES[3]);
+        let refusal = serde_json::to_string(&Reply::new(Response::refusal("too big"))).unwrap();
+        let old: v0::Response = serde_json::from_str(&refusal).unwrap();
+        assert_eq!(serde_json::to_string(&old).unwrap(), OLD_REPLIES[5]);
+    }
+
+    #[test]
+    fn an_old_supervisor_reads_a_new_hub_and_the_new_hub_reads_its_replies() {
+        let new = [
+            Request::Deliver {
+                text: "hi".into(),
+                id: Some("torch-msg-7".into()),
+            },
+            Request::DeliverIfIdle {
+                text: "hi".into(),
+                id: Some("torch-msg-8".into()),
+            },
+            Request::Capture { history: 50 },
+            Request::Status,
+        ];
+        for (request, old_line) in new.iter().zip(OLD_REQUESTS) {
+            let line = request_line(request).unwrap();
+            let line = std::str::from_utf8(&line).unwrap();
+            assert!(
+                line.ends_with('\n') && line.contains(r#""version":1"#),
+                "{line}"
+            );
+            let old: v0::Request = serde_json::from_str(line).unwrap();
+            assert_eq!(serde_json::to_string(&old).unwrap(), old_line);
+        }
+        let replies: Vec<Reply> = OLD_REPLIES
+            .iter()
+            .map(|l| parse_reply(l).unwrap())
+            .collect();
+        assert!(replies.iter().all(|r| r.version == 0));
+        assert_eq!(
+            replies[0].response,
+            Response::Delivered {
+                submits: 1,
+                millis: 21,
+                text_seen: true,
+                duplicate: false
+            }
+        );
+        assert!(matches!(
+            &replies[3].response,
+            Response::Status { pid: 42, activity, .. } if activity == "idle"
+        ));
+        assert_eq!(
+            replies[4].response,
+            Response::error("malformed request: unknown variant `hello`")
+        );
+        assert_eq!(replies[5].response, Response::refusal("too big"));
+    }
+
+    #[test]
+    fn versioned_lines_round_trip() {
+        let line = serde_json::to_string(&Call::new(Request::Status)).unwrap();
+        assert_eq!(line, r#"{"op":"status","version":1}"#);
+        assert_eq!(
+            serde_json::from_str::<Call>(&line).unwrap(),
+            Call::new(Request::Status)
+        );
+        let reply = Reply::new(Response::Screen { text: "$ ".into() });
+        let line = serde_json::to_string(&reply).unwrap();
+        assert_eq!(line, r#"{"result":"screen","text":"$ ","version":1}"#);
+        assert_eq!(parse_reply(&line).unwrap(), reply);
+        // A later supervisor's reply with fields this build does not know.
+        let later =
+            parse_reply(r#"{"result":"busy","activity":"asking","since":3,"version":2}"#).unwrap();
+        assert_eq!(later.version, 2);
+        assert_eq!(
+            later.response,
+            Response::Busy {
+                activity: "asking".into()
+            }
         );
     }
 

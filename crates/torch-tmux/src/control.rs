@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::process::{Child, ChildStdin};
 use tokio::sync::oneshot;
 
 /// How a control-mode command failed.
@@ -45,12 +45,7 @@ impl Control {
     /// Attaches a control client to the session of `target` on the server
     /// at `socket` (ignoring its size, without pane output notifications).
     pub async fn attach(socket: &Path, config: &Path, target: &str) -> std::io::Result<Self> {
-        let mut child = Command::new("tmux")
-            .arg("-u")
-            .arg("-S")
-            .arg(socket)
-            .arg("-f")
-            .arg(config)
+        let mut child = crate::tmux_command(socket, config)
             .args([
                 "-C",
                 "attach-session",
@@ -62,10 +57,6 @@ impl Control {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("TMUX")
             .kill_on_drop(true)
             .spawn()?;
         let stdin = child

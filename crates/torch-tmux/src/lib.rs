@@ -7,6 +7,34 @@
 
 mod control;
 
+/// What systemd hands the supervisor alone (`sd_notify`'s socket, the
+/// watchdog, socket activation), and the marker of an enclosing tmux client.
+/// Removed from every tmux client we start: the server inherits the first
+/// client's environment and passes it on to the pane, whose program must
+/// not be able to send READY or WATCHDOG for the supervisor or take its
+/// sockets.
+const SUPERVISOR_ONLY_ENV: [&str; 7] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "TMUX",
+];
+
+/// Starts a tmux client on `socket` with `config`, without the
+/// supervisor's own environment (see [`SUPERVISOR_ONLY_ENV`]).
+fn tmux_command(socket: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new("tmux");
+    // -u: UTF-8 both ways, whatever locale the service manager gave us.
+    cmd.arg("-u").arg("-S").arg(socket).arg("-f").arg(config);
+    for var in SUPERVISOR_ONLY_ENV {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -227,14 +255,8 @@ impl Tmux {
                 }
             }
         }
-        let mut cmd = Command::new("tmux");
-        // -u: UTF-8 both ways, whatever locale the service manager gave us.
-        cmd.arg("-u")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("-f")
-            .arg(&self.config)
-            .args(&args)
+        let mut cmd = tmux_command(&self.socket, &self.config);
+        cmd.args(&args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -242,14 +264,6 @@ impl Tmux {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            // systemd's variables are for the supervisor alone: a program in
-            // the pane must not be able to send READY or WATCHDOG for us.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("TMUX")
             .env(
                 "LANG",
                 std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
@@ -462,6 +476,26 @@ impl Tmux {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tmux_clients_never_get_the_supervisors_environment() {
+        let cmd = tmux_command(Path::new("/run/x/tmux.sock"), Path::new("/run/x/tmux.conf"));
+        let removed: Vec<_> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        for var in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "LISTEN_FDNAMES",
+        ] {
+            assert!(removed.iter().any(|r| r == var), "{var} is passed on");
+        }
+    }
 
     #[test]
     fn near_cursor_joins_wrapped_rows() {

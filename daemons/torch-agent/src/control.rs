@@ -1,5 +1,7 @@
 //! The supervisor's control socket: one JSON request, one JSON reply.
-//! Wire format in `torch_core::protocol`.
+//! Wire format and its versions in `torch_core::protocol`: every reply
+//! carries this supervisor's version, and every version of request is read
+//! (a missing `version` is a hub from before versions).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +9,11 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
-use torch_core::protocol::{Request, Response};
+use torch_core::protocol::{Call, Reply, Request, Response};
 use torch_core::{validate_message, MAX_MESSAGE_BYTES};
 
 use crate::delivery::Job;
-use crate::supervisor::Shared;
+use crate::state::Shared;
 
 /// The largest request line we read: a maximal message even if every
 /// character needed a JSON escape, plus room for the envelope.
@@ -59,14 +61,15 @@ async fn handle(
             "request too large or not terminated by a newline (limit {MAX_REQUEST_BYTES} bytes)"
         ))
     } else {
-        match serde_json::from_str::<Request>(&line) {
-            Ok(req) => answer(req, shared, jobs).await,
+        match serde_json::from_str::<Call>(&line) {
+            // Every reply so far is one that callers of each version read.
+            Ok(call) => answer(call.request, shared, jobs).await,
             // Not permanent: a request this supervisor does not know may be
             // known to the newer one that replaces it at its next restart.
             Err(e) => Response::error(format!("malformed request: {e}")),
         }
     };
-    let mut out = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    let mut out = serde_json::to_vec(&Reply::new(response)).map_err(std::io::Error::other)?;
     out.push(b'\n');
     write.write_all(&out).await
 }

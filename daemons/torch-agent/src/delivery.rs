@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use torch_core::protocol::Response;
-use torch_tmux::{Screen, Tmux, TmuxError};
+use torch_tmux::{Screen, TmuxError};
 
+use crate::screen::ScreenReader;
 use crate::typed::Outcome;
 pub use crate::typed::TypedIds;
 
@@ -97,61 +98,6 @@ async fn next_output(output: &mut watch::Receiver<u64>) {
     {
         // The output pump is gone: fall back to plain polling.
         tokio::time::sleep(OUTPUT_FALLBACK).await;
-    }
-}
-
-/// How long a screen read may be reused while the pane printed nothing: a
-/// bound in case the output pipe ever stops counting.
-const SCREEN_REUSE: Duration = Duration::from_millis(250);
-
-/// Reads the pane's screen, and reads it again only after the pane printed
-/// something (the screen cannot change otherwise): the hub's idle check, the
-/// health check and the delivery that follows share one read.
-pub struct ScreenReader {
-    tmux: Tmux,
-    pane: String,
-    output: watch::Receiver<u64>,
-    last: std::sync::Mutex<Option<(u64, Instant, Screen)>>,
-}
-
-impl ScreenReader {
-    /// A reader of `pane`; `output` counts reads of the pane's output.
-    pub fn new(tmux: Tmux, pane: String, output: watch::Receiver<u64>) -> Self {
-        Self {
-            tmux,
-            pane,
-            output,
-            last: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// The agent's tmux server.
-    pub fn tmux(&self) -> &Tmux {
-        &self.tmux
-    }
-
-    /// The pane it reads.
-    pub fn pane(&self) -> &str {
-        &self.pane
-    }
-
-    /// The screen as it is now.
-    pub async fn read(&self) -> Result<Screen, TmuxError> {
-        // Counted before the capture: output arriving meanwhile makes the
-        // next call read again, never the other way round.
-        let reads = *self.output.borrow();
-        if let Ok(last) = self.last.lock() {
-            if let Some((at, when, screen)) = last.as_ref() {
-                if *at == reads && when.elapsed() < SCREEN_REUSE {
-                    return Ok(screen.clone());
-                }
-            }
-        }
-        let screen = self.tmux.screen(&self.pane).await?;
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some((reads, Instant::now(), screen.clone()));
-        }
-        Ok(screen)
     }
 }
 

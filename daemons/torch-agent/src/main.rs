@@ -7,8 +7,14 @@
 
 mod control;
 mod delivery;
+mod health;
 mod logging;
+mod notify;
 mod output;
+mod proc;
+mod screen;
+mod startup;
+mod state;
 mod supervisor;
 mod typed;
 

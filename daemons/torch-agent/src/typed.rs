@@ -20,6 +20,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use torch_core::{paths, AgentName};
 
 /// How many ids are kept. The hub retries only the oldest message it has
 /// not been told about, so the last few would do; the rest is slack.
@@ -250,6 +251,31 @@ impl TypedIds {
         self.file = Some((path.to_path_buf(), file));
         self.lines = self.order.len();
         Ok(())
+    }
+}
+
+/// The ids of messages typed into agent `name` before, from its state
+/// directory, with a journal line for each message whose fate the previous
+/// run never learned: it is not typed again, so the operator must judge.
+/// An unreadable file leaves the ids in memory only, as the journal says.
+pub fn load(name: &AgentName) -> TypedIds {
+    let base = std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .unwrap_or_else(paths::agent_state_base);
+    let path = paths::typed_ids_file(&base, name);
+    match TypedIds::open(&path) {
+        Ok((ids, unsure)) => {
+            for id in unsure {
+                tracing::warn!(
+                    "message {id} was submitted (Enter pressed) when the agent last stopped, and the agent never showed it took it; it is not typed again. If the agent did not get it, send it again (`torch messages --agent {name}` shows it)"
+                );
+            }
+            ids
+        }
+        Err(e) => {
+            tracing::warn!("{e}");
+            TypedIds::in_memory()
+        }
     }
 }
 

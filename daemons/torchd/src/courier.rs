@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use torch_core::config::Config;
-use torch_core::protocol::{ClientError, Request, Response};
+use torch_core::protocol::{
+    self, ClientError, Reply, Request, Response, DELIVER_IF_IDLE_SINCE, PROTOCOL_VERSION,
+};
 use torch_core::{paths, AgentName};
 use torch_store::{Message, State, Store};
 
@@ -32,6 +34,8 @@ const MAX_ATTEMPTS: i64 = 20;
 /// each further failure of the same message, up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a `status` call may take (a screen read at most).
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a courier looks again at an agent held for its screen.
 const BUSY_POLL: Duration = Duration::from_millis(500);
 /// How often a courier looks again at a broken definition: about as often
@@ -39,12 +43,13 @@ const BUSY_POLL: Duration = Duration::from_millis(500);
 const BROKEN_POLL: Duration = Duration::from_secs(2);
 
 /// [`protocol::call`] without a blocking thread: a hundred couriers waiting
-/// on their supervisors would otherwise hold a hundred threads.
+/// on their supervisors would otherwise hold a hundred threads. The reply
+/// says the supervisor's protocol version.
 async fn ask(
     socket: &std::path::Path,
     request: &Request,
     timeout: Duration,
-) -> Result<Response, ClientError> {
+) -> Result<Reply, ClientError> {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let exchange = async {
         let mut stream = tokio::net::UnixStream::connect(socket)
@@ -53,12 +58,10 @@ async fn ask(
                 path: socket.display().to_string(),
                 source,
             })?;
-        let mut line = serde_json::to_vec(request)?;
-        line.push(b'\n');
-        stream.write_all(&line).await?;
+        stream.write_all(&protocol::request_line(request)?).await?;
         let mut reply = String::new();
         BufReader::new(stream).read_line(&mut reply).await?;
-        Ok(serde_json::from_str(&reply)?)
+        Ok(protocol::parse_reply(&reply)?)
     };
     tokio::time::timeout(timeout, exchange)
         .await
@@ -147,8 +150,6 @@ enum Step {
     Delivered { duplicate: bool, millis: u64 },
     /// Not typed: the screen shows the agent busy.
     Busy(String),
-    /// The supervisor predates `DeliverIfIdle`.
-    Legacy,
     /// No supervisor listens: the agent is stopped or restarting.
     AgentDown,
     /// Failed in a way a later attempt may not (counted, retried).
@@ -160,7 +161,7 @@ enum Step {
 /// Reads a supervisor's answer (see `Step`). Only an explicit `permanent`
 /// refusal fails a message at once; an older supervisor does not send it,
 /// so its errors are retried as before.
-fn classify(outcome: Result<Response, ClientError>, legacy: bool) -> Step {
+fn classify(outcome: Result<Response, ClientError>) -> Step {
     match outcome {
         Ok(Response::Delivered {
             duplicate, millis, ..
@@ -170,9 +171,6 @@ fn classify(outcome: Result<Response, ClientError>, legacy: bool) -> Step {
             message,
             permanent: true,
         }) => Step::Fail(message),
-        Ok(Response::Error { message, .. }) if !legacy && message.contains("unknown variant") => {
-            Step::Legacy
-        }
         Ok(Response::Error { message, .. }) => Step::Retry(message),
         Ok(r) => Step::Retry(format!("unexpected answer {r:?}")),
         Err(ClientError::Connect { .. }) => Step::AgentDown,
@@ -187,9 +185,54 @@ struct Lane {
     wake: Arc<Notify>,
     backoff: Duration,
     holding: Option<i64>,
-    /// A supervisor older than DeliverIfIdle answers it with an error; for
-    /// it the idle check is a Status call first, until it restarts.
-    legacy: bool,
+    /// The protocol version of the supervisor listening now, from its last
+    /// reply; None until it answered since it last went down.
+    version: Option<u32>,
+}
+
+impl Lane {
+    /// Sends `request` to the agent's supervisor and reads the answer,
+    /// noting the version it says (the agent may have restarted with
+    /// another supervisor since the last call).
+    async fn ask(&mut self, request: &Request, timeout: Duration) -> Step {
+        classify(self.exchange(request, timeout).await)
+    }
+
+    async fn exchange(
+        &mut self,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, ClientError> {
+        match ask(&self.socket, request, timeout).await {
+            Ok(reply) => {
+                if self.version != Some(reply.version) && reply.version < PROTOCOL_VERSION {
+                    tracing::info!(
+                        "the supervisor of {} speaks control protocol version {} (this hub: {PROTOCOL_VERSION}); {}",
+                        self.agent,
+                        reply.version,
+                        if reply.version < DELIVER_IF_IDLE_SINCE {
+                            "asking Status before each message until it restarts"
+                        } else {
+                            "using what that version knows"
+                        }
+                    );
+                }
+                self.version = Some(reply.version);
+                Ok(reply.response)
+            }
+            Err(e) => {
+                if matches!(e, ClientError::Connect { .. }) {
+                    self.version = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the supervisor is known to take `DeliverIfIdle`.
+    fn checks_idle_itself(&self) -> bool {
+        self.version.is_some_and(|v| v >= DELIVER_IF_IDLE_SINCE)
+    }
 }
 
 impl Courier {
@@ -300,7 +343,7 @@ impl Courier {
             wake,
             backoff: FIRST_BACKOFF,
             holding: None,
-            legacy: false,
+            version: None,
         };
         loop {
             let (msg, text) = match self.next(&lane.agent).await {
@@ -342,38 +385,49 @@ impl Courier {
     }
 
     /// Asks the supervisor to type `text`; None when the message was held
-    /// without asking (an older supervisor's Status showed the agent busy).
+    /// without typing (the screen, read by a `status` call, showed the
+    /// agent busy).
+    ///
+    /// With `hold_until_idle`, a supervisor whose version knows
+    /// `DeliverIfIdle` checks the screen and types in one call. Until its
+    /// version is known (after each start) a `status` call asks it; an
+    /// older supervisor gets that `status` call before each `Deliver`.
     async fn attempt(&self, lane: &mut Lane, msg: &Message, text: String) -> Option<Step> {
-        let key = Some(format!("torch-msg-{}", msg.id));
-        let hold_until_idle = self.config.delivery.hold_until_idle;
-        let req = if hold_until_idle && !lane.legacy {
-            Request::DeliverIfIdle { text, id: key }
-        } else {
-            if hold_until_idle {
-                if let Ok(Response::Status { activity, .. }) =
-                    ask(&lane.socket, &Request::Status, Duration::from_secs(5)).await
-                {
-                    if matches!(activity.as_str(), "working" | "asking" | "trouble") {
-                        let why = format!("its screen shows it {activity}");
-                        hold(
-                            &mut lane.holding,
-                            msg.id,
-                            &lane.agent,
-                            &why,
-                            &lane.wake,
-                            BUSY_POLL,
-                        )
-                        .await;
-                        return None;
-                    }
+        let id = Some(format!("torch-msg-{}", msg.id));
+        if !self.config.delivery.hold_until_idle {
+            return Some(
+                lane.ask(&Request::Deliver { text, id }, DELIVER_TIMEOUT)
+                    .await,
+            );
+        }
+        if !lane.checks_idle_itself() {
+            let activity = match lane.exchange(&Request::Status, STATUS_TIMEOUT).await {
+                Ok(Response::Status { activity, .. }) => activity,
+                Ok(other) => return Some(classify(Ok(other))),
+                Err(e) => return Some(classify(Err(e))),
+            };
+            if !lane.checks_idle_itself() {
+                if matches!(activity.as_str(), "working" | "asking" | "trouble") {
+                    let why = format!("its screen shows it {activity}");
+                    hold(
+                        &mut lane.holding,
+                        msg.id,
+                        &lane.agent,
+                        &why,
+                        &lane.wake,
+                        BUSY_POLL,
+                    )
+                    .await;
+                    return None;
                 }
+                return Some(
+                    lane.ask(&Request::Deliver { text, id }, DELIVER_TIMEOUT)
+                        .await,
+                );
             }
-            Request::Deliver { text, id: key }
-        };
-        Some(classify(
-            ask(&lane.socket, &req, DELIVER_TIMEOUT).await,
-            lane.legacy,
-        ))
+        }
+        let request = Request::DeliverIfIdle { text, id };
+        Some(lane.ask(&request, DELIVER_TIMEOUT).await)
     }
 
     /// Acts on the outcome of one attempt (see the retry policy in
@@ -381,10 +435,6 @@ impl Courier {
     async fn settle(&self, lane: &mut Lane, msg: &Message, step: Step) {
         let (id, agent) = (msg.id, lane.agent.as_str());
         match step {
-            Step::Legacy => {
-                tracing::info!("the supervisor of {agent} predates DeliverIfIdle; asking Status before each message until it restarts");
-                lane.legacy = true;
-            }
             Step::Busy(activity) => {
                 let why = format!("its screen shows it {activity}");
                 hold(&mut lane.holding, id, agent, &why, &lane.wake, BUSY_POLL).await;
@@ -410,9 +460,9 @@ impl Courier {
             }
             Step::AgentDown => {
                 // The agent is stopped or restarting (perhaps with a newer
-                // supervisor): wait, without counting an attempt, until it
-                // is back or we are woken.
-                lane.legacy = false;
+                // supervisor, whose version its next reply tells): wait,
+                // without counting an attempt, until it is back or we are
+                // woken.
                 let _ = tokio::time::timeout(AGENT_DOWN_POLL, lane.wake.notified()).await;
             }
             Step::Fail(error) => {
@@ -483,10 +533,91 @@ mod tests {
         assert_eq!(max_header_len("checkin", "pm", true), 0);
     }
 
+    /// Answers each connection on `socket` with the next of `replies`,
+    /// returning the request lines it got.
+    fn answer_with(
+        socket: &std::path::Path,
+        replies: &'static [&'static str],
+    ) -> tokio::task::JoinHandle<Vec<String>> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            for reply in replies {
+                let (stream, _) = listener.accept().await.unwrap();
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                BufReader::new(read).read_line(&mut line).await.unwrap();
+                got.push(line);
+                write
+                    .write_all(format!("{reply}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            got
+        })
+    }
+
+    fn lane(socket: &std::path::Path) -> Lane {
+        Lane {
+            agent: "dev".into(),
+            socket: socket.to_path_buf(),
+            wake: Arc::new(Notify::new()),
+            backoff: FIRST_BACKOFF,
+            holding: None,
+            version: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_supervisors_version_decides_what_it_is_asked() {
+        let dir = std::env::temp_dir().join(format!("torch-courier-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("control.sock");
+        let _ = std::fs::remove_file(&socket);
+        let mut lane = lane(&socket);
+        // A supervisor from before versions: its replies carry none.
+        let old = answer_with(
+            &socket,
+            &[
+                r#"{"result":"status","state":"running","pid":4,"delivered":0,"idle_secs":1,"activity":"idle"}"#,
+            ],
+        );
+        let status = lane.exchange(&Request::Status, STATUS_TIMEOUT).await;
+        assert!(
+            matches!(status, Ok(Response::Status { pid: 4, .. })),
+            "{status:?}"
+        );
+        let sent = old.await.unwrap();
+        assert!(sent[0].contains(r#""version":1"#), "{sent:?}");
+        assert_eq!(lane.version, Some(0));
+        assert!(!lane.checks_idle_itself());
+        // It went down; a supervisor of this version replaced it.
+        std::fs::remove_file(&socket).unwrap();
+        assert_eq!(
+            lane.ask(&Request::Status, STATUS_TIMEOUT).await,
+            Step::AgentDown
+        );
+        assert_eq!(lane.version, None);
+        let new = answer_with(
+            &socket,
+            &[r#"{"result":"busy","activity":"working","version":1}"#],
+        );
+        let request = Request::DeliverIfIdle {
+            text: "hi".into(),
+            id: None,
+        };
+        let step = lane.ask(&request, STATUS_TIMEOUT).await;
+        assert_eq!(step, Step::Busy("working".into()));
+        new.await.unwrap();
+        assert!(lane.checks_idle_itself());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn only_explicit_refusals_fail_at_once() {
         assert_eq!(
-            classify(Ok(Response::refusal("message is 262200 bytes")), false),
+            classify(Ok(Response::refusal("message is 262200 bytes"))),
             Step::Fail("message is 262200 bytes".into())
         );
         // An older supervisor sends no `permanent`: retried as before.
@@ -494,25 +625,26 @@ mod tests {
             serde_json::from_str(r#"{"result":"error","message":"message is 262200 bytes"}"#)
                 .unwrap();
         assert_eq!(
-            classify(Ok(old), false),
+            classify(Ok(old)),
             Step::Retry("message is 262200 bytes".into())
         );
         assert_eq!(
-            classify(Ok(Response::error("not at its prompt")), false),
+            classify(Ok(Response::error("not at its prompt"))),
             Step::Retry("not at its prompt".into())
         );
+        // What an older supervisor is asked depends on its version, not on
+        // the text of its errors: this one is retried like any other.
         let unknown = Response::error("malformed request: unknown variant `deliver_if_idle`");
-        assert_eq!(classify(Ok(unknown.clone()), false), Step::Legacy);
-        assert!(matches!(classify(Ok(unknown), true), Step::Retry(_)));
+        assert!(matches!(classify(Ok(unknown)), Step::Retry(_)));
         let down = ClientError::Connect {
             path: "/run/x".into(),
             source: std::io::Error::from(std::io::ErrorKind::NotFound),
         };
-        assert_eq!(classify(Err(down), false), Step::AgentDown);
+        assert_eq!(classify(Err(down)), Step::AgentDown);
         let timeout = ClientError::Io(std::io::Error::from(std::io::ErrorKind::TimedOut));
-        assert!(matches!(classify(Err(timeout), false), Step::Retry(_)));
+        assert!(matches!(classify(Err(timeout)), Step::Retry(_)));
         assert!(matches!(
-            classify(Ok(Response::Busy { activity: "working".into() }), false),
+            classify(Ok(Response::Busy { activity: "working".into() })),
             Step::Busy(a) if a == "working"
         ));
     }

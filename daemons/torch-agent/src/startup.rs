@@ -1,0 +1,254 @@
+//! Start-up of one agent: its private tmux server in the runtime directory,
+//! the output pipe attached before the program starts (not one byte of its
+//! output is missed), the program itself, and the control socket the hub
+//! reaches it through. READY is the health loop's to send, once the first
+//! check finds the program running.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::unix::pipe;
+use tokio::net::{UnixListener, UnixStream};
+use torch_core::{paths, AgentDefinition, AgentName};
+use torch_tmux::Tmux;
+
+use crate::screen::profile_classifier;
+use crate::state::Shared;
+
+/// Time limit of an ordinary tmux command (a 256 KiB paste included).
+const TMUX_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A started agent, for the supervisor's tasks to take over.
+pub struct Started {
+    /// The agent, shared by the tasks.
+    pub shared: Arc<Shared>,
+    /// The pane's output, for the journal.
+    pub output: pipe::Receiver,
+    /// The control socket, listening.
+    pub listener: UnixListener,
+    /// The tmux server's pid (0: unknown).
+    pub server_pid: u32,
+}
+
+/// Checks that the definition's program can be run; the error is the line
+/// to tell the admin.
+pub fn check_program(def: &AgentDefinition, def_path: &Path) -> Result<(), String> {
+    let program = &def.command[0];
+    match resolve_program(program, def.env.get("PATH").map(String::as_str)) {
+        Some(_) => Ok(()),
+        None => Err(not_runnable(program, def_path)),
+    }
+}
+
+/// Starts the agent of `def` (from `def_path`) in a fresh tmux server.
+pub async fn start(
+    name: &AgentName,
+    def_path: &Path,
+    def: &AgentDefinition,
+) -> anyhow::Result<Started> {
+    let workdir = def.workdir.clone().unwrap_or_else(|| PathBuf::from("/"));
+    if !workdir.is_dir() {
+        bail!(
+            "working directory {} does not exist; create it or fix `workdir` in {}",
+            workdir.display(),
+            def_path.display()
+        );
+    }
+    // systemd made RUNTIME_DIRECTORY for us; by hand, use the same place.
+    let dir = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::agent_runtime_dir(name));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let control_path = dir.join(paths::CONTROL_SOCKET);
+    if UnixStream::connect(&control_path).await.is_ok() {
+        bail!("agent {name} is already supervised (its control socket {} answers); stop that one first", control_path.display());
+    }
+    let tmux = fresh_tmux(&dir, def).await?;
+    let (fifo, output) = output_fifo(&dir)?;
+    let pane = start_program(name, def, &tmux, &workdir, &fifo).await?;
+    if let Err(e) = tmux.connect_control(&pane).await {
+        tracing::warn!("no tmux control connection ({e}); using a tmux process per command");
+    }
+    let server_pid = tmux.server_pid().await.unwrap_or(0);
+    let shared = Arc::new(Shared::new(tmux, pane, profile_classifier(def)));
+    let listener = listen(&dir, &control_path)?;
+    Ok(Started {
+        shared,
+        output,
+        listener,
+        server_pid,
+    })
+}
+
+/// Writes the tmux configuration and clears a server left from an earlier
+/// run, which would hold a stale agent.
+async fn fresh_tmux(dir: &Path, def: &AgentDefinition) -> anyhow::Result<Tmux> {
+    let config = dir.join(paths::TMUX_CONFIG);
+    std::fs::write(&config, torch_tmux::config(&agent_shell(def)))
+        .with_context(|| format!("cannot write {}", config.display()))?;
+    let tmux = Tmux::new(&dir.join(paths::TMUX_SOCKET), &config, TMUX_TIMEOUT);
+    if tmux.socket().exists() {
+        let _ = tmux.kill_server().await;
+        let _ = std::fs::remove_file(tmux.socket());
+    }
+    Ok(tmux)
+}
+
+/// Creates the FIFO the pane's output arrives through, and opens it.
+fn output_fifo(dir: &Path) -> anyhow::Result<(PathBuf, pipe::Receiver)> {
+    let fifo = dir.join(paths::OUTPUT_FIFO);
+    let _ = std::fs::remove_file(&fifo);
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .with_context(|| format!("cannot create {}", fifo.display()))?;
+    // Open read-write: the FIFO then never reports EOF when tmux's `cat`
+    // restarts, and opening does not wait for a writer.
+    let rx = pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&fifo)
+        .with_context(|| format!("cannot open {}", fifo.display()))?;
+    Ok((fifo, rx))
+}
+
+/// Starts the tmux session and the agent's program in its pane; returns
+/// the pane id.
+async fn start_program(
+    name: &AgentName,
+    def: &AgentDefinition,
+    tmux: &Tmux,
+    workdir: &Path,
+    fifo: &Path,
+) -> anyhow::Result<String> {
+    let mut env = vec![
+        ("TORCH_AGENT".to_string(), name.to_string()),
+        ("TORCH_ROLE".to_string(), def.role.as_str().to_string()),
+    ];
+    if let Some(p) = &def.parent {
+        env.push(("TORCH_PARENT".into(), p.clone()));
+    }
+    env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // Start on a placeholder, attach the output pipe, then start the real
+    // program: not one byte of its output is missed.
+    let placeholder = ["sleep".to_string(), "infinity".to_string()];
+    let pane = tmux
+        .new_session(
+            &name.tmux_session(),
+            (def.width, def.height),
+            workdir,
+            &env,
+            &placeholder,
+        )
+        .await
+        .context("cannot start the agent's tmux server")?;
+    tmux.pipe_pane(
+        &pane,
+        &format!("exec cat > {}", shell_quote(&fifo.to_string_lossy())),
+    )
+    .await
+    .context("cannot attach the output pipe")?;
+    tmux.respawn(&pane, workdir, &env, &def.command)
+        .await
+        .context("cannot start the agent program")?;
+    Ok(pane)
+}
+
+/// Listens on the control socket, for the `torch` group.
+fn listen(dir: &Path, control_path: &Path) -> anyhow::Result<UnixListener> {
+    let _ = std::fs::remove_file(control_path);
+    let listener = UnixListener::bind(control_path)
+        .with_context(|| format!("cannot listen on {}", control_path.display()))?;
+    std::fs::set_permissions(control_path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("cannot set the mode of {}", control_path.display()))?;
+    share_with_hub(dir, control_path);
+    Ok(listener)
+}
+
+/// Lets the hub (which runs as the `torch` user) reach the control socket:
+/// the runtime directory and the socket get the `torch` group. Without that
+/// group only root can talk to the supervisor.
+fn share_with_hub(dir: &Path, socket: &Path) {
+    let gid = match nix::unistd::Group::from_name("torch") {
+        Ok(Some(g)) => g.gid,
+        _ => {
+            tracing::info!("no `torch` group: only root can reach {}", socket.display());
+            return;
+        }
+    };
+    for p in [dir, socket] {
+        if let Err(e) = nix::unistd::chown(p, None, Some(gid)) {
+            tracing::warn!(
+                "cannot give {} to group torch ({e}); the hub will not reach this agent",
+                p.display()
+            );
+        }
+    }
+}
+
+/// Finds `program` the way execvp will.
+fn resolve_program(program: &str, env_path: Option<&str>) -> Option<PathBuf> {
+    let is_exec = |p: &Path| {
+        p.metadata()
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return is_exec(&p).then_some(p);
+    }
+    let path = env_path
+        .map(str::to_string)
+        .or_else(|| std::env::var("PATH").ok())?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| is_exec(p))
+}
+
+/// The shell tmux exports as `SHELL` and runs in windows a person opens:
+/// the definition's `SHELL`, else bash (agent CLIs such as Claude Code refuse
+/// to run their tools in anything else), else `/bin/sh`.
+fn agent_shell(def: &AgentDefinition) -> PathBuf {
+    def.env
+        .get("SHELL")
+        .map(PathBuf::from)
+        .or_else(|| resolve_program("/bin/bash", None))
+        .unwrap_or_else(|| PathBuf::from("/bin/sh"))
+}
+
+/// What to tell the admin when `command` cannot be run.
+fn not_runnable(program: &str, def_path: &Path) -> String {
+    let mut msg = format!(
+        "{}: command {program:?} is not an executable file or not found in PATH; fix `command`",
+        def_path.display()
+    );
+    if program.starts_with("/tmp/") || program.starts_with("/var/tmp/") {
+        msg.push_str(
+            " (agents have a private /tmp and /var/tmp, PrivateTmp=: install the program elsewhere, \
+             e.g. /usr/local/bin or the agent's workdir)",
+        );
+    }
+    msg
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_like_execvp() {
+        assert!(resolve_program("sh", Some("/usr/bin:/bin")).is_some());
+        assert!(resolve_program("/bin/sh", None).is_some());
+        assert!(resolve_program("no-such-program-torch", Some("/usr/bin")).is_none());
+        assert!(resolve_program("/etc/passwd", None).is_none());
+    }
+
+    #[test]
+    fn quoting_survives_quotes() {
+        assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+}
