@@ -245,6 +245,10 @@ impl Store {
             );
             CREATE INDEX IF NOT EXISTS messages_queue ON messages (recipient, state, id);
             CREATE INDEX IF NOT EXISTS messages_to ON messages (recipient, id);
+            -- Only the queue: which recipients have queued messages (asked at
+            -- every watchdog tick) costs what is queued, not a scan of all
+            -- history, which held the reader 135 ms at 1,000,000 messages.
+            CREATE INDEX IF NOT EXISTS messages_queued ON messages (recipient) WHERE state = 'queued';
             CREATE TABLE IF NOT EXISTS schedules (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 agent TEXT NOT NULL,
@@ -573,6 +577,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         (Store::open(&dir.join("torch.db")).unwrap(), dir)
+    }
+
+    #[test]
+    fn the_queue_is_found_without_reading_history() {
+        let (s, dir) = temp_store("queued-index");
+        let plan: String = s
+            .with(|c| {
+                c.query_row(
+                    "EXPLAIN QUERY PLAN SELECT DISTINCT recipient FROM messages WHERE state = 'queued'",
+                    [],
+                    |r| r.get(3),
+                )
+            })
+            .unwrap();
+        assert!(plan.contains("messages_queued"), "{plan}");
+        let id = s.enqueue("operator", "a", "hi", "message").unwrap();
+        assert_eq!(s.recipients_with_queue().unwrap(), ["a"]);
+        s.finish(id, State::Delivered, None).unwrap();
+        assert!(s.recipients_with_queue().unwrap().is_empty());
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
