@@ -5,7 +5,7 @@
 //! (delivered or failed) before a cutoff, a batch per write, so that the
 //! writer never holds the database for long.
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use crate::{row, Message, Store, StoreError, COLUMNS};
 
@@ -66,13 +66,50 @@ impl Store {
 
     /// Deletes up to `batch` delivered or failed messages settled (or, for
     /// a failed one, created) before `cutoff_ms`; returns how many. Queued
-    /// messages are never deleted, however old.
+    /// messages are never deleted, however old. Only ids stored before the
+    /// cutoff are looked at: with nothing old enough, nothing is scanned.
     pub fn prune_settled(&self, cutoff_ms: i64, batch: u32) -> Result<usize, StoreError> {
+        let Some(bound) = self.last_id_before(cutoff_ms)? else {
+            return Ok(0);
+        };
         self.write(move |c| {
             c.execute(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE state != 'queued' AND COALESCE(delivered_ms, created_ms) < ?1 LIMIT ?2)",
-                params![cutoff_ms, batch],
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE id <= ?3 AND state != 'queued' AND COALESCE(delivered_ms, created_ms) < ?1 LIMIT ?2)",
+                params![cutoff_ms, batch, bound],
             )
+        })
+    }
+
+    /// The highest id of a message stored before `cutoff_ms`, found by
+    /// point lookups (ids grow with time), not by reading the history: a
+    /// message settles after it is stored, so none after it can be pruned.
+    fn last_id_before(&self, cutoff_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.with(|c| {
+            let first_from = |id: i64| {
+                c.query_row(
+                    "SELECT id, created_ms FROM messages WHERE id >= ?1 ORDER BY id LIMIT 1",
+                    [id],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )
+                .optional()
+            };
+            let Some((first, first_ms)) = first_from(i64::MIN)? else {
+                return Ok(None);
+            };
+            if first_ms >= cutoff_ms {
+                return Ok(None);
+            }
+            let last: i64 = c.query_row("SELECT MAX(id) FROM messages", [], |r| r.get(0))?;
+            // `lo` was stored before the cutoff; nothing from `hi` on was.
+            let (mut lo, mut hi) = (first, last.saturating_add(1));
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                match first_from(mid)? {
+                    Some((id, ms)) if ms < cutoff_ms && id < hi => lo = id,
+                    _ => hi = mid,
+                }
+            }
+            Ok(Some(lo))
         })
     }
 }
@@ -107,6 +144,8 @@ mod tests {
         s.finish(ids[3], State::Failed, Some("refused")).unwrap();
         // Nothing settled before the epoch; everything settled before the future.
         assert_eq!(s.prune_settled(0, 100).unwrap(), 0);
+        assert_eq!(s.last_id_before(0).unwrap(), None);
+        assert_eq!(s.last_id_before(i64::MAX).unwrap(), Some(ids[4] + 1));
         assert_eq!(s.prune_settled(i64::MAX, 2).unwrap(), 2);
         assert_eq!(s.prune_settled(i64::MAX, 100).unwrap(), 2);
         assert_eq!(bodies(s.inbox("a", 100).unwrap()), ["4"]);

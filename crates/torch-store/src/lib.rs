@@ -333,8 +333,12 @@ impl Store {
     /// Recipients that have queued messages.
     pub fn recipients_with_queue(&self) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT DISTINCT recipient FROM messages WHERE state = 'queued'")?;
+            // The partial index of the queue, named: without statistics the
+            // planner may prefer scanning the (recipient, state, id) index,
+            // which holds all history.
+            let mut st = c.prepare(
+                "SELECT DISTINCT recipient FROM messages INDEXED BY messages_queued WHERE state = 'queued'",
+            )?;
             let v = st.query_map([], |r| r.get(0))?.collect();
             v
         })
@@ -563,6 +567,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         (Store::open(&dir.join("torch.db")).unwrap(), dir)
+    }
+
+    #[test]
+    fn the_queue_is_found_without_reading_history() {
+        let (s, dir) = temp_store("queued-index");
+        let plan: String = s
+            .with(|c| {
+                c.query_row(
+                    "EXPLAIN QUERY PLAN SELECT DISTINCT recipient FROM messages INDEXED BY messages_queued WHERE state = 'queued'",
+                    [],
+                    |r| r.get(3),
+                )
+            })
+            .unwrap();
+        assert!(plan.contains("messages_queued"), "{plan}");
+        let id = s.enqueue("operator", "a", "hi", "message").unwrap();
+        assert_eq!(s.recipients_with_queue().unwrap(), ["a"]);
+        s.finish(id, State::Delivered, None).unwrap();
+        assert!(s.recipients_with_queue().unwrap().is_empty());
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -51,6 +51,10 @@ const MIGRATIONS: &[&str] = &[
     // 5: a check-in's schedule as the user typed it, to show it back;
     // older schedules have none and are shown from `spec`.
     "ALTER TABLE schedules ADD COLUMN typed TEXT;",
+    // 6: the queue alone: which recipients have queued messages (asked at
+    // every watchdog tick) costs what is queued, not a scan of all history,
+    // which held the reader 135 ms at 1,000,000 messages.
+    "CREATE INDEX messages_queued ON messages (recipient) WHERE state = 'queued';",
 ];
 
 /// Brings the database to the current schema.

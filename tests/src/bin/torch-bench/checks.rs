@@ -1,6 +1,7 @@
 //! Send latency, contention, recovery and check-ins.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -34,36 +35,121 @@ fn durations(v: &Value) -> Vec<Duration> {
     d
 }
 
-/// Send latency of `torch send --direct` and of the naive sender, timed
-/// inside the sandbox.
-pub fn latency(sb: &Sandbox, r: &mut Report, n: usize) -> Result<()> {
+/// One run of the inner latency part: `hub` sends through the hub and
+/// `direct` sends to the supervisor, to echo agent "bench", and `naive` by
+/// the naive sender to echo agent "naive".
+struct Timed {
+    hub: Vec<Duration>,
+    /// The first send through the hub, the one right after its start.
+    hub_first: Duration,
+    hub_intact: Value,
+    direct: Vec<Duration>,
+    direct_intact: Value,
+    naive: Vec<Duration>,
+    naive_intact: Value,
+}
+
+fn timed(sb: &Sandbox, hub: usize, direct: usize, naive: usize) -> Result<Timed> {
+    let (hub, direct, naive) = (hub.to_string(), direct.to_string(), naive.to_string());
+    let out = inside(
+        sb,
+        &["inner-latency", "bench", "naive", &hub, &direct, &naive],
+    )?;
+    Ok(Timed {
+        hub: durations(&out["hub_us"]),
+        hub_first: Duration::from_micros(out["hub_us"][0].as_u64().unwrap_or_default()),
+        hub_intact: out["hub_intact"].clone(),
+        direct: durations(&out["direct_us"]),
+        direct_intact: out["direct_intact"].clone(),
+        naive: durations(&out["naive_us"]),
+        naive_intact: out["naive_intact"].clone(),
+    })
+}
+
+/// `n` as 1,000,000.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn latency_row(name: &str, v: &[Duration], intact: &Value) -> Vec<String> {
+    vec![
+        name.to_string(),
+        v.len().to_string(),
+        intact.to_string(),
+        ms(percentile(v, 0.5)),
+        ms(percentile(v, 0.99)),
+        ms(v.last().copied().unwrap_or_default()),
+    ]
+}
+
+/// The hub path's targets for one store size.
+fn hub_targets(r: &mut Report, store: &str, v: &[Duration]) {
+    let (p50, p99) = (percentile(v, 0.5), percentile(v, 0.99));
+    r.target(
+        &format!("send p50 through the hub, verified, {store}"),
+        "<= 10 ms",
+        format!("{} ms", ms(p50)),
+        Some(p50 <= Duration::from_millis(10)),
+    );
+    r.target(
+        &format!("send p99 through the hub, verified, {store}"),
+        "<= 25 ms",
+        format!("{} ms", ms(p99)),
+        Some(p99 <= Duration::from_millis(25)),
+    );
+}
+
+/// Send latency as a user sees it: `torch send --wait` through the hub
+/// with an empty store and again with `stored` messages in it (filled into
+/// `db`, the hub's database seen from the host), `torch send --direct`,
+/// and the naive sender; all timed inside the sandbox.
+pub fn latency(sb: &Sandbox, r: &mut Report, n: usize, stored: usize, db: &Path) -> Result<()> {
     let naive_n = (n / 10).clamp(5, 20);
     sb.define_echo_agent("bench")?;
     sb.define_echo_agent("naive")?;
+    sb.start_hub()?;
     sb.torch(&["start", "bench"])?;
     sb.torch(&["start", "naive"])?;
-    let out = inside(
-        sb,
-        &[
-            "inner-latency",
-            "bench",
-            "naive",
-            &n.to_string(),
-            &naive_n.to_string(),
-        ],
-    )?;
-    let torch = durations(&out["torch_us"]);
-    let naive = durations(&out["naive_us"]);
-    let row = |name: &str, v: &[Duration], ok: &Value| {
-        vec![
-            name.to_string(),
-            v.len().to_string(),
-            ok.to_string(),
-            ms(percentile(v, 0.5)),
-            ms(percentile(v, 0.99)),
-            ms(v.last().copied().unwrap_or_default()),
-        ]
-    };
+    let empty = timed(sb, n, n, naive_n)?;
+    let mut rows = vec![latency_row(
+        "torch send --wait (through the hub, verified), empty store",
+        &empty.hub,
+        &empty.hub_intact,
+    )];
+    let mut full = None;
+    if stored > 0 {
+        sb.systemctl(&["stop", "torch.service"])?;
+        let took = crate::store::fill(db, stored, "bench", "naive")?;
+        sb.start_hub()?;
+        let t = timed(sb, n, 0, 0)?;
+        rows.push(latency_row(
+            &format!(
+                "torch send --wait (through the hub, verified), {} stored",
+                thousands(stored)
+            ),
+            &t.hub,
+            &t.hub_intact,
+        ));
+        full = Some((t.hub, t.hub_first, took));
+    }
+    rows.push(latency_row(
+        "torch send --direct (to the supervisor, verified on the pane)",
+        &empty.direct,
+        &empty.direct_intact,
+    ));
+    rows.push(latency_row(
+        "naive send-keys + sleep 0.5 + Enter",
+        &empty.naive,
+        &empty.naive_intact,
+    ));
     r.table(
         &[
             "sender (timed inside the sandbox)",
@@ -73,37 +159,40 @@ pub fn latency(sb: &Sandbox, r: &mut Report, n: usize) -> Result<()> {
             "p99 ms",
             "max ms",
         ],
-        &[
-            row(
-                "torch send --direct (verified on the pane)",
-                &torch,
-                &out["torch_intact"],
-            ),
-            row(
-                "naive send-keys + sleep 0.5 + Enter",
-                &naive,
-                &out["naive_intact"],
-            ),
-        ],
+        &rows,
     );
-    let (p50, p99) = (percentile(&torch, 0.5), percentile(&torch, 0.99));
-    let ratio = percentile(&naive, 0.5).as_secs_f64() / p50.as_secs_f64().max(1e-9);
     r.line("");
-    r.line(format!("p50 ratio naive / torch: {ratio:.1}x"));
+    let p50 = percentile(&empty.hub, 0.5);
+    let ratio = percentile(&empty.naive, 0.5).as_secs_f64() / p50.as_secs_f64().max(1e-9);
+    r.line(format!(
+        "p50 ratio naive / torch send --wait (through the hub): {ratio:.1}x"
+    ));
+    hub_targets(r, "empty store", &empty.hub);
+    if let Some((hub, first, took)) = &full {
+        let stored = thousands(stored);
+        r.line(format!(
+            "Store filled with {stored} delivered messages (9 in 10 to `bench`, the rest from it) in {:.1} s, hub stopped; then the hub started on it.",
+            took.as_secs_f64()
+        ));
+        r.line(format!(
+            "First send after the hub started (in the table above): {} ms with an empty store, {} ms with {stored} stored.",
+            ms(empty.hub_first),
+            ms(*first)
+        ));
+        let flat = percentile(hub, 0.5).as_secs_f64() / p50.as_secs_f64().max(1e-9);
+        r.line(format!(
+            "p50 with {stored} stored / p50 with an empty store: {flat:.2}x"
+        ));
+        hub_targets(r, &format!("{stored} stored"), hub);
+        r.target(
+            &format!("flat: p50 with {stored} stored / empty store"),
+            "<= 1.25x",
+            format!("{flat:.2}x"),
+            Some(flat <= 1.25),
+        );
+    }
     r.target(
-        "send p50, verified",
-        "<= 10 ms",
-        format!("{} ms", ms(p50)),
-        Some(p50 <= Duration::from_millis(10)),
-    );
-    r.target(
-        "send p99, verified",
-        "<= 50 ms",
-        format!("{} ms", ms(p99)),
-        Some(p99 <= Duration::from_millis(50)),
-    );
-    r.target(
-        "p50 against the naive sender",
+        "p50 against the naive sender (through the hub)",
         ">= 50x",
         format!("{ratio:.1}x"),
         Some(ratio >= 50.0),

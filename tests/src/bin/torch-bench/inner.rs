@@ -16,12 +16,15 @@ use torch_tests::fleet::{parse_records, record_path};
 /// Hidden subcommands: what the bench runs inside the sandbox.
 #[derive(Subcommand)]
 pub enum Inner {
-    /// Send latency: `torch send --direct` to TORCH, the naive sender to NAIVE.
+    /// Send latency to echo agent TORCH: HUB sends `torch send --wait`,
+    /// then DIRECT sends `torch send --direct`; then NAIVE_MESSAGES by the
+    /// naive sender to echo agent NAIVE.
     #[command(hide = true)]
     InnerLatency {
         torch: String,
         naive: String,
-        messages: usize,
+        hub: usize,
+        direct: usize,
         naive_messages: usize,
     },
     /// Verified throughput through the hub to agents PREFIX0..PREFIX{AGENTS-1}.
@@ -41,9 +44,23 @@ impl Inner {
             Inner::InnerLatency {
                 torch,
                 naive,
-                messages,
+                hub,
+                direct,
                 naive_messages,
-            } => latency(&torch, &naive, messages, naive_messages)?,
+            } => {
+                let (hub_us, hub_intact) = torch_latency(&torch, "--wait", "hub", hub)?;
+                let (direct_us, direct_intact) =
+                    torch_latency(&torch, "--direct", "direct", direct)?;
+                let (naive_us, naive_intact) = naive_latency(&naive, naive_messages)?;
+                json!({
+                    "hub_us": hub_us,
+                    "hub_intact": hub_intact,
+                    "direct_us": direct_us,
+                    "direct_intact": direct_intact,
+                    "naive_us": naive_us,
+                    "naive_intact": naive_intact,
+                })
+            }
             Inner::InnerThroughput {
                 prefix,
                 agents,
@@ -70,26 +87,40 @@ fn micros(v: &[Duration]) -> Vec<u64> {
     v.iter().map(|d| d.as_micros() as u64).collect()
 }
 
-fn latency(torch: &str, naive: &str, n: usize, naive_n: usize) -> Result<Value> {
-    let text = |i: usize| format!("benchmark message {i}: the quick brown fox");
-    let mut torch_times = Vec::with_capacity(n);
+/// Times `n` calls of `torch send MODE AGENT TEXT` (wall time of the
+/// process) and counts the texts the echo agent recorded intact, in order,
+/// after what it had before. `tag` keeps the texts of two runs apart.
+fn torch_latency(agent: &str, mode: &str, tag: &str, n: usize) -> Result<(Vec<u64>, usize)> {
+    let text = |i: usize| format!("{tag} message {i}: the quick brown fox");
+    let before = records(agent)?.len();
+    let mut times = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
-        let st = Command::new("torch")
-            .args(["send", "--direct", torch, &text(i)])
-            .stdout(Stdio::null())
-            .status()
+        let out = Command::new("torch")
+            .args(["send", mode, agent, &text(i)])
+            .stdin(Stdio::null())
+            .output()
             .context("running torch send")?;
-        torch_times.push(t.elapsed());
-        if !st.success() {
-            bail!("torch send failed ({st})");
+        times.push(t.elapsed());
+        if !out.status.success() {
+            bail!(
+                "torch send {mode} failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
     }
-    let got = records(torch)?;
-    let torch_intact = (0..n).filter(|i| got.get(*i) == Some(&text(*i))).count();
+    let got = records(agent)?;
+    // Through the hub a record carries the hub's envelope; `--direct` none.
+    let intact = (0..n)
+        .filter(|i| got.get(before + i).is_some_and(|r| body(r) == text(*i)))
+        .count();
+    Ok((micros(&times), intact))
+}
 
-    // The naive sender, as the seed scripts do it; it never checks, so we
-    // take its latency to the moment the agent recorded the message.
+/// The naive sender, as the seed scripts do it; it never checks, so we
+/// take its latency to the moment the agent recorded the message.
+fn naive_latency(naive: &str, n: usize) -> Result<(Vec<u64>, usize)> {
     let sock = format!("/run/torch-agent/{naive}/tmux.sock");
     let tmux = |args: &[&str]| -> Result<()> {
         let st = Command::new("tmux")
@@ -102,8 +133,9 @@ fn latency(torch: &str, naive: &str, n: usize, naive_n: usize) -> Result<Value> 
         }
         Ok(())
     };
-    let mut naive_times = Vec::with_capacity(naive_n);
-    for i in 0..naive_n {
+    let first = records(naive)?.len();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
         let before = records(naive)?.len();
         let t = Instant::now();
         tmux(&["-l", &format!("naive message {i}: the quick brown fox")])?;
@@ -115,19 +147,13 @@ fn latency(torch: &str, naive: &str, n: usize, naive_n: usize) -> Result<Value> 
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        naive_times.push(t.elapsed());
+        times.push(t.elapsed());
     }
-    let naive_intact = records(naive)?
-        .iter()
-        .enumerate()
-        .filter(|(i, r)| **r == format!("naive message {i}: the quick brown fox"))
+    let got = records(naive)?;
+    let intact = (0..n)
+        .filter(|i| got.get(first + i) == Some(&format!("naive message {i}: the quick brown fox")))
         .count();
-    Ok(json!({
-        "torch_us": micros(&torch_times),
-        "torch_intact": torch_intact,
-        "naive_us": micros(&naive_times),
-        "naive_intact": naive_intact,
-    }))
+    Ok((micros(&times), intact))
 }
 
 /// The text after the hub's envelope (`[torch message #N from X] `).

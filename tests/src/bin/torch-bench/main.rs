@@ -13,6 +13,7 @@ mod checks;
 mod fleet;
 mod inner;
 mod report;
+mod store;
 
 use std::path::{Path, PathBuf};
 
@@ -27,10 +28,14 @@ use torch_tests::Sandbox;
 struct Args {
     #[command(subcommand)]
     inner: Option<inner::Inner>,
-    /// Messages timed for Torch's send latency (the naive sender gets a
-    /// tenth, 5 to 20: each costs half a second).
+    /// Messages timed for each of Torch's send paths (the naive sender gets
+    /// a tenth, 5 to 20: each costs half a second).
     #[arg(long, default_value_t = 200)]
     messages: usize,
+    /// Delivered messages put into the hub's store before the hub path is
+    /// timed a second time (0 skips that).
+    #[arg(long, default_value_t = 1_000_000)]
+    stored: usize,
     /// Agents spawned through the hub for the fleet part (0 skips it, and
     /// throughput and idle CPU with it).
     #[arg(long, default_value_t = 200)]
@@ -86,7 +91,13 @@ fn main() -> Result<()> {
     sb.install_torch()?;
     let part = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
     if part("latency") {
-        checks::latency(&sb, &mut r, args.messages)?;
+        checks::latency(
+            &sb,
+            &mut r,
+            args.messages,
+            args.stored,
+            &state.join("torch.db"),
+        )?;
     }
     sb.start_hub()?;
     if part("contention") {
