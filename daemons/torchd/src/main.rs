@@ -8,13 +8,17 @@
 //! hub is down; a restarted hub picks up every queued message.
 
 mod bus;
+mod caller;
 mod courier;
+mod error;
 mod events;
 mod fault;
 mod fleet;
+mod hub;
 mod lifecycle;
 mod retention;
 mod schedule;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,7 +126,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot connect to the system bus")?;
     let systemd = Systemd::with_connection(&system).await?;
-    let hub = Arc::new(bus::Hub {
+    let hub = Arc::new(hub::Hub {
         store: Arc::clone(&store),
         courier: Arc::clone(&courier),
         events: events.clone(),
@@ -130,22 +134,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         systemd,
         state_dir,
         fleet,
-        callers: bus::Callers::default(),
     });
     system
         .object_server()
-        .at(
-            OBJECT_PATH,
-            bus::Manager {
-                hub: Arc::clone(&hub),
-            },
-        )
+        .at(OBJECT_PATH, bus::Manager::new(Arc::clone(&hub)))
         .await?;
     system
         .request_name(BUS_NAME)
         .await
         .with_context(|| format!("cannot own {BUS_NAME} on the system bus (is another torchd running, and is the D-Bus policy file installed?)"))?;
-    events.attach(system.clone());
+    events.attach(Box::new(bus::Signals(system.clone())));
 
     // Timers made before a reboot are gone: re-arm them from the store.
     schedule::resync(&hub).await;
