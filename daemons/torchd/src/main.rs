@@ -163,13 +163,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         pending.len()
     );
 
+    serve(&store, &system).await?;
+    notify(&[NotifyState::Stopping]);
+    tracing::info!("torchd stopping");
+    Ok(())
+}
+
+/// Tells systemd the hub is ready once the first health check passes, then
+/// pings the watchdog while it keeps passing, until SIGTERM or SIGINT.
+async fn serve(store: &Arc<Store>, system: &zbus::Connection) -> anyhow::Result<()> {
     let mut usec = 0;
     let period = if sd_notify::watchdog_enabled(false, &mut usec) {
         Duration::from_micros(usec) / 3
     } else {
         Duration::from_secs(10)
     };
-    let dbus = zbus::fdo::DBusProxy::new(&system).await?;
+    let dbus = zbus::fdo::DBusProxy::new(system).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut ticks = tokio::time::interval(period);
@@ -180,32 +189,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = ticks.tick() => {}
         }
-        let store_ok = {
-            let s = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || s.healthy())
-                .await
-                .unwrap_or(false)
-        };
-        let bus_ok = tokio::time::timeout(Duration::from_secs(2), dbus.get_id())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !(store_ok && bus_ok) {
-            let why = if store_ok {
-                "the system bus does not answer"
-            } else {
-                "the message store does not answer"
-            };
-            tracing::warn!("unhealthy: {why}; withholding the watchdog ping");
-            notify(&[NotifyState::Status(&format!("unhealthy: {why}"))]);
-            continue;
-        }
-        let queued = {
-            let s = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || {
-                s.recipients_with_queue().map(|v| v.len()).unwrap_or(0)
-            })
-            .await
-            .unwrap_or(0)
+        let queued = match health(store, &dbus).await {
+            Ok(queued) => queued,
+            Err(why) => {
+                tracing::warn!("unhealthy: {why}; withholding the watchdog ping");
+                notify(&[NotifyState::Status(&format!("unhealthy: {why}"))]);
+                continue;
+            }
         };
         let status = format!("serving {BUS_NAME}; {queued} agents with queued messages");
         if ready {
@@ -219,7 +209,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ready = true;
         }
     }
-    notify(&[NotifyState::Stopping]);
-    tracing::info!("torchd stopping");
     Ok(())
+}
+
+/// How many agents have queued messages, if the store and the bus answer;
+/// otherwise which one does not.
+async fn health(
+    store: &Arc<Store>,
+    dbus: &zbus::fdo::DBusProxy<'_>,
+) -> Result<usize, &'static str> {
+    let s = Arc::clone(store);
+    let store_ok = tokio::task::spawn_blocking(move || s.healthy())
+        .await
+        .unwrap_or(false);
+    if !store_ok {
+        return Err("the message store does not answer");
+    }
+    let bus_ok = tokio::time::timeout(Duration::from_secs(2), dbus.get_id())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !bus_ok {
+        return Err("the system bus does not answer");
+    }
+    let s = Arc::clone(store);
+    Ok(
+        tokio::task::spawn_blocking(move || {
+            s.recipients_with_queue().map(|v| v.len()).unwrap_or(0)
+        })
+        .await
+        .unwrap_or(0),
+    )
 }
