@@ -385,3 +385,38 @@ impl Sink for Signals {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_errors_become_the_documented_dbus_errors() {
+        let cases = [
+            (
+                HubError::InvalidArgs("a".into()),
+                fdo::Error::InvalidArgs("a".into()),
+            ),
+            (
+                HubError::AccessDenied("b".into()),
+                fdo::Error::AccessDenied("b".into()),
+            ),
+            (
+                HubError::Refused("c".into()),
+                fdo::Error::Failed("c".into()),
+            ),
+            (
+                HubError::Systemd("d".into()),
+                fdo::Error::Failed("d".into()),
+            ),
+            (HubError::Store("e".into()), fdo::Error::Failed("e".into())),
+            (
+                HubError::Internal("f".into()),
+                fdo::Error::Failed("f".into()),
+            ),
+        ];
+        for (hub, dbus) in cases {
+            assert_eq!(fdo::Error::from(hub), dbus);
+        }
+    }
+}

@@ -131,3 +131,27 @@ fn agents_uid() -> Option<u32> {
             .map(|u| u.uid.as_raw())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_acts_as_itself_only_and_an_operator_as_named() {
+        let dev = Caller {
+            uid: None,
+            agent: Some("dev".into()),
+        };
+        assert_eq!(dev.act_as("dev").ok().as_deref(), Some("dev"));
+        assert!(matches!(dev.act_as("lead"), Err(HubError::AccessDenied(_))));
+        assert!(matches!(
+            dev.act_as(OPERATOR),
+            Err(HubError::AccessDenied(_))
+        ));
+        assert_eq!(dev.acting_agent().ok().flatten().as_deref(), Some("dev"));
+
+        let shell = Caller::default();
+        assert_eq!(shell.act_as("lead").ok().as_deref(), Some("lead"));
+        assert_eq!(shell.acting_agent().ok().flatten(), None);
+    }
+}
