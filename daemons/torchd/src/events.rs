@@ -1,52 +1,72 @@
-//! D-Bus signals the hub emits when messages and agents change, so clients
-//! need not poll.
+//! What happens to messages and agents, told to whoever shows it to
+//! clients (the D-Bus layer, as signals), so clients need not poll. The
+//! hub's modules emit events here without knowing how they go out.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use torch_api::OBJECT_PATH;
-use zbus::object_server::SignalEmitter;
+/// Something clients may want to see as it happens.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A message was stored.
+    Queued { id: i64, from: &'a str, to: &'a str },
+    /// A message was confirmed on its recipient's screen.
+    Delivered { id: i64, to: &'a str },
+    /// A message will not be delivered.
+    Failed {
+        id: i64,
+        to: &'a str,
+        reason: &'a str,
+    },
+    /// An agent was spawned or retired.
+    FleetChanged { agent: &'a str, change: &'a str },
+}
 
-use crate::bus::Manager;
+/// The future of one [`Sink::emit`].
+pub type Emitting<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Emits the hub's signals once the bus connection exists.
+/// Where events go out. Best effort: an event that cannot go out is
+/// dropped, since a client can always read the state itself.
+pub trait Sink: Send + Sync {
+    /// Sends `event` to the clients listening.
+    fn emit<'a>(&'a self, event: Event<'a>) -> Emitting<'a>;
+}
+
+/// Emits the hub's events once their sink exists (events before it, while
+/// the hub starts, have no listener anyway).
 #[derive(Clone, Default)]
-pub struct Events(Arc<OnceLock<zbus::Connection>>);
+pub struct Events(Arc<OnceLock<Box<dyn Sink>>>);
 
 impl Events {
-    /// Sets the connection signals go out on.
-    pub fn attach(&self, conn: zbus::Connection) {
-        let _ = self.0.set(conn);
+    /// Sets where events go.
+    pub fn attach(&self, sink: Box<dyn Sink>) {
+        let _ = self.0.set(sink);
     }
 
-    fn emitter(&self) -> Option<SignalEmitter<'static>> {
-        SignalEmitter::new(self.0.get()?, OBJECT_PATH).ok()
+    async fn emit(&self, event: Event<'_>) {
+        if let Some(sink) = self.0.get() {
+            sink.emit(event).await;
+        }
     }
 
     /// A message was stored.
     pub async fn queued(&self, id: i64, from: &str, to: &str) {
-        if let Some(e) = self.emitter() {
-            let _ = Manager::message_queued(&e, id, from, to).await;
-        }
+        self.emit(Event::Queued { id, from, to }).await;
     }
 
     /// A message was confirmed on the recipient's screen.
     pub async fn delivered(&self, id: i64, to: &str) {
-        if let Some(e) = self.emitter() {
-            let _ = Manager::message_delivered(&e, id, to).await;
-        }
+        self.emit(Event::Delivered { id, to }).await;
     }
 
     /// A message will not be delivered.
     pub async fn failed(&self, id: i64, to: &str, reason: &str) {
-        if let Some(e) = self.emitter() {
-            let _ = Manager::message_failed(&e, id, to, reason).await;
-        }
+        self.emit(Event::Failed { id, to, reason }).await;
     }
 
     /// The fleet changed (spawn, retire).
     pub async fn fleet_changed(&self, agent: &str, change: &str) {
-        if let Some(e) = self.emitter() {
-            let _ = Manager::fleet_changed(&e, agent, change).await;
-        }
+        self.emit(Event::FleetChanged { agent, change }).await;
     }
 }

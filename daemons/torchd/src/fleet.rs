@@ -225,14 +225,9 @@ pub struct SpawnRequest {
     pub requester: String,
 }
 
-/// Checks a spawn against names, the hierarchy and the quotas, and returns
-/// the definition to write.
-pub fn plan_spawn(
-    config: &Config,
-    fleet: &Fleet,
-    req: &SpawnRequest,
-) -> Result<(AgentName, AgentDefinition), String> {
-    let name = AgentName::parse(&req.name).map_err(|e| e.to_string())?;
+/// A new agent's name: valid and not taken, not even by a broken definition.
+fn new_name(fleet: &Fleet, name: &str) -> Result<AgentName, String> {
+    let name = AgentName::parse(name).map_err(|e| e.to_string())?;
     if let Some(a) = fleet.agents.get(name.as_str()) {
         return Err(format!(
             "agent {name} already exists (defined in {})",
@@ -245,14 +240,18 @@ pub fn plan_spawn(
             b.error
         ));
     }
-    let role: Role = req.role.parse()?;
-    let profile: Profile = if req.profile.is_empty() {
-        Profile::Shell
-    } else {
-        req.profile.parse()?
-    };
-    let parent = (!req.parent.is_empty()).then(|| req.parent.clone());
-    match (&parent, role) {
+    Ok(name)
+}
+
+/// Whether a `role` may go below `parent` (orchestrators alone may have
+/// none), and `requester` may put it there.
+fn check_place(
+    fleet: &Fleet,
+    role: Role,
+    parent: Option<&str>,
+    requester: &str,
+) -> Result<(), String> {
+    match (parent, role) {
         (None, Role::Orchestrator) => {}
         (None, _) => {
             return Err(format!(
@@ -272,15 +271,22 @@ pub fn plan_spawn(
             }
         }
     }
-    if req.requester != OPERATOR {
-        // Agents grow the tree below themselves only.
-        if parent.as_deref() != Some(req.requester.as_str()) {
-            return Err(format!(
-                "agent {} may only spawn helpers below itself (--parent {})",
-                req.requester, req.requester
-            ));
-        }
+    // Agents grow the tree below themselves only.
+    if requester != OPERATOR && parent != Some(requester) {
+        return Err(format!(
+            "agent {requester} may only spawn helpers below itself (--parent {requester})"
+        ));
     }
+    Ok(())
+}
+
+/// Whether one more agent `name` below `parent` stays within the quotas.
+fn check_quotas(
+    config: &Config,
+    fleet: &Fleet,
+    name: &AgentName,
+    parent: Option<&str>,
+) -> Result<(), String> {
     let q = &config.quotas;
     if fleet.len() >= q.max_fleet {
         return Err(format!(
@@ -289,26 +295,45 @@ pub fn plan_spawn(
             q.max_fleet
         ));
     }
-    if let Some(p) = &parent {
-        let children = fleet
-            .agents
-            .values()
-            .filter(|a| a.def.parent.as_deref() == Some(p))
-            .count();
-        if children >= q.max_children {
-            return Err(format!(
-                "{p} already has {children} children, the limit (quotas.max_children) is {}",
-                q.max_children
-            ));
-        }
-        let d = depth(fleet, p) + 1;
-        if d > q.max_depth {
-            return Err(format!(
-                "{name} would be at depth {d} of the tree, the limit (quotas.max_depth) is {}",
-                q.max_depth
-            ));
-        }
+    let Some(p) = parent else { return Ok(()) };
+    let children = fleet
+        .agents
+        .values()
+        .filter(|a| a.def.parent.as_deref() == Some(p))
+        .count();
+    if children >= q.max_children {
+        return Err(format!(
+            "{p} already has {children} children, the limit (quotas.max_children) is {}",
+            q.max_children
+        ));
     }
+    let d = depth(fleet, p) + 1;
+    if d > q.max_depth {
+        return Err(format!(
+            "{name} would be at depth {d} of the tree, the limit (quotas.max_depth) is {}",
+            q.max_depth
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a spawn against names, the hierarchy and the quotas, and returns
+/// the definition to write.
+pub fn plan_spawn(
+    config: &Config,
+    fleet: &Fleet,
+    req: &SpawnRequest,
+) -> Result<(AgentName, AgentDefinition), String> {
+    let name = new_name(fleet, &req.name)?;
+    let role: Role = req.role.parse()?;
+    let profile: Profile = if req.profile.is_empty() {
+        Profile::Shell
+    } else {
+        req.profile.parse()?
+    };
+    let parent = (!req.parent.is_empty()).then(|| req.parent.clone());
+    check_place(fleet, role, parent.as_deref(), &req.requester)?;
+    check_quotas(config, fleet, &name, parent.as_deref())?;
     let workdir = PathBuf::from(&req.workdir);
     if !workdir.is_absolute() || !workdir.is_dir() {
         return Err(format!(

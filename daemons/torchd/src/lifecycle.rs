@@ -8,12 +8,11 @@
 
 use std::sync::Arc;
 
+use crate::error::HubError;
+use crate::fleet;
+use crate::hub::{blocking, Hub};
 use torch_core::AgentName;
 use torch_systemd::JobKind;
-use zbus::fdo;
-
-use crate::bus::Hub;
-use crate::fleet;
 
 /// Whether `actor` (an agent; the operator is `None`) may start or stop
 /// `target`: itself or an agent below it.
@@ -38,11 +37,11 @@ pub async fn control(
     actor: Option<&str>,
     kind: JobKind,
     name: &str,
-) -> fdo::Result<()> {
-    let agent = AgentName::parse(name).map_err(|e| fdo::Error::InvalidArgs(e.to_string()))?;
+) -> Result<(), HubError> {
+    let agent = AgentName::parse(name).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
     let fleet = hub.fleet.agents();
     if !may_control(&fleet, actor, agent.as_str()) {
-        return Err(fdo::Error::AccessDenied(format!(
+        return Err(HubError::AccessDenied(format!(
             "agent {} may start and stop only itself and the agents below it, not {name}",
             actor.unwrap_or_default()
         )));
@@ -55,7 +54,7 @@ pub async fn control(
     }
     fleet::unit_job(&hub.systemd, kind, &agent)
         .await
-        .map_err(fdo::Error::Failed)?;
+        .map_err(HubError::Systemd)?;
     if up {
         set_wanted(hub, agent.as_str(), true).await?;
         hub.courier.kick(agent.as_str());
@@ -64,13 +63,15 @@ pub async fn control(
 }
 
 /// Records whether `agent` should run after a reboot.
-pub async fn set_wanted(hub: &Hub, agent: &str, up: bool) -> fdo::Result<()> {
+pub async fn set_wanted(hub: &Hub, agent: &str, up: bool) -> Result<(), HubError> {
     let store = Arc::clone(&hub.store);
     let agent = agent.to_string();
-    tokio::task::spawn_blocking(move || store.set_wanted(&agent, up))
-        .await
-        .map_err(|e| fdo::Error::Failed(format!("internal task failed: {e}")))?
-        .map_err(|e| fdo::Error::Failed(format!("cannot record the agent's state: {e}")))
+    blocking(move || {
+        store
+            .set_wanted(&agent, up)
+            .map_err(|e| HubError::Store(format!("cannot record the agent's state: {e}")))
+    })
+    .await
 }
 
 /// At the hub's first start in a boot, starts every agent that ran before

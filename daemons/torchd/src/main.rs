@@ -8,13 +8,17 @@
 //! hub is down; a restarted hub picks up every queued message.
 
 mod bus;
+mod caller;
 mod courier;
+mod error;
 mod events;
 mod fault;
 mod fleet;
+mod hub;
 mod lifecycle;
 mod retention;
 mod schedule;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -122,7 +126,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("cannot connect to the system bus")?;
     let systemd = Systemd::with_connection(&system).await?;
-    let hub = Arc::new(bus::Hub {
+    let hub = Arc::new(hub::Hub {
         store: Arc::clone(&store),
         courier: Arc::clone(&courier),
         events: events.clone(),
@@ -130,22 +134,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         systemd,
         state_dir,
         fleet,
-        callers: bus::Callers::default(),
     });
     system
         .object_server()
-        .at(
-            OBJECT_PATH,
-            bus::Manager {
-                hub: Arc::clone(&hub),
-            },
-        )
+        .at(OBJECT_PATH, bus::Manager::new(Arc::clone(&hub)))
         .await?;
     system
         .request_name(BUS_NAME)
         .await
         .with_context(|| format!("cannot own {BUS_NAME} on the system bus (is another torchd running, and is the D-Bus policy file installed?)"))?;
-    events.attach(system.clone());
+    events.attach(Box::new(bus::Signals(system.clone())));
 
     // Timers made before a reboot are gone: re-arm them from the store.
     schedule::resync(&hub).await;
@@ -165,13 +163,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
         pending.len()
     );
 
+    serve(&store, &system).await?;
+    notify(&[NotifyState::Stopping]);
+    tracing::info!("torchd stopping");
+    Ok(())
+}
+
+/// Tells systemd the hub is ready once the first health check passes, then
+/// pings the watchdog while it keeps passing, until SIGTERM or SIGINT.
+async fn serve(store: &Arc<Store>, system: &zbus::Connection) -> anyhow::Result<()> {
     let mut usec = 0;
     let period = if sd_notify::watchdog_enabled(false, &mut usec) {
         Duration::from_micros(usec) / 3
     } else {
         Duration::from_secs(10)
     };
-    let dbus = zbus::fdo::DBusProxy::new(&system).await?;
+    let dbus = zbus::fdo::DBusProxy::new(system).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut ticks = tokio::time::interval(period);
@@ -182,32 +189,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = ticks.tick() => {}
         }
-        let store_ok = {
-            let s = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || s.healthy())
-                .await
-                .unwrap_or(false)
-        };
-        let bus_ok = tokio::time::timeout(Duration::from_secs(2), dbus.get_id())
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if !(store_ok && bus_ok) {
-            let why = if store_ok {
-                "the system bus does not answer"
-            } else {
-                "the message store does not answer"
-            };
-            tracing::warn!("unhealthy: {why}; withholding the watchdog ping");
-            notify(&[NotifyState::Status(&format!("unhealthy: {why}"))]);
-            continue;
-        }
-        let queued = {
-            let s = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || {
-                s.recipients_with_queue().map(|v| v.len()).unwrap_or(0)
-            })
-            .await
-            .unwrap_or(0)
+        let queued = match health(store, &dbus).await {
+            Ok(queued) => queued,
+            Err(why) => {
+                tracing::warn!("unhealthy: {why}; withholding the watchdog ping");
+                notify(&[NotifyState::Status(&format!("unhealthy: {why}"))]);
+                continue;
+            }
         };
         let status = format!("serving {BUS_NAME}; {queued} agents with queued messages");
         if ready {
@@ -221,7 +209,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ready = true;
         }
     }
-    notify(&[NotifyState::Stopping]);
-    tracing::info!("torchd stopping");
     Ok(())
+}
+
+/// How many agents have queued messages, if the store and the bus answer;
+/// otherwise which one does not.
+async fn health(
+    store: &Arc<Store>,
+    dbus: &zbus::fdo::DBusProxy<'_>,
+) -> Result<usize, &'static str> {
+    let s = Arc::clone(store);
+    let store_ok = tokio::task::spawn_blocking(move || s.healthy())
+        .await
+        .unwrap_or(false);
+    if !store_ok {
+        return Err("the message store does not answer");
+    }
+    let bus_ok = tokio::time::timeout(Duration::from_secs(2), dbus.get_id())
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if !bus_ok {
+        return Err("the system bus does not answer");
+    }
+    let s = Arc::clone(store);
+    Ok(
+        tokio::task::spawn_blocking(move || {
+            s.recipients_with_queue().map(|v| v.len()).unwrap_or(0)
+        })
+        .await
+        .unwrap_or(0),
+    )
 }

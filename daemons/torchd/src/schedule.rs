@@ -22,7 +22,8 @@ use torch_core::schedule::When;
 use torch_store::{NewSchedule, Schedule};
 use torch_systemd::JobKind;
 
-use crate::bus::Hub;
+use crate::error::HubError;
+use crate::hub::Hub;
 
 /// Schedules due within this much of a firing timer fire with it.
 const FIRE_SLACK_MS: i64 = 50;
@@ -210,12 +211,12 @@ async fn next_due(when: &When, prev_ms: i64) -> Result<Option<i64>, String> {
 
 /// Starts the timer for `due_ms` (idempotent: schedules due at the same
 /// time share it).
-pub async fn arm(hub: &Hub, due_ms: i64) -> Result<(), String> {
+pub async fn arm(hub: &Hub, due_ms: i64) -> Result<(), HubError> {
     let unit = timer_unit(due_ms);
     hub.systemd
         .run_job(JobKind::Start, &unit)
         .await
-        .map_err(|e| format!("cannot start {unit}: {e}"))
+        .map_err(|e| HubError::Systemd(format!("cannot start {unit}: {e}")))
 }
 
 /// Stops the timer for `due_ms` unless another active schedule needs it.
@@ -250,24 +251,25 @@ fn checkin_text(s: &Schedule) -> String {
 async fn store_call<T: Send + 'static>(
     hub: &Hub,
     f: impl FnOnce(&torch_store::Store) -> Result<T, torch_store::StoreError> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, HubError> {
     let store = hub.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
+    Ok(tokio::task::spawn_blocking(move || f(&store))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| HubError::Internal(e.to_string()))??)
 }
 
 /// Fires one schedule now: stores the check-in as a message (delivered
 /// like any other), then ends a one-shot schedule or arms the next time of
 /// a recurring one. Returns the message id, or None when another timer's
 /// call fired it first.
-pub async fn fire(hub: &Hub, s: &Schedule) -> Result<Option<i64>, String> {
-    let when = When::from_stored(&s.kind, &s.spec)?;
+pub async fn fire(hub: &Hub, s: &Schedule) -> Result<Option<i64>, HubError> {
+    let when = When::from_stored(&s.kind, &s.spec).map_err(HubError::Store)?;
     // The next time is known before the firing is recorded, so that claiming
     // it, storing the message and moving the due time are one write: a
     // second timer's call can never see it fired but still due.
-    let next = next_due(&when, s.due_ms.unwrap_or_else(now_ms)).await?;
+    let next = next_due(&when, s.due_ms.unwrap_or_else(now_ms))
+        .await
+        .map_err(HubError::Systemd)?;
     let (sc, body) = (s.clone(), checkin_text(s));
     let Some(msg) = store_call(hub, move |st| st.fire_schedule(&sc, &body, next)).await? else {
         tracing::debug!("check-in #{} was fired by another timer's call", s.id);
@@ -282,7 +284,7 @@ pub async fn fire(hub: &Hub, s: &Schedule) -> Result<Option<i64>, String> {
 }
 
 /// Fires every active schedule due by now (what a timer calls).
-pub async fn fire_due(hub: &Hub) -> Result<usize, String> {
+pub async fn fire_due(hub: &Hub) -> Result<usize, HubError> {
     let active = store_call(hub, |st| st.active_schedules(None)).await?;
     let limit = now_ms() + FIRE_SLACK_MS;
     let mut n = 0;
@@ -308,8 +310,10 @@ pub async fn create(
     typed: &str,
     note: &str,
     by: &str,
-) -> Result<(i64, i64), String> {
-    let due = first_due(when, typed, hub.config.schedules.min_interval).await?;
+) -> Result<(i64, i64), HubError> {
+    let due = first_due(when, typed, hub.config.schedules.min_interval)
+        .await
+        .map_err(HubError::InvalidArgs)?;
     let new = NewSchedule {
         agent: agent.to_string(),
         kind: when.kind().to_string(),
@@ -331,11 +335,13 @@ pub async fn create(
 }
 
 /// Cancels a schedule and stops its timer if nothing else needs it.
-pub async fn cancel(hub: &Hub, id: i64) -> Result<(), String> {
+pub async fn cancel(hub: &Hub, id: i64) -> Result<(), HubError> {
     let s = store_call(hub, move |st| st.schedule(id))
         .await?
         .filter(|s| s.state == "active")
-        .ok_or_else(|| format!("no active schedule #{id} (see `torch schedules`)"))?;
+        .ok_or_else(|| {
+            HubError::Refused(format!("no active schedule #{id} (see `torch schedules`)"))
+        })?;
     store_call(hub, move |st| st.end_schedule(id, "cancelled")).await?;
     disarm(hub, s.due_ms).await;
     Ok(())
@@ -382,7 +388,7 @@ pub async fn resync(hub: &Hub) {
 
 /// Active schedules with their next fire time, as far as systemd has a timer
 /// waiting for it.
-pub async fn list(hub: &Hub, agent: Option<String>) -> Result<Vec<torch_api::Schedule>, String> {
+pub async fn list(hub: &Hub, agent: Option<String>) -> Result<Vec<torch_api::Schedule>, HubError> {
     let active = store_call(hub, move |st| st.active_schedules(agent.as_deref())).await?;
     // One call for all timers: a property read per timer took 14 s with
     // 10,000 pending check-ins (docs/benchmarks.md). A waiting timer fires at

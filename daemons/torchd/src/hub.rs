@@ -1,0 +1,40 @@
+//! The hub's shared state: what every operation works on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use torch_core::config::Config;
+use torch_store::Store;
+use torch_systemd::Systemd;
+
+use crate::courier::Courier;
+use crate::error::HubError;
+use crate::events::Events;
+use crate::fleet::FleetCache;
+
+/// Everything the hub's operations work on.
+pub struct Hub {
+    /// The message store.
+    pub store: Arc<Store>,
+    /// Delivery tasks.
+    pub courier: Arc<Courier>,
+    /// Where the hub tells clients what changed.
+    pub events: Events,
+    /// `torch.toml`.
+    pub config: Config,
+    /// systemd over D-Bus.
+    pub systemd: Systemd,
+    /// The hub's state directory.
+    pub state_dir: PathBuf,
+    /// The agent definitions (shared with the courier).
+    pub fleet: Arc<FleetCache>,
+}
+
+/// Runs `f` (file or store work) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, HubError> + Send + 'static,
+) -> Result<T, HubError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| HubError::Internal(format!("internal task failed: {e}")))?
+}

@@ -1,0 +1,364 @@
+//! The hub's operations, for a caller already identified: the D-Bus layer
+//! resolves who acts and passes the name; nothing here knows of D-Bus.
+//! Start, stop and restart are in `lifecycle`, check-ins in `schedule`.
+
+use std::sync::Arc;
+
+use torch_api::{AgentStatus, FleetStatus, PAGE_MAX};
+use torch_core::message::check_typed_size;
+use torch_core::policy::OPERATOR;
+use torch_core::protocol::{self, Request, Response};
+use torch_core::{paths, validate_message, AgentName};
+use torch_store::Store;
+use torch_systemd::JobKind;
+
+use crate::courier;
+use crate::error::HubError;
+use crate::fleet::{self, Fleet, SpawnRequest};
+use crate::hub::{blocking, Hub};
+use crate::lifecycle;
+use crate::schedule;
+
+/// A send key: what a client retries a `SendOnce` with.
+fn valid_key(key: &str) -> Result<(), HubError> {
+    if (1..=128).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(());
+    }
+    Err(HubError::InvalidArgs(
+        "send key: use 1 to 128 printable ASCII characters, e.g. a random hex string".into(),
+    ))
+}
+
+fn valid_sender(from: &str) -> Result<String, HubError> {
+    if from == OPERATOR {
+        return Ok(from.to_string());
+    }
+    AgentName::parse(from)
+        .map(|n| n.to_string())
+        .map_err(|e| HubError::InvalidArgs(format!("sender: {e}")))
+}
+
+fn agent_name(name: &str) -> Result<AgentName, HubError> {
+    AgentName::parse(name).map_err(|e| HubError::InvalidArgs(e.to_string()))
+}
+
+/// Stores a message from `from` (who acts) to `to`, once per sender and
+/// `key` if one is given, and hands it to the courier; returns its id.
+pub async fn send(
+    hub: &Arc<Hub>,
+    from: &str,
+    to: &str,
+    text: &str,
+    key: Option<String>,
+) -> Result<i64, HubError> {
+    if let Some(k) = &key {
+        valid_key(k)?;
+    }
+    let from = valid_sender(from)?;
+    let to = AgentName::parse(to)
+        .map_err(|e| HubError::InvalidArgs(format!("recipient: {e}")))?
+        .to_string();
+    let text = validate_message(text).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
+    let (h, f, t) = (Arc::clone(hub), from.clone(), to.clone());
+    let (id, stored) = blocking(move || {
+        let fleet = h.fleet.agents();
+        let recipient = fleet::check_route(&h.config, &fleet, &f, &t).map_err(HubError::Refused)?;
+        // Refused here, not by the supervisor after the message was
+        // accepted: no retry could deliver it.
+        let with_header = h.config.envelope(recipient.def.profile);
+        let header = courier::max_header_len("message", &f, with_header);
+        check_typed_size(&text, header).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
+        let (id, stored) = match &key {
+            Some(k) => h.store.enqueue_once(&f, &t, &text, "message", k)?,
+            None => (h.store.enqueue(&f, &t, &text, "message")?, true),
+        };
+        if stored {
+            crate::fault::after_store(&text);
+        }
+        Ok((id, stored))
+    })
+    .await?;
+    if stored {
+        hub.events.queued(id, &from, &to).await;
+    }
+    hub.courier.kick(&to);
+    Ok(id)
+}
+
+/// Writes a new agent's definition for `req.requester` (who acts), queues
+/// its brief and starts it; returns its unit.
+pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<String, HubError> {
+    let requester = valid_sender(&req.requester)?;
+    let brief = if brief.is_empty() {
+        None
+    } else {
+        Some(validate_message(brief).map_err(|e| HubError::InvalidArgs(format!("brief: {e}")))?)
+    };
+    let h = Arc::clone(hub);
+    let name = blocking(move || {
+        let check_brief = |def: &torch_core::AgentDefinition| match &brief {
+            Some(b) => {
+                let with_header = h.config.envelope(def.profile);
+                let header = courier::max_header_len("brief", &requester, with_header);
+                check_typed_size(b, header).map_err(|e| format!("brief: {e}"))
+            }
+            None => Ok(()),
+        };
+        let (name, path) = fleet::reserve_spawn(&h.fleet, &h.config, &req, check_brief)
+            .map_err(HubError::Refused)?;
+        tracing::info!("spawn: wrote {}", path.display());
+        if let Some(b) = brief {
+            // Queued before the start: the courier types it once the
+            // agent's prompt is up.
+            h.store.enqueue(&requester, name.as_str(), &b, "brief")?;
+        }
+        Ok(name)
+    })
+    .await?;
+    fleet::unit_job(&hub.systemd, JobKind::Start, &name)
+        .await
+        .map_err(HubError::Systemd)?;
+    lifecycle::set_wanted(hub, name.as_str(), true).await?;
+    hub.courier.kick(name.as_str());
+    hub.events.fleet_changed(name.as_str(), "spawned").await;
+    Ok(name.unit())
+}
+
+/// Stops an agent, keeps its final transcript, and removes it; returns
+/// the transcript's path.
+pub async fn retire(hub: &Arc<Hub>, name: &str) -> Result<String, HubError> {
+    let agent = agent_name(name)?;
+    let h = Arc::clone(hub);
+    let fleet = blocking(move || Ok(h.fleet.agents())).await?;
+    let entry = fleet
+        .get(agent.as_str())
+        .map_err(HubError::Refused)?
+        .clone();
+    let children: Vec<&str> = fleet
+        .agents
+        .values()
+        .filter(|a| a.def.parent.as_deref() == Some(agent.as_str()))
+        .map(|a| a.name.as_str())
+        .collect();
+    if !children.is_empty() {
+        return Err(HubError::Refused(format!(
+            "{name} still has agents below it ({}); retire them first",
+            children.join(", ")
+        )));
+    }
+    let (a, dir) = (agent.clone(), hub.state_dir.clone());
+    let transcript = match blocking(move || Ok(fleet::save_transcript(&a, &dir))).await? {
+        Ok(p) => p.display().to_string(),
+        Err(e) => {
+            tracing::warn!("no final transcript for {name}: {e}");
+            format!("(none: {e})")
+        }
+    };
+    lifecycle::set_wanted(hub, agent.as_str(), false).await?;
+    fleet::unit_job(&hub.systemd, JobKind::Stop, &agent)
+        .await
+        .map_err(HubError::Systemd)?;
+    let (h, n) = (Arc::clone(hub), name.to_string());
+    blocking(move || {
+        h.store.fail_queued(&n, "agent retired")?;
+        if entry.path.starts_with(paths::SPAWNED_AGENTS_DIR) {
+            std::fs::remove_file(&entry.path).map_err(|e| {
+                HubError::Internal(format!("cannot remove {}: {e}", entry.path.display()))
+            })?;
+            h.fleet.invalidate();
+        } else {
+            tracing::warn!(
+                "{n} is stopped; its definition {} belongs to the admin and stays",
+                entry.path.display()
+            );
+        }
+        Ok(())
+    })
+    .await?;
+    let (h, n) = (Arc::clone(hub), name.to_string());
+    let schedules = blocking(move || Ok(h.store.active_schedules(Some(&n))?)).await?;
+    for s in schedules {
+        if let Err(e) = schedule::cancel(hub, s.id).await {
+            tracing::warn!("retire {name}: check-in #{}: {e}", s.id);
+        }
+    }
+    hub.events.fleet_changed(name, "retired").await;
+    Ok(transcript)
+}
+
+/// Sets a check-in for `agent` by `requester` (who acts); returns its id
+/// and first due time.
+pub async fn schedule(
+    hub: &Arc<Hub>,
+    agent: &str,
+    kind: &str,
+    spec: &str,
+    note: &str,
+    requester: &str,
+) -> Result<(i64, i64), HubError> {
+    use torch_core::schedule::{check_calendar, parse_clock, parse_duration, When};
+    let requester = valid_sender(requester)?;
+    let name = agent_name(agent)?;
+    let invalid = HubError::InvalidArgs;
+    let when = match kind {
+        "in" => When::In(parse_duration(spec).map_err(invalid)?),
+        "every" => When::Every(parse_duration(spec).map_err(invalid)?),
+        "at" => When::At(parse_clock(spec).map_err(invalid)?),
+        "calendar" => When::Calendar(check_calendar(spec).map_err(invalid)?),
+        _ => {
+            return Err(HubError::InvalidArgs(format!(
+                "unknown schedule kind {kind:?}: use in, at, every or calendar"
+            )))
+        }
+    };
+    let note = validate_message(note).map_err(|e| HubError::InvalidArgs(format!("note: {e}")))?;
+    let (h, n, r) = (Arc::clone(hub), name.to_string(), requester.clone());
+    blocking(move || {
+        let fleet = h.fleet.agents();
+        let target = fleet.get(&n).map_err(HubError::Refused)?;
+        if r != OPERATOR && r != n && target.def.parent.as_deref() != Some(r.as_str()) {
+            return Err(HubError::Refused(format!(
+                "agent {r} may schedule check-ins for itself and its own agents only"
+            )));
+        }
+        Ok(())
+    })
+    .await?;
+    schedule::create(hub, name.as_str(), &when, spec.trim(), &note, &requester).await
+}
+
+/// The fleet: every defined agent, broken definitions included.
+pub async fn status(hub: &Arc<Hub>) -> Result<FleetStatus, HubError> {
+    let units = hub
+        .systemd
+        .list("torch-agent@*.service")
+        .await
+        .map_err(|e| HubError::Systemd(e.to_string()))?;
+    let h = Arc::clone(hub);
+    let agents = blocking(move || status_rows(&h.fleet.agents(), &h.store, &units)).await?;
+    Ok(FleetStatus { version: 1, agents })
+}
+
+/// The status rows of every defined agent, broken definitions included.
+fn status_rows(
+    fleet: &Fleet,
+    store: &Store,
+    units: &[torch_systemd::UnitState],
+) -> Result<Vec<AgentStatus>, HubError> {
+    let mut out = Vec::new();
+    let names = fleet.agents.keys().chain(fleet.broken.keys());
+    let mut names: Vec<&String> = names.collect();
+    names.sort();
+    for name in names {
+        let Ok(agent) = AgentName::parse(name) else {
+            continue;
+        };
+        let unit = agent.unit();
+        let u = units.iter().find(|u| u.name == unit);
+        let counts = store.counts(name)?;
+        let live = match protocol::call(
+            &paths::control_socket(&agent),
+            &Request::Status,
+            std::time::Duration::from_secs(2),
+        ) {
+            Ok(Response::Status {
+                activity,
+                idle_secs,
+                ..
+            }) => Some((activity, idle_secs)),
+            _ => None,
+        };
+        let (def, broken) = (fleet.agents.get(name), fleet.broken.get(name));
+        let path = def.map(|a| &a.path).or(broken.map(|b| &b.path));
+        out.push(AgentStatus {
+            name: name.clone(),
+            role: def.map_or("unknown".into(), |a| a.def.role.as_str().into()),
+            parent: def.and_then(|a| a.def.parent.clone()),
+            profile: def.map_or("unknown".into(), |a| a.def.profile.as_str().into()),
+            unit,
+            active_state: u.map_or("inactive".into(), |u| u.active.clone()),
+            sub_state: u.map_or("dead".into(), |u| u.sub.clone()),
+            agent_state: live.as_ref().map(|l| l.0.clone()),
+            idle_secs: live.map(|l| l.1),
+            queued: counts.queued,
+            delivered: counts.delivered,
+            failed: counts.failed,
+            definition: path.map(|p| p.display().to_string()).unwrap_or_default(),
+            definition_error: broken.map(|b| b.error.clone()),
+        });
+    }
+    Ok(out)
+}
+
+/// Store rows as the API shows them (a store change is not an API change).
+fn api_messages(rows: Vec<torch_store::Message>) -> Vec<torch_api::Message> {
+    rows.into_iter()
+        .map(|m| torch_api::Message {
+            id: m.id,
+            sender: m.sender,
+            recipient: m.recipient,
+            body: m.body,
+            kind: m.kind,
+            created_ms: m.created_ms,
+            state: m.state.as_str().to_string(),
+            attempts: m.attempts,
+            delivered_ms: m.delivered_ms,
+            reason: m.reason,
+        })
+        .collect()
+}
+
+/// A page cursor from the API: an id, or 0 (or less) for the newest.
+fn cursor(before: i64) -> Option<i64> {
+    (before > 0).then_some(before)
+}
+
+/// Messages to or from `agent` (all for `None`) older than id `before`,
+/// newest last, at most `limit`.
+pub async fn messages(
+    hub: &Arc<Hub>,
+    agent: Option<String>,
+    before: i64,
+    limit: u32,
+) -> Result<Vec<torch_api::Message>, HubError> {
+    let store = Arc::clone(&hub.store);
+    blocking(move || {
+        let rows =
+            store.history_page(agent.as_deref(), cursor(before), limit.clamp(1, PAGE_MAX))?;
+        Ok(api_messages(rows))
+    })
+    .await
+}
+
+/// Messages addressed to `agent`, paged as [`messages`].
+pub async fn inbox(
+    hub: &Arc<Hub>,
+    agent: String,
+    before: i64,
+    limit: u32,
+) -> Result<Vec<torch_api::Message>, HubError> {
+    let store = Arc::clone(&hub.store);
+    blocking(move || {
+        let rows = store.inbox_page(&agent, cursor(before), limit.clamp(1, PAGE_MAX))?;
+        Ok(api_messages(rows))
+    })
+    .await
+}
+
+/// The agent's screen, from its supervisor.
+pub async fn capture(agent: &str) -> Result<String, HubError> {
+    let name = agent_name(agent)?;
+    blocking(move || {
+        match protocol::call(
+            &paths::control_socket(&name),
+            &Request::Capture { history: 0 },
+            std::time::Duration::from_secs(10),
+        ) {
+            Ok(Response::Screen { text }) => Ok(text),
+            Ok(Response::Error { message, .. }) => Err(HubError::Refused(message)),
+            Ok(other) => Err(HubError::Internal(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(HubError::Refused(e.to_string())),
+        }
+    })
+    .await
+}
