@@ -131,6 +131,21 @@ fn a_shell_agent_runs_the_command_it_is_sent() -> Result<()> {
         Duration::from_secs(20),
         || Ok(sb.read_file(file).is_ok_and(|b| b == b"ran\n")),
     )?;
+    // A check-in's note arrives as bare as a message.
+    let checked = "/var/lib/torch-agent/checked.txt";
+    sb.torch(&[
+        "schedule",
+        "box",
+        "--in",
+        "1s",
+        "--note",
+        &format!("echo checked > {checked}"),
+    ])?;
+    wait_until(
+        "the check-in's command to write its file",
+        Duration::from_secs(20),
+        || Ok(sb.read_file(checked).is_ok_and(|b| b == b"checked\n")),
+    )?;
     let screen = sb.torch(&["capture", "box"])?;
     ensure!(
         !screen.contains("command not found") && !screen.contains("[torch"),

@@ -9,8 +9,20 @@ use torch_tests::{wait_until, Sandbox};
 
 fn setup(sb: &Sandbox) -> Result<()> {
     sb.install_torch()?;
+    headers_for_shells(sb)?;
     sb.start_hub()?;
     sb.spawn_echo("e1", "orchestrator", None)
+}
+
+/// The echo agents have the shell profile, which gets no header by
+/// default; these tests read the check-in's header, so they turn it on (in
+/// a drop-in, which `min_interval` does not replace).
+fn headers_for_shells(sb: &Sandbox) -> Result<()> {
+    sb.write_file(
+        "/etc/torch/torch.toml.d/50-headers.toml",
+        b"[delivery.envelope]\nshell = true\n",
+        0o644,
+    )
 }
 
 /// Lets recurring check-ins fire as often as `min` (`[schedules]

@@ -236,8 +236,14 @@ pub async fn disarm(hub: &Hub, due_ms: Option<i64>) {
     }
 }
 
-/// The text typed into the agent when a check-in fires.
-fn checkin_text(s: &Schedule) -> String {
+/// The text typed into the agent when a check-in fires: the note, after a
+/// header when the agent's profile takes one (`[delivery.envelope]`; a
+/// shell would run the header as a command).
+fn checkin_text(hub: &Hub, s: &Schedule) -> String {
+    let profile = hub.fleet.agents().get(&s.agent).ok().map(|a| a.def.profile);
+    if profile.is_some_and(|p| !hub.config.envelope(p)) {
+        return s.note.clone();
+    }
     let set = calendar_utc(s.created_ms);
     format!(
         "[torch check-in #{}, set by {} at {} UTC] {}",
@@ -270,7 +276,7 @@ pub async fn fire(hub: &Hub, s: &Schedule) -> Result<Option<i64>, HubError> {
     let next = next_due(&when, s.due_ms.unwrap_or_else(now_ms))
         .await
         .map_err(HubError::Systemd)?;
-    let (sc, body) = (s.clone(), checkin_text(s));
+    let (sc, body) = (s.clone(), checkin_text(hub, s));
     let Some(msg) = store_call(hub, move |st| st.fire_schedule(&sc, &body, next)).await? else {
         tracing::debug!("check-in #{} was fired by another timer's call", s.id);
         return Ok(None);
