@@ -11,18 +11,31 @@
 //! on disk, and runs in a savepoint of its own, so one failing write does
 //! not take the others of its group with it. Reads use a second
 //! connection, which WAL lets run beside the writer.
+//!
+//! The parts: `schema` (tables and their migrations), `writer` (the group
+//! commits), `messages` (queue and delivery states), `history` (pages and
+//! pruning), `send_key` (a send stored once), `schedules` (check-ins) and
+//! `wanted` (the agents to bring back after a reboot).
 
 use std::path::Path;
 use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 
 mod history;
+mod messages;
+mod schedules;
 mod schema;
 mod send_key;
 mod wanted;
+mod writer;
+
+use messages::{row, COLUMNS};
+pub use messages::{Counts, Message, State};
+pub use schedules::{NewSchedule, Schedule};
+use writer::{writer_loop, Write};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,72 +65,6 @@ pub enum StoreError {
     KeyReused(String),
 }
 
-/// The state of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Waiting for delivery.
-    Queued,
-    /// Typed into the recipient and confirmed.
-    Delivered,
-    /// Will not be delivered; `reason` says why.
-    Failed,
-}
-
-impl State {
-    /// The word stored and shown: `queued`, `delivered`, `failed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Delivered => "delivered",
-            State::Failed => "failed",
-        }
-    }
-
-    fn parse(s: &str) -> State {
-        match s {
-            "delivered" => State::Delivered,
-            "failed" => State::Failed,
-            _ => State::Queued,
-        }
-    }
-}
-
-/// One stored message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// Unique, increasing id.
-    pub id: i64,
-    /// Sender: an agent name or `operator`.
-    pub sender: String,
-    /// Recipient agent.
-    pub recipient: String,
-    /// The text.
-    pub body: String,
-    /// `message` or `brief` (the first message of a spawned agent).
-    pub kind: String,
-    /// When it was accepted, Unix milliseconds.
-    pub created_ms: i64,
-    /// Current state.
-    pub state: State,
-    /// Delivery attempts so far.
-    pub attempts: i64,
-    /// When it was delivered, Unix milliseconds.
-    pub delivered_ms: Option<i64>,
-    /// Why it failed, or the last delivery error.
-    pub reason: Option<String>,
-}
-
-/// Counts of messages by state for one recipient.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Waiting.
-    pub queued: i64,
-    /// Done.
-    pub delivered: i64,
-    /// Given up.
-    pub failed: i64,
-}
-
 /// The store. Cheap to share behind an `Arc`; see the module doc for how
 /// concurrent writes are grouped.
 pub struct Store {
@@ -140,96 +87,10 @@ impl Drop for Store {
     }
 }
 
-/// Commits groups of writes until every sender is gone.
-fn writer_loop(conn: Connection, writes: mpsc::Receiver<Write>) {
-    let begin = || {
-        // Never inside a transaction a failed commit left open.
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        // Without a transaction each savepoint commits by itself: slower,
-        // still correct.
-        conn.execute_batch("BEGIN IMMEDIATE").is_ok()
-    };
-    while let Ok(first) = writes.recv() {
-        let group: Vec<Write> = std::iter::once(first).chain(writes.try_iter()).collect();
-        let mut in_tx = begin();
-        let mut pending: Vec<Finish> = Vec::new();
-        for write in group {
-            let finish = write(&conn);
-            if in_tx && conn.is_autocommit() {
-                // SQLite rolled the whole transaction back (disk full, I/O
-                // error): its writes so far, this one included, are lost.
-                for f in pending.drain(..).chain(std::iter::once(finish)) {
-                    f(Err("SQLite rolled the transaction back".into()));
-                }
-                in_tx = begin();
-            } else if in_tx {
-                pending.push(finish);
-            } else {
-                finish(Ok(()));
-            }
-        }
-        let commit = if in_tx {
-            conn.execute_batch("COMMIT").map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                e.to_string()
-            })
-        } else {
-            Ok(())
-        };
-        for finish in pending {
-            finish(commit.clone());
-        }
-    }
-}
-
-/// What a write does once its group's commit is known.
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// A waiting write: runs inside its group's transaction and returns what to
-/// do once the group is committed.
-type Write = Box<dyn FnOnce(&Connection) -> Finish + Send>;
-
-/// Runs `f` in a savepoint: on error its changes alone are undone.
-fn in_savepoint<T>(
-    c: &Connection,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    c.execute_batch("SAVEPOINT torch_write")?;
-    match f(c) {
-        Ok(v) => {
-            c.execute_batch("RELEASE torch_write")?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = c.execute_batch("ROLLBACK TO torch_write; RELEASE torch_write");
-            Err(e)
-        }
-    }
-}
-
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-const COLUMNS: &str =
-    "id, sender, recipient, body, kind, created_ms, state, attempts, delivered_ms, reason";
-
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
-    Ok(Message {
-        id: r.get(0)?,
-        sender: r.get(1)?,
-        recipient: r.get(2)?,
-        body: r.get(3)?,
-        kind: r.get(4)?,
-        created_ms: r.get(5)?,
-        state: State::parse(&r.get::<_, String>(6)?),
-        attempts: r.get(7)?,
-        delivered_ms: r.get(8)?,
-        reason: r.get(9)?,
-    })
 }
 
 impl Store {
@@ -261,298 +122,12 @@ impl Store {
         Ok(f(&conn)?)
     }
 
-    /// Runs a write in the next group and returns once that is on disk.
-    fn write<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        // Each waiter is woken by the writer itself: no chain of hand-offs.
-        let (done, result) = mpsc::sync_channel(1);
-        let write: Write = Box::new(move |c| {
-            let ran = in_savepoint(c, f);
-            Box::new(move |commit| {
-                let out = match (ran, commit) {
-                    (Err(e), _) => Err(StoreError::Sqlite(e)),
-                    (Ok(_), Err(e)) => Err(StoreError::Commit(e)),
-                    (Ok(v), Ok(())) => Ok(v),
-                };
-                let _ = done.send(out);
-            })
-        });
-        self.writes
-            .as_ref()
-            .ok_or(StoreError::WriterGone)?
-            .send(write)
-            .map_err(|_| StoreError::WriterGone)?;
-        result.recv().map_err(|_| StoreError::WriterGone)?
-    }
-
     /// Whether the database answers (for the watchdog).
     pub fn healthy(&self) -> bool {
         self.writer.as_ref().is_some_and(|w| !w.is_finished())
             && self
                 .with(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
                 .is_ok()
-    }
-
-    /// Stores a new queued message; returns its id once it is on disk.
-    pub fn enqueue(
-        &self,
-        sender: &str,
-        recipient: &str,
-        body: &str,
-        kind: &str,
-    ) -> Result<i64, StoreError> {
-        let (sender, recipient, body, kind) = (
-            sender.to_string(),
-            recipient.to_string(),
-            body.to_string(),
-            kind.to_string(),
-        );
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![sender, recipient, body, kind, now_ms()],
-            )?;
-            Ok(c.last_insert_rowid())
-        })
-    }
-
-    /// The oldest queued message for `recipient`.
-    pub fn next_queued(&self, recipient: &str) -> Result<Option<Message>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {COLUMNS} FROM messages WHERE recipient = ?1 AND state = 'queued' ORDER BY id LIMIT 1"),
-                params![recipient],
-                row,
-            )
-            .optional()
-        })
-    }
-
-    /// Recipients that have queued messages.
-    pub fn recipients_with_queue(&self) -> Result<Vec<String>, StoreError> {
-        self.with(|c| {
-            // The partial index of the queue, named: without statistics the
-            // planner may prefer scanning the (recipient, state, id) index,
-            // which holds all history.
-            let mut st = c.prepare(
-                "SELECT DISTINCT recipient FROM messages INDEXED BY messages_queued WHERE state = 'queued'",
-            )?;
-            let v = st.query_map([], |r| r.get(0))?.collect();
-            v
-        })
-    }
-
-    /// Counts an attempt and remembers its error.
-    pub fn note_attempt(&self, id: i64, error: Option<&str>) -> Result<(), StoreError> {
-        let error = error.map(str::to_string);
-        self.write(move |c| {
-            c.execute(
-                "UPDATE messages SET attempts = attempts + 1, reason = ?2 WHERE id = ?1",
-                params![id, error],
-            )
-            .map(drop)
-        })
-    }
-
-    /// Marks a message delivered or failed.
-    pub fn finish(&self, id: i64, state: State, reason: Option<&str>) -> Result<(), StoreError> {
-        let delivered = (state == State::Delivered).then(now_ms);
-        let reason = reason.map(str::to_string);
-        self.write(move |c| {
-            c.execute(
-                "UPDATE messages SET state = ?2, delivered_ms = ?3, reason = COALESCE(?4, reason) WHERE id = ?1",
-                params![id, state.as_str(), delivered, reason],
-            )
-            .map(drop)
-        })
-    }
-
-    /// Fails every queued message of `recipient` (the agent was retired).
-    pub fn fail_queued(&self, recipient: &str, reason: &str) -> Result<usize, StoreError> {
-        let (recipient, reason) = (recipient.to_string(), reason.to_string());
-        self.write(move |c| {
-            c.execute(
-                "UPDATE messages SET state = 'failed', reason = ?2 WHERE recipient = ?1 AND state = 'queued'",
-                params![recipient, reason],
-            )
-        })
-    }
-
-    /// Message counts by state for `recipient`.
-    pub fn counts(&self, recipient: &str) -> Result<Counts, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT state, COUNT(*) FROM messages WHERE recipient = ?1 GROUP BY state",
-            )?;
-            let mut counts = Counts::default();
-            let rows = st.query_map(params![recipient], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?;
-            for r in rows {
-                let (state, n) = r?;
-                match State::parse(&state) {
-                    State::Queued => counts.queued = n,
-                    State::Delivered => counts.delivered = n,
-                    State::Failed => counts.failed = n,
-                }
-            }
-            Ok(counts)
-        })
-    }
-}
-
-/// One check-in schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Schedule {
-    /// Unique id; the `sender` of its check-in messages is `schedule-ID`.
-    pub id: i64,
-    /// The agent it wakes.
-    pub agent: String,
-    /// `in`, `at`, `every` or `calendar`.
-    pub kind: String,
-    /// Seconds, a clock time or a calendar expression.
-    pub spec: String,
-    /// The spec as the requester typed it (`30m` for 1800 seconds); None
-    /// for schedules stored before it was kept.
-    pub typed: Option<String>,
-    /// The note delivered when it fires.
-    pub note: String,
-    /// Who set it: an agent or `operator`.
-    pub created_by: String,
-    /// When it was set, Unix milliseconds.
-    pub created_ms: i64,
-    /// When it is next due (once done: when it was last due), Unix
-    /// milliseconds; stored in the same write as the schedule itself.
-    pub due_ms: Option<i64>,
-    /// How many times it fired.
-    pub fired: i64,
-    /// When it last fired.
-    pub last_fired_ms: Option<i64>,
-    /// `active`, `done` or `cancelled`.
-    pub state: String,
-}
-
-/// A schedule to store: see [`Schedule`] for the fields.
-#[derive(Debug, Clone)]
-pub struct NewSchedule {
-    /// The agent it wakes.
-    pub agent: String,
-    /// `in`, `at`, `every` or `calendar`.
-    pub kind: String,
-    /// Seconds, a clock time or a calendar expression.
-    pub spec: String,
-    /// The spec as typed.
-    pub typed: String,
-    /// The note delivered when it fires.
-    pub note: String,
-    /// An agent or `operator`.
-    pub created_by: String,
-    /// Its first due time, Unix milliseconds.
-    pub due_ms: i64,
-}
-
-const SCHEDULE_COLUMNS: &str =
-    "id, agent, kind, spec, note, created_by, created_ms, due_ms, fired, last_fired_ms, state, typed";
-
-fn schedule_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
-    Ok(Schedule {
-        id: r.get(0)?,
-        agent: r.get(1)?,
-        kind: r.get(2)?,
-        spec: r.get(3)?,
-        note: r.get(4)?,
-        created_by: r.get(5)?,
-        created_ms: r.get(6)?,
-        due_ms: r.get(7)?,
-        fired: r.get(8)?,
-        last_fired_ms: r.get(9)?,
-        state: r.get(10)?,
-        typed: r.get(11)?,
-    })
-}
-
-impl Store {
-    /// Stores a new active schedule with its first due time, in one row
-    /// written at once: there is never a schedule without a due time (one
-    /// would never fire); returns its id once it is on disk.
-    pub fn add_schedule(&self, s: NewSchedule) -> Result<i64, StoreError> {
-        self.write(move |c| {
-            c.execute(
-                "INSERT INTO schedules (agent, kind, spec, typed, note, created_by, created_ms, due_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![s.agent, s.kind, s.spec, s.typed, s.note, s.created_by, now_ms(), s.due_ms],
-            )?;
-            Ok(c.last_insert_rowid())
-        })
-    }
-
-    /// One schedule.
-    pub fn schedule(&self, id: i64) -> Result<Option<Schedule>, StoreError> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?1"),
-                params![id],
-                schedule_row,
-            )
-            .optional()
-        })
-    }
-
-    /// Active schedules, of one agent or all.
-    pub fn active_schedules(&self, agent: Option<&str>) -> Result<Vec<Schedule>, StoreError> {
-        self.with(|c| {
-            let mut st = c.prepare(&format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE state = 'active' AND (?1 IS NULL OR agent = ?1) ORDER BY id"))?;
-            let v = st.query_map(params![agent], schedule_row)?.collect();
-            v
-        })
-    }
-
-    /// Records a firing of `s` as read before, stores the note as a check-in
-    /// message for the agent and moves the schedule to `next_due` (None: it
-    /// is done), in one transaction: a fire is never half-recorded. Returns
-    /// the message id, or None when `s` was fired or ended meanwhile (two
-    /// timers firing at once both find it due): a check-in is never stored
-    /// twice.
-    pub fn fire_schedule(
-        &self,
-        s: &Schedule,
-        body: &str,
-        next_due: Option<i64>,
-    ) -> Result<Option<i64>, StoreError> {
-        let (id, fired, due, agent, body) =
-            (s.id, s.fired, s.due_ms, s.agent.clone(), body.to_string());
-        // One write, so one savepoint: all statements or none.
-        self.write(move |c| {
-            let now = now_ms();
-            let claimed = c.execute(
-                "UPDATE schedules SET fired = fired + 1, last_fired_ms = ?2, \
-                 state = CASE WHEN ?3 IS NULL THEN 'done' ELSE state END, due_ms = COALESCE(?3, due_ms) \
-                 WHERE id = ?1 AND fired = ?4 AND state = 'active' AND due_ms IS ?5",
-                params![id, now, next_due, fired, due],
-            )?;
-            if claimed == 0 {
-                return Ok(None);
-            }
-            c.execute(
-                "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'checkin', ?4)",
-                params![format!("schedule-{id}"), agent, body, now],
-            )?;
-            Ok(Some(c.last_insert_rowid()))
-        })
-    }
-
-    /// Ends a schedule (`done` or `cancelled`).
-    pub fn end_schedule(&self, id: i64, state: &str) -> Result<(), StoreError> {
-        let state = state.to_string();
-        self.write(move |c| {
-            c.execute(
-                "UPDATE schedules SET state = ?2 WHERE id = ?1 AND state = 'active'",
-                params![id, state],
-            )
-            .map(drop)
-        })
     }
 }
 
