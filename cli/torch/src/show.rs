@@ -9,6 +9,26 @@ fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
         .with_context(|| format!("the hub sent {what} this torch cannot read"))
 }
 
+/// `torch status`: the hub's answer as JSON, or as the tree and the
+/// projects' last commits.
+pub fn status(json: bool) -> Result<()> {
+    let s = crate::hub_call(async |h| h.status().await)?;
+    if json {
+        println!("{s}");
+        return Ok(());
+    }
+    print_status(&s)?;
+    let projects = crate::autocommit::last_commits();
+    if !projects.is_empty() {
+        println!();
+        println!("{:<40} {:<20} LAST COMMIT", "PROJECT", "BRANCH");
+        for (root, branch, when) in projects {
+            println!("{:<40} {:<20} {when}", root.display(), branch);
+        }
+    }
+    Ok(())
+}
+
 /// Prints `Status()` as the tree orchestrator > project managers > engineers.
 pub fn print_status(json: &str) -> Result<()> {
     let status: FleetStatus = parse(json, "a status")?;

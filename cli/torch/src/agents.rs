@@ -1,0 +1,226 @@
+//! Agents as units: listing them, and starting, stopping and restarting
+//! them through the hub (or systemd alone when the hub is down).
+
+use std::path::PathBuf;
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use torch_core::protocol::{Request, Response};
+use torch_core::{paths, AgentDefinition, AgentName, DefinitionError};
+use torch_systemd::{JobKind, Systemd};
+
+use crate::{call, hub, hub_call, runtime, QUICK_TIMEOUT};
+
+/// Starts an agent; when that fails, a broken definition is named.
+pub fn start(name: &AgentName) -> anyhow::Result<()> {
+    // Started anyway, so the supervisor's own journal line and exit
+    // status record the failure; the reason is then said here too.
+    if let Err(e) = job(JobKind::Start, name) {
+        check_definition(name)?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Restarts an agent whose definition can be used.
+pub fn restart(name: &AgentName) -> anyhow::Result<()> {
+    // Checked first: a restart would stop the running agent and then fail
+    // to start it.
+    check_definition(name)?;
+    job(JobKind::Restart, name)
+}
+
+#[derive(serde::Serialize)]
+struct AgentRow {
+    name: String,
+    unit: String,
+    active: String,
+    sub: String,
+    definition: Option<PathBuf>,
+    /// Why the definition cannot be used, when it cannot.
+    definition_error: Option<String>,
+}
+
+pub fn list(json: bool) -> anyhow::Result<()> {
+    let units = runtime()?
+        .block_on(async { Systemd::system().await?.list("torch-agent@*.service").await })?;
+    let mut rows: Vec<AgentRow> = units
+        .into_iter()
+        .filter_map(|u| {
+            let name = AgentName::from_unit(&u.name)?;
+            Some(AgentRow {
+                name: name.to_string(),
+                unit: u.name,
+                active: u.active,
+                sub: u.sub,
+                definition: None,
+                definition_error: None,
+            })
+        })
+        .collect();
+    for (name, found) in torch_core::definition::discover(&paths::agent_definition_dirs()) {
+        let error = found.def.err();
+        match rows.iter_mut().find(|r| r.name == name) {
+            Some(row) => {
+                row.definition = Some(found.path);
+                row.definition_error = error;
+            }
+            None => rows.push(AgentRow {
+                unit: found.name.unit(),
+                name,
+                active: "inactive".into(),
+                sub: "dead".into(),
+                definition: Some(found.path),
+                definition_error: error,
+            }),
+        }
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<24} {:<10} {:<14} DEFINITION", "AGENT", "ACTIVE", "SUB");
+    for r in rows {
+        let def = r
+            .definition
+            .map_or("(none)".to_string(), |p| p.display().to_string());
+        println!("{:<24} {:<10} {:<14} {def}", r.name, r.active, r.sub);
+        if let Some(e) = r.definition_error {
+            println!("{:<24} broken definition: {e}", "");
+        }
+    }
+    Ok(())
+}
+
+/// Fails when the definition of `name` is broken: its supervisor exits at
+/// once, and systemd's "job failed" does not say why. A file we cannot read
+/// (another user's) is left to the supervisor to judge.
+fn check_definition(name: &AgentName) -> anyhow::Result<()> {
+    match AgentDefinition::find(name, &paths::agent_definition_dirs()) {
+        Err(e @ (DefinitionError::Parse { .. } | DefinitionError::Invalid { .. })) => {
+            bail!("agent {name} has a broken definition: {e}; fix the file, then try again")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Starts, stops or restarts an agent through the hub, which remembers
+/// whether it runs after a reboot; straight through systemd when the hub is
+/// not running.
+pub fn job(kind: JobKind, name: &AgentName) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let conn = zbus::Connection::system().await.map_err(hub::explain)?;
+        let proxy = hub::ManagerProxy::new(&conn).await.map_err(hub::explain)?;
+        let through_hub = match kind {
+            JobKind::Start => proxy.start(name.as_str()).await,
+            JobKind::Stop => proxy.stop(name.as_str()).await,
+            JobKind::Restart => proxy.restart(name.as_str()).await,
+        };
+        match through_hub {
+            Ok(()) => Ok(()),
+            Err(e) if hub::hub_absent(&e) => {
+                let after = if matches!(kind, JobKind::Stop) {
+                    "it may start again at the next boot"
+                } else {
+                    "it will not start by itself at the next boot"
+                };
+                eprintln!("torch: the hub is not running, so {name} is handled by systemd alone and {after}");
+                Systemd::system().await?.run_job(kind, &name.unit()).await?;
+                Ok(())
+            }
+            Err(e) => Err(hub::explain(e)),
+        }
+    })
+}
+
+/// What `torch spawn` asks for.
+pub struct Spawn {
+    /// The new agent's name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// The agent above it ("" for none).
+    pub parent: String,
+    /// Its working directory, made absolute here.
+    pub workdir: PathBuf,
+    /// How its screen is read ("" for the shell profile).
+    pub profile: String,
+    /// A file whose text is its first message.
+    pub brief: Option<PathBuf>,
+    /// Its command; empty for the profile's default.
+    pub command: Vec<String>,
+}
+
+/// Spawns an agent through the hub.
+pub fn spawn(req: Spawn) -> anyhow::Result<()> {
+    let brief = match &req.brief {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the brief {}", p.display()))?
+            .trim_end()
+            .to_string(),
+        None => String::new(),
+    };
+    let workdir = std::path::absolute(&req.workdir)
+        .with_context(|| format!("bad working directory {}", req.workdir.display()))?;
+    let workdir = workdir.to_string_lossy();
+    let argv: Vec<&str> = req.command.iter().map(String::as_str).collect();
+    let caller = hub::caller();
+    let unit = hub_call(async |h| {
+        h.spawn(
+            &req.name,
+            &req.role,
+            &req.parent,
+            &workdir,
+            &req.profile,
+            &argv,
+            &brief,
+            &caller,
+        )
+        .await
+    })?;
+    println!("spawned {} ({unit})", req.name);
+    Ok(())
+}
+
+/// Prints the agent's screen: through the hub, or from its supervisor with
+/// `--direct` or when history is asked for.
+pub fn capture(name: &AgentName, history: u32, direct: bool) -> anyhow::Result<()> {
+    let text = if direct || history > 0 {
+        match call(name, &Request::Capture { history }, QUICK_TIMEOUT)? {
+            Response::Screen { text } => text,
+            other => bail!("{name}: unexpected answer {other:?}"),
+        }
+    } else {
+        hub_call(async |h| h.capture(name.as_str()).await)?
+    };
+    println!("{}", text.trim_end());
+    Ok(())
+}
+
+/// Hands the terminal to the agent's tmux session.
+pub fn attach(name: &AgentName) -> anyhow::Result<()> {
+    let target = format!("={}", name.tmux_session());
+    let err = Command::new("tmux")
+        .arg("-S")
+        .arg(paths::tmux_socket(name))
+        .args(["attach-session", "-t", &target])
+        .exec();
+    bail!("cannot run tmux: {err}");
+}
+
+/// Hands the terminal to journalctl for the agent's unit.
+pub fn logs(name: &AgentName, follow: bool, lines: Option<u32>) -> anyhow::Result<()> {
+    let mut cmd = Command::new("journalctl");
+    cmd.arg("-u").arg(name.unit()).arg("--no-hostname");
+    if follow {
+        cmd.arg("-f");
+    }
+    if let Some(n) = lines {
+        cmd.arg("-n").arg(n.to_string());
+    }
+    let err = cmd.exec();
+    bail!("cannot run journalctl: {err}");
+}
