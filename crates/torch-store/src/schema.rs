@@ -80,6 +80,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_release_before_versions_opens_with_its_messages_and_check_ins() {
+        let (s, dir) = crate::tests::temp_store("fixture");
+        drop(s);
+        let path = dir.join("old.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(include_str!("../fixtures/before-versions.sql"))
+            .unwrap();
+        let store = crate::Store::open(&path).unwrap();
+        let queued = store.next_queued("dev").unwrap().unwrap();
+        assert_eq!(queued.body, "queued across the upgrade");
+        assert_eq!(store.history(Some("dev"), 10).unwrap().len(), 2);
+        let sched = store.active_schedules(None).unwrap();
+        assert_eq!((sched.len(), sched[0].typed.as_deref()), (1, None));
+        // What the new schema adds works on the old rows.
+        let (_, fresh) = store
+            .enqueue_once("pm", "dev", "after", "message", "k")
+            .unwrap();
+        assert!(fresh);
+        assert_eq!(store.recipients_with_queue().unwrap(), ["dev"]);
+        drop(store);
+        let c = Connection::open(&path).unwrap();
+        let v: usize = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn a_database_from_before_versioning_is_upgraded_in_place() {
         let mut c = Connection::open_in_memory().unwrap();
         // What the store wrote before it had versions, with a message.
