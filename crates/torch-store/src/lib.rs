@@ -24,6 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+mod facade;
 mod history;
 mod messages;
 mod schedules;
@@ -32,6 +33,7 @@ mod send_key;
 mod wanted;
 mod writer;
 
+pub use facade::call;
 use messages::{row, COLUMNS};
 pub use messages::{Counts, Message, State};
 pub use schedules::{NewSchedule, Schedule};
@@ -60,6 +62,9 @@ pub enum StoreError {
         /// The newest this build knows.
         known: usize,
     },
+    /// The blocking task that ran a store call failed (it panicked).
+    #[error("message store: a store call failed to run ({0}); restart the hub")]
+    Task(String),
     /// A send key was used before for another message.
     #[error("send key {0:?} was already used by this sender for a different message; use a new key for a new message")]
     KeyReused(String),

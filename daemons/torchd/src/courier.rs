@@ -274,15 +274,10 @@ impl Courier {
         &self,
         f: impl FnOnce(&Store) -> Result<T, torch_store::StoreError> + Send + 'static,
     ) -> Option<T> {
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(Ok(v)) => Some(v),
-            Ok(Err(e)) => {
-                tracing::error!("{e}");
-                None
-            }
+        match torch_store::call(&self.store, f).await {
+            Ok(v) => Some(v),
             Err(e) => {
-                tracing::error!("store task failed: {e}");
+                tracing::error!("{e}");
                 None
             }
         }
@@ -291,25 +286,17 @@ impl Courier {
     /// The oldest queued message of `agent` and what to do with it; the
     /// store and the definitions are read in one blocking call.
     async fn next(&self, agent: &str) -> Next {
-        let (store, fleet, a) = (
-            Arc::clone(&self.store),
-            Arc::clone(&self.fleet),
-            agent.to_string(),
-        );
-        let read = tokio::task::spawn_blocking(move || {
+        let (fleet, a) = (Arc::clone(&self.fleet), agent.to_string());
+        let read = torch_store::call(&self.store, move |store| {
             let msg = store.next_queued(&a)?;
-            Ok::<_, torch_store::StoreError>(msg.map(|m| (m, fleet.agents())))
+            Ok(msg.map(|m| (m, fleet.agents())))
         })
         .await;
         let (msg, fleet) = match read {
-            Ok(Ok(Some(found))) => found,
-            Ok(Ok(None)) => return Next::Empty,
-            Ok(Err(e)) => {
-                tracing::error!("{e}");
-                return Next::StoreDown;
-            }
+            Ok(Some(found)) => found,
+            Ok(None) => return Next::Empty,
             Err(e) => {
-                tracing::error!("store task failed: {e}");
+                tracing::error!("{e}");
                 return Next::StoreDown;
             }
         };

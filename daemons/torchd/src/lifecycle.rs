@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::error::HubError;
 use crate::fleet;
-use crate::hub::{blocking, Hub};
+use crate::hub::Hub;
 use torch_core::AgentName;
 use torch_systemd::JobKind;
 
@@ -64,14 +64,10 @@ pub async fn control(
 
 /// Records whether `agent` should run after a reboot.
 pub async fn set_wanted(hub: &Hub, agent: &str, up: bool) -> Result<(), HubError> {
-    let store = Arc::clone(&hub.store);
     let agent = agent.to_string();
-    blocking(move || {
-        store
-            .set_wanted(&agent, up)
-            .map_err(|e| HubError::Store(format!("cannot record the agent's state: {e}")))
-    })
-    .await
+    torch_store::call(&hub.store, move |s| s.set_wanted(&agent, up))
+        .await
+        .map_err(|e| HubError::Store(format!("cannot record the agent's state: {e}")))
 }
 
 /// At the hub's first start in a boot, starts every agent that ran before
@@ -84,14 +80,9 @@ pub async fn restore_after_boot(hub: Arc<Hub>) {
             return;
         }
     };
-    let store = Arc::clone(&hub.store);
-    let known = tokio::task::spawn_blocking(move || {
-        store.boot_stamp().and_then(|b| Ok((b, store.wanted()?)))
-    })
-    .await;
+    let known = torch_store::call(&hub.store, |s| Ok((s.boot_stamp()?, s.wanted()?))).await;
     let (last, wanted) = match known {
-        Ok(Ok(k)) => k,
-        Ok(Err(e)) => return tracing::warn!("cannot read the agents to restore: {e}"),
+        Ok(k) => k,
         Err(e) => return tracing::warn!("cannot read the agents to restore: {e}"),
     };
     if last.as_deref() == Some(stamp.as_str()) {
@@ -116,10 +107,7 @@ pub async fn restore_after_boot(hub: Arc<Hub>) {
     for start in starts.collect::<Vec<_>>() {
         let _ = start.await;
     }
-    let store = Arc::clone(&hub.store);
-    match tokio::task::spawn_blocking(move || store.set_boot_stamp(&stamp)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("cannot record this boot: {e}"),
-        Err(e) => tracing::warn!("cannot record this boot: {e}"),
+    if let Err(e) = torch_store::call(&hub.store, move |s| s.set_boot_stamp(&stamp)).await {
+        tracing::warn!("cannot record this boot: {e}");
     }
 }

@@ -218,8 +218,7 @@ async fn health(
     store: &Arc<Store>,
     dbus: &zbus::fdo::DBusProxy<'_>,
 ) -> Result<usize, &'static str> {
-    let s = Arc::clone(store);
-    let store_ok = tokio::task::spawn_blocking(move || s.healthy())
+    let store_ok = torch_store::call(store, |s| Ok(s.healthy()))
         .await
         .unwrap_or(false);
     if !store_ok {
@@ -231,12 +230,7 @@ async fn health(
     if !bus_ok {
         return Err("the system bus does not answer");
     }
-    let s = Arc::clone(store);
-    Ok(
-        tokio::task::spawn_blocking(move || {
-            s.recipients_with_queue().map(|v| v.len()).unwrap_or(0)
-        })
+    Ok(torch_store::call(store, |s| s.recipients_with_queue())
         .await
-        .unwrap_or(0),
-    )
+        .map_or(0, |v| v.len()))
 }

@@ -17,13 +17,11 @@ pub async fn run(store: Arc<Store>, keep: Duration) {
     let mut ticks = tokio::time::interval(PERIOD);
     loop {
         ticks.tick().await;
-        let store = Arc::clone(&store);
-        match tokio::task::spawn_blocking(move || prune(&store, keep)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(
+        match torch_store::call(&store, move |s| prune(s, keep)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
                 "retention: deleted {n} delivered or failed messages older than {shown}"
             ),
-            Ok(Err(e)) => tracing::warn!("retention: cannot prune history: {e}"),
             Err(e) => tracing::warn!("retention: cannot prune history: {e}"),
         }
     }

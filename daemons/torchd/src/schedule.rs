@@ -222,12 +222,9 @@ pub async fn arm(hub: &Hub, due_ms: i64) -> Result<(), HubError> {
 /// Stops the timer for `due_ms` unless another active schedule needs it.
 pub async fn disarm(hub: &Hub, due_ms: Option<i64>) {
     let Some(due) = due_ms else { return };
-    let store = hub.store.clone();
-    let shared = tokio::task::spawn_blocking(move || store.active_schedules(None))
+    let shared = torch_store::call(&hub.store, |s| s.active_schedules(None))
         .await
-        .ok()
-        .and_then(Result::ok)
-        .is_some_and(|a| a.iter().any(|s| s.due_ms == Some(due)));
+        .is_ok_and(|a| a.iter().any(|s| s.due_ms == Some(due)));
     let unit = timer_unit(due);
     if !shared && hub.systemd.loaded(&unit).await {
         if let Err(e) = hub.systemd.run_job(JobKind::Stop, &unit).await {
@@ -258,10 +255,7 @@ async fn store_call<T: Send + 'static>(
     hub: &Hub,
     f: impl FnOnce(&torch_store::Store) -> Result<T, torch_store::StoreError> + Send + 'static,
 ) -> Result<T, HubError> {
-    let store = hub.store.clone();
-    Ok(tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| HubError::Internal(e.to_string()))??)
+    Ok(torch_store::call(&hub.store, f).await?)
 }
 
 /// Fires one schedule now: stores the check-in as a message (delivered
