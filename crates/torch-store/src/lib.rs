@@ -302,35 +302,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("torch.db");
-        {
-            // The schedules table as the first release created it.
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE schedules (
-                    id INTEGER PRIMARY KEY AUTOINCREMENT,
-                    agent TEXT NOT NULL,
-                    kind TEXT NOT NULL,
-                    spec TEXT NOT NULL,
-                    note TEXT NOT NULL,
-                    created_by TEXT NOT NULL,
-                    created_ms INTEGER NOT NULL,
-                    due_ms INTEGER,
-                    fired INTEGER NOT NULL DEFAULT 0,
-                    last_fired_ms INTEGER,
-                    state TEXT NOT NULL DEFAULT 'active'
-                );
-                INSERT INTO schedules (agent, kind, spec, note, created_by, created_ms, due_ms)
-                    VALUES ('dev', 'every', '1800', 'old', 'pm', 1, 2);",
-            )
+        // The tables as the release before schema versions created them.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(include_str!("../fixtures/before-versions.sql"))
             .unwrap();
-        }
         for _ in 0..2 {
             // Opening twice: the column is added once.
             let s = Store::open(&path).unwrap();
             let old = s.schedule(1).unwrap().unwrap();
             assert_eq!(
                 (old.note.as_str(), old.typed, old.due_ms),
-                ("old", None, Some(2))
+                ("check the build", None, Some(1_764_001_800_000))
             );
             let id = s.add_schedule(new_schedule("dev", 5)).unwrap();
             assert_eq!(
