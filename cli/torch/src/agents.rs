@@ -11,6 +11,7 @@ use torch_core::protocol::{Request, Response};
 use torch_core::{paths, AgentDefinition, AgentName, DefinitionError};
 use torch_systemd::{JobKind, Systemd};
 
+use crate::args::SpawnArgs;
 use crate::{call, hub, hub_call, runtime, QUICK_TIMEOUT};
 
 /// Starts an agent; when that fails, a broken definition is named.
@@ -136,26 +137,8 @@ pub fn job(kind: JobKind, name: &AgentName) -> anyhow::Result<()> {
     })
 }
 
-/// What `torch spawn` asks for.
-pub struct Spawn {
-    /// The new agent's name.
-    pub name: String,
-    /// Its role.
-    pub role: String,
-    /// The agent above it ("" for none).
-    pub parent: String,
-    /// Its working directory, made absolute here.
-    pub workdir: PathBuf,
-    /// How its screen is read ("" for the shell profile).
-    pub profile: String,
-    /// A file whose text is its first message.
-    pub brief: Option<PathBuf>,
-    /// Its command; empty for the profile's default.
-    pub command: Vec<String>,
-}
-
 /// Spawns an agent through the hub.
-pub fn spawn(req: Spawn) -> anyhow::Result<()> {
+pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
     let brief = match &req.brief {
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("cannot read the brief {}", p.display()))?

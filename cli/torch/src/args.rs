@@ -45,28 +45,7 @@ pub enum Cmd {
         direct: bool,
     },
     /// Create an agent: write its definition, queue its brief, start it.
-    Spawn {
-        /// The new agent's name.
-        name: String,
-        /// orchestrator, project-manager, engineer, developer, qa, devops, reviewer, researcher, writer.
-        #[arg(long)]
-        role: String,
-        /// The agent it reports to (required except for an orchestrator).
-        #[arg(long, default_value = "")]
-        parent: String,
-        /// Its working directory.
-        #[arg(long)]
-        workdir: PathBuf,
-        /// claude, codex, gemini, aider or shell (default).
-        #[arg(long, default_value = "")]
-        profile: String,
-        /// A file whose text is delivered as the agent's first message.
-        #[arg(long)]
-        brief: Option<PathBuf>,
-        /// The command to run instead of the profile's default.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
+    Spawn(SpawnArgs),
     /// Schedule a check-in: at the given time the note is sent to the agent
     /// through the hub, as a systemd timer that survives reboots.
     ///
@@ -218,4 +197,29 @@ pub enum ConfigCmd {
     /// Print the files read and the configuration they make, merged table
     /// by table; a bad file is named with its line.
     Check,
+}
+
+/// What `torch spawn` asks for.
+#[derive(clap::Args)]
+pub struct SpawnArgs {
+    /// The new agent's name.
+    pub name: String,
+    /// orchestrator, project-manager, engineer, developer, qa, devops, reviewer, researcher, writer.
+    #[arg(long)]
+    pub role: String,
+    /// The agent it reports to (required except for an orchestrator).
+    #[arg(long, default_value = "")]
+    pub parent: String,
+    /// Its working directory.
+    #[arg(long)]
+    pub workdir: PathBuf,
+    /// claude, codex, gemini, aider or shell (default).
+    #[arg(long, default_value = "")]
+    pub profile: String,
+    /// A file whose text is delivered as the agent's first message.
+    #[arg(long)]
+    pub brief: Option<PathBuf>,
+    /// The command to run instead of the profile's default.
+    #[arg(last = true)]
+    pub command: Vec<String>,
 }
