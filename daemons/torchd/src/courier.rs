@@ -73,23 +73,6 @@ async fn ask(
         })
 }
 
-/// Waits while message `id` is held (`why`: the agent's screen or its
-/// definition), logging it once.
-async fn hold(
-    holding: &mut Option<i64>,
-    id: i64,
-    agent: &str,
-    why: &str,
-    wake: &Notify,
-    poll: Duration,
-) {
-    if *holding != Some(id) {
-        tracing::info!("holding message #{id} for {agent}: {why}");
-        *holding = Some(id);
-    }
-    let _ = tokio::time::timeout(poll, wake.notified()).await;
-}
-
 /// Starts and wakes the per-recipient delivery tasks.
 pub struct Courier {
     store: Arc<Store>,
@@ -191,6 +174,16 @@ struct Lane {
 }
 
 impl Lane {
+    /// Waits while message `id` is held (`why`: the agent's screen or its
+    /// definition), logging it once.
+    async fn hold(&mut self, id: i64, why: &str, poll: Duration) {
+        if self.holding != Some(id) {
+            tracing::info!("holding message #{id} for {}: {why}", self.agent);
+            self.holding = Some(id);
+        }
+        let _ = tokio::time::timeout(poll, self.wake.notified()).await;
+    }
+
     /// Sends `request` to the agent's supervisor and reads the answer,
     /// noting the version it says (the agent may have restarted with
     /// another supervisor since the last call).
@@ -345,15 +338,7 @@ impl Courier {
                 }
                 Next::Broken(msg, error) => {
                     let why = format!("its definition is broken ({error}); fix the file");
-                    hold(
-                        &mut lane.holding,
-                        msg.id,
-                        &lane.agent,
-                        &why,
-                        &lane.wake,
-                        BROKEN_POLL,
-                    )
-                    .await;
+                    lane.hold(msg.id, &why, BROKEN_POLL).await;
                     continue;
                 }
                 Next::Undefined(msg) => {
@@ -396,15 +381,7 @@ impl Courier {
             if !lane.checks_idle_itself() {
                 if matches!(activity.as_str(), "working" | "asking" | "trouble") {
                     let why = format!("its screen shows it {activity}");
-                    hold(
-                        &mut lane.holding,
-                        msg.id,
-                        &lane.agent,
-                        &why,
-                        &lane.wake,
-                        BUSY_POLL,
-                    )
-                    .await;
+                    lane.hold(msg.id, &why, BUSY_POLL).await;
                     return None;
                 }
                 return Some(
@@ -424,7 +401,7 @@ impl Courier {
         match step {
             Step::Busy(activity) => {
                 let why = format!("its screen shows it {activity}");
-                hold(&mut lane.holding, id, agent, &why, &lane.wake, BUSY_POLL).await;
+                lane.hold(id, &why, BUSY_POLL).await;
             }
             Step::Delivered { duplicate, millis } => {
                 self.store_call(move |s| s.finish(id, State::Delivered, None))
