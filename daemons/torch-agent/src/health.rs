@@ -49,6 +49,14 @@ pub async fn watch(
     }
 }
 
+/// How long one probe may wait for tmux. A check starts one period after
+/// the last ping and the watchdog runs out two periods after it, so the
+/// probe must give up well within one period for the supervisor to say why
+/// (`STATUS=` and the journal) before systemd kills it.
+fn probe_timeout(period: Duration) -> Duration {
+    (period / 2).clamp(Duration::from_millis(100), Duration::from_secs(2))
+}
+
 /// What a probe of the pane found.
 enum Probe {
     Pane(PaneInfo),
@@ -96,7 +104,7 @@ impl Health {
             reporter: Reporter::default(),
             watchdog: watchdog.is_some(),
             period,
-            probe_timeout: period.clamp(Duration::from_millis(500), Duration::from_secs(2)),
+            probe_timeout: probe_timeout(period),
             hang_after: Duration::from_secs(def.hang_after_secs),
             next_check: tokio::time::Instant::now(),
             unresponsive_since: None,
@@ -379,5 +387,17 @@ mod tests {
         // The program read something: the clock starts again.
         assert_eq!(st.observe(3, t0 + s(7)), Duration::ZERO);
         assert_eq!(st.observe(0, t0 + s(8)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_probe_gives_up_well_before_the_watchdog() {
+        // Period = watchdog / 2; the check starts one period after the last
+        // ping, so period + timeout must leave room before the watchdog.
+        for wd_ms in [400u64, 1_000, 3_000, 10_000, 30_000, 60_000] {
+            let wd = Duration::from_millis(wd_ms);
+            let period = wd / 2;
+            let margin = wd - period - probe_timeout(period);
+            assert!(margin >= period / 2, "watchdog {wd:?}: margin {margin:?}");
+        }
     }
 }
