@@ -129,6 +129,12 @@ impl Profile {
         self != Profile::Shell
     }
 
+    /// Whether the profile's CLI reports its state through hooks that the
+    /// supervisor installs (Claude Code), rather than only on its screen.
+    pub fn has_hooks(self) -> bool {
+        self == Profile::Claude
+    }
+
     /// The command run when a spawn gives none.
     pub fn default_command(self) -> Vec<String> {
         let argv: &[&str] = match self {

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod definition;
+pub mod hooks;
 pub mod message;
 pub mod name;
 pub mod paths;

@@ -62,6 +62,12 @@ pub struct ProfileRules {
     pub trouble: Vec<String>,
     /// What to report when nothing matches.
     pub otherwise: Option<Activity>,
+    /// A row that frames the TUI's input box (Claude's `────` rule): when
+    /// set, the patterns see only the TUI's own chrome, from the
+    /// second-to-last such row down (input box, footer, or a dialog framed
+    /// by one rule), never the conversation above it, where any word may
+    /// appear.
+    pub chrome: Option<String>,
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -79,12 +85,28 @@ pub fn builtin(profile: Profile) -> ProfileRules {
         "Traceback \\(most recent call last\\)",
     ];
     match profile {
+        // Claude Code 2.1.332's chrome (field notes and captured screens):
+        // the footer says the mode (`⏵⏵ auto mode on`, `⏸ manual mode on ·
+        // ? for shortcuts`) and ends in `esc to interrupt` while it works;
+        // dialogs have their own footers.
         Profile::Claude => ProfileRules {
-            idle: strings(&["\\? for shortcuts", "(?m)^[│ ]*>\\s*$"]),
+            idle: strings(&[
+                "\\? for shortcuts",
+                "(?m)^\\s*(⏵⏵|⏸).* mode on",
+                "(?m)^❯\\s*$",
+            ]),
             working: strings(&["(?i)esc to interrupt"]),
-            asking: strings(&["Do you want to", "❯ 1\\. Yes", "(?i)\\(y/n\\)"]),
-            trouble: strings(&common_trouble),
+            asking: strings(&[
+                "Esc to cancel · Tab to amend",
+                "Enter to confirm · Esc to cancel",
+                "Do you want to proceed\\?",
+                "(?m)^\\s*❯ 1\\. Yes",
+            ]),
+            // API retries show as working (the CLI retries by itself); a
+            // final API error is the StopFailure hook's to report.
+            trouble: vec![],
             otherwise: Some(Activity::Unknown),
+            chrome: Some("^─{20,}\\s*$".into()),
         },
         Profile::Codex => ProfileRules {
             idle: strings(&["(?i)send a message", "(?m)^▌"]),
@@ -92,6 +114,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             asking: strings(&["(?i)allow command", "(?i)approve"]),
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
+            chrome: None,
         },
         Profile::Gemini => ProfileRules {
             idle: strings(&["(?i)type your message"]),
@@ -99,6 +122,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             asking: strings(&["(?i)allow execution", "(?i)apply this change"]),
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
+            chrome: None,
         },
         Profile::Aider => ProfileRules {
             idle: strings(&["(?m)^[\\w./-]*> ?\\z"]),
@@ -106,6 +130,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             asking: strings(&["(?i)\\(Y\\)es/\\(N\\)o"]),
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
+            chrome: None,
         },
         Profile::Shell => ProfileRules {
             // A shell (or REPL) waits at a prompt ending in $ # % or >; a
@@ -119,6 +144,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             ]),
             trouble: vec![],
             otherwise: Some(Activity::Working),
+            chrome: None,
         },
     }
 }
@@ -128,6 +154,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
 pub struct Classifier {
     tests: Vec<(Activity, regex::Regex)>,
     otherwise: Activity,
+    chrome: Option<regex::Regex>,
 }
 
 impl Default for Classifier {
@@ -135,6 +162,7 @@ impl Default for Classifier {
         Self {
             tests: Vec::new(),
             otherwise: Activity::Unknown,
+            chrome: None,
         }
     }
 }
@@ -158,9 +186,17 @@ impl Classifier {
                 tests.push((activity, re));
             }
         }
+        let chrome = match &rules.chrome {
+            Some(p) => Some(
+                regex::Regex::new(p)
+                    .map_err(|e| format!("profile pattern {p:?} for chrome: {e}"))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             tests,
             otherwise: rules.otherwise.unwrap_or(Activity::Unknown),
+            chrome,
         })
     }
 
@@ -171,12 +207,32 @@ impl Classifier {
             .iter()
             .rposition(|r| !r.trim().is_empty())
             .map_or(0, |i| i + 1);
-        let tail = rows[end.saturating_sub(TAIL_ROWS)..end].join("\n");
+        let start = self
+            .chrome_start(&rows[..end])
+            .unwrap_or(end.saturating_sub(TAIL_ROWS))
+            .max(end.saturating_sub(TAIL_ROWS));
+        let tail = rows[start..end].join("\n");
         let tail = tail.trim_end();
         self.tests
             .iter()
             .find(|(_, re)| re.is_match(tail))
             .map_or(self.otherwise, |(a, _)| *a)
+    }
+}
+
+impl Classifier {
+    /// Where the TUI's chrome begins: the second-to-last framing row, or the
+    /// last one when only one frames a dialog. `None` without a chrome
+    /// pattern or when no row frames anything.
+    fn chrome_start(&self, rows: &[String]) -> Option<usize> {
+        let re = self.chrome.as_ref()?;
+        let mut frames = rows
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, r)| re.is_match(r));
+        let last = frames.next()?.0;
+        Some(frames.next().map_or(last, |(i, _)| i))
     }
 }
 
@@ -204,25 +260,53 @@ mod tests {
         assert_eq!(c.classify(&rows("Overwrite? [y/N] ")), Activity::Asking);
     }
 
+    /// Bottom rows of Claude Code 2.1.332 in a 120-column tmux pane.
+    const RULE: &str = "────────────────────────────────────────────────────────────";
+
+    fn claude(above: &str, input: &str, footer: &str) -> Vec<String> {
+        rows(&format!("{above}\n{RULE}\n{input}\n{RULE}\n{footer}\n"))
+    }
+
     #[test]
-    fn claude_screens() {
+    fn claude_screens_read_only_its_chrome() {
         let c = Classifier::new(&builtin(Profile::Claude)).unwrap();
+        let auto = "  ⏵⏵ auto mode on (shift+tab to cycle) · ← for agents";
+        let manual = "  ⏸ manual mode on · ? for shortcuts · ← for agents";
+        assert_eq!(c.classify(&claude("● ok", "❯ ", auto)), Activity::Idle);
+        assert_eq!(c.classify(&claude("", "❯ ", manual)), Activity::Idle);
+        let working = "  ⏵⏵ auto mode on (shift+tab to cycle) · esc to interrupt";
         assert_eq!(
-            c.classify(&rows("✻ Thinking… (esc to interrupt)\n")),
+            c.classify(&claude("✽ Flummoxing…", "❯ ", working)),
             Activity::Working
         );
         assert_eq!(
-            c.classify(&rows("Do you want to make this edit?\n❯ 1. Yes\n")),
-            Activity::Asking
+            c.classify(&claude(
+                "✢ Flummoxing…",
+                "❯ Press up to edit queued messages",
+                working
+            )),
+            Activity::Working
         );
+        // The conversation may say anything: only the chrome counts.
+        let talk = "● I added a rate limit; the old code hit API Error: 529 overloaded\n\
+                    and the usage limit. Do you want to proceed? ❯ 1. Yes";
+        assert_eq!(c.classify(&claude(talk, "❯ ", auto)), Activity::Idle);
         assert_eq!(
-            c.classify(&rows("│ >                │\n  ? for shortcuts\n")),
-            Activity::Idle
+            c.classify(&claude(
+                "✻ 429 rate limited · retrying in 7s · attempt 5/10",
+                "❯ ",
+                working
+            )),
+            Activity::Working
         );
-        assert_eq!(
-            c.classify(&rows("API Error: 529 overloaded\n")),
-            Activity::Trouble
-        );
+        let dialog = rows(&format!(
+            "● talk\n{RULE}\n Bash command\n   touch x\n Do you want to proceed?\n ❯ 1. Yes\n   2. No\n\n Esc to cancel · Tab to amend\n"
+        ));
+        assert_eq!(c.classify(&dialog), Activity::Asking);
+        let trust = rows(&format!(
+            "{RULE}\n Accessing workspace:\n ❯ 1. Yes, I trust this folder\n   2. No, exit\n\n Enter to confirm · Esc to cancel\n"
+        ));
+        assert_eq!(c.classify(&trust), Activity::Asking);
         assert_eq!(c.classify(&rows("something else\n")), Activity::Unknown);
     }
 

@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize};
 ///   caller cannot tell which.
 /// - 1: `version` in every request and reply; `deliver_if_idle`; `permanent`
 ///   on errors no retry can cure.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// - 2: `hook` (an agent CLI's hook event, from `torch-agent --hook`),
+///   answered `noted`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The first version whose supervisors know [`Request::DeliverIfIdle`].
 pub const DELIVER_IF_IDLE_SINCE: u32 = 1;
@@ -134,6 +136,14 @@ pub enum Request {
     },
     /// Report the agent's state.
     Status,
+    /// An event of the agent CLI's session, from one of the hooks the
+    /// supervisor installed (`torch-agent --hook`): the CLI's own JSON.
+    /// Known since version 2; sent only by the `torch-agent` binary of the
+    /// same package as the supervisor that installed the hook.
+    Hook {
+        /// The hook's standard input, as the CLI wrote it.
+        event: serde_json::Value,
+    },
 }
 
 /// A supervisor's answer.
@@ -179,7 +189,13 @@ pub enum Response {
         /// `asking`, `trouble`, `unknown`), read with its profile.
         #[serde(default = "unknown_activity")]
         activity: String,
+        /// What decided `activity`: `screen`, or the last hook event and its
+        /// age (`hook Stop 3 s ago`). Empty from older supervisors.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        signal: String,
     },
+    /// A hook event was read (answer to `Hook`).
+    Noted,
     /// The call failed; the message says why and what to do.
     Error {
         /// Human-readable reason.
@@ -401,6 +417,7 @@ mod tests {
             delivered: 3,
             idle_secs: 5,
             activity: "idle".into(),
+            signal: "hook Stop 2 s ago".into(),
         });
         let line = serde_json::to_string(&status).unwrap();
         let old: v0::Response = serde_json::from_str(&line).unwrap();
@@ -428,7 +445,7 @@ mod tests {
             let line = request_line(request).unwrap();
             let line = std::str::from_utf8(&line).unwrap();
             assert!(
-                line.ends_with('\n') && line.contains(r#""version":1"#),
+                line.ends_with('\n') && line.contains(&format!(r#""version":{PROTOCOL_VERSION}"#)),
                 "{line}"
             );
             let old: v0::Request = serde_json::from_str(line).unwrap();
@@ -462,19 +479,19 @@ mod tests {
     #[test]
     fn versioned_lines_round_trip() {
         let line = serde_json::to_string(&Call::new(Request::Status)).unwrap();
-        assert_eq!(line, r#"{"op":"status","version":1}"#);
+        assert_eq!(line, r#"{"op":"status","version":2}"#);
         assert_eq!(
             serde_json::from_str::<Call>(&line).unwrap(),
             Call::new(Request::Status)
         );
         let reply = Reply::new(Response::Screen { text: "$ ".into() });
         let line = serde_json::to_string(&reply).unwrap();
-        assert_eq!(line, r#"{"result":"screen","text":"$ ","version":1}"#);
+        assert_eq!(line, r#"{"result":"screen","text":"$ ","version":2}"#);
         assert_eq!(parse_reply(&line).unwrap(), reply);
         // A later supervisor's reply with fields this build does not know.
         let later =
-            parse_reply(r#"{"result":"busy","activity":"asking","since":3,"version":2}"#).unwrap();
-        assert_eq!(later.version, 2);
+            parse_reply(r#"{"result":"busy","activity":"asking","since":3,"version":9}"#).unwrap();
+        assert_eq!(later.version, 9);
         assert_eq!(
             later.response,
             Response::Busy {

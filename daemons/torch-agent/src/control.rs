@@ -85,6 +85,10 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
             }
         }
         Request::Status => shared.status_response().await,
+        Request::Hook { event } => {
+            shared.hooks.hear(&event);
+            Response::Noted
+        }
     }
 }
 

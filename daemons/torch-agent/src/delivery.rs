@@ -17,10 +17,13 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use torch_core::hooks;
+use torch_core::profile::Activity;
 use torch_core::protocol::Response;
 use torch_tmux::{Screen, TmuxError};
 
+use crate::hooks::HookFeed;
 use crate::screen::ScreenReader;
 use crate::typed::Outcome;
 pub use crate::typed::TypedIds;
@@ -34,6 +37,12 @@ const PASTE_TEXT_GRACE: Duration = Duration::from_millis(500);
 const PASTE_ATTEMPTS: u32 = 3;
 const SUBMIT_TIMEOUT: Duration = Duration::from_millis(700);
 const SUBMIT_ATTEMPTS: u32 = 5;
+/// A TUI takes an Enter that follows a paste too closely as part of the
+/// paste (Claude Code: about 100 ms).
+const PASTE_SETTLE: Duration = Duration::from_millis(200);
+/// How long a hook-reporting CLI has to report the prompt after Enter.
+const HOOK_SUBMIT_TIMEOUT: Duration = Duration::from_secs(3);
+const HOOK_SUBMIT_ATTEMPTS: u32 = 3;
 /// Characters of the message's end we look for on the screen.
 const PROBE_CHARS: usize = 16;
 
@@ -57,6 +66,17 @@ pub enum DeliveryError {
     /// The program never reacted to Enter.
     #[error("the agent did not react to Enter after {SUBMIT_ATTEMPTS} tries; the text may sit unsent in its input box")]
     SubmitIgnored,
+    /// The CLI's hooks never reported the prompt as taken.
+    #[error("the agent's CLI did not report taking the message after {HOOK_SUBMIT_ATTEMPTS} Enter presses; the text may sit unsent in its input box")]
+    NotTaken,
+    /// The CLI never came to its prompt.
+    #[error("the agent did not come to its prompt within {secs} s (it reads {activity}); message not delivered")]
+    NeverIdle {
+        /// What it read instead.
+        activity: &'static str,
+        /// How long we waited.
+        secs: u64,
+    },
 }
 
 /// A confirmed delivery.
@@ -68,6 +88,15 @@ pub struct Delivered {
     pub text_seen: bool,
     /// Time taken.
     pub elapsed: Duration,
+}
+
+/// What a message waits for before it is typed, and who confirms it.
+#[derive(Clone, Default)]
+pub struct Gate {
+    /// The definition's `ready_pattern`: text the cursor line must show.
+    pub ready_pattern: Option<String>,
+    /// The CLI's hooks, for CLIs that report through them.
+    pub hooks: Option<std::sync::Arc<HookFeed>>,
 }
 
 /// A message waiting for the worker: text, the hub's id, the channel for
@@ -102,50 +131,157 @@ async fn next_output(output: &mut watch::Receiver<u64>) {
 }
 
 /// Delivers one message into `pane`; see the module doc for the steps.
-/// `before_enter` runs once, just before the first Enter.
+/// `before_enter` runs once, just before the first Enter. With the gate's
+/// hooks, the agent's CLI reports through hooks: nothing is typed before it is idle,
+/// and the message counts only when the CLI reports taking it.
 pub async fn deliver(
     screen: &ScreenReader,
     text: &str,
-    ready_pattern: Option<&str>,
+    gate: &Gate,
     output: &mut watch::Receiver<u64>,
     typed: &(dyn Fn() + Sync),
     before_enter: &mut (dyn FnMut() + Send),
 ) -> Result<Delivered, DeliveryError> {
-    let (tmux, pane) = (screen.tmux(), screen.pane());
     let start = Instant::now();
-    if let Some(pattern) = ready_pattern {
+    let hooks = gate.hooks.as_deref();
+    if let Some(pattern) = gate.ready_pattern.as_deref() {
         wait_for_prompt(screen, pattern, output).await?;
     }
+    if let Some(hooks) = hooks {
+        wait_until_idle(screen, hooks, output).await?;
+    }
+    // A CLI that never reported its session is confirmed by its screen.
+    let hooks = hooks.filter(|h| h.session_started());
+    let (pasted, text_seen) = paste(screen, text, output, typed).await?;
+    let pasted_at = Instant::now();
+    before_enter();
+    let submits = match hooks {
+        Some(hooks) => submit_to_cli(screen, hooks, text, pasted_at, typed).await?,
+        None => submit(screen, &pasted, output, typed).await?,
+    };
+    Ok(Delivered {
+        submits,
+        text_seen,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Pastes `text` until the screen shows it taken; the screen then, and
+/// whether the text itself was seen.
+async fn paste(
+    screen: &ScreenReader,
+    text: &str,
+    output: &mut watch::Receiver<u64>,
+    typed: &(dyn Fn() + Sync),
+) -> Result<(Screen, bool), DeliveryError> {
     let probe = probe(text);
     let mut before = screen.read().await?;
-    let mut taken = None;
     for _ in 0..PASTE_ATTEMPTS {
-        tmux.paste(pane, text).await?;
+        screen.tmux().paste(screen.pane(), text).await?;
         typed();
-        if let Some(t) = wait_for_paste(screen, &before, &probe, output).await? {
-            taken = Some(t);
-            break;
+        if let Some(taken) = wait_for_paste(screen, &before, &probe, output).await? {
+            return Ok(taken);
         }
         before = screen.read().await?;
     }
-    let (pasted, text_seen) = taken.ok_or(DeliveryError::PasteIgnored)?;
-    before_enter();
+    Err(DeliveryError::PasteIgnored)
+}
+
+/// Presses Enter until the screen changes; the presses needed.
+async fn submit(
+    screen: &ScreenReader,
+    pasted: &Screen,
+    output: &mut watch::Receiver<u64>,
+    typed: &(dyn Fn() + Sync),
+) -> Result<u32, DeliveryError> {
     for submits in 1..=SUBMIT_ATTEMPTS {
-        tmux.press_enter(pane).await?;
+        screen.tmux().press_enter(screen.pane()).await?;
         typed();
         let deadline = Instant::now() + SUBMIT_TIMEOUT;
         while Instant::now() < deadline {
             next_output(output).await;
-            if screen.read().await? != pasted {
-                return Ok(Delivered {
-                    submits,
-                    text_seen,
-                    elapsed: start.elapsed(),
-                });
+            if screen.read().await? != *pasted {
+                return Ok(submits);
             }
         }
     }
     Err(DeliveryError::SubmitIgnored)
+}
+
+/// Waits until the CLI, by its hooks and its chrome, is idle at its prompt
+/// (after a start: once it reported its session).
+async fn wait_until_idle(
+    screen: &ScreenReader,
+    hooks: &HookFeed,
+    output: &mut watch::Receiver<u64>,
+) -> Result<(), DeliveryError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let activity = hooks.activity(screen.activity().await);
+        if activity == Activity::Idle && hooks.ready_for_input() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(DeliveryError::NeverIdle {
+                activity: activity.as_str(),
+                secs: READY_TIMEOUT.as_secs(),
+            });
+        }
+        next_output(output).await;
+        tokio::time::sleep(OUTPUT_FALLBACK).await;
+    }
+}
+
+/// Presses Enter (once the paste settled) until the CLI's hook reports the
+/// prompt taken; the presses needed.
+async fn submit_to_cli(
+    screen: &ScreenReader,
+    hooks: &HookFeed,
+    text: &str,
+    pasted_at: Instant,
+    typed: &(dyn Fn() + Sync),
+) -> Result<u32, DeliveryError> {
+    // Subscribed before the first Enter: a prompt reported meanwhile counts.
+    let mut prompts = hooks.prompts();
+    tokio::time::sleep(PASTE_SETTLE.saturating_sub(pasted_at.elapsed())).await;
+    for submits in 1..=HOOK_SUBMIT_ATTEMPTS {
+        screen.tmux().press_enter(screen.pane()).await?;
+        typed();
+        let deadline = tokio::time::Instant::now() + HOOK_SUBMIT_TIMEOUT;
+        while let Ok(heard) = tokio::time::timeout_at(deadline, prompts.recv()).await {
+            match heard {
+                Ok(prompt) => match taken(&prompt, text) {
+                    Taken::Whole => return Ok(submits),
+                    Taken::WithOther => {
+                        tracing::warn!("the message was taken together with other text that was in the agent's input box");
+                        return Ok(submits);
+                    }
+                    Taken::Not => tracing::info!("the agent took a prompt that is not this message (typed by hand?); still waiting"),
+                },
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    }
+    Err(DeliveryError::NotTaken)
+}
+
+/// How a prompt the CLI reported relates to the message typed.
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    Whole,
+    WithOther,
+    Not,
+}
+
+fn taken(prompt: &str, text: &str) -> Taken {
+    if hooks::is_prompt_of(prompt, text) {
+        Taken::Whole
+    } else if hooks::as_submitted(prompt).contains(&hooks::as_submitted(text)) {
+        Taken::WithOther
+    } else {
+        Taken::Not
+    }
 }
 
 async fn wait_for_prompt(
@@ -204,7 +340,7 @@ async fn wait_for_paste(
 /// id)` after each message. A message whose id is in `ids` is not typed again.
 pub async fn worker(
     screen: std::sync::Arc<ScreenReader>,
-    ready_pattern: Option<String>,
+    gate: Gate,
     mut jobs: mpsc::Receiver<Job>,
     mut output: watch::Receiver<u64>,
     mut ids: TypedIds,
@@ -227,15 +363,7 @@ pub async fn worker(
                 }
             }
         };
-        let outcome = deliver(
-            &screen,
-            &text,
-            ready_pattern.as_deref(),
-            &mut output,
-            &typed,
-            &mut record,
-        )
-        .await;
+        let outcome = deliver(&screen, &text, &gate, &mut output, &typed, &mut record).await;
         if let Some(id) = &id {
             let settled = if outcome.is_ok() {
                 Outcome::Taken

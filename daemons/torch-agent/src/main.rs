@@ -5,9 +5,11 @@
 //! the journal and delivers messages. See `docs/supervisor.md` for what it
 //! does in each failure case.
 
+mod claude;
 mod control;
 mod delivery;
 mod health;
+mod hooks;
 mod logging;
 mod notify;
 mod output;
@@ -27,10 +29,14 @@ use torch_core::AgentName;
 pub const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let (Some(raw), None) = (args.next(), args.next()) else {
-        eprintln!("usage: torch-agent INSTANCE (normally started as torch-agent@INSTANCE.service)");
-        return ExitCode::from(2);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let raw = match args.as_slice() {
+        [flag, socket] if flag == "--hook" => return hooks::forward(std::path::Path::new(socket)),
+        [raw] => raw.clone(),
+        _ => {
+            eprintln!("usage: torch-agent INSTANCE (normally started as torch-agent@INSTANCE.service)\n       torch-agent --hook SOCKET (run by an agent CLI's hooks)");
+            return ExitCode::from(2);
+        }
     };
     let name = match AgentName::from_instance(&raw) {
         Ok(n) => n,

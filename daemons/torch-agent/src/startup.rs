@@ -68,7 +68,14 @@ pub async fn start(
     }
     let tmux = fresh_tmux(&dir, def).await?;
     let (fifo, output) = output_fifo(&dir)?;
-    let pane = start_program(name, def, &tmux, &workdir, &fifo).await?;
+    let mut env = agent_env(name, def);
+    if def.profile == torch_core::Profile::Claude {
+        env.extend(
+            crate::claude::prepare(name, def, &workdir, &control_path)
+                .context("cannot prepare Claude Code's config for this agent")?,
+        );
+    }
+    let pane = start_program(name, def, &tmux, &workdir, &fifo, &env).await?;
     if let Err(e) = tmux.connect_control(&pane).await {
         tracing::warn!("no tmux control connection ({e}); using a tmux process per command");
     }
@@ -114,13 +121,8 @@ fn output_fifo(dir: &Path) -> anyhow::Result<(PathBuf, pipe::Receiver)> {
 
 /// Starts the tmux session and the agent's program in its pane; returns
 /// the pane id.
-async fn start_program(
-    name: &AgentName,
-    def: &AgentDefinition,
-    tmux: &Tmux,
-    workdir: &Path,
-    fifo: &Path,
-) -> anyhow::Result<String> {
+/// The program's environment: who it is in the fleet, then its definition's.
+fn agent_env(name: &AgentName, def: &AgentDefinition) -> Vec<(String, String)> {
     let mut env = vec![
         ("TORCH_AGENT".to_string(), name.to_string()),
         ("TORCH_ROLE".to_string(), def.role.as_str().to_string()),
@@ -129,6 +131,17 @@ async fn start_program(
         env.push(("TORCH_PARENT".into(), p.clone()));
     }
     env.extend(def.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+async fn start_program(
+    name: &AgentName,
+    def: &AgentDefinition,
+    tmux: &Tmux,
+    workdir: &Path,
+    fifo: &Path,
+    env: &[(String, String)],
+) -> anyhow::Result<String> {
     // Start on a placeholder, attach the output pipe, then start the real
     // program: not one byte of its output is missed.
     let placeholder = ["sleep".to_string(), "infinity".to_string()];
@@ -137,7 +150,7 @@ async fn start_program(
             &name.tmux_session(),
             (def.width, def.height),
             workdir,
-            &env,
+            env,
             &placeholder,
         )
         .await
@@ -148,7 +161,7 @@ async fn start_program(
     )
     .await
     .context("cannot attach the output pipe")?;
-    tmux.respawn(&pane, workdir, &env, &def.command)
+    tmux.respawn(&pane, workdir, env, &def.command)
         .await
         .context("cannot start the agent program")?;
     Ok(pane)

@@ -11,6 +11,7 @@ use torch_core::profile::{Activity, Classifier};
 use torch_core::protocol::Response;
 use torch_tmux::Tmux;
 
+use crate::hooks::HookFeed;
 use crate::screen::ScreenReader;
 
 /// What the supervisor knows of the agent program.
@@ -60,6 +61,8 @@ pub struct Shared {
     pub screen: Arc<ScreenReader>,
     /// Wakes the health loop (after input was typed into the pane).
     pub poke: Notify,
+    /// What the CLI's hooks reported (nothing for CLIs without hooks).
+    pub hooks: Arc<HookFeed>,
     state: AtomicU8,
     pid: AtomicU32,
     delivered: AtomicU64,
@@ -88,6 +91,7 @@ impl Shared {
             pane,
             screen,
             poke: Notify::new(),
+            hooks: Arc::new(HookFeed::default()),
             state: AtomicU8::new(AgentState::Starting as u8),
             pid: AtomicU32::new(0),
             delivered: AtomicU64::new(0),
@@ -151,9 +155,10 @@ impl Shared {
         self.last_message.lock().ok().and_then(|l| l.clone())
     }
 
-    /// What the agent's screen shows it doing.
+    /// What the agent is doing: what its hooks reported, checked against
+    /// its screen; the screen alone for a CLI without hooks.
     pub async fn activity(&self) -> Activity {
-        self.screen.activity().await
+        self.hooks.activity(self.screen.activity().await)
     }
 
     fn idle_secs(&self) -> u64 {
@@ -169,6 +174,7 @@ impl Shared {
             delivered: self.delivered.load(Ordering::Relaxed),
             idle_secs: self.idle_secs(),
             activity: self.activity().await.as_str().to_string(),
+            signal: self.hooks.signal(),
         }
     }
 

@@ -70,9 +70,13 @@ async fn supervise(
     let (jobs_tx, jobs_rx) = mpsc::channel(1024);
     let poker = Arc::clone(&shared);
     let counter = Arc::clone(&shared);
+    let gate = delivery::Gate {
+        ready_pattern: def.ready_pattern.clone(),
+        hooks: def.profile.has_hooks().then(|| Arc::clone(&shared.hooks)),
+    };
     tokio::spawn(delivery::worker(
         Arc::clone(&shared.screen),
-        def.ready_pattern.clone(),
+        gate,
         jobs_rx,
         shared.output_reads(),
         typed::load(name),

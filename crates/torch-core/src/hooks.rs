@@ -1,0 +1,201 @@
+//! What an agent CLI's hooks tell its supervisor, and the state they imply.
+//!
+//! A CLI with hooks (Claude Code) runs `torch-agent --hook SOCKET` at each
+//! event of its session, with the event as a JSON object on standard input;
+//! the supervisor reads the agent's state from these events before it
+//! believes its screen. The screen says what a TUI draws, which changes with
+//! every release and includes whatever the conversation prints; a hook says
+//! what the CLI did.
+
+use serde_json::Value;
+
+use crate::profile::Activity;
+
+/// The hook events Torch installs, in the CLI's own spelling.
+pub const EVENTS: [&str; 9] = [
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PostToolUse",
+    "Notification",
+    "PermissionRequest",
+    "Stop",
+    "StopFailure",
+    "SessionEnd",
+];
+
+/// One hook event, as far as Torch reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookEvent {
+    /// A session began (started, resumed, cleared or compacted).
+    SessionStart {
+        /// The CLI's session id, for resuming after a restart.
+        session: String,
+    },
+    /// The CLI took a prompt from its input box (also one typed while it
+    /// works, which it queues).
+    PromptSubmitted {
+        /// The prompt as the CLI took it.
+        prompt: String,
+    },
+    /// A tool is about to run or just ran.
+    Tool,
+    /// The CLI asks for permission or shows a notice.
+    Notice {
+        /// Claude's `notification_type` (`permission_prompt`,
+        /// `idle_prompt`, ...), empty when absent.
+        kind: String,
+        /// What it says.
+        message: String,
+    },
+    /// The CLI asks to run a tool (a permission dialog is on screen).
+    PermissionRequest {
+        /// The tool it asks for.
+        tool: String,
+    },
+    /// A turn ended.
+    Stop,
+    /// A turn ended on an error the CLI gave up on (a final API error).
+    StopFailure {
+        /// What went wrong, as the CLI says it.
+        error: String,
+    },
+    /// The session ended (the program is exiting).
+    SessionEnd,
+    /// An event Torch does not read.
+    Other(String),
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
+}
+
+impl HookEvent {
+    /// Reads one hook's standard input; `None` when it is not a JSON object
+    /// naming its event.
+    pub fn parse(input: &Value) -> Option<Self> {
+        let name = input.get("hook_event_name")?.as_str()?;
+        Some(match name {
+            "SessionStart" => HookEvent::SessionStart {
+                session: text(input, "session_id"),
+            },
+            "UserPromptSubmit" => HookEvent::PromptSubmitted {
+                prompt: text(input, "prompt"),
+            },
+            "PreToolUse" | "PostToolUse" => HookEvent::Tool,
+            "Notification" => HookEvent::Notice {
+                kind: text(input, "notification_type"),
+                message: text(input, "message"),
+            },
+            "PermissionRequest" => HookEvent::PermissionRequest {
+                tool: text(input, "tool_name"),
+            },
+            "Stop" => HookEvent::Stop,
+            "StopFailure" => HookEvent::StopFailure {
+                error: first_text(input, &["error", "error_message", "message"]),
+            },
+            "SessionEnd" => HookEvent::SessionEnd,
+            other => HookEvent::Other(other.to_string()),
+        })
+    }
+
+    /// The state this event puts the agent in; `None` leaves it as it was.
+    pub fn activity(&self) -> Option<Activity> {
+        match self {
+            HookEvent::SessionStart { .. } | HookEvent::Stop => Some(Activity::Idle),
+            // A failed turn leaves the CLI at its prompt, ready for the
+            // next message, which is also how its user retries.
+            HookEvent::StopFailure { .. } => Some(Activity::Idle),
+            HookEvent::PromptSubmitted { .. } | HookEvent::Tool => Some(Activity::Working),
+            HookEvent::PermissionRequest { .. } => Some(Activity::Asking),
+            HookEvent::Notice { kind, .. } => match kind.as_str() {
+                "permission_prompt" => Some(Activity::Asking),
+                "idle_prompt" => Some(Activity::Idle),
+                _ => None,
+            },
+            HookEvent::SessionEnd => Some(Activity::Unknown),
+            HookEvent::Other(_) => None,
+        }
+    }
+}
+
+fn first_text(v: &Value, keys: &[&str]) -> String {
+    keys.iter()
+        .map(|k| match v.get(*k) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        })
+        .find(|s| !s.is_empty())
+        .unwrap_or_default()
+}
+
+/// A message as Claude Code hands it to UserPromptSubmit: tabs become four
+/// spaces. Compared after trimming, since a TUI drops trailing blank lines.
+pub fn as_submitted(text: &str) -> String {
+    text.replace('\t', "    ").trim().to_string()
+}
+
+/// Whether `prompt`, as a hook reported it, is the message `text`.
+pub fn is_prompt_of(prompt: &str, text: &str) -> bool {
+    prompt.replace('\t', "    ").trim() == as_submitted(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_seen_from_claude_code_2_1_332_read_as_states() {
+        // Payloads as Claude Code 2.1.332 sent them (ids shortened).
+        let start = json!({"session_id":"20cc8ea7","transcript_path":"/x.jsonl","cwd":"/w",
+            "hook_event_name":"SessionStart","source":"startup","model":"m"});
+        let submit = json!({"session_id":"20cc8ea7","prompt_id":"27","permission_mode":"auto",
+            "hook_event_name":"UserPromptSubmit","prompt":"hello there    tab \"quotes\" $(id)"});
+        let stop = json!({"session_id":"20cc8ea7","hook_event_name":"Stop",
+            "stop_hook_active":false,"last_assistant_message":"ok"});
+        let e = HookEvent::parse(&start).unwrap();
+        assert_eq!(
+            e,
+            HookEvent::SessionStart {
+                session: "20cc8ea7".into()
+            }
+        );
+        assert_eq!(e.activity(), Some(Activity::Idle));
+        let e = HookEvent::parse(&submit).unwrap();
+        assert_eq!(e.activity(), Some(Activity::Working));
+        let HookEvent::PromptSubmitted { prompt } = e else {
+            panic!("not a prompt")
+        };
+        assert!(is_prompt_of(&prompt, "hello there\ttab \"quotes\" $(id)\n"));
+        assert!(!is_prompt_of(&prompt, "hello there"));
+        assert_eq!(
+            HookEvent::parse(&stop).unwrap().activity(),
+            Some(Activity::Idle)
+        );
+    }
+
+    #[test]
+    fn permission_and_failure_events() {
+        let ask = json!({"hook_event_name":"Notification","notification_type":"permission_prompt",
+            "message":"Claude needs your permission to use Bash"});
+        assert_eq!(
+            HookEvent::parse(&ask).unwrap().activity(),
+            Some(Activity::Asking)
+        );
+        let other = json!({"hook_event_name":"Notification","message":"hi"});
+        assert_eq!(HookEvent::parse(&other).unwrap().activity(), None);
+        let fail = json!({"hook_event_name":"StopFailure","error":{"type":"rate_limit"}});
+        let e = HookEvent::parse(&fail).unwrap();
+        assert_eq!(
+            e,
+            HookEvent::StopFailure {
+                error: "{\"type\":\"rate_limit\"}".into()
+            }
+        );
+        assert_eq!(e.activity(), Some(Activity::Idle));
+        assert_eq!(HookEvent::parse(&json!({"prompt": "x"})), None);
+        assert_eq!(HookEvent::parse(&json!("SessionStart")), None);
+    }
+}

@@ -1,0 +1,239 @@
+//! Claude Code's own config for one agent, prepared before it starts, so it
+//! starts ready with no dialog and reports its state through hooks.
+//!
+//! Each claude agent gets its own `CLAUDE_CONFIG_DIR` (unless its definition
+//! or unit sets one): `.claude.json` records onboarding as done, the agent's
+//! workdir as trusted and its API key as approved; `settings.json` runs
+//! `torch-agent --hook` at each event Torch reads. What else the files hold
+//! (sessions, the user's own settings) is kept.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::{json, Map, Value};
+use torch_core::{hooks, paths, AgentDefinition, AgentName};
+
+/// The Claude Code version whose first-run state Torch records (and that
+/// docs/compatibility.md lists as verified).
+pub const VERIFIED_VERSION: &str = "2.1.332";
+/// Ends each hook command Torch installs (a shell comment), so a later start
+/// finds and replaces them without a key of our own that Claude Code's
+/// settings schema might refuse.
+const HOOK_MARK: &str = "# installed by torch";
+/// Claude Code records an approved API key by its last characters.
+const KEY_SUFFIX_CHARS: usize = 20;
+
+/// Prepares the config and returns the environment the program needs.
+pub fn prepare(
+    name: &AgentName,
+    def: &AgentDefinition,
+    workdir: &Path,
+    control_socket: &Path,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let (dir, set_by_us) = config_dir(name, def);
+    std::fs::create_dir_all(&dir).with_context(|| {
+        format!(
+            "cannot create Claude Code's config directory {}",
+            dir.display()
+        )
+    })?;
+    let key = def
+        .env
+        .get("ANTHROPIC_API_KEY")
+        .cloned()
+        .or_else(|| std::env::var("ANTHROPIC_API_KEY").ok());
+    update_json(&dir.join(".claude.json"), |state| {
+        first_run_done(state, workdir, key.as_deref())
+    })?;
+    let hook = hook_command(control_socket)?;
+    update_json(&dir.join("settings.json"), |settings| {
+        install_hooks(settings, &hook)
+    })?;
+    let mut env = Vec::new();
+    if set_by_us {
+        env.push((
+            "CLAUDE_CONFIG_DIR".to_string(),
+            dir.to_string_lossy().into_owned(),
+        ));
+    }
+    Ok(env)
+}
+
+/// The agent's config directory, and whether Torch chose it (and so must
+/// pass it to the program).
+fn config_dir(name: &AgentName, def: &AgentDefinition) -> (PathBuf, bool) {
+    let set = def
+        .env
+        .get("CLAUDE_CONFIG_DIR")
+        .cloned()
+        .or_else(|| std::env::var("CLAUDE_CONFIG_DIR").ok());
+    match set {
+        Some(dir) => (PathBuf::from(dir), false),
+        None => (
+            paths::agent_state_base()
+                .join(".torch-claude")
+                .join(name.instance()),
+            true,
+        ),
+    }
+}
+
+fn hook_command(control_socket: &Path) -> anyhow::Result<String> {
+    let exe = std::env::current_exe().context("cannot find the supervisor's own binary")?;
+    Ok(format!(
+        "{} --hook {} {HOOK_MARK}",
+        shell_quote(&exe.to_string_lossy()),
+        shell_quote(&control_socket.to_string_lossy())
+    ))
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Reads a JSON object file (missing or empty: `{}`), lets `change` edit
+/// it, and writes it back atomically.
+fn update_json(path: &Path, change: impl FnOnce(&mut Map<String, Value>)) -> anyhow::Result<()> {
+    let mut object = match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(o)) => o,
+            _ => anyhow::bail!(
+                "{} is not a JSON object; fix or remove it so Torch can prepare Claude Code",
+                path.display()
+            ),
+        },
+        Ok(_) => Map::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    change(&mut object);
+    let tmp = path.with_extension("torch-tmp");
+    let text = serde_json::to_string_pretty(&Value::Object(object))?;
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+}
+
+/// Records the first-run dialogs as answered: onboarding, the workdir's
+/// trust, the API key's approval, the auto-mode nudge.
+fn first_run_done(state: &mut Map<String, Value>, workdir: &Path, key: Option<&str>) {
+    state.insert("hasCompletedOnboarding".into(), json!(true));
+    state
+        .entry("lastOnboardingVersion")
+        .or_insert(json!(VERIFIED_VERSION));
+    state.insert("hasSeenAutoDefaultNudge".into(), json!(true));
+    let projects = object_at(state, "projects");
+    let project = object_at(projects, &workdir.to_string_lossy());
+    project.insert("hasTrustDialogAccepted".into(), json!(true));
+    if let Some(key) = key {
+        let skip = key.chars().count().saturating_sub(KEY_SUFFIX_CHARS);
+        let suffix: String = key.chars().skip(skip).collect();
+        let responses = object_at(state, "customApiKeyResponses");
+        let approved = responses.entry("approved").or_insert(json!([]));
+        if let Value::Array(list) = approved {
+            if !list.iter().any(|v| v.as_str() == Some(&suffix)) {
+                list.push(json!(suffix));
+            }
+        } else {
+            *approved = json!([suffix]);
+        }
+        responses.entry("rejected").or_insert(json!([]));
+    }
+}
+
+/// Makes sure each event Torch reads runs `command`, beside whatever hooks
+/// the user set.
+fn install_hooks(settings: &mut Map<String, Value>, command: &str) {
+    let ours = json!({"type": "command", "command": command, "timeout": 5});
+    let all = object_at(settings, "hooks");
+    for event in hooks::EVENTS {
+        let groups = all.entry(event).or_insert(json!([]));
+        if !groups.is_array() {
+            *groups = json!([]);
+        }
+        if let Value::Array(groups) = groups {
+            // Ours from an earlier start (maybe another binary path) goes.
+            groups.retain(|g| !is_torch_group(g));
+            groups.push(json!({"matcher": "", "hooks": [ours.clone()]}));
+        }
+    }
+}
+
+fn is_torch_group(group: &Value) -> bool {
+    let commands = group.get("hooks").and_then(Value::as_array);
+    commands.is_some_and(|hooks| {
+        hooks.iter().any(|h| {
+            h.get("command")
+                .and_then(Value::as_str)
+                .is_some_and(|c| c.ends_with(HOOK_MARK))
+        })
+    })
+}
+
+/// The object under `key`, made one if it is missing or not an object.
+fn object_at<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
+    let slot = map.entry(key).or_insert(json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    match slot {
+        Value::Object(o) => o,
+        _ => unreachable!("just made an object"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_run_is_recorded_and_the_users_state_kept() {
+        let mut state: Map<String, Value> = serde_json::from_value(json!({
+            "numStartups": 4,
+            "projects": {"/other": {"hasTrustDialogAccepted": false}},
+            "customApiKeyResponses": {"approved": ["abc"]}
+        }))
+        .unwrap();
+        let key = "sk-ant-test-0123456789abcdefghijklmnopqrstuvwxyz";
+        first_run_done(&mut state, Path::new("/srv/proj"), Some(key));
+        first_run_done(&mut state, Path::new("/srv/proj"), Some(key));
+        let v = Value::Object(state);
+        assert_eq!(v["numStartups"], 4);
+        assert_eq!(v["hasCompletedOnboarding"], true);
+        assert_eq!(v["projects"]["/srv/proj"]["hasTrustDialogAccepted"], true);
+        assert_eq!(v["projects"]["/other"]["hasTrustDialogAccepted"], false);
+        assert_eq!(
+            v["customApiKeyResponses"]["approved"],
+            json!(["abc", "ghijklmnopqrstuvwxyz"])
+        );
+    }
+
+    #[test]
+    fn hooks_are_installed_once_beside_the_users() {
+        let mut settings: Map<String, Value> = serde_json::from_value(json!({
+            "model": "x",
+            "hooks": {"Stop": [{"matcher": "", "hooks": [{"type": "command", "command": "mine"}]}]}
+        }))
+        .unwrap();
+        install_hooks(
+            &mut settings,
+            &format!("/old/torch-agent --hook s {HOOK_MARK}"),
+        );
+        let now = format!("'/usr/libexec/torch/torch-agent' --hook 's' {HOOK_MARK}");
+        install_hooks(&mut settings, &now);
+        let v = Value::Object(settings);
+        assert_eq!(v["model"], "x");
+        let stop = v["hooks"]["Stop"].as_array().unwrap();
+        assert_eq!(stop.len(), 2, "{stop:?}");
+        assert_eq!(stop[0]["hooks"][0]["command"], "mine");
+        assert_eq!(stop[1]["hooks"][0]["command"], now.as_str());
+        for event in hooks::EVENTS {
+            let want = if event == "Stop" { 2 } else { 1 };
+            assert_eq!(
+                v["hooks"][event].as_array().map(Vec::len),
+                Some(want),
+                "{event}"
+            );
+        }
+        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+    }
+}

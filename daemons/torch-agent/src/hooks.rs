@@ -1,0 +1,265 @@
+//! The agent CLI's hooks, as its supervisor hears them: the hook side
+//! (`torch-agent --hook SOCKET`, run by the CLI at each event) and the
+//! supervisor's side, [`HookFeed`], which turns the events into the agent's
+//! state and tells the delivery worker which prompts the CLI took.
+//!
+//! The screen still counts where hooks cannot see: a dialog on screen wins
+//! over an idle hook, and a turn interrupted with Esc (which fires no Stop)
+//! reads idle once the TUI's chrome has shown its prompt for a while.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+use torch_core::hooks::HookEvent;
+use torch_core::profile::Activity;
+use torch_core::protocol::{self, Request, Response};
+
+/// A hook's input is one JSON object; prompts are bounded by the CLI.
+const MAX_HOOK_INPUT: u64 = 4 << 20;
+/// The CLI waits for its hooks: a supervisor that does not answer must not
+/// stall the agent.
+const HOOK_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// A "working" hook with an idle screen for this long means a turn that
+/// ended without a Stop event (interrupted with Esc).
+const STALE_WORKING: Duration = Duration::from_secs(3);
+
+/// `torch-agent --hook SOCKET`: forwards the hook's standard input to the
+/// supervisor. Always exits 0 and prints nothing: Claude Code adds a
+/// UserPromptSubmit hook's output to the model's context, and a failing
+/// hook must not stop the agent's work.
+pub fn forward(socket: &Path) -> ExitCode {
+    let mut input = String::new();
+    let read = std::io::stdin()
+        .take(MAX_HOOK_INPUT)
+        .read_to_string(&mut input);
+    let event = match read.map(|_| serde_json::from_str::<serde_json::Value>(&input)) {
+        Ok(Ok(event)) => event,
+        Ok(Err(e)) => {
+            eprintln!("torch-agent --hook: the hook's input is not JSON ({e}); ignored");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("torch-agent --hook: cannot read the hook's input: {e}");
+            return ExitCode::SUCCESS;
+        }
+    };
+    match protocol::call(socket, &Request::Hook { event }, HOOK_CALL_TIMEOUT) {
+        Ok(Response::Noted) => {}
+        Ok(other) => eprintln!("torch-agent --hook: the supervisor answered {other:?}"),
+        Err(e) => eprintln!("torch-agent --hook: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+/// How long a CLI with hooks has to report its session before the
+/// supervisor reads its state from the screen alone (a `claude` profile
+/// whose command is not Claude Code, or hooks that fail).
+const SESSION_GRACE: Duration = Duration::from_secs(20);
+
+/// The last event heard, and when.
+#[derive(Debug, Clone)]
+struct Heard {
+    activity: Activity,
+    event: String,
+    at: Instant,
+}
+
+/// What the CLI's hooks said so far in this run of the supervisor.
+pub struct HookFeed {
+    created: Instant,
+    heard: Mutex<Option<Heard>>,
+    session: Mutex<Option<String>>,
+    prompts: broadcast::Sender<String>,
+    grace_said: std::sync::atomic::AtomicBool,
+}
+
+impl Default for HookFeed {
+    fn default() -> Self {
+        Self {
+            created: Instant::now(),
+            heard: Mutex::new(None),
+            session: Mutex::new(None),
+            prompts: broadcast::channel(64).0,
+            grace_said: Default::default(),
+        }
+    }
+}
+
+impl HookFeed {
+    /// Takes in one hook's input.
+    pub fn hear(&self, input: &serde_json::Value) {
+        let Some(event) = HookEvent::parse(input) else {
+            tracing::debug!("a hook sent something that names no event; ignored");
+            return;
+        };
+        let name = input
+            .get("hook_event_name")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string();
+        match &event {
+            HookEvent::SessionStart { session } => {
+                tracing::info!("the agent's session {session} started");
+                if let Ok(mut s) = self.session.lock() {
+                    *s = Some(session.clone());
+                }
+            }
+            HookEvent::PromptSubmitted { prompt } => {
+                // No receiver is fine: nobody is delivering just now.
+                let _ = self.prompts.send(prompt.clone());
+            }
+            HookEvent::StopFailure { error } => tracing::warn!(
+                TORCH_ALERT = 1,
+                "the agent's last turn failed: {error}; it is back at its prompt"
+            ),
+            HookEvent::PermissionRequest { tool } => {
+                tracing::info!("the agent asks for permission to use {tool}")
+            }
+            _ => {}
+        }
+        if let (Some(activity), Ok(mut heard)) = (event.activity(), self.heard.lock()) {
+            *heard = Some(Heard {
+                activity,
+                event: name,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    /// Whether the CLI reported a session start since this supervisor began.
+    pub fn session_started(&self) -> bool {
+        self.session.lock().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    /// Whether the CLI may be typed into as far as its start goes: it
+    /// reported its session, or it never will (no hook within
+    /// [`SESSION_GRACE`], said once in the journal).
+    pub fn ready_for_input(&self) -> bool {
+        if self.session_started() {
+            return true;
+        }
+        if self.created.elapsed() < SESSION_GRACE {
+            return false;
+        }
+        if !self
+            .grace_said
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the agent's CLI reported no session within {SESSION_GRACE:?} (are its hooks installed?); its state is read from its screen"
+            );
+        }
+        true
+    }
+
+    /// Prompts the CLI takes from now on, as its hook reports them.
+    pub fn prompts(&self) -> broadcast::Receiver<String> {
+        self.prompts.subscribe()
+    }
+
+    fn last(&self) -> Option<Heard> {
+        self.heard.lock().ok().and_then(|h| h.clone())
+    }
+
+    /// The agent's state from the hooks, checked against what `screen`
+    /// shows; the screen alone before any hook was heard.
+    pub fn activity(&self, screen: Activity) -> Activity {
+        match self.last() {
+            None => screen,
+            Some(h) => combine(&h, screen),
+        }
+    }
+
+    /// Which signal decides the state, for `status`: the hook event and its
+    /// age, or the screen.
+    pub fn signal(&self) -> String {
+        match self.last() {
+            Some(h) => format!("hook {} {} s ago", h.event, h.at.elapsed().as_secs()),
+            None => "screen".to_string(),
+        }
+    }
+}
+
+fn combine(h: &Heard, screen: Activity) -> Activity {
+    match (h.activity, screen) {
+        // A dialog the hooks did not announce (or not yet).
+        (_, Activity::Asking) => Activity::Asking,
+        (Activity::Working, Activity::Idle) if h.at.elapsed() >= STALE_WORKING => Activity::Idle,
+        // Approved: the tool runs (PostToolUse follows).
+        (Activity::Asking, Activity::Working) if h.at.elapsed() >= Duration::from_secs(1) => {
+            Activity::Working
+        }
+        (Activity::Unknown, screen) => screen,
+        (hooked, _) => hooked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn heard(activity: Activity, ago: Duration) -> Heard {
+        Heard {
+            activity,
+            event: "x".into(),
+            at: Instant::now() - ago,
+        }
+    }
+
+    #[test]
+    fn hooks_decide_and_the_screen_corrects_what_they_cannot_see() {
+        let now = Duration::ZERO;
+        let old = Duration::from_secs(10);
+        // Text on screen never makes an idle agent busy.
+        assert_eq!(
+            combine(&heard(Activity::Idle, now), Activity::Unknown),
+            Activity::Idle
+        );
+        assert_eq!(
+            combine(&heard(Activity::Idle, now), Activity::Working),
+            Activity::Idle
+        );
+        assert_eq!(
+            combine(&heard(Activity::Idle, now), Activity::Asking),
+            Activity::Asking
+        );
+        assert_eq!(
+            combine(&heard(Activity::Working, now), Activity::Idle),
+            Activity::Working
+        );
+        // Interrupted: no Stop came, the prompt is back.
+        assert_eq!(
+            combine(&heard(Activity::Working, old), Activity::Idle),
+            Activity::Idle
+        );
+        assert_eq!(
+            combine(&heard(Activity::Asking, old), Activity::Working),
+            Activity::Working
+        );
+        assert_eq!(
+            combine(&heard(Activity::Unknown, now), Activity::Idle),
+            Activity::Idle
+        );
+    }
+
+    #[test]
+    fn the_feed_reports_sessions_and_prompts() {
+        let feed = HookFeed::default();
+        assert_eq!(feed.activity(Activity::Working), Activity::Working);
+        assert!(!feed.session_started());
+        let mut prompts = feed.prompts();
+        feed.hear(&json!({"hook_event_name": "SessionStart", "session_id": "s1"}));
+        assert!(feed.session_started());
+        assert_eq!(feed.activity(Activity::Unknown), Activity::Idle);
+        feed.hear(&json!({"hook_event_name": "UserPromptSubmit", "prompt": "hi"}));
+        assert_eq!(prompts.try_recv().ok().as_deref(), Some("hi"));
+        assert_eq!(feed.activity(Activity::Idle), Activity::Working);
+        feed.hear(&json!({"nothing": 1}));
+        assert!(feed.signal().starts_with("hook UserPromptSubmit"));
+    }
+}
