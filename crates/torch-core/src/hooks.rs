@@ -136,9 +136,22 @@ pub fn as_submitted(text: &str) -> String {
     text.replace('\t', "    ").trim().to_string()
 }
 
-/// Whether `prompt`, as a hook reported it, is the message `text`.
+/// Whether `prompt`, as a hook reported it, is the message `text`. A paste
+/// of 4 lines or more than 800 characters reaches the hook (and the model)
+/// inside Claude Code's `<pasted_content id="...">` wrapper.
 pub fn is_prompt_of(prompt: &str, text: &str) -> bool {
-    prompt.replace('\t', "    ").trim() == as_submitted(text)
+    as_submitted(unwrap_paste(prompt.trim())) == as_submitted(text)
+}
+
+/// The text inside a `<pasted_content id="ID">` ... `</pasted_content
+/// id="ID">` wrapper; the prompt itself when it is not one.
+fn unwrap_paste(prompt: &str) -> &str {
+    const OPEN: &str = "<pasted_content id=\"";
+    let inner = prompt.strip_prefix(OPEN).and_then(|rest| {
+        let (id, body) = rest.split_once("\">")?;
+        body.strip_suffix(&format!("</pasted_content id=\"{id}\">"))
+    });
+    inner.unwrap_or(prompt)
 }
 
 #[cfg(test)]
@@ -170,6 +183,10 @@ mod tests {
         };
         assert!(is_prompt_of(&prompt, "hello there\ttab \"quotes\" $(id)\n"));
         assert!(!is_prompt_of(&prompt, "hello there"));
+        let pasted = "\n\n<pasted_content id=\"6d1c\">\n[torch message #14] one\n    two\n</pasted_content id=\"6d1c\">\n";
+        assert!(is_prompt_of(pasted, "[torch message #14] one\n\ttwo"));
+        assert!(!is_prompt_of(pasted, "[torch message #14] one"));
+        assert!(!is_prompt_of("<pasted_content id=\"1\">x", "x"));
         assert_eq!(
             HookEvent::parse(&stop).unwrap().activity(),
             Some(Activity::Idle)
