@@ -31,6 +31,8 @@ pub enum HookEvent {
     SessionStart {
         /// The CLI's session id, for resuming after a restart.
         session: String,
+        /// Its transcript file.
+        transcript: String,
     },
     /// The CLI took a prompt from its input box (also one typed while it
     /// works, which it queues).
@@ -78,6 +80,7 @@ impl HookEvent {
         Some(match name {
             "SessionStart" => HookEvent::SessionStart {
                 session: text(input, "session_id"),
+                transcript: text(input, "transcript_path"),
             },
             "UserPromptSubmit" => HookEvent::PromptSubmitted {
                 prompt: text(input, "prompt"),
@@ -172,7 +175,8 @@ mod tests {
         assert_eq!(
             e,
             HookEvent::SessionStart {
-                session: "20cc8ea7".into()
+                session: "20cc8ea7".into(),
+                transcript: "/x.jsonl".into()
             }
         );
         assert_eq!(e.activity(), Some(Activity::Idle));

@@ -44,6 +44,14 @@ pub fn agent_state_base() -> PathBuf {
     PathBuf::from("/var/lib/torch-agent")
 }
 
+/// The agents' state directory as the supervisor sees it: the first of
+/// systemd's `$STATE_DIRECTORY`, else [`agent_state_base`].
+pub fn agent_state_dir() -> PathBuf {
+    std::env::var_os("STATE_DIRECTORY")
+        .and_then(|dirs| std::env::split_paths(&dirs).next())
+        .unwrap_or_else(agent_state_base)
+}
+
 /// Where the supervisor of `name` keeps the ids of the messages it typed,
 /// under the agents' state directory `base`. That directory is also the
 /// agents' home, so the file sits in a directory of the supervisor's own

@@ -68,6 +68,9 @@ pub struct ProfileRules {
     /// by one rule), never the conversation above it, where any word may
     /// appear.
     pub chrome: Option<String>,
+    /// Arguments appended to the agent's command to resume the session its
+    /// hooks last reported (`{session}` is its id); empty: never resume.
+    pub resume: Vec<String>,
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -107,6 +110,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             trouble: vec![],
             otherwise: Some(Activity::Unknown),
             chrome: Some("^─{20,}\\s*$".into()),
+            resume: strings(&["--resume", "{session}"]),
         },
         Profile::Codex => ProfileRules {
             idle: strings(&["(?i)send a message", "(?m)^▌"]),
@@ -115,6 +119,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
             chrome: None,
+            resume: vec![],
         },
         Profile::Gemini => ProfileRules {
             idle: strings(&["(?i)type your message"]),
@@ -123,6 +128,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
             chrome: None,
+            resume: vec![],
         },
         Profile::Aider => ProfileRules {
             idle: strings(&["(?m)^[\\w./-]*> ?\\z"]),
@@ -131,6 +137,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
             chrome: None,
+            resume: vec![],
         },
         Profile::Shell => ProfileRules {
             // A shell (or REPL) waits at a prompt ending in $ # % or >; a
@@ -145,6 +152,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             trouble: vec![],
             otherwise: Some(Activity::Working),
             chrome: None,
+            resume: vec![],
         },
     }
 }

@@ -70,7 +70,7 @@ fn config_dir(name: &AgentName, def: &AgentDefinition) -> (PathBuf, bool) {
     match set {
         Some(dir) => (PathBuf::from(dir), false),
         None => (
-            paths::agent_state_base()
+            paths::agent_state_dir()
                 .join(".torch-claude")
                 .join(name.instance()),
             true,

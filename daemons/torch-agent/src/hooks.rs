@@ -18,6 +18,8 @@ use torch_core::hooks::HookEvent;
 use torch_core::profile::Activity;
 use torch_core::protocol::{self, Request, Response};
 
+use crate::session::SessionStore;
+
 /// A hook's input is one JSON object; prompts are bounded by the CLI.
 const MAX_HOOK_INPUT: u64 = 4 << 20;
 /// The CLI waits for its hooks: a supervisor that does not answer must not
@@ -75,6 +77,8 @@ pub struct HookFeed {
     session: Mutex<Option<String>>,
     prompts: broadcast::Sender<String>,
     grace_said: std::sync::atomic::AtomicBool,
+    /// Where a reported session is kept for the next start to resume.
+    sessions: Option<SessionStore>,
 }
 
 impl Default for HookFeed {
@@ -85,11 +89,20 @@ impl Default for HookFeed {
             session: Mutex::new(None),
             prompts: broadcast::channel(64).0,
             grace_said: Default::default(),
+            sessions: None,
         }
     }
 }
 
 impl HookFeed {
+    /// A feed that keeps each reported session in `sessions`.
+    pub fn with_sessions(sessions: SessionStore) -> Self {
+        Self {
+            sessions: Some(sessions),
+            ..Self::default()
+        }
+    }
+
     /// Takes in one hook's input.
     pub fn hear(&self, input: &serde_json::Value) {
         let Some(event) = HookEvent::parse(input) else {
@@ -102,12 +115,10 @@ impl HookFeed {
             .unwrap_or("?")
             .to_string();
         match &event {
-            HookEvent::SessionStart { session } => {
-                tracing::info!("the agent's session {session} started");
-                if let Ok(mut s) = self.session.lock() {
-                    *s = Some(session.clone());
-                }
-            }
+            HookEvent::SessionStart {
+                session,
+                transcript,
+            } => self.session_started_as(session, transcript),
             HookEvent::PromptSubmitted { prompt } => {
                 // No receiver is fine: nobody is delivering just now.
                 let _ = self.prompts.send(prompt.clone());
@@ -127,6 +138,18 @@ impl HookFeed {
                 event: name,
                 at: Instant::now(),
             });
+        }
+    }
+
+    fn session_started_as(&self, session: &str, transcript: &str) {
+        tracing::info!("the agent's session {session} started");
+        if let Ok(mut s) = self.session.lock() {
+            *s = Some(session.to_string());
+        }
+        if let Some(store) = &self.sessions {
+            if let Err(e) = store.save(session, transcript) {
+                tracing::warn!("cannot keep session {session} for resuming after a restart: {e}");
+            }
         }
     }
 

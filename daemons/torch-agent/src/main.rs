@@ -15,6 +15,7 @@ mod notify;
 mod output;
 mod proc;
 mod screen;
+mod session;
 mod startup;
 mod state;
 mod supervisor;

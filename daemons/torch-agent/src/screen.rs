@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use torch_core::config::{config_files, Config};
-use torch_core::profile::{builtin, Activity, Classifier};
+use torch_core::profile::{builtin, Activity, Classifier, ProfileRules};
 use torch_core::AgentDefinition;
 use torch_tmux::{Screen, Tmux, TmuxError};
 
@@ -112,10 +112,10 @@ impl ScreenReader {
     }
 }
 
-/// The screen reader for the agent's profile, with `torch.toml`'s
-/// replacements; a broken config or pattern falls back to the built-in rules.
-pub fn profile_classifier(def: &AgentDefinition) -> Classifier {
-    let rules = match Config::load(&config_files()) {
+/// The agent's profile, with `torch.toml`'s replacements; a broken config
+/// falls back to the built-in rules.
+pub fn profile_rules(def: &AgentDefinition) -> ProfileRules {
+    match Config::load(&config_files()) {
         Ok(c) => c.profile_rules(def.profile),
         Err(e) => {
             tracing::warn!(
@@ -124,8 +124,13 @@ pub fn profile_classifier(def: &AgentDefinition) -> Classifier {
             );
             builtin(def.profile)
         }
-    };
-    Classifier::new(&rules).unwrap_or_else(|e| {
+    }
+}
+
+/// The screen reader for `rules`; a broken pattern falls back to the
+/// built-in rules of the agent's profile.
+pub fn profile_classifier(def: &AgentDefinition, rules: &ProfileRules) -> Classifier {
+    Classifier::new(rules).unwrap_or_else(|e| {
         tracing::warn!(
             "{e}; using the built-in rules of profile {}",
             def.profile.as_str()

@@ -12,10 +12,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
+use torch_core::profile::ProfileRules;
 use torch_core::{paths, AgentDefinition, AgentName};
 use torch_tmux::Tmux;
 
-use crate::screen::profile_classifier;
+use crate::hooks::HookFeed;
+use crate::screen::{profile_classifier, profile_rules};
+use crate::session::{resume_args, SessionStore};
 use crate::state::Shared;
 
 /// Time limit of an ordinary tmux command (a 256 KiB paste included).
@@ -68,19 +71,15 @@ pub async fn start(
     }
     let tmux = fresh_tmux(&dir, def).await?;
     let (fifo, output) = output_fifo(&dir)?;
-    let mut env = agent_env(name, def);
-    if def.profile == torch_core::Profile::Claude {
-        env.extend(
-            crate::claude::prepare(name, def, &workdir, &control_path)
-                .context("cannot prepare Claude Code's config for this agent")?,
-        );
-    }
-    let pane = start_program(name, def, &tmux, &workdir, &fifo, &env).await?;
+    let rules = profile_rules(def);
+    let program = Program::prepare(name, def_path, def, &rules, &workdir, &control_path)?;
+    let pane = start_program(name, def, &tmux, &workdir, &fifo, &program).await?;
     if let Err(e) = tmux.connect_control(&pane).await {
         tracing::warn!("no tmux control connection ({e}); using a tmux process per command");
     }
     let server_pid = tmux.server_pid().await.unwrap_or(0);
-    let shared = Arc::new(Shared::new(tmux, pane, profile_classifier(def)));
+    let classifier = profile_classifier(def, &rules);
+    let shared = Arc::new(Shared::new(tmux, pane, classifier, program.hooks));
     let listener = listen(&dir, &control_path)?;
     Ok(Started {
         shared,
@@ -121,6 +120,56 @@ fn output_fifo(dir: &Path) -> anyhow::Result<(PathBuf, pipe::Receiver)> {
 
 /// Starts the tmux session and the agent's program in its pane; returns
 /// the pane id.
+/// What the agent program is started with, and the hook feed its CLI
+/// reports to.
+struct Program {
+    command: Vec<String>,
+    env: Vec<(String, String)>,
+    hooks: Arc<HookFeed>,
+}
+
+impl Program {
+    /// The definition's command and environment, with what its profile's
+    /// CLI needs: for Claude Code, its own config (hooks, no first-run
+    /// dialogs) and the last session resumed.
+    fn prepare(
+        name: &AgentName,
+        def_path: &Path,
+        def: &AgentDefinition,
+        rules: &ProfileRules,
+        workdir: &Path,
+        control_path: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut env = agent_env(name, def);
+        if def.profile == torch_core::Profile::Claude {
+            env.extend(
+                crate::claude::prepare(name, def, workdir, control_path)
+                    .context("cannot prepare Claude Code's config for this agent")?,
+            );
+        }
+        let mut command = def.command.clone();
+        if !def.profile.has_hooks() {
+            let hooks = Arc::new(HookFeed::default());
+            return Ok(Self {
+                command,
+                env,
+                hooks,
+            });
+        }
+        let sessions = SessionStore::new(&paths::agent_state_dir(), name, def_path);
+        if let Some(session) = sessions.resumable().filter(|_| !rules.resume.is_empty()) {
+            tracing::info!("resuming the agent's session {session}");
+            command.extend(resume_args(&rules.resume, &session));
+        }
+        let hooks = Arc::new(HookFeed::with_sessions(sessions));
+        Ok(Self {
+            command,
+            env,
+            hooks,
+        })
+    }
+}
+
 /// The program's environment: who it is in the fleet, then its definition's.
 fn agent_env(name: &AgentName, def: &AgentDefinition) -> Vec<(String, String)> {
     let mut env = vec![
@@ -140,8 +189,9 @@ async fn start_program(
     tmux: &Tmux,
     workdir: &Path,
     fifo: &Path,
-    env: &[(String, String)],
+    program: &Program,
 ) -> anyhow::Result<String> {
+    let env = &program.env;
     // Start on a placeholder, attach the output pipe, then start the real
     // program: not one byte of its output is missed.
     let placeholder = ["sleep".to_string(), "infinity".to_string()];
@@ -161,7 +211,7 @@ async fn start_program(
     )
     .await
     .context("cannot attach the output pipe")?;
-    tmux.respawn(&pane, workdir, env, &def.command)
+    tmux.respawn(&pane, workdir, env, &program.command)
         .await
         .context("cannot start the agent program")?;
     Ok(pane)

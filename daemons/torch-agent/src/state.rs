@@ -78,7 +78,7 @@ pub struct Shared {
 
 impl Shared {
     /// The agent in `pane` of `tmux`, its screen read with `classifier`.
-    pub fn new(tmux: Tmux, pane: String, classifier: Classifier) -> Self {
+    pub fn new(tmux: Tmux, pane: String, classifier: Classifier, hooks: Arc<HookFeed>) -> Self {
         let output_reads = watch::Sender::new(0);
         let screen = Arc::new(ScreenReader::new(
             tmux.clone(),
@@ -91,7 +91,7 @@ impl Shared {
             pane,
             screen,
             poke: Notify::new(),
-            hooks: Arc::new(HookFeed::default()),
+            hooks,
             state: AtomicU8::new(AgentState::Starting as u8),
             pid: AtomicU32::new(0),
             delivered: AtomicU64::new(0),

@@ -259,10 +259,7 @@ impl TypedIds {
 /// run never learned: it is not typed again, so the operator must judge.
 /// An unreadable file leaves the ids in memory only, as the journal says.
 pub fn load(name: &AgentName) -> TypedIds {
-    let base = std::env::var_os("STATE_DIRECTORY")
-        .and_then(|dirs| std::env::split_paths(&dirs).next())
-        .unwrap_or_else(paths::agent_state_base);
-    let path = paths::typed_ids_file(&base, name);
+    let path = paths::typed_ids_file(&paths::agent_state_dir(), name);
     match TypedIds::open(&path) {
         Ok((ids, unsure)) => {
             for id in unsure {
