@@ -9,7 +9,8 @@
 //! The cargo target directory (see [`target_bin_dir`]) is bind-mounted at the same path inside
 //! every sandbox, so binaries built after boot are visible there as they are on the host.
 //!
-//! The crate also ships `torch-test-agent`, a scripted terminal "agent" for tests.
+//! The crate also ships `torch-test-agent`, a scripted terminal "agent" for tests, and
+//! `torch-test-llm`, a stand-in of the Anthropic Messages API (see [`anthropic`]).
 
 use std::fs;
 use std::io::Write;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod anthropic;
 pub mod fleet;
 
 /// Parent directory of every sandbox's state directory.
