@@ -6,6 +6,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ "$(id -u)" = 0 ] || { echo "test: run as root (the integration tests boot a systemd sandbox)" >&2; exit 1; }
 scripts/setup-debian.sh
+# The pinned Claude Code CLI that tests/tests/claude.rs runs as a real agent
+# (against our stand-in of the model API); without it that test fails here
+# rather than skipping.
+scripts/setup-claude.sh
+export TORCH_REQUIRE_CLAUDE=1
 # The integration tests install these binaries into each sandbox, and the
 # packaging tests install the .deb and inspect the .rpm.
 cargo build --workspace --bins

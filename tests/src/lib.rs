@@ -9,7 +9,8 @@
 //! The cargo target directory (see [`target_bin_dir`]) is bind-mounted at the same path inside
 //! every sandbox, so binaries built after boot are visible there as they are on the host.
 //!
-//! The crate also ships `torch-test-agent`, a scripted terminal "agent" for tests.
+//! The crate also ships `torch-test-agent`, a scripted terminal "agent" for tests, and
+//! `torch-test-llm`, a stand-in of the Anthropic Messages API (see [`anthropic`] and [`llm`]).
 
 use std::fs;
 use std::io::Write;
@@ -21,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
+pub mod anthropic;
 pub mod fleet;
+pub mod llm;
 
 /// Parent directory of every sandbox's state directory.
 pub const SANDBOX_BASE: &str = "/tmp/torch-sdh";

@@ -1,0 +1,260 @@
+//! `torch-test-llm`: the tests' stand-in of the Anthropic Messages API, so integration tests
+//! can run the real Claude Code CLI without any model service (never a real one, never off
+//! the loopback).
+//!
+//! ```text
+//! torch-test-llm --record FILE [--script FILE] [--port N] [--port-file FILE]
+//! ```
+//!
+//! * Binds 127.0.0.1 only; `--port 0` (the default) picks a free port. The first line on
+//!   stdout is `listening on 127.0.0.1:PORT`; `--port-file` gets the port too.
+//! * `POST /v1/messages` (plain or `"stream": true`), `POST /v1/messages/count_tokens`;
+//!   anything else is a 404 with an API-style error body.
+//! * Every request is appended to the record file as one JSON line: `at_ms`, `method`,
+//!   `path`, `body` (JSON or null), `last_user_text`, `model`.
+//! * The script (a JSON list of rules, see `torch_tests::anthropic`) is read again on every
+//!   request, so a test may change it while the server runs. Without a rule that applies,
+//!   the reply is the text `ok`.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use clap::Parser;
+use serde_json::{json, Value};
+use torch_tests::anthropic::{self, Answer, Rule};
+
+#[derive(Parser, Debug)]
+#[command(about = "A stand-in of the Anthropic Messages API for Torch's tests")]
+struct Args {
+    /// Append one JSON line per request to this file.
+    #[arg(long)]
+    record: PathBuf,
+    /// A JSON list of rules, read on every request.
+    #[arg(long)]
+    script: Option<PathBuf>,
+    /// Port on 127.0.0.1; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Also write the port here.
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+}
+
+struct App {
+    record: Mutex<File>,
+    script: Option<PathBuf>,
+    fired: Mutex<HashMap<String, u32>>,
+    seq: AtomicU64,
+}
+
+type Shared = Arc<App>;
+
+/// Requests can be large (Claude Code sends its whole system prompt and tool list each time).
+const BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let record = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.record)
+        .with_context(|| format!("opening the record file {}", args.record.display()))?;
+    let app = Arc::new(App {
+        record: Mutex::new(record),
+        script: args.script,
+        fired: Mutex::new(HashMap::new()),
+        seq: AtomicU64::new(1),
+    });
+    let router = axum::Router::new()
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let port = listener
+        .local_addr()
+        .context("reading the bound port")?
+        .port();
+    announce(port, args.port_file.as_deref())?;
+    axum::serve(listener, router).await.context("serving")
+}
+
+/// Says where we listen; the port file appears whole (written aside, then renamed), so a
+/// test polling for it never reads half a number.
+fn announce(port: u16, port_file: Option<&std::path::Path>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on 127.0.0.1:{port}").context("writing to stdout")?;
+    out.flush().context("flushing stdout")?;
+    if let Some(path) = port_file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{port}\n"))
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Every request lands here: recorded first, then answered.
+async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes) -> Response {
+    let parsed: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice(&body).ok()
+    };
+    let json = parsed.clone().unwrap_or(Value::Null);
+    let text = anthropic::last_user_text(&json);
+    let model = json["model"].as_str().unwrap_or_default().to_string();
+    app.write_record(&json!({
+        "at_ms": now_ms() as u64, "method": method.as_str(), "path": uri.path(),
+        "body": json, "last_user_text": text, "model": model,
+    }));
+    let post = method == Method::POST;
+    match (post, uri.path(), parsed) {
+        (true, "/v1/messages" | "/v1/messages/count_tokens", None) => {
+            error(400, "the body is not JSON", None)
+        }
+        (true, "/v1/messages/count_tokens", Some(_)) => {
+            let n = anthropic::tokens(body.len());
+            (StatusCode::OK, axum::Json(json!({"input_tokens": n}))).into_response()
+        }
+        (true, "/v1/messages", Some(req)) => app.messages(&req, &text, &model, body.len()).await,
+        _ => error(
+            404,
+            &format!("the stand-in has no {} {}", method, uri.path()),
+            None,
+        ),
+    }
+}
+
+impl App {
+    /// Appends one line and flushes it: tests read the file while we run. A failed write is
+    /// reported on stderr but does not fail the request the client is waiting for.
+    fn write_record(&self, line: &Value) {
+        let Ok(mut f) = self.record.lock() else {
+            eprintln!("torch-test-llm: record file lock poisoned");
+            return;
+        };
+        if let Err(e) = writeln!(f, "{line}").and_then(|()| f.flush()) {
+            eprintln!("torch-test-llm: writing the record: {e}");
+        }
+    }
+
+    /// The script as it is now; a missing file is an empty script.
+    fn script(&self) -> Result<anthropic::Script, String> {
+        let Some(path) = &self.script else {
+            return Ok(Vec::new());
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => anthropic::parse_script(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Picks the rule for this request and counts it as fired.
+    fn choose(&self, req: &Value, text: &str) -> Result<Option<Rule>, String> {
+        let script = self.script()?;
+        let mut fired = self.fired.lock().map_err(|_| "rule counts poisoned")?;
+        let tool_result = anthropic::carries_tool_result(req);
+        let Some((key, rule)) = anthropic::pick(&script, text, tool_result, &fired) else {
+            return Ok(None);
+        };
+        *fired.entry(key.clone()).or_insert(0) += 1;
+        Ok(Some(rule.clone()))
+    }
+
+    async fn messages(&self, req: &Value, text: &str, model: &str, size: usize) -> Response {
+        let rule = match self.choose(req, text) {
+            Ok(r) => r,
+            Err(e) => {
+                // A broken script must show in the test, not turn into a silent "ok".
+                eprintln!("torch-test-llm: {e}");
+                return error(500, &format!("stand-in script: {e}"), None);
+            }
+        };
+        let ms = |v: Option<u64>| Duration::from_millis(v.unwrap_or(0));
+        let (delay, stream_for) = rule.as_ref().map_or((Duration::ZERO, Duration::ZERO), |r| {
+            (ms(r.delay_ms), ms(r.stream_ms))
+        });
+        tokio::time::sleep(delay).await;
+        let answer = anthropic::answer(rule.as_ref());
+        if let Answer::Error {
+            status,
+            retry_after_s,
+        } = answer
+        {
+            return error(status, "scripted error from the stand-in", retry_after_s);
+        }
+        let id = format!("standin{:06}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let input = anthropic::tokens(size);
+        if req["stream"] == true {
+            stream(anthropic::stream_events(
+                &answer, &id, model, input, stream_for,
+            ))
+        } else {
+            let msg = anthropic::message(&answer, &id, model, input);
+            (StatusCode::OK, axum::Json(msg)).into_response()
+        }
+    }
+}
+
+/// A server-sent-event response that sends each event after its pause.
+fn stream(events: Vec<(Duration, String)>) -> Response {
+    let body = futures_util::stream::unfold(events.into_iter(), |mut it| async move {
+        let (pause, frame) = it.next()?;
+        tokio::time::sleep(pause).await;
+        Some((Ok::<_, Infallible>(Bytes::from(frame)), it))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// An API-style error; a 429 tells when to come back, in the headers the API uses.
+fn error(status: u16, message: &str, retry_after_s: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (code, axum::Json(anthropic::error_body(status, message))).into_response();
+    if let Some(secs) = retry_after_s {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let reset = anthropic::rfc3339(now + secs);
+        let h = resp.headers_mut();
+        for (name, value) in [
+            ("retry-after", secs.to_string()),
+            ("anthropic-ratelimit-requests-reset", reset.clone()),
+            ("anthropic-ratelimit-tokens-reset", reset),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.insert(name, v);
+            }
+        }
+    }
+    resp
+}

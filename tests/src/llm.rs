@@ -1,0 +1,275 @@
+//! The real Claude Code CLI as a test agent: the pinned binary, the config that lets it start
+//! without dialogs, and [`Standin`], our stand-in of the model API (`torch-test-llm`) running
+//! inside a sandbox, whose only network is its loopback.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
+
+/// The script that installs Claude Code; its `CLAUDE_CODE_VERSION=` line is the pin.
+const SETUP_SCRIPT: &str = "scripts/setup-claude.sh";
+
+/// The fake API key the agents get; the stand-in accepts any.
+pub const FAKE_API_KEY: &str = "sk-ant-api03-torch-test-standin-key-0000000000000000";
+
+/// The pinned Claude Code version, read from `scripts/setup-claude.sh`, so the pin lives in
+/// one place.
+pub fn claude_version() -> Result<String> {
+    let path = workspace_root().join(SETUP_SCRIPT);
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("CLAUDE_CODE_VERSION="))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| anyhow!("no CLAUDE_CODE_VERSION= line in {}", path.display()))
+}
+
+/// Where `scripts/setup-claude.sh` puts the pinned `claude` (the same path inside sandboxes).
+pub fn claude_bin() -> Result<PathBuf> {
+    Ok(PathBuf::from(format!(
+        "/opt/torch-test/claude-code/{}/node_modules/.bin/claude",
+        claude_version()?
+    )))
+}
+
+/// The pinned `claude`, or `None` (with the reason printed) when it is not installed and the
+/// run does not insist on it: `TORCH_REQUIRE_CLAUDE=1` (scripts/test.sh sets it) makes its
+/// absence an error, so CI never skips in silence.
+pub fn claude_or_skip(test: &str) -> Result<Option<PathBuf>> {
+    let bin = claude_bin()?;
+    if bin.exists() {
+        return Ok(Some(bin));
+    }
+    if std::env::var("TORCH_REQUIRE_CLAUDE").is_ok_and(|v| v == "1") {
+        bail!(
+            "{} is missing and TORCH_REQUIRE_CLAUDE=1; run scripts/setup-claude.sh",
+            bin.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED {test}: {} is not installed (scripts/setup-claude.sh installs it; \
+         TORCH_REQUIRE_CLAUDE=1 turns this skip into a failure)",
+        bin.display()
+    );
+    Ok(None)
+}
+
+/// The environment that points Claude Code at the stand-in and keeps it off every other
+/// address.
+pub fn claude_env(base_url: &str, home: &str) -> Vec<(String, String)> {
+    [
+        ("HOME", home),
+        ("ANTHROPIC_BASE_URL", base_url),
+        ("ANTHROPIC_API_KEY", FAKE_API_KEY),
+        ("DISABLE_TELEMETRY", "1"),
+        ("DISABLE_AUTOUPDATER", "1"),
+        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// `~/.claude.json` for a first start without dialogs: onboarding done, the API key
+/// approved (by its last 20 characters), the workdir trusted, the auto-mode nudge seen.
+pub fn claude_config(version: &str, workdir: &str, api_key: &str) -> Value {
+    let skip = api_key.chars().count().saturating_sub(20);
+    let key_tail: String = api_key.chars().skip(skip).collect();
+    json!({
+        "hasCompletedOnboarding": true,
+        "lastOnboardingVersion": version,
+        "customApiKeyResponses": {"approved": [key_tail], "rejected": []},
+        "hasSeenAutoDefaultNudge": true,
+        "projects": {workdir: {"hasTrustDialogAccepted": true}},
+    })
+}
+
+impl Sandbox {
+    /// Writes the config of [`claude_config`] to `HOME/.claude.json` inside and gives `home`
+    /// and `workdir` to the agents' user, who runs Claude Code and writes both.
+    pub fn seed_claude(&self, home: &str, workdir: &str) -> Result<()> {
+        let config = claude_config(&claude_version()?, workdir, FAKE_API_KEY);
+        self.run(&["mkdir", "-p", home, workdir])?;
+        self.write_file(
+            &format!("{home}/.claude.json"),
+            format!("{config:#}\n").as_bytes(),
+            0o600,
+        )?;
+        self.run(&["chown", "-R", "torch-agent:torch-agent", home, workdir])
+            .map(drop)
+    }
+}
+
+/// The agent definition (TOML) that runs `claude` in `workdir` with `env`.
+pub fn claude_agent_toml(claude: &Path, workdir: &str, env: &[(String, String)]) -> String {
+    let q = |s: &str| Value::String(s.to_string()).to_string();
+    let mut toml = format!(
+        "command = [{}]\nworkdir = {}\nprofile = \"claude\"\n[env]\n",
+        q(&claude.to_string_lossy()),
+        q(workdir)
+    );
+    for (k, v) in env {
+        toml.push_str(&format!("{k} = {}\n", q(v)));
+    }
+    toml
+}
+
+/// `torch-test-llm` running in a sandbox as the transient unit `torch-test-llm.service`,
+/// with its record, script and port files in the sandbox's share directory (the same path
+/// inside and out).
+#[derive(Debug)]
+pub struct Standin {
+    dir: PathBuf,
+    port: u16,
+}
+
+/// The unit the stand-in runs as inside the sandbox.
+pub const STANDIN_UNIT: &str = "torch-test-llm.service";
+
+impl Standin {
+    /// Starts the stand-in in `sb` and waits until it listens.
+    pub fn start(sb: &Sandbox) -> Result<Standin> {
+        let dir = sb.share().join("llm");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let bin = target_bin_dir().join("torch-test-llm");
+        if !bin.exists() {
+            bail!(
+                "{} missing; run cargo build --workspace --bins",
+                bin.display()
+            );
+        }
+        let s = |p: PathBuf| p.to_string_lossy().into_owned();
+        let (record, script, port_file) = (
+            s(dir.join("record.jsonl")),
+            s(dir.join("script.json")),
+            s(dir.join("port")),
+        );
+        let unit = format!("--unit={STANDIN_UNIT}");
+        let bin = s(bin);
+        sb.run(&[
+            "systemd-run",
+            &unit,
+            "--quiet",
+            &bin,
+            "--record",
+            &record,
+            "--script",
+            &script,
+            "--port",
+            "0",
+            "--port-file",
+            &port_file,
+        ])?;
+        let mut port = 0;
+        wait_until("the stand-in's port file", Duration::from_secs(20), || {
+            let text = match fs::read_to_string(&port_file) {
+                Ok(t) => t,
+                Err(_) => return Ok(false),
+            };
+            port = text.trim().parse().context("bad port file")?;
+            Ok(true)
+        })
+        .map_err(|e| {
+            anyhow!(
+                "{e:#}\njournal:\n{}",
+                sb.journal(&["-u", STANDIN_UNIT]).unwrap_or_default()
+            )
+        })?;
+        Ok(Standin { dir, port })
+    }
+
+    /// The port it listens on (127.0.0.1 inside the sandbox).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What `ANTHROPIC_BASE_URL` should be.
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Every request so far, oldest first. A last line still being written is left out.
+    pub fn requests(&self) -> Result<Vec<Value>> {
+        let path = self.dir.join("record.jsonl");
+        let raw = match fs::read_to_string(&path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let complete = raw.rfind('\n').map_or("", |i| &raw[..i]);
+        complete
+            .lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("bad record line {l:?}")))
+            .collect()
+    }
+
+    /// The last user text of every `POST /v1/messages`, oldest first.
+    pub fn user_texts(&self) -> Result<Vec<String>> {
+        Ok(self
+            .requests()?
+            .iter()
+            .filter(|r| r["method"] == "POST" && r["path"] == "/v1/messages")
+            .map(|r| r["last_user_text"].as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// The user's text blocks in the conversation of the latest `POST /v1/messages` (see
+    /// [`crate::anthropic::user_text_blocks`]); empty before the first.
+    pub fn conversation(&self) -> Result<Vec<String>> {
+        Ok(self
+            .requests()?
+            .iter()
+            .rev()
+            .find(|r| r["method"] == "POST" && r["path"] == "/v1/messages")
+            .map(|r| crate::anthropic::user_text_blocks(&r["body"]))
+            .unwrap_or_default())
+    }
+
+    /// Replaces the script (a JSON list of rules); the stand-in reads it on its next request.
+    /// Written aside and renamed, so the stand-in never reads half a file.
+    pub fn set_script(&self, script: &Value) -> Result<()> {
+        let path = self.dir.join("script.json");
+        let tmp = self.dir.join("script.json.tmp");
+        fs::write(&tmp, format!("{script:#}\n"))
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pin_is_read_from_the_setup_script() {
+        let v = claude_version().unwrap();
+        assert!(v.split('.').count() == 3, "{v}");
+        assert!(claude_bin().unwrap().to_string_lossy().contains(&v));
+    }
+
+    #[test]
+    fn the_config_approves_the_key_by_its_tail_and_trusts_the_workdir() {
+        let c = claude_config("9.9.9", "/w", "abcdefghijklmnopqrstuvwxyz");
+        assert_eq!(
+            c["customApiKeyResponses"]["approved"][0],
+            "ghijklmnopqrstuvwxyz"
+        );
+        assert_eq!(c["projects"]["/w"]["hasTrustDialogAccepted"], true);
+        assert_eq!(c["lastOnboardingVersion"], "9.9.9");
+    }
+
+    #[test]
+    fn the_agent_toml_parses_as_a_definition() {
+        let env = claude_env("http://127.0.0.1:1", "/h");
+        let toml = claude_agent_toml(Path::new("/opt/x/claude"), "/w \"q\"", &env);
+        let def: torch_core::AgentDefinition = toml::from_str(&toml).unwrap();
+        assert_eq!(def.command, ["/opt/x/claude"]);
+        assert_eq!(def.env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:1");
+        assert_eq!(def.workdir.unwrap(), Path::new("/w \"q\""));
+    }
+}
