@@ -1,13 +1,13 @@
-//! The real Claude Code CLI as a test agent: the pinned binary, the config that lets it start
-//! without dialogs, and [`Standin`], our stand-in of the model API (`torch-test-llm`) running
-//! inside a sandbox, whose only network is its loopback.
+//! The real Claude Code CLI as a test agent: the pinned binary, and [`Standin`], our
+//! stand-in of the model API (`torch-test-llm`) running inside a sandbox, whose only
+//! network is its loopback.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
 
@@ -57,66 +57,6 @@ pub fn claude_or_skip(test: &str) -> Result<Option<PathBuf>> {
         bin.display()
     );
     Ok(None)
-}
-
-/// The environment that points Claude Code at the stand-in and keeps it off every other
-/// address.
-pub fn claude_env(base_url: &str, home: &str) -> Vec<(String, String)> {
-    [
-        ("HOME", home),
-        ("ANTHROPIC_BASE_URL", base_url),
-        ("ANTHROPIC_API_KEY", FAKE_API_KEY),
-        ("DISABLE_TELEMETRY", "1"),
-        ("DISABLE_AUTOUPDATER", "1"),
-        ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-/// `~/.claude.json` for a first start without dialogs: onboarding done, the API key
-/// approved (by its last 20 characters), the workdir trusted, the auto-mode nudge seen.
-pub fn claude_config(version: &str, workdir: &str, api_key: &str) -> Value {
-    let skip = api_key.chars().count().saturating_sub(20);
-    let key_tail: String = api_key.chars().skip(skip).collect();
-    json!({
-        "hasCompletedOnboarding": true,
-        "lastOnboardingVersion": version,
-        "customApiKeyResponses": {"approved": [key_tail], "rejected": []},
-        "hasSeenAutoDefaultNudge": true,
-        "projects": {workdir: {"hasTrustDialogAccepted": true}},
-    })
-}
-
-impl Sandbox {
-    /// Writes the config of [`claude_config`] to `HOME/.claude.json` inside and gives `home`
-    /// and `workdir` to the agents' user, who runs Claude Code and writes both.
-    pub fn seed_claude(&self, home: &str, workdir: &str) -> Result<()> {
-        let config = claude_config(&claude_version()?, workdir, FAKE_API_KEY);
-        self.run(&["mkdir", "-p", home, workdir])?;
-        self.write_file(
-            &format!("{home}/.claude.json"),
-            format!("{config:#}\n").as_bytes(),
-            0o600,
-        )?;
-        self.run(&["chown", "-R", "torch-agent:torch-agent", home, workdir])
-            .map(drop)
-    }
-}
-
-/// The agent definition (TOML) that runs `claude` in `workdir` with `env`.
-pub fn claude_agent_toml(claude: &Path, workdir: &str, env: &[(String, String)]) -> String {
-    let q = |s: &str| Value::String(s.to_string()).to_string();
-    let mut toml = format!(
-        "command = [{}]\nworkdir = {}\nprofile = \"claude\"\n[env]\n",
-        q(&claude.to_string_lossy()),
-        q(workdir)
-    );
-    for (k, v) in env {
-        toml.push_str(&format!("{k} = {}\n", q(v)));
-    }
-    toml
 }
 
 /// `torch-test-llm` running in a sandbox as the transient unit `torch-test-llm.service`,
@@ -250,26 +190,5 @@ mod tests {
         let v = claude_version().unwrap();
         assert!(v.split('.').count() == 3, "{v}");
         assert!(claude_bin().unwrap().to_string_lossy().contains(&v));
-    }
-
-    #[test]
-    fn the_config_approves_the_key_by_its_tail_and_trusts_the_workdir() {
-        let c = claude_config("9.9.9", "/w", "abcdefghijklmnopqrstuvwxyz");
-        assert_eq!(
-            c["customApiKeyResponses"]["approved"][0],
-            "ghijklmnopqrstuvwxyz"
-        );
-        assert_eq!(c["projects"]["/w"]["hasTrustDialogAccepted"], true);
-        assert_eq!(c["lastOnboardingVersion"], "9.9.9");
-    }
-
-    #[test]
-    fn the_agent_toml_parses_as_a_definition() {
-        let env = claude_env("http://127.0.0.1:1", "/h");
-        let toml = claude_agent_toml(Path::new("/opt/x/claude"), "/w \"q\"", &env);
-        let def: torch_core::AgentDefinition = toml::from_str(&toml).unwrap();
-        assert_eq!(def.command, ["/opt/x/claude"]);
-        assert_eq!(def.env["ANTHROPIC_BASE_URL"], "http://127.0.0.1:1");
-        assert_eq!(def.workdir.unwrap(), Path::new("/w \"q\""));
     }
 }

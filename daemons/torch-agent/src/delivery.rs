@@ -35,6 +35,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PASTE_UNCHANGED_TIMEOUT: Duration = Duration::from_secs(3);
 const PASTE_TEXT_GRACE: Duration = Duration::from_millis(500);
 const PASTE_ATTEMPTS: u32 = 3;
+/// A CLI that reported its session is past its start-up and does not throw
+/// pastes away; a slow one (a loaded machine) may take seconds to show one,
+/// and a second paste would then land beside the first.
+const HOOKED_PASTE_TIMEOUT: Duration = Duration::from_secs(15);
 const SUBMIT_TIMEOUT: Duration = Duration::from_millis(700);
 const SUBMIT_ATTEMPTS: u32 = 5;
 /// A TUI takes an Enter that follows a paste too closely as part of the
@@ -61,7 +65,7 @@ pub enum DeliveryError {
         secs: u64,
     },
     /// The program threw every paste away.
-    #[error("the agent did not take the text after {PASTE_ATTEMPTS} pastes (screen unchanged); is it frozen or still starting? message not delivered")]
+    #[error("the agent did not take the pasted text (its screen did not change); is it frozen or still starting? message not delivered")]
     PasteIgnored,
     /// The program never reacted to Enter.
     #[error("the agent did not react to Enter after {SUBMIT_ATTEMPTS} tries; the text may sit unsent in its input box")]
@@ -152,7 +156,11 @@ pub async fn deliver(
     }
     // A CLI that never reported its session is confirmed by its screen.
     let hooks = hooks.filter(|h| h.session_started());
-    let (pasted, text_seen) = paste(screen, text, output, typed).await?;
+    let (attempts, patience) = match hooks {
+        Some(_) => (1, HOOKED_PASTE_TIMEOUT),
+        None => (PASTE_ATTEMPTS, PASTE_UNCHANGED_TIMEOUT),
+    };
+    let (pasted, text_seen) = paste(screen, text, output, typed, (attempts, patience)).await?;
     let pasted_at = Instant::now();
     before_enter();
     let submits = match hooks {
@@ -166,20 +174,22 @@ pub async fn deliver(
     })
 }
 
-/// Pastes `text` until the screen shows it taken; the screen then, and
+/// Pastes `text` until the screen shows it taken (`tries` times at most,
+/// each waiting that long for the screen to change); the screen then, and
 /// whether the text itself was seen.
 async fn paste(
     screen: &ScreenReader,
     text: &str,
     output: &mut watch::Receiver<u64>,
     typed: &(dyn Fn() + Sync),
+    tries: (u32, Duration),
 ) -> Result<(Screen, bool), DeliveryError> {
     let probe = probe(text);
     let mut before = screen.read().await?;
-    for _ in 0..PASTE_ATTEMPTS {
+    for _ in 0..tries.0 {
         screen.tmux().paste(screen.pane(), text).await?;
         typed();
-        if let Some(taken) = wait_for_paste(screen, &before, &probe, output).await? {
+        if let Some(taken) = wait_for_paste(screen, &before, &probe, output, tries.1).await? {
             return Ok(taken);
         }
         before = screen.read().await?;
@@ -315,6 +325,7 @@ async fn wait_for_paste(
     before: &Screen,
     probe: &str,
     output: &mut watch::Receiver<u64>,
+    patience: Duration,
 ) -> Result<Option<(Screen, bool)>, DeliveryError> {
     let start = Instant::now();
     let mut changed_at = None;
@@ -329,7 +340,7 @@ async fn wait_for_paste(
             if since.elapsed() >= PASTE_TEXT_GRACE {
                 return Ok(Some((now, false)));
             }
-        } else if start.elapsed() >= PASTE_UNCHANGED_TIMEOUT {
+        } else if start.elapsed() >= patience {
             return Ok(None);
         }
     }
