@@ -1,14 +1,14 @@
 //! Agents as units: listing them, and starting, stopping and restarting
 //! them through the hub (or systemd alone when the hub is down).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use torch_core::protocol::{Request, Response};
-use torch_core::{paths, AgentDefinition, AgentName, DefinitionError};
+use torch_core::{envfile, paths, AgentDefinition, AgentName, DefinitionError, EnvVars};
 use torch_systemd::{JobKind, Systemd};
 
 use crate::args::SpawnArgs;
@@ -149,22 +149,63 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
     let workdir = std::path::absolute(&req.workdir)
         .with_context(|| format!("bad working directory {}", req.workdir.display()))?;
     let workdir = workdir.to_string_lossy();
+    let env = req.env_file.as_deref().map(read_env_file).transpose()?;
     let argv: Vec<&str> = req.command.iter().map(String::as_str).collect();
     let caller = hub::caller();
-    let unit = hub_call(async |h| {
-        h.spawn(
-            &req.name,
-            &req.role,
-            &req.parent,
-            &workdir,
-            &req.profile,
-            &argv,
-            &brief,
-            &caller,
-        )
-        .await
+    let (r, argv) = (&req, &argv[..]);
+    let unit = hub_call(async |h| match &env {
+        // Plain Spawn without one, so a hub older than SpawnWithEnv still
+        // spawns.
+        None => {
+            h.spawn(
+                &r.name, &r.role, &r.parent, &workdir, &r.profile, argv, &brief, &caller,
+            )
+            .await
+        }
+        Some(env) => {
+            h.spawn_with_env(
+                &r.name, &r.role, &r.parent, &workdir, &r.profile, argv, &brief, &caller, env,
+            )
+            .await
+        }
     })?;
     println!("spawned {} ({unit})", req.name);
+    Ok(())
+}
+
+/// An environment file's text, checked here so an error names the file.
+/// The text goes to the hub, which cannot read the caller's files.
+pub fn read_env_file(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the environment file {}", path.display()))?;
+    EnvVars::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(text)
+}
+
+/// Installs `file` as the admin's environment file of `name`, or removes
+/// it for `None`.
+pub fn install_env(name: &AgentName, file: Option<&Path>) -> anyhow::Result<()> {
+    let target = paths::admin_env_file(name);
+    let Some(file) = file else {
+        envfile::remove(&target)
+            .with_context(|| format!("cannot remove {} (run as root)", target.display()))?;
+        println!(
+            "removed {}; `torch restart {name}` applies it",
+            target.display()
+        );
+        return Ok(());
+    };
+    let vars = EnvVars::parse(&read_env_file(file)?)?;
+    std::fs::create_dir_all(paths::ADMIN_AGENTS_DIR)
+        .with_context(|| format!("cannot create {} (run as root)", paths::ADMIN_AGENTS_DIR))?;
+    envfile::write_private(&target, &vars)
+        .with_context(|| format!("cannot write {} (run as root)", target.display()))?;
+    let names: Vec<&str> = vars.names().collect();
+    println!(
+        "wrote {} ({}); `torch restart {name}` applies it",
+        target.display(),
+        names.join(", ")
+    );
     Ok(())
 }
 

@@ -110,6 +110,22 @@ pub enum Cmd {
     /// Fire the check-ins that are due (what their timers run).
     #[command(hide = true)]
     FireDue,
+    /// Give an agent you define in /etc/torch/agents its environment (an
+    /// API key): FILE's KEY=VALUE lines go to /etc/torch/agents/NAME.env,
+    /// root's alone (mode 0600), read by systemd when the agent starts.
+    ///
+    /// Run as root; restart the agent to apply. Agents spawned through the
+    /// hub get theirs with `torch spawn --env-file`.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["file", "remove"])))]
+    Env {
+        /// The agent.
+        name: String,
+        /// The environment file to install (read literally: KEY=VALUE, # comments).
+        file: Option<PathBuf>,
+        /// Remove the agent's environment file instead.
+        #[arg(long)]
+        remove: bool,
+    },
     /// Stop an agent, keep its final transcript, and remove it.
     Retire {
         /// The agent.
@@ -219,6 +235,10 @@ pub struct SpawnArgs {
     /// A file whose text is delivered as the agent's first message.
     #[arg(long)]
     pub brief: Option<PathBuf>,
+    /// KEY=VALUE lines (an API key) for the agent's program, kept by the
+    /// hub where only it and root read them, never in its command line.
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
     /// The command to run instead of the profile's default.
     #[arg(last = true)]
     pub command: Vec<String>,

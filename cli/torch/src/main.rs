@@ -113,6 +113,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let n = hub_call(async |h| h.fire_due().await)?;
             println!("{n} check-ins fired");
         }
+        Cmd::Env { name, file, remove } => {
+            agents::install_env(&agent(&name)?, file.as_deref().filter(|_| !remove))?;
+        }
         Cmd::Retire { name } => {
             let transcript = hub_call(async |h| h.retire(&name).await)?;
             println!("retired {name}; final transcript: {transcript}");

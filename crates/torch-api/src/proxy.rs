@@ -25,6 +25,20 @@ pub trait Manager {
         brief: &str,
         requester: &str,
     ) -> zbus::Result<String>;
+    /// `spawn`, with an environment file's text for the agent's program.
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_with_env(
+        &self,
+        name: &str,
+        role: &str,
+        parent: &str,
+        workdir: &str,
+        profile: &str,
+        command: &[&str],
+        brief: &str,
+        requester: &str,
+        env: &str,
+    ) -> zbus::Result<String>;
     /// Stops and removes an agent; returns its transcript's path.
     fn retire(&self, name: &str) -> zbus::Result<String>;
     /// Starts an agent; it comes back after a reboot.

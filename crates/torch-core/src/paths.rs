@@ -84,3 +84,21 @@ pub fn tmux_socket(name: &AgentName) -> PathBuf {
 pub fn tmux_config(name: &AgentName) -> PathBuf {
     agent_runtime_dir(name).join(TMUX_CONFIG)
 }
+
+/// Where admins put the environment file of an agent they define
+/// (`torch env NAME FILE` writes it, root's alone, mode 0600).
+pub const ADMIN_AGENTS_DIR: &str = "/etc/torch/agents";
+
+/// The environment file the hub writes for an agent it spawns, beside its
+/// definition: the hub's user and root (systemd) alone read it. Named by
+/// the unit instance, as the unit's `EnvironmentFile=...%i.env` finds it
+/// (`%I` would turn each `-` into `/`); for ASCII names that is the name.
+pub fn spawned_env_file(name: &AgentName) -> PathBuf {
+    PathBuf::from(SPAWNED_AGENTS_DIR).join(format!("{}.env", name.instance()))
+}
+
+/// The environment file an admin gives an agent (`torch env`), named as
+/// [`spawned_env_file`].
+pub fn admin_env_file(name: &AgentName) -> PathBuf {
+    PathBuf::from(ADMIN_AGENTS_DIR).join(format!("{}.env", name.instance()))
+}

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use torch_api::OBJECT_PATH;
+use torch_core::EnvVars;
 use torch_systemd::JobKind;
 use zbus::fdo;
 use zbus::message::Header;
@@ -90,6 +91,39 @@ impl Manager {
         let result = op(caller.clone()).await.map_err(fdo::Error::from);
         audit(&caller, method, &outcome(&result));
         result
+    }
+
+    /// Spawns `req` for the caller, who acts as `req.requester`.
+    async fn spawn_as(
+        &self,
+        hdr: &Header<'_>,
+        conn: &zbus::Connection,
+        method: &str,
+        mut req: SpawnRequest,
+        brief: String,
+        bad_env: Option<String>,
+    ) -> fdo::Result<String> {
+        let (name, requester) = (req.name.clone(), req.requester.clone());
+        // Names only: the values are secrets and the audit line is public.
+        let vars = if req.env.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = req.env.names().collect();
+            format!(" with variables {}", names.join(", "))
+        };
+        let hub = &self.hub;
+        let op = |c: Caller| async move {
+            if let Some(e) = bad_env {
+                return Err(HubError::InvalidArgs(e));
+            }
+            req.requester = c.act_as(&req.requester)?;
+            service::spawn(hub, req, &brief).await
+        };
+        self.audited(conn, hdr, method, op, |res| match res {
+            Ok(unit) => format!("{requester} spawned {name} ({unit}){vars}"),
+            Err(e) => format!("{requester} could not spawn {name}: {e}"),
+        })
+        .await
     }
 
     async fn control(
@@ -170,24 +204,51 @@ impl Manager {
         brief: String,
         requester: String,
     ) -> fdo::Result<String> {
-        let (hub, n, r) = (&self.hub, &name, &requester);
-        let op = |c: Caller| async move {
-            let req = SpawnRequest {
-                name: n.clone(),
-                role,
-                parent,
-                workdir,
-                profile,
-                command,
-                requester: c.act_as(r)?,
-            };
-            service::spawn(hub, req, &brief).await
+        let req = SpawnRequest {
+            name,
+            role,
+            parent,
+            workdir,
+            profile,
+            command,
+            requester,
+            env: EnvVars::default(),
         };
-        self.audited(conn, &hdr, "Spawn", op, |res| match res {
-            Ok(unit) => format!("{requester} spawned {name} ({unit})"),
-            Err(e) => format!("{requester} could not spawn {name}: {e}"),
-        })
-        .await
+        self.spawn_as(&hdr, conn, "Spawn", req, brief, None).await
+    }
+
+    /// `Spawn`, with `env`, an environment file's text (`KEY=VALUE` lines),
+    /// for the agent's program; the hub keeps it where only it and root
+    /// read it.
+    #[allow(clippy::too_many_arguments)]
+    async fn spawn_with_env(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        name: String,
+        role: String,
+        parent: String,
+        workdir: String,
+        profile: String,
+        command: Vec<String>,
+        brief: String,
+        requester: String,
+        env: String,
+    ) -> fdo::Result<String> {
+        let env = EnvVars::parse(&env);
+        let req = SpawnRequest {
+            name,
+            role,
+            parent,
+            workdir,
+            profile,
+            command,
+            requester,
+            env: env.clone().unwrap_or_default(),
+        };
+        let bad = env.err().map(|e| format!("environment file: {e}"));
+        self.spawn_as(&hdr, conn, "SpawnWithEnv", req, brief, bad)
+            .await
     }
 
     /// Stops an agent, keeps its final transcript, and removes it; returns

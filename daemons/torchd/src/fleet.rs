@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use torch_core::config::Config;
+use torch_core::envfile::{self, EnvVars};
 use torch_core::policy::{self, Member, OPERATOR};
 use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, AgentDefinition, AgentName, Profile, Role};
@@ -223,6 +224,8 @@ pub struct SpawnRequest {
     pub command: Vec<String>,
     /// Who asks: an agent or `operator`.
     pub requester: String,
+    /// Variables for the agent's program (none for a plain `Spawn`).
+    pub env: EnvVars,
 }
 
 /// A new agent's name: valid and not taken, not even by a broken definition.
@@ -378,9 +381,35 @@ pub fn reserve_spawn(
     let fleet = cache.agents();
     let (name, def) = plan_spawn(config, &fleet, req)?;
     check(&def)?;
-    let path = write_definition(&name, &def)?;
+    // Before the definition: once that exists the agent may be started,
+    // and must not start without its variables.
+    write_env(&name, &req.env)?;
+    let path = write_definition(&name, &def).inspect_err(|_| {
+        let _ = envfile::remove(&paths::spawned_env_file(&name));
+    })?;
     cache.invalidate();
     Ok((name, path))
+}
+
+/// Writes a spawned agent's environment file, or removes a stale one (a
+/// retired agent's of the same name) when it has no variables.
+fn write_env(name: &AgentName, env: &EnvVars) -> Result<(), String> {
+    let path = paths::spawned_env_file(name);
+    let done = if env.is_empty() {
+        envfile::remove(&path)
+    } else {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        envfile::write_private(&path, env)
+    };
+    done.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if !env.is_empty() {
+        let names: Vec<&str> = env.names().collect();
+        tracing::info!("spawn: {} holds {}", path.display(), names.join(", "));
+    }
+    Ok(())
 }
 
 /// The keys a spawn writes (the rest keep their defaults).
@@ -480,6 +509,7 @@ mod tests {
             profile: String::new(),
             command: vec![],
             requester: requester.into(),
+            env: EnvVars::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! resolves who acts and passes the name; nothing here knows of D-Bus.
 //! Start, stop and restart are in `lifecycle`, check-ins in `schedule`.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use torch_api::{AgentStatus, FleetStatus, PAGE_MAX};
@@ -161,17 +162,7 @@ pub async fn retire(hub: &Arc<Hub>, name: &str) -> Result<String, HubError> {
     let (h, n) = (Arc::clone(hub), name.to_string());
     blocking(move || {
         h.store.fail_queued(&n, "agent retired")?;
-        if entry.path.starts_with(paths::SPAWNED_AGENTS_DIR) {
-            std::fs::remove_file(&entry.path).map_err(|e| {
-                HubError::Internal(format!("cannot remove {}: {e}", entry.path.display()))
-            })?;
-            h.fleet.invalidate();
-        } else {
-            tracing::warn!(
-                "{n} is stopped; its definition {} belongs to the admin and stays",
-                entry.path.display()
-            );
-        }
+        remove_definition(&h, &agent, &entry.path)?;
         Ok(())
     })
     .await?;
@@ -184,6 +175,28 @@ pub async fn retire(hub: &Arc<Hub>, name: &str) -> Result<String, HubError> {
     }
     hub.events.fleet_changed(name, "retired").await;
     Ok(transcript)
+}
+
+/// Removes a retired agent's definition and environment file when the hub
+/// wrote them; an admin's stay.
+fn remove_definition(hub: &Hub, agent: &AgentName, path: &Path) -> Result<(), HubError> {
+    if !path.starts_with(paths::SPAWNED_AGENTS_DIR) {
+        tracing::warn!(
+            "{agent} is stopped; its definition {} (and environment file, if any) belong to the admin and stay",
+            path.display()
+        );
+        return Ok(());
+    }
+    std::fs::remove_file(path)
+        .map_err(|e| HubError::Internal(format!("cannot remove {}: {e}", path.display())))?;
+    hub.fleet.invalidate();
+    let env = paths::spawned_env_file(agent);
+    torch_core::envfile::remove(&env).map_err(|e| {
+        HubError::Internal(format!(
+            "{agent} is retired but its environment file {} stays ({e}); remove it as root",
+            env.display()
+        ))
+    })
 }
 
 /// Sets a check-in for `agent` by `requester` (who acts); returns its id
