@@ -3,8 +3,8 @@
 //! stand-in received: each message exactly once, whole, in order, one turn each.
 //!
 //! Torch prepares each agent's Claude config itself (no dialogs, hooks installed); the
-//! tests only give the agents' unit the API's address and key, as an admin would with
-//! a drop-in.
+//! tests give the agents' unit the API's address in a drop-in, as an admin would, and
+//! each agent its key in an environment file (`torch spawn --env-file`, `torch env`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +17,8 @@ use torch_tests::{wait_until, Sandbox};
 /// What marks a message Torch typed ("[torch message #3 from operator]", "[torch brief
 /// from operator]"): Claude Code's own reminders never contain it.
 const MARK: &str = "[torch ";
+/// The agents' API key, as an admin keeps it: a file only root reads.
+const KEY_FILE: &str = "/root/claude.env";
 
 /// A sandbox with the hub, the stand-in, and every agent unit pointed at the stand-in;
 /// `None` when the test is skipped for want of the pinned claude.
@@ -28,10 +30,12 @@ fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, PathBuf)>>
     sb.install_torch()?;
     let llm = Standin::start(&sb)?;
     sb.agent_dropin(&format!(
-        "[Service]\nEnvironment=ANTHROPIC_BASE_URL={} ANTHROPIC_API_KEY={FAKE_API_KEY} \
-         DISABLE_TELEMETRY=1 DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1\n",
+        "[Service]\nEnvironment=ANTHROPIC_BASE_URL={} DISABLE_TELEMETRY=1 \
+         DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1\n",
         llm.base_url()
     ))?;
+    let key = format!("ANTHROPIC_API_KEY={FAKE_API_KEY}\n");
+    sb.write_file(KEY_FILE, key.as_bytes(), 0o600)?;
     sb.start_hub()?;
     Ok(Some((sb, llm, claude)))
 }
@@ -57,6 +61,8 @@ fn spawn(sb: &Sandbox, claude: &Path, name: &str, extra: &[&str]) -> Result<()> 
         &dir,
         "--profile",
         "claude",
+        "--env-file",
+        KEY_FILE,
     ];
     args.extend_from_slice(extra);
     args.extend(["--", &claude]);
@@ -131,6 +137,12 @@ fn twenty_briefs_at_spawn_reach_claude_once_each() -> Result<()> {
         // One message a turn: never glued to another.
         ensure!(mine[0].matches(MARK).count() == 1, "{name}: {}", mine[0]);
     }
+    // The key reached every agent from its file, and nothing logged it.
+    let journal = sb.journal(&["-o", "verbose"])?;
+    ensure!(
+        !journal.contains(FAKE_API_KEY),
+        "the API key is in the journal"
+    );
     // The next message is its own turn too (the brief left nothing behind).
     sb.torch(&["send", "b7", "SECOND-for-b7"])?;
     let seen = wait_for_turns(&llm, "SECOND-for-b7", 1, 60)?;
@@ -213,6 +225,7 @@ fn a_permission_prompt_holds_messages_until_answered() -> Result<()> {
             claude.to_string_lossy()
         ),
     )?;
+    sb.torch(&["env", "asker", KEY_FILE])?;
     sb.torch(&["start", "asker"])?;
     llm.set_script(&json!([
         {"when": "RUN-TOOL", "tool_use": {"command": "touch ran.txt"}, "times": 1}
