@@ -23,6 +23,15 @@ const KEY_FILE: &str = "/root/claude.env";
 /// A sandbox with the hub, the stand-in, and every agent unit pointed at the stand-in;
 /// `None` when the test is skipped for want of the pinned claude.
 fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, PathBuf)>> {
+    fleet_with(test, label, "")
+}
+
+/// As [`fleet`], with more `[Service]` settings for the agents' units.
+fn fleet_with(
+    test: &str,
+    label: &str,
+    service: &str,
+) -> Result<Option<(Sandbox, Standin, PathBuf)>> {
     let Some(claude) = claude_or_skip(test)? else {
         return Ok(None);
     };
@@ -31,7 +40,7 @@ fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, PathBuf)>>
     let llm = Standin::start(&sb)?;
     sb.agent_dropin(&format!(
         "[Service]\nEnvironment=ANTHROPIC_BASE_URL={} DISABLE_TELEMETRY=1 \
-         DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1\n",
+         DISABLE_AUTOUPDATER=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1\n{service}",
         llm.base_url()
     ))?;
     let key = format!("ANTHROPIC_API_KEY={FAKE_API_KEY}\n");
@@ -47,25 +56,38 @@ fn workdir(sb: &Sandbox, dir: &str) -> Result<()> {
     sb.run(&["chown", "torch-agent:torch-agent", dir]).map(drop)
 }
 
-/// Spawns a claude agent through the hub with a one-word command (the binary's path).
+/// Spawns a claude orchestrator through the hub with a one-word command (the binary's
+/// path).
 fn spawn(sb: &Sandbox, claude: &Path, name: &str, extra: &[&str]) -> Result<()> {
+    spawn_as(sb, claude, name, &["--role", "orchestrator"], extra, &[])
+}
+
+/// Spawns a claude agent with `place` (role, parent), spawn options `extra`, and `args`
+/// after the binary.
+fn spawn_as(
+    sb: &Sandbox,
+    claude: &Path,
+    name: &str,
+    place: &[&str],
+    extra: &[&str],
+    args_after: &[&str],
+) -> Result<()> {
     let dir = format!("/srv/{name}");
     workdir(sb, &dir)?;
     let claude = claude.to_string_lossy();
-    let mut args = vec![
-        "spawn",
-        name,
-        "--role",
-        "orchestrator",
+    let mut args = vec!["spawn", name];
+    args.extend_from_slice(place);
+    args.extend([
         "--workdir",
         &dir,
         "--profile",
         "claude",
         "--env-file",
         KEY_FILE,
-    ];
+    ]);
     args.extend_from_slice(extra);
     args.extend(["--", &claude]);
+    args.extend_from_slice(args_after);
     sb.torch(&args).map(drop)
 }
 
@@ -209,50 +231,97 @@ fn messages_reach_claude_whole_in_order_one_turn_each() -> Result<()> {
     Ok(())
 }
 
+/// The permission policy of `torch.toml` for the permission test: qa approves, reviewers
+/// deny, the rest (engineers) escalate, and an unanswered question alerts after 4 s.
+const PERMISSIONS: &str = "[attention]\nasking = \"4s\"\n[permissions]\ndefault = \"escalate\"\n\
+                           [permissions.roles]\nqa = \"approve\"\nreviewer = \"deny\"\n";
+
 #[test]
-fn a_permission_prompt_holds_messages_until_answered() -> Result<()> {
-    let test = "a_permission_prompt_holds_messages_until_answered";
-    let Some((sb, llm, claude)) = fleet(test, "claude-ask")? else {
+fn permission_prompts_follow_the_policy_and_escalate_to_the_parent() -> Result<()> {
+    let test = "permission_prompts_follow_the_policy_and_escalate_to_the_parent";
+    // Health checks every 2 s, so the 4 s alert comes soon after.
+    let Some((sb, llm, claude)) = fleet_with(test, "claude-ask", "WatchdogSec=4s\n")? else {
         return Ok(());
     };
-    // Manual mode: Claude asks before it runs a tool.
-    let dir = "/srv/asker";
-    workdir(&sb, dir)?;
-    sb.define_agent(
-        "asker",
-        &format!(
-            "command = [{:?}, \"--permission-mode\", \"default\"]\nworkdir = \"{dir}\"\nprofile = \"claude\"\n",
-            claude.to_string_lossy()
-        ),
+    sb.write_file(
+        "/etc/torch/torch.toml.d/50-test.toml",
+        PERMISSIONS.as_bytes(),
+        0o644,
     )?;
-    sb.torch(&["env", "asker", KEY_FILE])?;
-    sb.torch(&["start", "asker"])?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    sb.spawn_echo("pm", "project-manager", Some("boss"))?;
+    // Manual mode: Claude asks before it runs a tool.
+    let manual = ["--permission-mode", "default"];
+    for (name, role) in [
+        ("asker", "engineer"),
+        ("approver", "qa"),
+        ("denier", "reviewer"),
+    ] {
+        let place = ["--role", role, "--parent", "pm"];
+        spawn_as(&sb, &claude, name, &place, &[], &manual)?;
+    }
     llm.set_script(&json!([
-        {"when": "RUN-TOOL", "tool_use": {"command": "touch ran.txt"}, "times": 1}
+        {"when": "ASK-TOOL", "tool_use": {"command": "touch asked.txt"}, "times": 1},
+        {"when": "APPROVE-TOOL", "tool_use": {"command": "touch approved.txt"}, "times": 1},
+        {"when": "DENY-TOOL", "tool_use": {"command": "touch denied.txt"}, "times": 1}
     ]))?;
-    sb.torch(&["send", "asker", "RUN-TOOL now"])?;
-    wait_for_turns(&llm, "RUN-TOOL", 1, 90)?;
-    wait_state(&sb, "asker", "asking", 30)?;
+    let exists = |path: &str| sb.run(&["test", "-e", path]).is_ok();
+
+    // Approved by policy: the tool runs and nobody is asked.
+    sb.torch(&["send", "approver", "APPROVE-TOOL now"])?;
+    wait_until("approved.txt", Duration::from_secs(90), || {
+        Ok(exists("/srv/approver/approved.txt"))
+    })?;
+    // Denied by policy: the tool does not run, and the agent takes the next message.
+    sb.torch(&["send", "denier", "DENY-TOOL now"])?;
+    wait_for_turns(&llm, "DENY-TOOL", 1, 90)?;
+    wait_state(&sb, "denier", "idle", 60)?;
+    sb.torch(&["send", "denier", "AFTER-DENY"])?;
+    wait_for_turns(&llm, "AFTER-DENY", 1, 60)?;
+    ensure!(!exists("/srv/denier/denied.txt"), "a denied tool ran");
+    for (name, said) in [("approver", "approved"), ("denier", "denied")] {
+        let journal = sb.journal(&["-u", &format!("torch-agent@{name}.service")])?;
+        let want = format!("{said} by the permission policy: Bash: touch {said}.txt");
+        ensure!(journal.contains(&want), "{name}: no {want:?} in\n{journal}");
+    }
+
+    // Escalated: the question stays, messages wait, the parent is told.
+    sb.torch(&["send", "asker", "ASK-TOOL now"])?;
+    wait_state(&sb, "asker", "asking", 60)?;
     sb.torch(&["send", "asker", "HELD-while-asking"])?;
-    std::thread::sleep(Duration::from_secs(3));
+    let alert = wait_until("the alert at pm", Duration::from_secs(30), || {
+        Ok(sb
+            .records("pm")?
+            .iter()
+            .any(|r| r.contains("agent asker has waited")))
+    });
+    alert.map_err(|e| e.context(format!("pm got {:?}", sb.records("pm"))))?;
+    let alert = sb.records("pm")?.join("\n");
+    ensure!(
+        alert.contains("torch answer asker yes") && alert.contains("touch asked.txt"),
+        "{alert}"
+    );
     ensure!(
         !turns(&llm)?.iter().any(|t| t.contains("HELD-while-asking")),
         "typed into a permission prompt"
     );
-    ensure!(agent_state(&sb, "asker")? == "asking");
-    // Answered by hand: option 1 (Yes) is the default choice.
-    sb.run(&[
-        "tmux",
-        "-S",
-        "/run/torch-agent/asker/tmux.sock",
-        "send-keys",
-        "-t",
-        "%0",
-        "Enter",
-    ])?;
+    let journal = sb.journal(&["-u", "torch-agent@asker.service", "TORCH_ALERT=1"])?;
+    ensure!(
+        journal.contains("has waited"),
+        "no journal alert:\n{journal}"
+    );
+    // An agent cannot answer its own question.
+    let (ok, said) = sb.torch_in_unit("asker", &["answer", "asker", "yes"])?;
+    ensure!(
+        !ok && said.contains("only for the agents below it"),
+        "{said}"
+    );
+    sb.torch(&["answer", "asker", "yes"])?;
     wait_for_turns(&llm, "HELD-while-asking", 1, 60)?;
-    let ran = sb.run(&["test", "-e", &format!("{dir}/ran.txt")]);
-    ensure!(ran.is_ok(), "the approved tool did not run");
+    ensure!(
+        exists("/srv/asker/asked.txt"),
+        "the approved tool did not run"
+    );
     Ok(())
 }
 

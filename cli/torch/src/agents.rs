@@ -224,6 +224,13 @@ pub fn capture(name: &AgentName, history: u32, direct: bool) -> anyhow::Result<(
     Ok(())
 }
 
+/// Answers the question the agent asks on screen, through the hub.
+pub fn answer(name: &AgentName, choice: &str) -> anyhow::Result<()> {
+    hub_call(async |h| h.answer(name.as_str(), choice).await)?;
+    println!("answered {name}: {choice}");
+    Ok(())
+}
+
 /// Hands the terminal to the agent's tmux session.
 pub fn attach(name: &AgentName) -> anyhow::Result<()> {
     let target = format!("={}", name.tmux_session());

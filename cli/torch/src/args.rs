@@ -33,6 +33,15 @@ pub enum Cmd {
         #[arg(long)]
         direct: bool,
     },
+    /// Answer the question an agent asks on screen (a permission prompt):
+    /// yes, no, or the number of a choice
+    Answer {
+        /// The agent (the operator may answer for any; an agent for those
+        /// below it).
+        name: String,
+        /// yes, no, or the number of a choice (1-9).
+        choice: String,
+    },
     /// Print the agent's screen.
     Capture {
         /// The agent.

@@ -83,6 +83,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             history,
             direct,
         } => agents::capture(&agent(&name)?, history, direct)?,
+        Cmd::Answer { name, choice } => agents::answer(&agent(&name)?, &choice)?,
         Cmd::Spawn(req) => agents::spawn(req)?,
         Cmd::Schedule {
             agent,

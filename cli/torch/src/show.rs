@@ -48,16 +48,24 @@ fn walk(agents: &[AgentStatus], parent: Option<&str>, depth: usize) {
         let root = !p.is_some_and(defined);
         if (parent.is_none() && root) || (parent.is_some() && p == parent) {
             let idle = a.idle_secs.map_or("-".to_string(), |n| format!("{n}s ago"));
+            let state = match (a.agent_state.as_deref(), a.waiting_secs) {
+                (Some(s), 0) => s.to_string(),
+                (Some(s), w) => format!("{s} {}m", w / 60),
+                (None, _) => "-".to_string(),
+            };
             println!(
                 "{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  {idle}",
                 format!("{}{}", "  ".repeat(depth), a.name),
                 a.role,
                 a.active_state,
-                a.agent_state.as_deref().unwrap_or("-"),
+                state,
                 a.queued,
                 a.delivered,
                 a.failed
             );
+            if !a.question.is_empty() {
+                println!("{}  asks: {}", "  ".repeat(depth), a.question);
+            }
             if let Some(e) = &a.definition_error {
                 println!("{}  broken definition: {e}", "  ".repeat(depth));
             }

@@ -55,6 +55,9 @@ pub trait Manager {
     fn inbox(&self, agent: &str, before: i64, limit: u32) -> zbus::Result<String>;
     /// The agent's screen.
     fn capture(&self, agent: &str) -> zbus::Result<String>;
+    /// Answers the question the agent asks on screen: `yes`, `no` or the
+    /// number of a choice.
+    fn answer(&self, agent: &str, choice: &str) -> zbus::Result<()>;
     /// Sets a check-in; returns its id and next due time.
     fn schedule(
         &self,

@@ -40,6 +40,10 @@ pub struct AgentStatus {
     pub agent_state: Option<String>,
     /// Seconds since its last output, when the supervisor answers.
     pub idle_secs: Option<u64>,
+    /// How long it has been asking or in trouble, in seconds (0: neither).
+    pub waiting_secs: u64,
+    /// What it asks, when its CLI said (a permission request).
+    pub question: String,
     /// Messages waiting for it.
     pub queued: i64,
     /// Messages delivered to it.

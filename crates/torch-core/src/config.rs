@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use crate::policy::PolicyMode;
 use crate::profile::{builtin, ProfileRules};
-use crate::Profile;
+use crate::{Profile, Role};
 
 /// Message routing rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +136,61 @@ impl Default for Schedules {
 }
 
 /// A duration in `torch.toml`, written as `torch schedule` takes it (`1m`).
+/// How long an agent may wait on a question (`asking`) or sit in trouble
+/// before its parent gets a message and the journal a `TORCH_ALERT=1`
+/// warning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Attention {
+    /// Time an agent may ask before the alert.
+    #[serde(with = "duration_text")]
+    pub asking: Duration,
+    /// Time an agent may be in trouble before the alert.
+    #[serde(with = "duration_text")]
+    pub trouble: Duration,
+}
+
+impl Default for Attention {
+    fn default() -> Self {
+        Self {
+            asking: Duration::from_secs(600),
+            trouble: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the supervisor does when an agent's CLI asks permission to use a
+/// tool (Claude Code's PermissionRequest hook).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionPolicy {
+    /// Allow the tool at once.
+    Approve,
+    /// Refuse it at once (the CLI tells the model why).
+    Deny,
+    /// Leave the question on screen for `torch answer`, alerting the parent
+    /// after `[attention] asking`.
+    #[default]
+    Escalate,
+}
+
+/// The permission policy, per role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Permissions {
+    /// For roles not listed.
+    pub default: PermissionPolicy,
+    /// Per role (`engineer = "approve"`).
+    pub roles: BTreeMap<Role, PermissionPolicy>,
+}
+
+impl Permissions {
+    /// The policy for agents of `role`.
+    pub fn for_role(&self, role: Role) -> PermissionPolicy {
+        self.roles.get(&role).copied().unwrap_or(self.default)
+    }
+}
+
 mod duration_text {
     use super::Duration;
     use crate::schedule::{format_duration, parse_duration};
@@ -166,6 +221,10 @@ pub struct Config {
     pub retention: Retention,
     /// Check-in schedules.
     pub schedules: Schedules,
+    /// When a waiting agent's parent is told.
+    pub attention: Attention,
+    /// Answers to an agent CLI's permission questions.
+    pub permissions: Permissions,
     /// Replacements for the built-in profile rules, by profile name.
     pub profiles: BTreeMap<Profile, ProfileRules>,
 }
@@ -275,6 +334,31 @@ fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
         path.display(),
         e.message().replace('\n', " ")
     )
+}
+
+#[cfg(test)]
+mod attention_tests {
+    use super::*;
+
+    #[test]
+    fn attention_and_permissions_read_per_role() {
+        let c: Config = toml::from_str(
+            "[attention]\nasking = \"2m\"\n[permissions]\ndefault = \"deny\"\n[permissions.roles]\nengineer = \"approve\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.attention.asking, Duration::from_secs(120));
+        assert_eq!(c.attention.trouble, Duration::from_secs(600));
+        assert_eq!(
+            c.permissions.for_role(Role::Engineer),
+            PermissionPolicy::Approve
+        );
+        assert_eq!(c.permissions.for_role(Role::Qa), PermissionPolicy::Deny);
+        assert_eq!(
+            Config::default().permissions.for_role(Role::Engineer),
+            PermissionPolicy::Escalate
+        );
+        assert!(toml::from_str::<Config>("[permissions.roles]\nboss = \"approve\"\n").is_err());
+    }
 }
 
 #[cfg(test)]

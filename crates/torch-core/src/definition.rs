@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::AgentName;
 
 /// The place of an agent in the fleet's hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     /// Briefs project managers; top of the tree.

@@ -41,8 +41,12 @@ use serde::{Deserialize, Serialize};
 /// - 1: `version` in every request and reply; `deliver_if_idle`; `permanent`
 ///   on errors no retry can cure.
 /// - 2: `hook` (an agent CLI's hook event, from `torch-agent --hook`),
-///   answered `noted`.
+///   answered `noted` or, for a permission request, `decision`; `answer`
+///   (an answer to the question the agent asks, from the hub).
 pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The first version whose supervisors know [`Request::Answer`].
+pub const ANSWER_SINCE: u32 = 2;
 
 /// The first version whose supervisors know [`Request::DeliverIfIdle`].
 pub const DELIVER_IF_IDLE_SINCE: u32 = 1;
@@ -144,6 +148,13 @@ pub enum Request {
         /// The hook's standard input, as the CLI wrote it.
         event: serde_json::Value,
     },
+    /// Answer the question the agent's CLI asks on screen (a permission
+    /// prompt): `yes`, `no`, or the number of a choice. Known since
+    /// version 2 ([`ANSWER_SINCE`]).
+    Answer {
+        /// What to answer.
+        choice: String,
+    },
 }
 
 /// A supervisor's answer.
@@ -193,9 +204,26 @@ pub enum Response {
         /// age (`hook Stop 3 s ago`). Empty from older supervisors.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         signal: String,
+        /// How long the agent has been asking or in trouble, as the health
+        /// checks saw it (0 when it is neither).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        waiting_secs: u64,
+        /// What it asks, when its CLI said (a permission request).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        question: String,
     },
     /// A hook event was read (answer to `Hook`).
     Noted,
+    /// The supervisor's decision on a permission request (answer to a
+    /// `Hook` carrying one), by the `[permissions]` policy.
+    Decision {
+        /// Whether the tool may run.
+        allow: bool,
+        /// Why, for the model when it is refused.
+        message: String,
+    },
+    /// The answer was given (answer to `Answer`).
+    Answered,
     /// The call failed; the message says why and what to do.
     Error {
         /// Human-readable reason.
@@ -259,6 +287,10 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Respo
     let mut reply = String::new();
     BufReader::new(stream).read_line(&mut reply)?;
     Ok(parse_reply(&reply)?.response)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn unknown_activity() -> String {
@@ -418,6 +450,8 @@ mod tests {
             idle_secs: 5,
             activity: "idle".into(),
             signal: "hook Stop 2 s ago".into(),
+            waiting_secs: 0,
+            question: String::new(),
         });
         let line = serde_json::to_string(&status).unwrap();
         let old: v0::Response = serde_json::from_str(&line).unwrap();

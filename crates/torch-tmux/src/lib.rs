@@ -458,6 +458,14 @@ impl Tmux {
             .map(drop)
     }
 
+    /// Presses one key, by tmux's name for it (`Escape`, `Enter`, `1`).
+    /// Only for keys the caller chose, never for text from outside.
+    pub async fn send_key(&self, pane: &str, key: &str) -> Result<(), TmuxError> {
+        self.run(["send-keys", "-t", pane, key], None)
+            .await
+            .map(drop)
+    }
+
     /// PID of the tmux server.
     pub async fn server_pid(&self) -> Result<u32, TmuxError> {
         let out = self.run(["display-message", "-p", "#{pid}"], None).await?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
+use torch_core::profile::Activity;
 use torch_core::protocol::{Call, Reply, Request, Response};
 use torch_core::{validate_message, MAX_MESSAGE_BYTES};
 
@@ -85,15 +86,47 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
             }
         }
         Request::Status => shared.status_response().await,
-        Request::Hook { event } => {
-            shared.hooks.hear(&event);
-            Response::Noted
-        }
+        Request::Hook { event } => match shared.hooks.hear(&event) {
+            Some(decision) => decision.response(),
+            None => Response::Noted,
+        },
+        Request::Answer { choice } => answer_question(&choice, shared).await,
     }
 }
 
 /// Queues `text` for typing and waits for the outcome; with `if_idle`,
 /// answers Busy instead when the screen shows the agent busy.
+/// Answers the question on the agent's screen with the keys its CLI reads:
+/// Enter takes the highlighted first choice (yes), Escape refuses, a digit
+/// picks that choice.
+async fn answer_question(choice: &str, shared: &Shared) -> Response {
+    let activity = shared.activity().await;
+    if activity != Activity::Asking {
+        return Response::refusal(format!(
+            "the agent asks nothing now (it is {}); nothing was typed",
+            activity.as_str()
+        ));
+    }
+    let key = match choice.trim().to_ascii_lowercase().as_str() {
+        "yes" | "y" => "Enter".to_string(),
+        "no" | "n" => "Escape".to_string(),
+        d if d.len() == 1 && d.chars().all(|c| c.is_ascii_digit() && c != '0') => d.to_string(),
+        other => {
+            return Response::refusal(format!(
+                "cannot answer {other:?}: say yes, no, or the number of a choice (1-9)"
+            ))
+        }
+    };
+    match shared.tmux.send_key(&shared.pane, &key).await {
+        Ok(()) => {
+            tracing::info!("answered the agent's question with {choice:?} ({key})");
+            shared.poke.notify_one();
+            Response::Answered
+        }
+        Err(e) => Response::error(format!("cannot type the answer: {e}")),
+    }
+}
+
 async fn deliver(
     text: String,
     id: Option<String>,

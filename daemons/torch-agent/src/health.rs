@@ -17,7 +17,7 @@ use torch_tmux::{PaneInfo, Tmux, TmuxError};
 
 use crate::notify::{self, Reporter};
 use crate::state::{AgentState, Shared};
-use crate::{logging, proc};
+use crate::{attention, logging, proc};
 
 /// Health period when systemd set no watchdog.
 const DEFAULT_HEALTH_PERIOD: Duration = Duration::from_secs(2);
@@ -68,6 +68,8 @@ enum Probe {
 
 struct Health {
     name: String,
+    /// Told when the agent waits too long on a question or in trouble.
+    parent: Option<String>,
     shared: Arc<Shared>,
     reporter: Reporter,
     watchdog: bool,
@@ -100,6 +102,7 @@ impl Health {
         );
         Self {
             name: name.to_string(),
+            parent: def.parent.clone(),
             shared,
             reporter: Reporter::default(),
             watchdog: watchdog.is_some(),
@@ -273,9 +276,16 @@ impl Health {
             tracing::info!("agent {} is healthy again", self.name);
         }
         self.shared.set_state(AgentState::Running);
-        let status = self.shared.status_line(self.shared.activity().await);
+        let activity = self.shared.activity().await;
+        let status = self.shared.status_line(activity);
         if self.reporter.healthy(status) {
             tracing::info!("agent {} is running (pid {pid})", self.name);
+        }
+        if let Some(overdue) = self.shared.observe_attention(activity) {
+            let question = self.shared.hooks.question();
+            let text = attention::alert_text(&self.name, &overdue, question.as_deref());
+            let (name, parent) = (self.name.clone(), self.parent.clone());
+            tokio::spawn(async move { attention::raise(&name, parent.as_deref(), text).await });
         }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
+use torch_core::config::PermissionPolicy;
 use torch_core::hooks::HookEvent;
 use torch_core::profile::Activity;
 use torch_core::protocol::{self, Request, Response};
@@ -51,10 +52,48 @@ pub fn forward(socket: &Path) -> ExitCode {
     };
     match protocol::call(socket, &Request::Hook { event }, HOOK_CALL_TIMEOUT) {
         Ok(Response::Noted) => {}
+        Ok(Response::Decision { allow, message }) => {
+            println!("{}", decision_output(allow, &message))
+        }
         Ok(other) => eprintln!("torch-agent --hook: the supervisor answered {other:?}"),
         Err(e) => eprintln!("torch-agent --hook: {e}"),
     }
     ExitCode::SUCCESS
+}
+
+/// A PermissionRequest hook's answer, as Claude Code reads it on standard
+/// output.
+fn decision_output(allow: bool, message: &str) -> serde_json::Value {
+    let decision = if allow {
+        serde_json::json!({"behavior": "allow"})
+    } else {
+        serde_json::json!({"behavior": "deny", "message": message})
+    };
+    serde_json::json!({
+        "hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}
+    })
+}
+
+/// The policy's answer to a permission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The tool may run.
+    Allow,
+    /// It may not.
+    Deny,
+}
+
+impl Decision {
+    /// The reply to the hook.
+    pub fn response(self) -> Response {
+        Response::Decision {
+            allow: self == Decision::Allow,
+            message: match self {
+                Decision::Allow => String::new(),
+                Decision::Deny => "Refused by the fleet's permission policy ([permissions] in torch.toml); do without this tool or ask your parent agent.".to_string(),
+            },
+        }
+    }
 }
 
 /// How long a CLI with hooks has to report its session before the
@@ -79,6 +118,10 @@ pub struct HookFeed {
     grace_said: std::sync::atomic::AtomicBool,
     /// Where a reported session is kept for the next start to resume.
     sessions: Option<SessionStore>,
+    /// What to answer when the CLI asks permission for a tool.
+    permission: PermissionPolicy,
+    /// What the CLI asks, while it asks.
+    question: Mutex<Option<String>>,
 }
 
 impl Default for HookFeed {
@@ -90,31 +133,50 @@ impl Default for HookFeed {
             prompts: broadcast::channel(64).0,
             grace_said: Default::default(),
             sessions: None,
+            permission: PermissionPolicy::Escalate,
+            question: Mutex::new(None),
         }
     }
 }
 
 impl HookFeed {
-    /// A feed that keeps each reported session in `sessions`.
-    pub fn with_sessions(sessions: SessionStore) -> Self {
+    /// A feed that keeps each reported session in `sessions` and answers
+    /// permission requests by `permission`.
+    pub fn new(sessions: SessionStore, permission: PermissionPolicy) -> Self {
         Self {
             sessions: Some(sessions),
+            permission,
             ..Self::default()
         }
     }
 
-    /// Takes in one hook's input.
-    pub fn hear(&self, input: &serde_json::Value) {
+    /// Takes in one hook's input; the answer to give the CLI, if any (a
+    /// permission request the policy decides).
+    pub fn hear(&self, input: &serde_json::Value) -> Option<Decision> {
         let Some(event) = HookEvent::parse(input) else {
             tracing::debug!("a hook sent something that names no event; ignored");
-            return;
+            return None;
         };
-        let name = input
-            .get("hook_event_name")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string();
-        match &event {
+        let decision = self.note(input, &event);
+        let activity = match &decision {
+            // Decided: no question stays on screen, the tool runs or not.
+            Some(_) => Some(Activity::Working),
+            None => event.activity(),
+        };
+        if let (Some(activity), Ok(mut heard)) = (activity, self.heard.lock()) {
+            let name = input.get("hook_event_name").and_then(|v| v.as_str());
+            *heard = Some(Heard {
+                activity,
+                event: name.unwrap_or("?").to_string(),
+                at: Instant::now(),
+            });
+        }
+        decision
+    }
+
+    /// Acts on what an event says beyond the state it implies.
+    fn note(&self, input: &serde_json::Value, event: &HookEvent) -> Option<Decision> {
+        match event {
             HookEvent::SessionStart {
                 session,
                 transcript,
@@ -125,19 +187,67 @@ impl HookFeed {
             }
             HookEvent::StopFailure { error } => tracing::warn!(
                 TORCH_ALERT = 1,
-                "the agent's last turn failed: {error}; it is back at its prompt"
+                "the agent's last turn failed ({error}); it is back at its prompt"
             ),
-            HookEvent::PermissionRequest { tool } => {
-                tracing::info!("the agent asks for permission to use {tool}")
+            HookEvent::PermissionRequest { tool } => return self.permission_asked(input, tool),
+            HookEvent::Notice { kind, message } if kind == "permission_prompt" => {
+                self.set_question(Some(message.clone()));
             }
+            HookEvent::SessionEnd if !self.session_started() => self.resume_failed(),
             _ => {}
         }
-        if let (Some(activity), Ok(mut heard)) = (event.activity(), self.heard.lock()) {
-            *heard = Some(Heard {
-                activity,
-                event: name,
-                at: Instant::now(),
-            });
+        if !matches!(event, HookEvent::Notice { .. }) {
+            self.set_question(None);
+        }
+        None
+    }
+
+    /// A permission request: decided by the policy, or left to a human.
+    fn permission_asked(&self, input: &serde_json::Value, tool: &str) -> Option<Decision> {
+        let what = match input
+            .pointer("/tool_input/command")
+            .and_then(|v| v.as_str())
+        {
+            Some(command) => format!("{tool}: {command}"),
+            None => tool.to_string(),
+        };
+        match self.permission {
+            PermissionPolicy::Approve => {
+                tracing::info!("approved by the permission policy: {what}");
+                Some(Decision::Allow)
+            }
+            PermissionPolicy::Deny => {
+                tracing::info!("denied by the permission policy: {what}");
+                Some(Decision::Deny)
+            }
+            PermissionPolicy::Escalate => {
+                tracing::info!(
+                    "the agent asks for permission ({what}); answer with `torch answer`"
+                );
+                self.set_question(Some(format!("permission to use {what}")));
+                None
+            }
+        }
+    }
+
+    fn set_question(&self, question: Option<String>) {
+        if let Ok(mut q) = self.question.lock() {
+            *q = question;
+        }
+    }
+
+    /// What the CLI asks, while it asks.
+    pub fn question(&self) -> Option<String> {
+        self.question.lock().ok().and_then(|q| q.clone())
+    }
+
+    /// The CLI ended before it started a session: a resumed session it
+    /// could not find. The next start begins a new conversation.
+    fn resume_failed(&self) {
+        if let Some(store) = &self.sessions {
+            if store.forget() {
+                tracing::warn!("the agent's CLI could not resume its last session; the next start begins a new conversation");
+            }
         }
     }
 
@@ -211,7 +321,13 @@ fn combine(h: &Heard, screen: Activity) -> Activity {
     match (h.activity, screen) {
         // A dialog the hooks did not announce (or not yet).
         (_, Activity::Asking) => Activity::Asking,
-        (Activity::Working, Activity::Idle) if h.at.elapsed() >= STALE_WORKING => Activity::Idle,
+        // A turn interrupted, or a permission refused with Esc: neither fires
+        // a hook, and the prompt is back.
+        (Activity::Working | Activity::Asking, Activity::Idle)
+            if h.at.elapsed() >= STALE_WORKING =>
+        {
+            Activity::Idle
+        }
         // Approved: the tool runs (PostToolUse follows).
         (Activity::Asking, Activity::Working) if h.at.elapsed() >= Duration::from_secs(1) => {
             Activity::Working
@@ -263,6 +379,14 @@ mod tests {
         assert_eq!(
             combine(&heard(Activity::Asking, old), Activity::Working),
             Activity::Working
+        );
+        assert_eq!(
+            combine(&heard(Activity::Asking, now), Activity::Idle),
+            Activity::Asking
+        );
+        assert_eq!(
+            combine(&heard(Activity::Asking, old), Activity::Idle),
+            Activity::Idle
         );
         assert_eq!(
             combine(&heard(Activity::Unknown, now), Activity::Idle),

@@ -5,6 +5,7 @@
 //! the journal and delivers messages. See `docs/supervisor.md` for what it
 //! does in each failure case.
 
+mod attention;
 mod claude;
 mod control;
 mod delivery;

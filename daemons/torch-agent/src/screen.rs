@@ -112,19 +112,16 @@ impl ScreenReader {
     }
 }
 
-/// The agent's profile, with `torch.toml`'s replacements; a broken config
-/// falls back to the built-in rules.
-pub fn profile_rules(def: &AgentDefinition) -> ProfileRules {
-    match Config::load(&config_files()) {
-        Ok(c) => c.profile_rules(def.profile),
-        Err(e) => {
-            tracing::warn!(
-                "{e}; using the built-in rules of profile {}",
-                def.profile.as_str()
-            );
-            builtin(def.profile)
-        }
-    }
+/// `torch.toml` as the supervisor reads it; a broken file falls back to the
+/// built-in configuration (the journal says why).
+pub fn fleet_config(def: &AgentDefinition) -> Config {
+    Config::load(&config_files()).unwrap_or_else(|e| {
+        tracing::warn!(
+            "{e}; using the built-in configuration (profile {})",
+            def.profile.as_str()
+        );
+        Config::default()
+    })
 }
 
 /// The screen reader for `rules`; a broken pattern falls back to the

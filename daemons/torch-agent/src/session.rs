@@ -80,6 +80,14 @@ impl SessionStore {
     }
 }
 
+impl SessionStore {
+    /// Drops the record, so the next start begins a new conversation;
+    /// whether there was one.
+    pub fn forget(&self) -> bool {
+        std::fs::remove_file(&self.path).is_ok()
+    }
+}
+
 /// The profile's resume arguments with `{session}` filled in.
 pub fn resume_args(template: &[String], session: &str) -> Vec<String> {
     template
@@ -110,6 +118,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&def, "command = [\"claude\"]\n").unwrap();
         assert_eq!(SessionStore::new(&dir, &name, &def).resumable(), None);
+        assert!(store.forget() && !store.forget());
         assert_eq!(
             resume_args(&["--resume".into(), "{session}".into()], "s1"),
             ["--resume", "s1"]

@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tokio::net::unix::pipe;
 use tokio::net::{UnixListener, UnixStream};
-use torch_core::profile::ProfileRules;
+use torch_core::config::Config;
 use torch_core::{paths, AgentDefinition, AgentName};
 use torch_tmux::Tmux;
 
 use crate::hooks::HookFeed;
-use crate::screen::{profile_classifier, profile_rules};
+use crate::screen::{fleet_config, profile_classifier};
 use crate::session::{resume_args, SessionStore};
 use crate::state::Shared;
 
@@ -71,15 +71,17 @@ pub async fn start(
     }
     let tmux = fresh_tmux(&dir, def).await?;
     let (fifo, output) = output_fifo(&dir)?;
-    let rules = profile_rules(def);
-    let program = Program::prepare(name, def_path, def, &rules, &workdir, &control_path)?;
+    let config = fleet_config(def);
+    let rules = config.profile_rules(def.profile);
+    let program = Program::prepare(name, def_path, def, &config, &workdir, &control_path)?;
     let pane = start_program(name, def, &tmux, &workdir, &fifo, &program).await?;
     if let Err(e) = tmux.connect_control(&pane).await {
         tracing::warn!("no tmux control connection ({e}); using a tmux process per command");
     }
     let server_pid = tmux.server_pid().await.unwrap_or(0);
     let classifier = profile_classifier(def, &rules);
-    let shared = Arc::new(Shared::new(tmux, pane, classifier, program.hooks));
+    let watch = crate::attention::Watch::new(config.attention.clone());
+    let shared = Arc::new(Shared::new(tmux, pane, classifier, program.hooks, watch));
     let listener = listen(&dir, &control_path)?;
     Ok(Started {
         shared,
@@ -136,10 +138,11 @@ impl Program {
         name: &AgentName,
         def_path: &Path,
         def: &AgentDefinition,
-        rules: &ProfileRules,
+        config: &Config,
         workdir: &Path,
         control_path: &Path,
     ) -> anyhow::Result<Self> {
+        let rules = config.profile_rules(def.profile);
         let mut env = agent_env(name, def);
         if def.profile == torch_core::Profile::Claude {
             env.extend(
@@ -161,7 +164,8 @@ impl Program {
             tracing::info!("resuming the agent's session {session}");
             command.extend(resume_args(&rules.resume, &session));
         }
-        let hooks = Arc::new(HookFeed::with_sessions(sessions));
+        let permission = config.permissions.for_role(def.role);
+        let hooks = Arc::new(HookFeed::new(sessions, permission));
         Ok(Self {
             command,
             env,

@@ -11,6 +11,7 @@ use torch_core::profile::{Activity, Classifier};
 use torch_core::protocol::Response;
 use torch_tmux::Tmux;
 
+use crate::attention::{Overdue, Watch};
 use crate::hooks::HookFeed;
 use crate::screen::ScreenReader;
 
@@ -63,6 +64,8 @@ pub struct Shared {
     pub poke: Notify,
     /// What the CLI's hooks reported (nothing for CLIs without hooks).
     pub hooks: Arc<HookFeed>,
+    /// How long the agent has waited on a question or in trouble.
+    attention: Mutex<Watch>,
     state: AtomicU8,
     pid: AtomicU32,
     delivered: AtomicU64,
@@ -78,7 +81,13 @@ pub struct Shared {
 
 impl Shared {
     /// The agent in `pane` of `tmux`, its screen read with `classifier`.
-    pub fn new(tmux: Tmux, pane: String, classifier: Classifier, hooks: Arc<HookFeed>) -> Self {
+    pub fn new(
+        tmux: Tmux,
+        pane: String,
+        classifier: Classifier,
+        hooks: Arc<HookFeed>,
+        attention: Watch,
+    ) -> Self {
         let output_reads = watch::Sender::new(0);
         let screen = Arc::new(ScreenReader::new(
             tmux.clone(),
@@ -92,6 +101,7 @@ impl Shared {
             screen,
             poke: Notify::new(),
             hooks,
+            attention: Mutex::new(attention),
             state: AtomicU8::new(AgentState::Starting as u8),
             pid: AtomicU32::new(0),
             delivered: AtomicU64::new(0),
@@ -161,6 +171,19 @@ impl Shared {
         self.hooks.activity(self.screen.activity().await)
     }
 
+    /// Records what the agent does now; a wait that just ran past its
+    /// limit.
+    pub fn observe_attention(&self, activity: Activity) -> Option<Overdue> {
+        let mut watch = self.attention.lock().ok()?;
+        watch.observe(activity, Instant::now())
+    }
+
+    fn waiting_secs(&self) -> u64 {
+        let watch = self.attention.lock();
+        let waited = watch.ok().and_then(|w| w.waiting(Instant::now()));
+        waited.map_or(0, |d| d.as_secs())
+    }
+
     fn idle_secs(&self) -> u64 {
         let since_start = self.started.elapsed().as_millis() as u64;
         since_start.saturating_sub(self.last_output_ms.load(Ordering::Relaxed)) / 1000
@@ -175,6 +198,8 @@ impl Shared {
             idle_secs: self.idle_secs(),
             activity: self.activity().await.as_str().to_string(),
             signal: self.hooks.signal(),
+            waiting_secs: self.waiting_secs(),
+            question: self.hooks.question().unwrap_or_default(),
         }
     }
 

@@ -320,6 +320,27 @@ impl Manager {
         Ok(service::capture(&agent).await?)
     }
 
+    /// Answers the question `agent` asks on screen (a permission prompt):
+    /// `yes`, `no` or the number of a choice. The operator may answer for
+    /// any agent, an agent only for the agents below it.
+    async fn answer(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        agent: String,
+        choice: String,
+    ) -> fdo::Result<()> {
+        let (hub, a, c) = (&self.hub, &agent, &choice);
+        let op = |caller: Caller| async move {
+            service::answer(hub, caller.acting_agent()?.as_deref(), a, c).await
+        };
+        self.audited(conn, &hdr, "Answer", op, |r| match r {
+            Ok(()) => format!("answered {agent} with {choice:?}"),
+            Err(e) => format!("answer to {agent} refused or failed: {e}"),
+        })
+        .await
+    }
+
     /// Sets a check-in for `agent`: `kind` is `in`, `at`, `every` or
     /// `calendar`, `spec` a duration (`15m`), a clock time (`14:30`) or a
     /// calendar expression. A recurring one firing closer than `[schedules]

@@ -16,7 +16,7 @@ use torch_systemd::JobKind;
 
 /// Whether `actor` (an agent; the operator is `None`) may start or stop
 /// `target`: itself or an agent below it.
-fn may_control(fleet: &fleet::Fleet, actor: Option<&str>, target: &str) -> bool {
+pub fn may_control(fleet: &fleet::Fleet, actor: Option<&str>, target: &str) -> bool {
     let Some(actor) = actor else { return true };
     let mut at = Some(target.to_string());
     // Bounded: a cycle of parents in hand-written definitions cannot loop.

@@ -277,8 +277,10 @@ fn status_rows(
             Ok(Response::Status {
                 activity,
                 idle_secs,
+                waiting_secs,
+                question,
                 ..
-            }) => Some((activity, idle_secs)),
+            }) => Some((activity, idle_secs, waiting_secs, question)),
             _ => None,
         };
         let (def, broken) = (fleet.agents.get(name), fleet.broken.get(name));
@@ -292,7 +294,9 @@ fn status_rows(
             active_state: u.map_or("inactive".into(), |u| u.active.clone()),
             sub_state: u.map_or("dead".into(), |u| u.sub.clone()),
             agent_state: live.as_ref().map(|l| l.0.clone()),
-            idle_secs: live.map(|l| l.1),
+            idle_secs: live.as_ref().map(|l| l.1),
+            waiting_secs: live.as_ref().map_or(0, |l| l.2),
+            question: live.map(|l| l.3).unwrap_or_default(),
             queued: counts.queued,
             delivered: counts.delivered,
             failed: counts.failed,
@@ -354,6 +358,43 @@ pub async fn inbox(
     blocking(move || {
         let rows = store.inbox_page(&agent, cursor(before), limit.clamp(1, PAGE_MAX))?;
         Ok(api_messages(rows))
+    })
+    .await
+}
+
+/// Answers the question agent `name` asks on screen, for `actor` (an
+/// agent may answer only for the agents below it, never for itself).
+pub async fn answer(
+    hub: &Arc<Hub>,
+    actor: Option<&str>,
+    name: &str,
+    choice: &str,
+) -> Result<(), HubError> {
+    let agent = agent_name(name)?;
+    if actor == Some(agent.as_str())
+        || !crate::lifecycle::may_control(&hub.fleet.agents(), actor, agent.as_str())
+    {
+        return Err(HubError::AccessDenied(format!(
+            "agent {} may answer only for the agents below it, not for {name}",
+            actor.unwrap_or_default()
+        )));
+    }
+    let request = Request::Answer {
+        choice: choice.to_string(),
+    };
+    blocking(move || {
+        let socket = paths::control_socket(&agent);
+        match protocol::call(&socket, &request, std::time::Duration::from_secs(10)) {
+            Ok(Response::Answered) => Ok(()),
+            Ok(Response::Error { message, .. }) if message.starts_with("malformed request") => {
+                Err(HubError::Refused(format!(
+                    "agent {agent}'s supervisor is too old to answer ({message}); restart the agent (`torch restart {agent}`)"
+                )))
+            }
+            Ok(Response::Error { message, .. }) => Err(HubError::Refused(message)),
+            Ok(other) => Err(HubError::Internal(format!("unexpected answer {other:?}"))),
+            Err(e) => Err(HubError::Refused(e.to_string())),
+        }
     })
     .await
 }
