@@ -326,6 +326,42 @@ fn permission_prompts_follow_the_policy_and_escalate_to_the_parent() -> Result<(
 }
 
 #[test]
+fn a_rate_limited_agent_holds_messages_and_continues_after_the_reset() -> Result<()> {
+    let test = "a_rate_limited_agent_holds_messages_and_continues_after_the_reset";
+    let Some((sb, llm, claude)) = fleet(test, "claude-limit")? else {
+        return Ok(());
+    };
+    // No reset time from the API: Torch waits [limits] wait.
+    let limits = "[limits]\nwait = \"8s\"\njitter = \"1s\"\n";
+    sb.write_file(
+        "/etc/torch/torch.toml.d/50-test.toml",
+        limits.as_bytes(),
+        0o644,
+    )?;
+    spawn(&sb, &claude, "lim", &[])?;
+    // A retry-after over a minute: Claude gives up at once.
+    llm.set_script(
+        &json!([{"when": "LIMIT-ME", "status": 429, "retry_after_s": 120, "times": 1}]),
+    )?;
+    sb.torch(&["send", "lim", "LIMIT-ME please"])?;
+    wait_state(&sb, "lim", "limited", 90)?;
+    sb.torch(&["send", "lim", "WHILE-LIMITED"])?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        !turns(&llm)?.iter().any(|t| t.contains("WHILE-LIMITED")),
+        "typed into a limited agent"
+    );
+    let journal = sb.journal(&["-u", "torch-agent@lim.service", "TORCH_ALERT=1"])?;
+    ensure!(journal.contains("rate or usage limit"), "{journal}");
+    // After the wait: the held message, and the check-in that says to go on.
+    wait_for_turns(&llm, "WHILE-LIMITED", 1, 60)?;
+    wait_for_turns(&llm, "has reset: continue where you left off", 1, 60)?;
+    let schedules = sb.torch(&["schedules", "--agent", "lim"])?;
+    ensure!(!schedules.contains("continue where"), "{schedules}");
+    Ok(())
+}
+
+#[test]
 fn a_killed_claude_or_supervisor_resumes_the_conversation() -> Result<()> {
     let test = "a_killed_claude_or_supervisor_resumes_the_conversation";
     let Some((sb, llm, claude)) = fleet(test, "claude-resume")? else {

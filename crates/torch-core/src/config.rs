@@ -159,6 +159,28 @@ impl Default for Attention {
     }
 }
 
+/// What happens when an agent's CLI stops on a rate or usage limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// How long to wait when the CLI gives no reset time.
+    #[serde(with = "duration_text")]
+    pub wait: Duration,
+    /// The most added to the reset time, spread over the agents by name,
+    /// so a fleet limited together does not continue all at once.
+    #[serde(with = "duration_text")]
+    pub jitter: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(300),
+            jitter: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What the supervisor does when an agent's CLI asks permission to use a
 /// tool (Claude Code's PermissionRequest hook).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -225,6 +247,8 @@ pub struct Config {
     pub attention: Attention,
     /// Answers to an agent CLI's permission questions.
     pub permissions: Permissions,
+    /// Continuing after rate and usage limits.
+    pub limits: Limits,
     /// Replacements for the built-in profile rules, by profile name.
     pub profiles: BTreeMap<Profile, ProfileRules>,
 }

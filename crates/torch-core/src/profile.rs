@@ -23,6 +23,8 @@ pub enum Activity {
     Asking,
     /// Showing an error, a crash or a rate limit.
     Trouble,
+    /// Stopped by a rate or usage limit until it resets (its CLI said so).
+    Limited,
     /// Nothing recognisable.
     Unknown,
 }
@@ -35,6 +37,7 @@ impl Activity {
             Activity::Working => "working",
             Activity::Asking => "asking",
             Activity::Trouble => "trouble",
+            Activity::Limited => "limited",
             Activity::Unknown => "unknown",
         }
     }
@@ -43,7 +46,7 @@ impl Activity {
     pub fn holds_messages(self) -> bool {
         matches!(
             self,
-            Activity::Working | Activity::Asking | Activity::Trouble
+            Activity::Working | Activity::Asking | Activity::Trouble | Activity::Limited
         )
     }
 }

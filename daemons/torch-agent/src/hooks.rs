@@ -11,14 +11,15 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::broadcast;
-use torch_core::config::PermissionPolicy;
+use torch_core::config::{Limits, PermissionPolicy};
 use torch_core::hooks::HookEvent;
 use torch_core::profile::Activity;
 use torch_core::protocol::{self, Request, Response};
 
+use crate::limits;
 use crate::session::SessionStore;
 
 /// A hook's input is one JSON object; prompts are bounded by the CLI.
@@ -122,6 +123,14 @@ pub struct HookFeed {
     permission: PermissionPolicy,
     /// What the CLI asks, while it asks.
     question: Mutex<Option<String>>,
+    /// The agent's name, for its continue check-ins.
+    agent: String,
+    /// How to continue after a limit.
+    limits: Limits,
+    /// Until when a rate or usage limit stops the agent.
+    limited_until: Mutex<Option<SystemTime>>,
+    /// The session's transcript, where Claude records a limit's reset.
+    transcript: Mutex<Option<String>>,
 }
 
 impl Default for HookFeed {
@@ -135,17 +144,29 @@ impl Default for HookFeed {
             sessions: None,
             permission: PermissionPolicy::Escalate,
             question: Mutex::new(None),
+            agent: String::new(),
+            limits: Limits::default(),
+            limited_until: Mutex::new(None),
+            transcript: Mutex::new(None),
         }
     }
 }
 
 impl HookFeed {
-    /// A feed that keeps each reported session in `sessions` and answers
-    /// permission requests by `permission`.
-    pub fn new(sessions: SessionStore, permission: PermissionPolicy) -> Self {
+    /// The feed of `agent`: it keeps each reported session in `sessions`,
+    /// answers permission requests by `permission` and continues after
+    /// limits by `limits`.
+    pub fn new(
+        agent: &str,
+        sessions: SessionStore,
+        permission: PermissionPolicy,
+        limits: Limits,
+    ) -> Self {
         Self {
             sessions: Some(sessions),
             permission,
+            agent: agent.to_string(),
+            limits,
             ..Self::default()
         }
     }
@@ -182,9 +203,11 @@ impl HookFeed {
                 transcript,
             } => self.session_started_as(session, transcript),
             HookEvent::PromptSubmitted { prompt } => {
+                self.set_limited(None);
                 // No receiver is fine: nobody is delivering just now.
                 let _ = self.prompts.send(prompt.clone());
             }
+            HookEvent::StopFailure { error } if error == "rate_limit" => self.limited(),
             HookEvent::StopFailure { error } => tracing::warn!(
                 TORCH_ALERT = 1,
                 "the agent's last turn failed ({error}); it is back at its prompt"
@@ -230,6 +253,44 @@ impl HookFeed {
         }
     }
 
+    /// A limit stopped the turn: hold messages until it resets, and have a
+    /// check-in tell the agent to continue then.
+    fn limited(&self) {
+        let transcript = self.transcript.lock().ok().and_then(|t| t.clone());
+        let reset = transcript.and_then(|t| limits::reset_from_transcript(Path::new(&t)));
+        let at = limits::continue_at(reset, SystemTime::now(), &self.limits, &self.agent);
+        let secs = at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs();
+        tracing::warn!(
+            TORCH_ALERT = 1,
+            "a rate or usage limit stopped the agent's turn; it continues in {secs} s ({})",
+            if reset.is_some() {
+                "the limit's reset"
+            } else {
+                "no reset time given: [limits] wait"
+            }
+        );
+        self.set_limited(Some(at));
+        if !self.agent.is_empty() {
+            let agent = self.agent.clone();
+            tokio::spawn(async move { limits::schedule_continue(&agent, at).await });
+        }
+    }
+
+    fn set_limited(&self, until: Option<SystemTime>) {
+        if let Ok(mut l) = self.limited_until.lock() {
+            *l = until;
+        }
+    }
+
+    /// Until when a limit stops the agent, if one does now.
+    pub fn limited_until(&self) -> Option<SystemTime> {
+        let until = self.limited_until.lock().ok().and_then(|l| *l)?;
+        (until > SystemTime::now()).then_some(until)
+    }
+
     fn set_question(&self, question: Option<String>) {
         if let Ok(mut q) = self.question.lock() {
             *q = question;
@@ -253,6 +314,9 @@ impl HookFeed {
 
     fn session_started_as(&self, session: &str, transcript: &str) {
         tracing::info!("the agent's session {session} started");
+        if let Ok(mut t) = self.transcript.lock() {
+            *t = Some(transcript.to_string());
+        }
         if let Ok(mut s) = self.session.lock() {
             *s = Some(session.to_string());
         }
@@ -301,6 +365,9 @@ impl HookFeed {
     /// The agent's state from the hooks, checked against what `screen`
     /// shows; the screen alone before any hook was heard.
     pub fn activity(&self, screen: Activity) -> Activity {
+        if self.limited_until().is_some() {
+            return Activity::Limited;
+        }
         match self.last() {
             None => screen,
             Some(h) => combine(&h, screen),
@@ -310,6 +377,10 @@ impl HookFeed {
     /// Which signal decides the state, for `status`: the hook event and its
     /// age, or the screen.
     pub fn signal(&self) -> String {
+        if let Some(until) = self.limited_until() {
+            let secs = until.duration_since(SystemTime::now()).unwrap_or_default();
+            return format!("limit: continues in {} s", secs.as_secs());
+        }
         match self.last() {
             Some(h) => format!("hook {} {} s ago", h.event, h.at.elapsed().as_secs()),
             None => "screen".to_string(),

@@ -11,6 +11,7 @@ mod control;
 mod delivery;
 mod health;
 mod hooks;
+mod limits;
 mod logging;
 mod notify;
 mod output;

@@ -165,7 +165,8 @@ impl Program {
             command.extend(resume_args(&rules.resume, &session));
         }
         let permission = config.permissions.for_role(def.role);
-        let hooks = Arc::new(HookFeed::new(sessions, permission));
+        let limits = config.limits.clone();
+        let hooks = Arc::new(HookFeed::new(name.as_str(), sessions, permission, limits));
         Ok(Self {
             command,
             env,

@@ -379,7 +379,10 @@ impl Courier {
                 Err(e) => return Some(classify(Err(e))),
             };
             if !lane.checks_idle_itself() {
-                if matches!(activity.as_str(), "working" | "asking" | "trouble") {
+                if matches!(
+                    activity.as_str(),
+                    "working" | "asking" | "trouble" | "limited"
+                ) {
                     let why = format!("its screen shows it {activity}");
                     lane.hold(msg.id, &why, BUSY_POLL).await;
                     return None;
