@@ -228,6 +228,21 @@ fn messages_reach_claude_whole_in_order_one_turn_each() -> Result<()> {
             "two messages in one turn: {t:?}"
         );
     }
+    // Why it reads idle, and what its conversation cost in tokens.
+    wait_state(&sb, "cc", "idle", 30)?;
+    let explained = sb.torch(&["explain", "cc"])?;
+    ensure!(
+        explained.contains("state: idle, decided by hook Stop")
+            && explained.contains("its screen alone reads idle"),
+        "{explained}"
+    );
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    let tokens = &status["agents"][0]["tokens"];
+    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
+    ensure!(
+        input.is_some_and(|n| n > 1000) && output.is_some_and(|n| n >= 9),
+        "tokens: {tokens}"
+    );
     Ok(())
 }
 

@@ -140,6 +140,12 @@ pub enum Cmd {
         /// The agent.
         name: String,
     },
+    /// Why an agent reads the state it does: which signal decided it (its
+    /// CLI's hooks or its screen) and when, what it waits for, its tokens.
+    Explain {
+        /// The agent.
+        name: String,
+    },
     /// The fleet as a tree, with unit state, agent state and queues.
     Status {
         /// Machine-readable output (schema in docs/dbus.md).

@@ -29,6 +29,55 @@ pub fn status(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `torch explain NAME`: one agent's state and what decided it.
+pub fn explain(name: &torch_core::AgentName) -> Result<()> {
+    let json = crate::hub_call(async |h| h.status().await)?;
+    let status: FleetStatus = parse(&json, "a status")?;
+    let a = status
+        .agents
+        .iter()
+        .find(|a| a.name == name.as_str())
+        .with_context(|| format!("no agent {name} (see `torch list`)"))?;
+    let place = match &a.parent {
+        Some(p) => format!("{} under {p}", a.role),
+        None => a.role.clone(),
+    };
+    println!(
+        "agent {} ({place}, profile {}), unit {} {}/{}",
+        a.name, a.profile, a.unit, a.active_state, a.sub_state
+    );
+    let Some(state) = &a.agent_state else {
+        println!("state: unknown (its supervisor does not answer; see `torch logs {name}`)");
+        return Ok(());
+    };
+    let screen = a.screen_state.as_deref().unwrap_or("?");
+    println!(
+        "state: {state}, decided by {}; its screen alone reads {screen}",
+        a.signal
+    );
+    if a.waiting_secs > 0 {
+        println!(
+            "waiting for {} s{}",
+            a.waiting_secs,
+            match a.question.as_str() {
+                "" => String::new(),
+                q => format!(": {q}"),
+            }
+        );
+    }
+    if let Some(t) = a.tokens {
+        println!(
+            "tokens: {} in, {} out, {} read from cache, {} written to cache",
+            t.input, t.output, t.cache_read, t.cache_write
+        );
+    }
+    println!(
+        "messages: {} queued, {} delivered, {} failed",
+        a.queued, a.delivered, a.failed
+    );
+    Ok(())
+}
+
 /// Prints `Status()` as the tree orchestrator > project managers > engineers.
 pub fn print_status(json: &str) -> Result<()> {
     let status: FleetStatus = parse(json, "a status")?;

@@ -11,7 +11,7 @@ mod proxy;
 mod types;
 
 pub use proxy::{ManagerProxy, MessageDeliveredStream, MessageFailedStream};
-pub use types::{AgentStatus, FleetStatus, Message, Schedule};
+pub use types::{AgentStatus, FleetStatus, Message, Schedule, Tokens};
 
 /// The hub's well-known name on the system bus.
 pub const BUS_NAME: &str = "org.torch.Torch1";

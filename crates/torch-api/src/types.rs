@@ -44,6 +44,14 @@ pub struct AgentStatus {
     pub waiting_secs: u64,
     /// What it asks, when its CLI said (a permission request).
     pub question: String,
+    /// What decided `agent_state`: `screen`, or the CLI's last hook event
+    /// and its age (`hook Stop 3 s ago`), or a limit (`limit: continues in
+    /// 120 s`); empty when the supervisor does not answer.
+    pub signal: String,
+    /// What the screen alone reads, when the supervisor answers.
+    pub screen_state: Option<String>,
+    /// Tokens its conversation used, when its CLI records them.
+    pub tokens: Option<Tokens>,
     /// Messages waiting for it.
     pub queued: i64,
     /// Messages delivered to it.
@@ -54,6 +62,20 @@ pub struct AgentStatus {
     pub definition: String,
     /// Why the definition cannot be used; None when it can.
     pub definition_error: Option<String>,
+}
+
+/// Token counts of an agent's conversation, as the model API reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tokens {
+    /// Input tokens billed at the full rate.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write: u64,
 }
 
 /// One message in `Messages()` and `Inbox()`.

@@ -211,6 +211,12 @@ pub enum Response {
         /// What it asks, when its CLI said (a permission request).
         #[serde(default, skip_serializing_if = "String::is_empty")]
         question: String,
+        /// What the screen alone reads (`activity` may come from hooks).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        screen: String,
+        /// Tokens its conversation used, when its CLI records them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tokens: Option<Tokens>,
     },
     /// A hook event was read (answer to `Hook`).
     Noted,
@@ -254,6 +260,20 @@ impl Response {
             permanent: true,
         }
     }
+}
+
+/// Token counts of an agent's conversation, as the model API reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tokens {
+    /// Input tokens billed at the full rate.
+    pub input: u64,
+    /// Output tokens.
+    pub output: u64,
+    /// Input tokens read from the prompt cache.
+    pub cache_read: u64,
+    /// Input tokens written to the prompt cache.
+    pub cache_write: u64,
 }
 
 /// Why a call to a supervisor failed before it answered.
@@ -452,6 +472,8 @@ mod tests {
             signal: "hook Stop 2 s ago".into(),
             waiting_secs: 0,
             question: String::new(),
+            screen: String::new(),
+            tokens: None,
         });
         let line = serde_json::to_string(&status).unwrap();
         let old: v0::Response = serde_json::from_str(&line).unwrap();

@@ -21,6 +21,7 @@ use torch_core::protocol::{self, Request, Response};
 
 use crate::limits;
 use crate::session::SessionStore;
+use crate::tokens::TokenCounter;
 
 /// A hook's input is one JSON object; prompts are bounded by the CLI.
 const MAX_HOOK_INPUT: u64 = 4 << 20;
@@ -131,6 +132,8 @@ pub struct HookFeed {
     limited_until: Mutex<Option<SystemTime>>,
     /// The session's transcript, where Claude records a limit's reset.
     transcript: Mutex<Option<String>>,
+    /// The tokens of the session, from its transcript.
+    tokens: Mutex<TokenCounter>,
 }
 
 impl Default for HookFeed {
@@ -148,6 +151,7 @@ impl Default for HookFeed {
             limits: Limits::default(),
             limited_until: Mutex::new(None),
             transcript: Mutex::new(None),
+            tokens: Mutex::new(TokenCounter::default()),
         }
     }
 }
@@ -317,6 +321,9 @@ impl HookFeed {
         if let Ok(mut t) = self.transcript.lock() {
             *t = Some(transcript.to_string());
         }
+        if let Ok(mut t) = self.tokens.lock() {
+            t.follow(transcript.into());
+        }
         if let Ok(mut s) = self.session.lock() {
             *s = Some(session.to_string());
         }
@@ -325,6 +332,11 @@ impl HookFeed {
                 tracing::warn!("cannot keep session {session} for resuming after a restart: {e}");
             }
         }
+    }
+
+    /// The tokens of the session so far, when its CLI keeps a transcript.
+    pub fn tokens(&self) -> Option<torch_core::protocol::Tokens> {
+        self.tokens.lock().ok()?.totals()
     }
 
     /// Whether the CLI reported a session start since this supervisor began.

@@ -21,6 +21,7 @@ mod session;
 mod startup;
 mod state;
 mod supervisor;
+mod tokens;
 mod typed;
 
 use std::process::ExitCode;

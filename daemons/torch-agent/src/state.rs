@@ -191,15 +191,18 @@ impl Shared {
 
     /// The answer to a `status` request.
     pub async fn status_response(&self) -> Response {
+        let screen = self.screen.activity().await;
         Response::Status {
             state: self.state().as_str().to_string(),
             pid: self.pid.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             idle_secs: self.idle_secs(),
-            activity: self.activity().await.as_str().to_string(),
+            activity: self.hooks.activity(screen).as_str().to_string(),
             signal: self.hooks.signal(),
             waiting_secs: self.waiting_secs(),
             question: self.hooks.question().unwrap_or_default(),
+            screen: screen.as_str().to_string(),
+            tokens: self.hooks.tokens(),
         }
     }
 

@@ -269,20 +269,7 @@ fn status_rows(
         let unit = agent.unit();
         let u = units.iter().find(|u| u.name == unit);
         let counts = store.counts(name)?;
-        let live = match protocol::call(
-            &paths::control_socket(&agent),
-            &Request::Status,
-            std::time::Duration::from_secs(2),
-        ) {
-            Ok(Response::Status {
-                activity,
-                idle_secs,
-                waiting_secs,
-                question,
-                ..
-            }) => Some((activity, idle_secs, waiting_secs, question)),
-            _ => None,
-        };
+        let live = live(&agent);
         let (def, broken) = (fleet.agents.get(name), fleet.broken.get(name));
         let path = def.map(|a| &a.path).or(broken.map(|b| &b.path));
         out.push(AgentStatus {
@@ -293,10 +280,13 @@ fn status_rows(
             unit,
             active_state: u.map_or("inactive".into(), |u| u.active.clone()),
             sub_state: u.map_or("dead".into(), |u| u.sub.clone()),
-            agent_state: live.as_ref().map(|l| l.0.clone()),
-            idle_secs: live.as_ref().map(|l| l.1),
-            waiting_secs: live.as_ref().map_or(0, |l| l.2),
-            question: live.map(|l| l.3).unwrap_or_default(),
+            agent_state: live.activity,
+            idle_secs: live.idle_secs,
+            waiting_secs: live.waiting_secs,
+            question: live.question,
+            signal: live.signal,
+            screen_state: live.screen,
+            tokens: live.tokens,
             queued: counts.queued,
             delivered: counts.delivered,
             failed: counts.failed,
@@ -305,6 +295,54 @@ fn status_rows(
         });
     }
     Ok(out)
+}
+
+/// What an agent's supervisor says of it, as `Status` shows it; all empty
+/// when it does not answer.
+#[derive(Default)]
+struct Live {
+    activity: Option<String>,
+    idle_secs: Option<u64>,
+    waiting_secs: u64,
+    question: String,
+    signal: String,
+    screen: Option<String>,
+    tokens: Option<torch_api::Tokens>,
+}
+
+fn live(agent: &AgentName) -> Live {
+    let answer = protocol::call(
+        &paths::control_socket(agent),
+        &Request::Status,
+        std::time::Duration::from_secs(2),
+    );
+    let Ok(Response::Status {
+        activity,
+        idle_secs,
+        waiting_secs,
+        question,
+        signal,
+        screen,
+        tokens,
+        ..
+    }) = answer
+    else {
+        return Live::default();
+    };
+    Live {
+        activity: Some(activity),
+        idle_secs: Some(idle_secs),
+        waiting_secs,
+        question,
+        signal,
+        screen: (!screen.is_empty()).then_some(screen),
+        tokens: tokens.map(|t| torch_api::Tokens {
+            input: t.input,
+            output: t.output,
+            cache_read: t.cache_read,
+            cache_write: t.cache_write,
+        }),
+    }
 }
 
 /// Store rows as the API shows them (a store change is not an API change).
