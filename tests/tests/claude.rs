@@ -228,6 +228,41 @@ fn messages_reach_claude_whole_in_order_one_turn_each() -> Result<()> {
             "two messages in one turn: {t:?}"
         );
     }
+    // Text left in the input box (typed by hand, never sent) is cleared, not
+    // glued to the next message.
+    wait_state(&sb, "cc", "idle", 30)?;
+    let sock = "/run/torch-agent/cc/tmux.sock";
+    sb.run(&[
+        "tmux",
+        "-S",
+        sock,
+        "send-keys",
+        "-t",
+        "%0",
+        "-l",
+        "LEFTOVER half",
+    ])?;
+    sb.run(&["tmux", "-S", sock, "send-keys", "-t", "%0", "S-Enter"])?;
+    sb.run(&[
+        "tmux",
+        "-S",
+        sock,
+        "send-keys",
+        "-t",
+        "%0",
+        "-l",
+        "typed by hand",
+    ])?;
+    sb.torch(&["send", "cc", "AFTER-LEFTOVER"])?;
+    let seen = wait_for_turns(&llm, "AFTER-LEFTOVER", 1, 60)?;
+    let after = seen
+        .iter()
+        .find(|t| t.contains("AFTER-LEFTOVER"))
+        .context("after")?;
+    ensure!(
+        !after.contains("LEFTOVER half") && !after.contains("typed by hand"),
+        "{after:?}"
+    );
     // Why it reads idle, and what its conversation cost in tokens.
     wait_state(&sb, "cc", "idle", 30)?;
     let explained = sb.torch(&["explain", "cc"])?;

@@ -74,6 +74,9 @@ pub struct ProfileRules {
     /// Arguments appended to the agent's command to resume the session its
     /// hooks last reported (`{session}` is its id); empty: never resume.
     pub resume: Vec<String>,
+    /// Texts the TUI shows in an empty input box (between the last two
+    /// `chrome` rows), which are not leftover input.
+    pub placeholders: Vec<String>,
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -114,6 +117,10 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             otherwise: Some(Activity::Unknown),
             chrome: Some("^─{20,}\\s*$".into()),
             resume: strings(&["--resume", "{session}"]),
+            placeholders: strings(&[
+                "Press up to edit queued messages",
+                "Resend your message to try again",
+            ]),
         },
         Profile::Codex => ProfileRules {
             idle: strings(&["(?i)send a message", "(?m)^▌"]),
@@ -123,6 +130,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             otherwise: Some(Activity::Unknown),
             chrome: None,
             resume: vec![],
+            placeholders: vec![],
         },
         Profile::Gemini => ProfileRules {
             idle: strings(&["(?i)type your message"]),
@@ -132,6 +140,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             otherwise: Some(Activity::Unknown),
             chrome: None,
             resume: vec![],
+            placeholders: vec![],
         },
         Profile::Aider => ProfileRules {
             idle: strings(&["(?m)^[\\w./-]*> ?\\z"]),
@@ -141,6 +150,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             otherwise: Some(Activity::Unknown),
             chrome: None,
             resume: vec![],
+            placeholders: vec![],
         },
         Profile::Shell => ProfileRules {
             // A shell (or REPL) waits at a prompt ending in $ # % or >; a
@@ -156,6 +166,7 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             otherwise: Some(Activity::Working),
             chrome: None,
             resume: vec![],
+            placeholders: vec![],
         },
     }
 }
@@ -166,6 +177,7 @@ pub struct Classifier {
     tests: Vec<(Activity, regex::Regex)>,
     otherwise: Activity,
     chrome: Option<regex::Regex>,
+    placeholders: Vec<String>,
 }
 
 impl Default for Classifier {
@@ -174,6 +186,7 @@ impl Default for Classifier {
             tests: Vec::new(),
             otherwise: Activity::Unknown,
             chrome: None,
+            placeholders: Vec::new(),
         }
     }
 }
@@ -208,6 +221,7 @@ impl Classifier {
             tests,
             otherwise: rules.otherwise.unwrap_or(Activity::Unknown),
             chrome,
+            placeholders: rules.placeholders.clone(),
         })
     }
 
@@ -244,6 +258,35 @@ impl Classifier {
             .filter(|(_, r)| re.is_match(r));
         let last = frames.next()?.0;
         Some(frames.next().map_or(last, |(i, _)| i))
+    }
+
+    /// The text left in the TUI's input box: the rows between the last two
+    /// `chrome` rows, without the prompt sign (`❯`, `>`), trimmed; empty for
+    /// an empty box or a placeholder. `None` without a framed input box.
+    pub fn input_box(&self, rows: &[String]) -> Option<String> {
+        let re = self.chrome.as_ref()?;
+        let frames: Vec<usize> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| re.is_match(r))
+            .map(|(i, _)| i)
+            .collect();
+        let [.., top, bottom] = frames[..] else {
+            return None;
+        };
+        let text = rows[top + 1..bottom].join("\n");
+        let text = text.trim();
+        let text = text
+            .strip_prefix('❯')
+            .or_else(|| text.strip_prefix('>'))
+            .unwrap_or(text)
+            .trim();
+        let placeholder = self.placeholders.iter().any(|p| p == text);
+        Some(if placeholder {
+            String::new()
+        } else {
+            text.to_string()
+        })
     }
 }
 
@@ -319,6 +362,13 @@ mod tests {
         ));
         assert_eq!(c.classify(&trust), Activity::Asking);
         assert_eq!(c.classify(&rows("something else\n")), Activity::Unknown);
+        // The input box: empty, a placeholder, or text left in it.
+        assert_eq!(c.input_box(&claude("", "❯ ", auto)).as_deref(), Some(""));
+        let queued = claude("", "❯ Press up to edit queued messages", auto);
+        assert_eq!(c.input_box(&queued).as_deref(), Some(""));
+        let left = claude("", "❯ two\n  lines left", auto);
+        assert_eq!(c.input_box(&left).as_deref(), Some("two\n  lines left"));
+        assert_eq!(c.input_box(&rows("$ \n")), None);
     }
 
     #[test]

@@ -47,6 +47,8 @@ const PASTE_SETTLE: Duration = Duration::from_millis(200);
 /// How long a hook-reporting CLI has to report the prompt after Enter.
 const HOOK_SUBMIT_TIMEOUT: Duration = Duration::from_secs(3);
 const HOOK_SUBMIT_ATTEMPTS: u32 = 3;
+/// Lines of leftover input cleared at most (one per round).
+const CLEAR_ROUNDS: u32 = 20;
 /// Characters of the message's end we look for on the screen.
 const PROBE_CHARS: usize = 16;
 
@@ -156,6 +158,9 @@ pub async fn deliver(
     }
     // A CLI that never reported its session is confirmed by its screen.
     let hooks = hooks.filter(|h| h.session_started());
+    if hooks.is_some() {
+        clear_input(screen, output).await?;
+    }
     let (attempts, patience) = match hooks {
         Some(_) => (1, HOOKED_PASTE_TIMEOUT),
         None => (PASTE_ATTEMPTS, PASTE_UNCHANGED_TIMEOUT),
@@ -195,6 +200,40 @@ async fn paste(
         before = screen.read().await?;
     }
     Err(DeliveryError::PasteIgnored)
+}
+
+/// Empties the TUI's input box of text left there (an interrupted turn's
+/// prompt, a human's half-typed line), so the message is its own turn:
+/// Ctrl-U clears the line the cursor is on, Backspace joins the one above.
+async fn clear_input(
+    screen: &ScreenReader,
+    output: &mut watch::Receiver<u64>,
+) -> Result<(), DeliveryError> {
+    let (tmux, pane) = (screen.tmux(), screen.pane());
+    let mut said = false;
+    for _ in 0..CLEAR_ROUNDS {
+        let now = screen.read().await?;
+        let left = screen.input_box(&now).unwrap_or_default();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if !said {
+            tracing::warn!(
+                "the agent's input box held {} characters of text; cleared it before typing the message",
+                left.chars().count()
+            );
+            said = true;
+        }
+        tmux.send_key(pane, "C-u").await?;
+        tmux.send_key(pane, "BSpace").await?;
+        let before = now;
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        while Instant::now() < deadline && screen.read().await? == before {
+            next_output(output).await;
+        }
+    }
+    tracing::warn!("the agent's input box still holds text after {CLEAR_ROUNDS} tries; typing the message anyway");
+    Ok(())
 }
 
 /// Presses Enter until the screen changes; the presses needed.

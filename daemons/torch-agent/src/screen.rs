@@ -87,6 +87,12 @@ impl ScreenReader {
         Ok(screen)
     }
 
+    /// The text left in the TUI's input box on `screen` (empty: none);
+    /// `None` when the profile knows no input box.
+    pub fn input_box(&self, screen: &Screen) -> Option<String> {
+        self.classifier.input_box(&screen.rows)
+    }
+
     /// What the agent's screen shows it doing, classified again only after
     /// new output.
     pub async fn activity(&self) -> Activity {
