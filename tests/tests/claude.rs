@@ -278,6 +278,10 @@ fn messages_reach_claude_whole_in_order_one_turn_each() -> Result<()> {
         input.is_some_and(|n| n > 1000) && output.is_some_and(|n| n >= 9),
         "tokens: {tokens}"
     );
+    let cost = status["agents"][0]["cost_microusd"].as_u64();
+    ensure!(cost.is_some_and(|c| c > 0), "cost: {cost:?}");
+    let explained = sb.torch(&["explain", "cc"])?;
+    ensure!(explained.contains("cost: $"), "{explained}");
     Ok(())
 }
 

@@ -71,6 +71,12 @@ pub fn explain(name: &torch_core::AgentName) -> Result<()> {
             t.input, t.output, t.cache_read, t.cache_write
         );
     }
+    if let Some(c) = a.cost_microusd {
+        println!(
+            "cost: ${:.4} this session, as its CLI computes it",
+            c as f64 / 1e6
+        );
+    }
     println!(
         "messages: {} queued, {} delivered, {} failed",
         a.queued, a.delivered, a.failed

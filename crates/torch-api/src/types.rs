@@ -52,6 +52,9 @@ pub struct AgentStatus {
     pub screen_state: Option<String>,
     /// Tokens its conversation used, when its CLI records them.
     pub tokens: Option<Tokens>,
+    /// What its CLI says its session has cost so far, in millionths of a
+    /// US dollar, when it says (Claude Code's own price table).
+    pub cost_microusd: Option<u64>,
     /// Messages waiting for it.
     pub queued: i64,
     /// Messages delivered to it.

@@ -24,6 +24,9 @@ pub const EVENTS: [&str; 9] = [
     "SessionEnd",
 ];
 
+/// The event name Torch gives the status line's input, which names none.
+pub const STATUS_LINE: &str = "StatusLine";
+
 /// One hook event, as far as Torch reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookEvent {
@@ -64,6 +67,13 @@ pub enum HookEvent {
     },
     /// The session ended (the program is exiting).
     SessionEnd,
+    /// Claude Code's status line input (not a hook: its `statusLine`
+    /// command, which Torch also installs), with the session's cost.
+    StatusLine {
+        /// The session's cost so far in millionths of a US dollar, as the
+        /// CLI computes it.
+        cost_microusd: Option<u64>,
+    },
     /// An event Torch does not read.
     Other(String),
 }
@@ -98,6 +108,13 @@ impl HookEvent {
                 error: first_text(input, &["error", "error_message", "message"]),
             },
             "SessionEnd" => HookEvent::SessionEnd,
+            STATUS_LINE => HookEvent::StatusLine {
+                cost_microusd: input
+                    .pointer("/cost/total_cost_usd")
+                    .and_then(Value::as_f64)
+                    .filter(|c| c.is_finite() && *c >= 0.0)
+                    .map(|c| (c * 1e6).round() as u64),
+            },
             other => HookEvent::Other(other.to_string()),
         })
     }
@@ -117,6 +134,7 @@ impl HookEvent {
                 _ => None,
             },
             HookEvent::SessionEnd => Some(Activity::Unknown),
+            HookEvent::StatusLine { .. } => None,
             HookEvent::Other(_) => None,
         }
     }
@@ -217,6 +235,13 @@ mod tests {
         );
         assert_eq!(e.activity(), Some(Activity::Idle));
         assert_eq!(HookEvent::parse(&json!({"prompt": "x"})), None);
+        let line = json!({"hook_event_name": STATUS_LINE, "cost": {"total_cost_usd": 0.056496}});
+        assert_eq!(
+            HookEvent::parse(&line),
+            Some(HookEvent::StatusLine {
+                cost_microusd: Some(56_496)
+            })
+        );
         assert_eq!(HookEvent::parse(&json!("SessionStart")), None);
     }
 }

@@ -217,6 +217,10 @@ pub enum Response {
         /// Tokens its conversation used, when its CLI records them.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tokens: Option<Tokens>,
+        /// What its CLI says the session has cost, in millionths of a US
+        /// dollar, when it says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost_microusd: Option<u64>,
     },
     /// A hook event was read (answer to `Hook`).
     Noted,
@@ -474,6 +478,7 @@ mod tests {
             question: String::new(),
             screen: String::new(),
             tokens: None,
+            cost_microusd: None,
         });
         let line = serde_json::to_string(&status).unwrap();
         let old: v0::Response = serde_json::from_str(&line).unwrap();

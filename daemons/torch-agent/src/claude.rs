@@ -45,9 +45,11 @@ pub fn prepare(
     update_json(&dir.join(".claude.json"), |state| {
         first_run_done(state, workdir, key.as_deref())
     })?;
-    let hook = hook_command(control_socket)?;
+    let hook = hook_command("--hook", control_socket)?;
+    let status = hook_command("--status-line", control_socket)?;
     update_json(&dir.join("settings.json"), |settings| {
-        install_hooks(settings, &hook)
+        install_hooks(settings, &hook);
+        install_status_line(settings, &status);
     })?;
     let mut env = Vec::new();
     if set_by_us {
@@ -78,10 +80,10 @@ fn config_dir(name: &AgentName, def: &AgentDefinition) -> (PathBuf, bool) {
     }
 }
 
-fn hook_command(control_socket: &Path) -> anyhow::Result<String> {
+fn hook_command(flag: &str, control_socket: &Path) -> anyhow::Result<String> {
     let exe = std::env::current_exe().context("cannot find the supervisor's own binary")?;
     Ok(format!(
-        "{} --hook {} {HOOK_MARK}",
+        "{} {flag} {} {HOOK_MARK}",
         shell_quote(&exe.to_string_lossy()),
         shell_quote(&control_socket.to_string_lossy())
     ))
@@ -158,6 +160,22 @@ fn install_hooks(settings: &mut Map<String, Value>, command: &str) {
     }
 }
 
+/// Makes Claude's status line report the session's cost to the supervisor,
+/// unless the user set a status line of their own.
+fn install_status_line(settings: &mut Map<String, Value>, command: &str) {
+    let ours = settings
+        .get("statusLine")
+        .and_then(|s| s.get("command"))
+        .and_then(Value::as_str)
+        .is_none_or(|c| c.ends_with(HOOK_MARK));
+    if ours {
+        settings.insert(
+            "statusLine".into(),
+            json!({"type": "command", "command": command}),
+        );
+    }
+}
+
 fn is_torch_group(group: &Value) -> bool {
     let commands = group.get("hooks").and_then(Value::as_array);
     commands.is_some_and(|hooks| {
@@ -220,7 +238,7 @@ mod tests {
         );
         let now = format!("'/usr/libexec/torch/torch-agent' --hook 's' {HOOK_MARK}");
         install_hooks(&mut settings, &now);
-        let v = Value::Object(settings);
+        let v = Value::Object(settings.clone());
         assert_eq!(v["model"], "x");
         let stop = v["hooks"]["Stop"].as_array().unwrap();
         assert_eq!(stop.len(), 2, "{stop:?}");
@@ -235,5 +253,14 @@ mod tests {
             );
         }
         assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+        install_status_line(&mut settings, &now);
+        let v = Value::Object(settings.clone());
+        assert_eq!(v["statusLine"]["command"], now.as_str());
+        settings.insert(
+            "statusLine".into(),
+            json!({"type": "command", "command": "mine"}),
+        );
+        install_status_line(&mut settings, &now);
+        assert_eq!(settings["statusLine"]["command"], "mine");
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::broadcast;
 use torch_core::config::{Limits, PermissionPolicy};
-use torch_core::hooks::HookEvent;
+use torch_core::hooks::{self, HookEvent};
 use torch_core::profile::Activity;
 use torch_core::protocol::{self, Request, Response};
 
@@ -60,6 +60,26 @@ pub fn forward(socket: &Path) -> ExitCode {
         Ok(other) => eprintln!("torch-agent --hook: the supervisor answered {other:?}"),
         Err(e) => eprintln!("torch-agent --hook: {e}"),
     }
+    ExitCode::SUCCESS
+}
+
+/// `torch-agent --status-line SOCKET`: Claude Code's status line command.
+/// Hands its input (the session's cost among it) to the supervisor, and
+/// prints the line Claude shows under its input box.
+pub fn status_line(socket: &Path) -> ExitCode {
+    let mut input = String::new();
+    let _ = std::io::stdin()
+        .take(MAX_HOOK_INPUT)
+        .read_to_string(&mut input);
+    if let Ok(serde_json::Value::Object(mut event)) = serde_json::from_str(&input) {
+        event.insert("hook_event_name".into(), hooks::STATUS_LINE.into());
+        let event = serde_json::Value::Object(event);
+        if let Err(e) = protocol::call(socket, &Request::Hook { event }, HOOK_CALL_TIMEOUT) {
+            eprintln!("torch-agent --status-line: {e}");
+        }
+    }
+    let agent = std::env::var("TORCH_AGENT").unwrap_or_default();
+    println!("torch · {agent}");
     ExitCode::SUCCESS
 }
 
@@ -134,6 +154,8 @@ pub struct HookFeed {
     transcript: Mutex<Option<String>>,
     /// The tokens of the session, from its transcript.
     tokens: Mutex<TokenCounter>,
+    /// The session's cost as the CLI computes it, in millionths of a dollar.
+    cost: Mutex<Option<u64>>,
 }
 
 impl Default for HookFeed {
@@ -152,6 +174,7 @@ impl Default for HookFeed {
             limited_until: Mutex::new(None),
             transcript: Mutex::new(None),
             tokens: Mutex::new(TokenCounter::default()),
+            cost: Mutex::new(None),
         }
     }
 }
@@ -221,6 +244,13 @@ impl HookFeed {
                 self.set_question(Some(message.clone()));
             }
             HookEvent::SessionEnd if !self.session_started() => self.resume_failed(),
+            HookEvent::StatusLine { cost_microusd } => {
+                if let (Some(c), Ok(mut cost)) = (cost_microusd, self.cost.lock()) {
+                    *cost = Some(*c);
+                }
+                // Not an event of the session: the question stands.
+                return None;
+            }
             _ => {}
         }
         if !matches!(event, HookEvent::Notice { .. }) {
@@ -337,6 +367,12 @@ impl HookFeed {
     /// The tokens of the session so far, when its CLI keeps a transcript.
     pub fn tokens(&self) -> Option<torch_core::protocol::Tokens> {
         self.tokens.lock().ok()?.totals()
+    }
+
+    /// The session's cost so far, in millionths of a dollar, when the CLI
+    /// reported it.
+    pub fn cost_microusd(&self) -> Option<u64> {
+        self.cost.lock().ok().and_then(|c| *c)
     }
 
     /// Whether the CLI reported a session start since this supervisor began.

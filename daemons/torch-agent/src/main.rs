@@ -36,9 +36,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let raw = match args.as_slice() {
         [flag, socket] if flag == "--hook" => return hooks::forward(std::path::Path::new(socket)),
+        [flag, socket] if flag == "--status-line" => {
+            return hooks::status_line(std::path::Path::new(socket))
+        }
         [raw] => raw.clone(),
         _ => {
-            eprintln!("usage: torch-agent INSTANCE (normally started as torch-agent@INSTANCE.service)\n       torch-agent --hook SOCKET (run by an agent CLI's hooks)");
+            eprintln!("usage: torch-agent INSTANCE (normally started as torch-agent@INSTANCE.service)\n       torch-agent --hook SOCKET (run by an agent CLI's hooks)\n       torch-agent --status-line SOCKET (Claude Code's status line)");
             return ExitCode::from(2);
         }
     };

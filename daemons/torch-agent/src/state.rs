@@ -203,6 +203,7 @@ impl Shared {
             question: self.hooks.question().unwrap_or_default(),
             screen: screen.as_str().to_string(),
             tokens: self.hooks.tokens(),
+            cost_microusd: self.hooks.cost_microusd(),
         }
     }
 

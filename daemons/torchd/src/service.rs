@@ -287,6 +287,7 @@ fn status_rows(
             signal: live.signal,
             screen_state: live.screen,
             tokens: live.tokens,
+            cost_microusd: live.cost_microusd,
             queued: counts.queued,
             delivered: counts.delivered,
             failed: counts.failed,
@@ -308,6 +309,7 @@ struct Live {
     signal: String,
     screen: Option<String>,
     tokens: Option<torch_api::Tokens>,
+    cost_microusd: Option<u64>,
 }
 
 fn live(agent: &AgentName) -> Live {
@@ -324,6 +326,7 @@ fn live(agent: &AgentName) -> Live {
         signal,
         screen,
         tokens,
+        cost_microusd,
         ..
     }) = answer
     else {
@@ -342,6 +345,7 @@ fn live(agent: &AgentName) -> Live {
             cache_read: t.cache_read,
             cache_write: t.cache_write,
         }),
+        cost_microusd,
     }
 }
 
