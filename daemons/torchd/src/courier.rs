@@ -556,7 +556,8 @@ mod tests {
             "{status:?}"
         );
         let sent = old.await.unwrap();
-        assert!(sent[0].contains(r#""version":1"#), "{sent:?}");
+        let ours = format!(r#""version":{PROTOCOL_VERSION}"#);
+        assert!(sent[0].contains(&ours), "{sent:?}");
         assert_eq!(lane.version, Some(0));
         assert!(!lane.checks_idle_itself());
         // It went down; a supervisor of this version replaced it.
