@@ -34,30 +34,12 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// Unix milliseconds as a calendar time systemd reads, in UTC.
 pub fn calendar_utc(ms: i64) -> String {
-    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, mo, d) = civil(days);
-    format!(
-        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{milli:03} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    // Due times come from now plus at most a year; the clamp only keeps an
+    // absurd one printable.
+    let t = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX);
+    t.strftime("%Y-%m-%d %H:%M:%S%.3f UTC").to_string()
 }
 
 /// The timer that fires at `due_ms`.
@@ -126,26 +108,8 @@ fn parse_elapses(text: &str) -> Result<Vec<i64>, String> {
 
 /// `YYYY-MM-DD` and `HH:MM:SS` in UTC to Unix milliseconds.
 fn parse_utc(date: &str, time: &str) -> Option<i64> {
-    let d: Vec<i64> = date
-        .split('-')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let t: Vec<i64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let ([y, m, dd], [hh, mm, ss]) = (d.as_slice(), t.as_slice()) else {
-        return None;
-    };
-    // Days from civil (inverse of `civil`).
-    let y2 = if *m <= 2 { y - 1 } else { *y };
-    let era = y2.div_euclid(400);
-    let yoe = y2.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1000)
+    let t: jiff::Timestamp = format!("{date}T{time}Z").parse().ok()?;
+    Some(t.as_millisecond())
 }
 
 /// The next due time of a check-in every `period_ms` that was due at
