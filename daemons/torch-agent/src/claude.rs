@@ -42,12 +42,12 @@ pub fn prepare(
         .get("ANTHROPIC_API_KEY")
         .cloned()
         .or_else(|| std::env::var("ANTHROPIC_API_KEY").ok());
-    update_json(&dir.join(".claude.json"), |state| {
+    update_json(&dir.join(".claude.json"), Broken::SetAside, |state| {
         first_run_done(state, workdir, key.as_deref())
     })?;
     let hook = hook_command("--hook", control_socket)?;
     let status = hook_command("--status-line", control_socket)?;
-    update_json(&dir.join("settings.json"), |settings| {
+    update_json(&dir.join("settings.json"), Broken::Refuse, |settings| {
         install_hooks(settings, &hook);
         install_status_line(settings, &status);
     })?;
@@ -93,12 +93,37 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// What to do with a file that is not a JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Broken {
+    /// Claude's own state (a write cut short by a crash): keep it aside and
+    /// start from an empty one, so the agent still starts.
+    SetAside,
+    /// A file people edit: refuse, naming it.
+    Refuse,
+}
+
 /// Reads a JSON object file (missing or empty: `{}`), lets `change` edit
 /// it, and writes it back atomically.
-fn update_json(path: &Path, change: impl FnOnce(&mut Map<String, Value>)) -> anyhow::Result<()> {
+fn update_json(
+    path: &Path,
+    broken: Broken,
+    change: impl FnOnce(&mut Map<String, Value>),
+) -> anyhow::Result<()> {
     let mut object = match std::fs::read_to_string(path) {
         Ok(text) if !text.trim().is_empty() => match serde_json::from_str::<Value>(&text) {
             Ok(Value::Object(o)) => o,
+            _ if broken == Broken::SetAside => {
+                let aside = path.with_extension("json.broken");
+                std::fs::rename(path, &aside)
+                    .with_context(|| format!("cannot move {} aside", path.display()))?;
+                tracing::warn!(
+                    "{} was not a JSON object; kept it as {} and started a new one",
+                    path.display(),
+                    aside.display()
+                );
+                Map::new()
+            }
             _ => anyhow::bail!(
                 "{} is not a JSON object; fix or remove it so Torch can prepare Claude Code",
                 path.display()
@@ -223,6 +248,28 @@ mod tests {
             v["customApiKeyResponses"]["approved"],
             json!(["abc", "ghijklmnopqrstuvwxyz"])
         );
+    }
+
+    #[test]
+    fn a_broken_state_file_is_set_aside_and_a_broken_settings_file_refused() {
+        let dir = std::env::temp_dir().join(format!("torch-claude-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let state = dir.join(".claude.json");
+        std::fs::write(&state, "{\"numStartups\": 3, \"cut").unwrap();
+        update_json(&state, Broken::SetAside, |s| {
+            s.insert("x".into(), json!(1));
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(&state).unwrap();
+        assert!(text.contains("\"x\": 1"), "{text}");
+        assert!(dir.join(".claude.json.broken").exists());
+        let settings = dir.join("settings.json");
+        std::fs::write(&settings, "[1, 2]").unwrap();
+        let err = update_json(&settings, Broken::Refuse, |_| {}).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("settings.json is not a JSON object"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
