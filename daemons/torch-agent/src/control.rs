@@ -14,6 +14,7 @@ use torch_core::protocol::{Call, Reply, Request, Response};
 use torch_core::{validate_message, MAX_MESSAGE_BYTES};
 
 use crate::delivery::Job;
+use crate::proc;
 use crate::state::Shared;
 
 /// The largest request line we read: a maximal message even if every
@@ -48,6 +49,7 @@ async fn handle(
     shared: &Shared,
     jobs: &mpsc::Sender<Job>,
 ) -> std::io::Result<()> {
+    let peer = stream.peer_cred().ok().and_then(|c| c.pid());
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
     let mut line = String::new();
@@ -64,7 +66,12 @@ async fn handle(
     } else {
         match serde_json::from_str::<Call>(&line) {
             // Every reply so far is one that callers of each version read.
-            Ok(call) => answer(call.request, shared, jobs).await,
+            Ok(call) => match &call.request {
+                Request::Hook { .. } if !from_own_unit(peer) => Response::refusal(
+                    "hook events are taken only from processes of this agent's own unit",
+                ),
+                _ => answer(call.request, shared, jobs).await,
+            },
             // Not permanent: a request this supervisor does not know may be
             // known to the newer one that replaces it at its next restart.
             Err(e) => Response::error(format!("malformed request: {e}")),
@@ -73,6 +80,16 @@ async fn handle(
     let mut out = serde_json::to_vec(&Reply::new(response)).map_err(std::io::Error::other)?;
     out.push(b'\n');
     write.write_all(&out).await
+}
+
+/// Whether the peer process runs in this supervisor's own unit: the agent
+/// CLI's hooks do; other agents, who share the socket's group, do not.
+fn from_own_unit(peer: Option<i32>) -> bool {
+    let own = proc::cgroup_of(std::process::id() as i32);
+    match (peer.and_then(proc::cgroup_of), own) {
+        (Some(peer), Some(own)) => proc::within(&peer, &own),
+        _ => false,
+    }
 }
 
 async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Response {

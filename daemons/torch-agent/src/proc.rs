@@ -60,6 +60,23 @@ pub fn process_stopped(pid: u32) -> bool {
 }
 
 #[cfg(test)]
+mod cgroup_tests {
+    use super::within;
+
+    #[test]
+    fn a_process_is_within_its_unit_and_below_it_only() {
+        let own = "/system.slice/system-torch\\x2dagent.slice/torch-agent@a.service";
+        assert!(within(own, own));
+        assert!(within(&format!("{own}/sub"), own));
+        assert!(!within(&format!("{own}x"), own));
+        assert!(!within(
+            "/system.slice/system-torch\\x2dagent.slice/torch-agent@b.service",
+            own
+        ));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -74,4 +91,22 @@ mod tests {
         assert_eq!(pending_input("/etc/passwd"), None);
         assert_eq!(pending_input("/dev/pts/no-such-terminal"), None);
     }
+}
+
+/// The control group of process `pid` (the cgroup v2 line of
+/// `/proc/PID/cgroup`); `None` when the process is gone or unreadable.
+pub fn cgroup_of(pid: i32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
+/// Whether a process in cgroup `peer` runs inside the unit whose cgroup is
+/// `own` (the same cgroup or one below it).
+pub fn within(peer: &str, own: &str) -> bool {
+    peer == own
+        || peer
+            .strip_prefix(own)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
