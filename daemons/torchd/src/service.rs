@@ -67,7 +67,7 @@ pub async fn send(
         // Refused here, not by the supervisor after the message was
         // accepted: no retry could deliver it.
         let with_header = h.config.envelope(recipient.def.profile);
-        let header = courier::max_header_len("message", &f, with_header);
+        let header = courier::max_added_len("message", &f, with_header, &text);
         check_typed_size(&text, header).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
         let (id, stored) = match &key {
             Some(k) => h.store.enqueue_once(&f, &t, &text, "message", k)?,
@@ -100,7 +100,7 @@ pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<Str
         let check_brief = |def: &torch_core::AgentDefinition| match &brief {
             Some(b) => {
                 let with_header = h.config.envelope(def.profile);
-                let header = courier::max_header_len("brief", &requester, with_header);
+                let header = courier::max_added_len("brief", &requester, with_header, b);
                 check_typed_size(b, header).map_err(|e| format!("brief: {e}"))
             }
             None => Ok(()),
