@@ -480,8 +480,16 @@ pub async fn unit_job(systemd: &Systemd, kind: JobKind, name: &AgentName) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A fleet of `(name, role, parent)`, for the rules' tests.
+    pub(crate) fn fleet_of(list: &[(&str, Role, Option<&str>)]) -> Fleet {
+        Fleet {
+            agents: list.iter().map(|&(n, r, p)| agent(n, r, p)).collect(),
+            ..Fleet::default()
+        }
+    }
 
     fn agent(name: &str, role: Role, parent: Option<&str>) -> (String, Agent) {
         let def = AgentDefinition::parse(
