@@ -197,13 +197,16 @@ impl Sandbox {
 impl Sandbox {
     /// Runs `torch args...` from inside agent `agent`'s unit (its cgroup),
     /// so the hub takes the caller for that agent, as for a command typed
-    /// in its pane; returns (success, stdout + stderr).
+    /// in its pane (`TORCH_AGENT` set, as the unit sets it); returns
+    /// (success, stdout + stderr).
     pub fn torch_in_unit(&self, agent: &str, args: &[&str]) -> Result<(bool, String)> {
         let cg = self.unit_property(&format!("torch-agent@{agent}.service"), "ControlGroup")?;
         let mut v = vec![
             "sh".to_string(),
             "-c".to_string(),
-            format!("echo $$ > '/sys/fs/cgroup{cg}/cgroup.procs' && exec torch \"$@\""),
+            format!(
+                "echo $$ > '/sys/fs/cgroup{cg}/cgroup.procs' && TORCH_AGENT='{agent}' exec torch \"$@\""
+            ),
             "sh".to_string(),
         ];
         v.extend(args.iter().map(|a| a.to_string()));

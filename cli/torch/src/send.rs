@@ -57,10 +57,13 @@ enum Outcome {
 }
 
 /// The message's state from the hub's store, for when a signal may have
-/// been missed (the hub restarted): one indexed row, whatever the history.
-async fn lookup(hub: &hub::ManagerProxy<'_>, to: &str, id: i64) -> anyhow::Result<Option<Outcome>> {
+/// been missed (the hub restarted): one row, whatever the history. Read
+/// from the sender's own messages, which it may always read (an agent may
+/// not read its parent's inbox).
+async fn lookup(hub: &hub::ManagerProxy<'_>, id: i64) -> anyhow::Result<Option<Outcome>> {
+    let from = hub::caller();
     let page: Vec<torch_api::Message> =
-        serde_json::from_str(&hub.inbox(to, id + 1, 1).await.map_err(hub::explain)?)?;
+        serde_json::from_str(&hub.messages(&from, id + 1, 1).await.map_err(hub::explain)?)?;
     let Some(m) = page.into_iter().find(|m| m.id == id) else {
         return Ok(None);
     };
@@ -148,11 +151,12 @@ async fn send_through_hub(to: &str, text: &str, wait: bool) -> anyhow::Result<()
                 }
             }
             _ = look.tick() => {
-                if let Some(o) = lookup(&hub, to, id).await? { break o; }
+                if let Some(o) = lookup(&hub, id).await? { break o; }
             }
             _ = tokio::time::sleep_until(deadline) => bail!(
-                "message #{id} is still queued for {to} after {}s; see `torch inbox {to}`",
-                SEND_TIMEOUT.as_secs()
+                "message #{id} is still queued for {to} after {}s; see `torch messages --agent {}`",
+                SEND_TIMEOUT.as_secs(),
+                hub::caller()
             ),
         }
     };

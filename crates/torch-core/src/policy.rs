@@ -39,6 +39,38 @@ fn is_engineer(role: Role) -> bool {
     !matches!(role, Role::Orchestrator | Role::ProjectManager)
 }
 
+/// A role's place in the hierarchy: the orchestrator (2) above project
+/// managers (1) above every engineer-like role (0), which are peers.
+pub fn rank(role: Role) -> u8 {
+    match role {
+        Role::Orchestrator => 2,
+        Role::ProjectManager => 1,
+        _ => 0,
+    }
+}
+
+/// Checks that an agent of role `parent` may spawn a child of role
+/// `child`: only below its own rank, or an engineer-like helper under an
+/// engineer-like agent (the lowest rank has no rank below it). So no agent
+/// can make one that the routes let reach further than itself (an
+/// engineer's project manager child would message the orchestrator).
+pub fn check_child_role(parent: Role, child: Role) -> Result<(), String> {
+    let (p, c) = (rank(parent), rank(child));
+    if c < p || (c == 0 && p == 0) {
+        return Ok(());
+    }
+    Err(format!(
+        "a {} may spawn only roles below its own, not a {}{}",
+        parent.as_str(),
+        child.as_str(),
+        match parent {
+            Role::Orchestrator => " (project managers and engineers)",
+            Role::ProjectManager => " (engineer, developer, qa, devops, reviewer, researcher, writer)",
+            _ => " (engineer-like helpers: engineer, developer, qa, devops, reviewer, researcher, writer)",
+        }
+    ))
+}
+
 /// Checks a message from `from` (`None`: the operator) to `to`; the error
 /// names the rule that refuses it.
 pub fn check(mode: PolicyMode, from: Option<&Member<'_>>, to: &Member<'_>) -> Result<(), String> {
@@ -106,5 +138,25 @@ mod tests {
         assert!(check(h, Some(&o), &dev).is_err());
         assert!(check(h, Some(&dev), &qa2).is_err());
         assert!(check(PolicyMode::Open, Some(&dev), &o).is_ok());
+    }
+
+    #[test]
+    fn children_rank_below_their_parent() {
+        use Role::*;
+        assert!(check_child_role(Orchestrator, ProjectManager).is_ok());
+        assert!(check_child_role(Orchestrator, Developer).is_ok());
+        assert!(check_child_role(ProjectManager, Qa).is_ok());
+        assert!(check_child_role(Engineer, Researcher).is_ok());
+        assert!(check_child_role(Writer, Engineer).is_ok());
+        for (p, c) in [
+            (Orchestrator, Orchestrator),
+            (ProjectManager, ProjectManager),
+            (ProjectManager, Orchestrator),
+            (Engineer, ProjectManager),
+            (Developer, Orchestrator),
+        ] {
+            let e = check_child_role(p, c).unwrap_err();
+            assert!(e.contains("below its own"), "{e}");
+        }
     }
 }

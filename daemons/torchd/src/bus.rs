@@ -7,7 +7,8 @@
 //!
 //! Structured answers (status, message lists) are JSON strings with a
 //! documented schema: they evolve without breaking the method signatures.
-//! Every mutating call is logged with the caller's uid and `TORCH_AUDIT=1`.
+//! Every mutating call, and every refused read, is logged with the
+//! caller's uid, its agent (`TORCH_CALLER_AGENT=`) and `TORCH_AUDIT=1`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::error::HubError;
 use crate::events::{Emitting, Event, Sink};
 use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
-use crate::{lifecycle, schedule, service};
+use crate::{access, lifecycle, schedule, service};
 
 /// The object serving `org.torch.Manager1`.
 pub struct Manager {
@@ -63,11 +64,17 @@ impl From<HubError> for fdo::Error {
 fn audit(caller: &Caller, method: &str, outcome: &str) {
     let uid = caller.uid();
     let shown = uid.map_or("unknown".to_string(), |u| u.to_string());
+    // Agents share one uid: only the unit tells which agent called.
+    let who = match caller.agent() {
+        Some(a) => format!("agent {a} (uid {shown})"),
+        None => format!("uid {shown}"),
+    };
     tracing::info!(
         torch_audit = 1,
         caller_uid = uid.map_or(-1, i64::from),
+        torch_caller_agent = caller.agent().unwrap_or(""),
         torch_method = method,
-        "audit: uid {shown} called {method}: {outcome}"
+        "audit: {who} called {method}: {outcome}"
     );
 }
 
@@ -91,6 +98,26 @@ impl Manager {
         let result = op(caller.clone()).await.map_err(fdo::Error::from);
         audit(&caller, method, &outcome(&result));
         result
+    }
+
+    /// Resolves the caller and runs the read `op` for it; only a refusal
+    /// is logged (a line per status poll would drown the audit trail).
+    async fn guarded<T, F: Future<Output = Result<T, HubError>>>(
+        &self,
+        conn: &zbus::Connection,
+        hdr: &Header<'_>,
+        method: &str,
+        op: impl FnOnce(Option<String>) -> F,
+    ) -> fdo::Result<T> {
+        let caller = self.callers.of(&self.hub.systemd, conn, hdr).await;
+        let result = match caller.acting_agent() {
+            Ok(actor) => op(actor).await,
+            Err(e) => Err(e),
+        };
+        if let Err(HubError::AccessDenied(m)) = &result {
+            audit(&caller, method, &format!("refused: {m}"));
+        }
+        result.map_err(fdo::Error::from)
     }
 
     /// Spawns `req` for the caller, who acts as `req.requester`.
@@ -260,7 +287,8 @@ impl Manager {
         name: String,
     ) -> fdo::Result<String> {
         let (hub, n) = (&self.hub, &name);
-        let op = |_: Caller| service::retire(hub, n);
+        let op =
+            |c: Caller| async move { service::retire(hub, c.acting_agent()?.as_deref(), n).await };
         self.audited(conn, &hdr, "Retire", op, |r| match r {
             Ok(t) => format!("retired {name}, transcript {t}"),
             Err(e) => format!("could not retire {name}: {e}"),
@@ -299,25 +327,61 @@ impl Manager {
     }
 
     /// The fleet as JSON (schema in docs/dbus.md).
-    async fn status(&self) -> fdo::Result<String> {
-        json(service::status(&self.hub).await)
+    async fn status(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op = |actor| async move { service::status(hub, actor).await };
+        json(Ok(self.guarded(conn, &hdr, "Status", op).await?))
     }
 
     /// Messages to or from `agent` ("" for all) older than id `before`
     /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.
-    async fn messages(&self, agent: String, before: i64, limit: u32) -> fdo::Result<String> {
+    async fn messages(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        agent: String,
+        before: i64,
+        limit: u32,
+    ) -> fdo::Result<String> {
         let agent = (!agent.is_empty()).then_some(agent);
-        json(service::messages(&self.hub, agent, before, limit).await)
+        let hub = &self.hub;
+        let op = |actor: Option<String>| async move {
+            service::messages(hub, actor.as_deref(), agent, before, limit).await
+        };
+        json(Ok(self.guarded(conn, &hdr, "Messages", op).await?))
     }
 
     /// Messages addressed to `agent`, paged as for `Messages`, as JSON.
-    async fn inbox(&self, agent: String, before: i64, limit: u32) -> fdo::Result<String> {
-        json(service::inbox(&self.hub, agent, before, limit).await)
+    async fn inbox(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        agent: String,
+        before: i64,
+        limit: u32,
+    ) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op = |actor: Option<String>| async move {
+            service::inbox(hub, actor.as_deref(), agent, before, limit).await
+        };
+        json(Ok(self.guarded(conn, &hdr, "Inbox", op).await?))
     }
 
     /// The agent's screen.
-    async fn capture(&self, agent: String) -> fdo::Result<String> {
-        Ok(service::capture(&agent).await?)
+    async fn capture(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        agent: String,
+    ) -> fdo::Result<String> {
+        let (hub, a) = (&self.hub, &agent);
+        let op =
+            |actor: Option<String>| async move { service::capture(hub, actor.as_deref(), a).await };
+        self.guarded(conn, &hdr, "Capture", op).await
     }
 
     /// Answers the question `agent` asks on screen (a permission prompt):
@@ -375,7 +439,9 @@ impl Manager {
         id: i64,
     ) -> fdo::Result<()> {
         let hub = &self.hub;
-        let op = |_: Caller| schedule::cancel(hub, id);
+        let op = |c: Caller| async move {
+            service::unschedule(hub, c.acting_agent()?.as_deref(), id).await
+        };
         self.audited(conn, &hdr, "Unschedule", op, |r| match r {
             Ok(()) => format!("#{id}: removed"),
             Err(e) => format!("#{id}: {e}"),
@@ -384,9 +450,18 @@ impl Manager {
     }
 
     /// Active schedules of `agent` ("" for all) as JSON.
-    async fn schedules(&self, agent: String) -> fdo::Result<String> {
+    async fn schedules(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &zbus::Connection,
+        agent: String,
+    ) -> fdo::Result<String> {
         let agent = (!agent.is_empty()).then_some(agent);
-        json(schedule::list(&self.hub, agent).await)
+        let hub = &self.hub;
+        let op = |actor: Option<String>| async move {
+            service::schedules(hub, actor.as_deref(), agent).await
+        };
+        json(Ok(self.guarded(conn, &hdr, "Schedules", op).await?))
     }
 
     /// Fires every check-in due by now (the timers call this); returns how many fired.
@@ -396,7 +471,10 @@ impl Manager {
         #[zbus(connection)] conn: &zbus::Connection,
     ) -> fdo::Result<u32> {
         let hub = &self.hub;
-        let op = |_: Caller| async move { schedule::fire_due(hub).await.map(|n| n as u32) };
+        let op = |c: Caller| async move {
+            access::operator_only(c.acting_agent()?.as_deref(), "FireDue")?;
+            schedule::fire_due(hub).await.map(|n| n as u32)
+        };
         self.audited(conn, &hdr, "FireDue", op, |r| match r {
             Ok(n) => format!("{n} fired"),
             Err(e) => e.to_string(),

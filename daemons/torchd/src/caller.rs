@@ -28,6 +28,12 @@ impl Caller {
         self.uid
     }
 
+    /// The agent whose unit it runs in, if any: for the audit line, which
+    /// names who called whether or not the call was allowed.
+    pub fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
     /// The agents' user outside any agent's unit (a process that left it,
     /// or systemd could not say): it may not pick a name.
     fn is_unplaced_agent(&self) -> bool {

@@ -274,13 +274,18 @@ fn check_place(
             }
         }
     }
-    // Agents grow the tree below themselves only.
-    if requester != OPERATOR && parent != Some(requester) {
+    // Agents grow the tree below themselves only, and never above their
+    // own rank; the operator places anything anywhere.
+    if requester == OPERATOR {
+        return Ok(());
+    }
+    if parent != Some(requester) {
         return Err(format!(
             "agent {requester} may only spawn helpers below itself (--parent {requester})"
         ));
     }
-    Ok(())
+    let own = fleet.get(requester)?.def.role;
+    policy::check_child_role(own, role).map_err(|e| format!("agent {requester}: {e}"))
 }
 
 /// Whether one more agent `name` below `parent` stays within the quotas.
@@ -475,8 +480,16 @@ pub async fn unit_job(systemd: &Systemd, kind: JobKind, name: &AgentName) -> Res
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A fleet of `(name, role, parent)`, for the rules' tests.
+    pub(crate) fn fleet_of(list: &[(&str, Role, Option<&str>)]) -> Fleet {
+        Fleet {
+            agents: list.iter().map(|&(n, r, p)| agent(n, r, p)).collect(),
+            ..Fleet::default()
+        }
+    }
 
     fn agent(name: &str, role: Role, parent: Option<&str>) -> (String, Agent) {
         let def = AgentDefinition::parse(
@@ -549,6 +562,22 @@ mod tests {
             .unwrap_err()
             .contains("below itself"));
         assert!(plan_spawn(&config, &fleet, &req("helper", "qa", "dev", "dev")).is_ok());
+        for role in ["orchestrator", "project-manager"] {
+            let e = plan_spawn(&config, &fleet, &req("up", role, "dev", "dev")).unwrap_err();
+            assert!(
+                e.contains("agent dev: a developer may spawn only roles below"),
+                "{e}"
+            );
+        }
+        let e =
+            plan_spawn(&config, &fleet, &req("pm2", "project-manager", "pm", "pm")).unwrap_err();
+        assert!(e.contains("only roles below its own"), "{e}");
+        assert!(plan_spawn(
+            &config,
+            &fleet,
+            &req("pm2", "project-manager", "dev", "operator")
+        )
+        .is_ok());
         config.quotas.max_depth = 3;
         assert!(
             plan_spawn(&config, &fleet, &req("helper", "qa", "dev", "dev"))

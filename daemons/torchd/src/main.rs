@@ -7,6 +7,7 @@
 //! both answer. Agents are units of their own and keep running while the
 //! hub is down; a restarted hub picks up every queued message.
 
+mod access;
 mod bus;
 mod caller;
 mod courier;

@@ -202,8 +202,10 @@ pub async fn disarm(hub: &Hub, due_ms: Option<i64>) {
 /// shell would run the header as a command).
 fn checkin_text(hub: &Hub, s: &Schedule) -> String {
     let profile = hub.fleet.agents().get(&s.agent).ok().map(|a| a.def.profile);
+    // The note is the requester's text: it may not pass for a header.
+    let note = crate::courier::neutralise(&s.note);
     if profile.is_some_and(|p| !hub.config.envelope(p)) {
-        return s.note.clone();
+        return note.into_owned();
     }
     let set = calendar_utc(s.created_ms);
     format!(
@@ -211,7 +213,7 @@ fn checkin_text(hub: &Hub, s: &Schedule) -> String {
         s.id,
         s.created_by,
         &set[..16],
-        s.note
+        note
     )
 }
 

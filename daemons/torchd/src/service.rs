@@ -13,12 +13,12 @@ use torch_core::{paths, validate_message, AgentName};
 use torch_store::Store;
 use torch_systemd::JobKind;
 
-use crate::courier;
 use crate::error::HubError;
 use crate::fleet::{self, Fleet, SpawnRequest};
 use crate::hub::{blocking, Hub};
 use crate::lifecycle;
 use crate::schedule;
+use crate::{access, courier};
 
 /// A send key: what a client retries a `SendOnce` with.
 fn valid_key(key: &str) -> Result<(), HubError> {
@@ -67,7 +67,7 @@ pub async fn send(
         // Refused here, not by the supervisor after the message was
         // accepted: no retry could deliver it.
         let with_header = h.config.envelope(recipient.def.profile);
-        let header = courier::max_header_len("message", &f, with_header);
+        let header = courier::max_added_len("message", &f, with_header, &text);
         check_typed_size(&text, header).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
         let (id, stored) = match &key {
             Some(k) => h.store.enqueue_once(&f, &t, &text, "message", k)?,
@@ -100,7 +100,7 @@ pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<Str
         let check_brief = |def: &torch_core::AgentDefinition| match &brief {
             Some(b) => {
                 let with_header = h.config.envelope(def.profile);
-                let header = courier::max_header_len("brief", &requester, with_header);
+                let header = courier::max_added_len("brief", &requester, with_header, b);
                 check_typed_size(b, header).map_err(|e| format!("brief: {e}"))
             }
             None => Ok(()),
@@ -125,12 +125,14 @@ pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<Str
     Ok(name.unit())
 }
 
-/// Stops an agent, keeps its final transcript, and removes it; returns
-/// the transcript's path.
-pub async fn retire(hub: &Arc<Hub>, name: &str) -> Result<String, HubError> {
+/// Stops an agent for `actor` (an agent retires only those below it),
+/// keeps its final transcript, and removes it; returns the transcript's
+/// path.
+pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<String, HubError> {
     let agent = agent_name(name)?;
     let h = Arc::clone(hub);
     let fleet = blocking(move || Ok(h.fleet.agents())).await?;
+    access::below(&fleet, actor, agent.as_str(), "retire")?;
     let entry = fleet
         .get(agent.as_str())
         .map_err(HubError::Refused)?
@@ -240,26 +242,35 @@ pub async fn schedule(
     schedule::create(hub, name.as_str(), &when, spec.trim(), &note, &requester).await
 }
 
-/// The fleet: every defined agent, broken definitions included.
-pub async fn status(hub: &Arc<Hub>) -> Result<FleetStatus, HubError> {
+/// The fleet as `actor` may see it: every defined agent, broken
+/// definitions included, for the operator; itself and the agents below it
+/// for an agent.
+pub async fn status(hub: &Arc<Hub>, actor: Option<String>) -> Result<FleetStatus, HubError> {
     let units = hub
         .systemd
         .list("torch-agent@*.service")
         .await
         .map_err(|e| HubError::Systemd(e.to_string()))?;
     let h = Arc::clone(hub);
-    let agents = blocking(move || status_rows(&h.fleet.agents(), &h.store, &units)).await?;
+    let agents =
+        blocking(move || status_rows(&h.fleet.agents(), actor.as_deref(), &h.store, &units))
+            .await?;
     Ok(FleetStatus { version: 1, agents })
 }
 
-/// The status rows of every defined agent, broken definitions included.
+/// The status rows of every defined agent `actor` may see, broken
+/// definitions included.
 fn status_rows(
     fleet: &Fleet,
+    actor: Option<&str>,
     store: &Store,
     units: &[torch_systemd::UnitState],
 ) -> Result<Vec<AgentStatus>, HubError> {
     let mut out = Vec::new();
     let names = fleet.agents.keys().chain(fleet.broken.keys());
+    // Filtered before the supervisors are asked: nobody waits on rows
+    // that are not shown.
+    let names = names.filter(|n| lifecycle::may_control(fleet, actor, n));
     let mut names: Vec<&String> = names.collect();
     names.sort();
     for name in names {
@@ -373,13 +384,15 @@ fn cursor(before: i64) -> Option<i64> {
 }
 
 /// Messages to or from `agent` (all for `None`) older than id `before`,
-/// newest last, at most `limit`.
+/// newest last, at most `limit`, if `actor` may read them.
 pub async fn messages(
     hub: &Arc<Hub>,
+    actor: Option<&str>,
     agent: Option<String>,
     before: i64,
     limit: u32,
 ) -> Result<Vec<torch_api::Message>, HubError> {
+    access::messages(&hub.fleet.agents(), actor, agent.as_deref())?;
     let store = Arc::clone(&hub.store);
     blocking(move || {
         let rows =
@@ -389,13 +402,16 @@ pub async fn messages(
     .await
 }
 
-/// Messages addressed to `agent`, paged as [`messages`].
+/// Messages addressed to `agent`, paged as [`messages`], if `actor` may
+/// read them.
 pub async fn inbox(
     hub: &Arc<Hub>,
+    actor: Option<&str>,
     agent: String,
     before: i64,
     limit: u32,
 ) -> Result<Vec<torch_api::Message>, HubError> {
+    access::subtree(&hub.fleet.agents(), actor, &agent, "read the inbox of")?;
     let store = Arc::clone(&hub.store);
     blocking(move || {
         let rows = store.inbox_page(&agent, cursor(before), limit.clamp(1, PAGE_MAX))?;
@@ -441,9 +457,10 @@ pub async fn answer(
     .await
 }
 
-/// The agent's screen, from its supervisor.
-pub async fn capture(agent: &str) -> Result<String, HubError> {
+/// The agent's screen, from its supervisor, if `actor` may see it.
+pub async fn capture(hub: &Arc<Hub>, actor: Option<&str>, agent: &str) -> Result<String, HubError> {
     let name = agent_name(agent)?;
+    access::subtree(&hub.fleet.agents(), actor, name.as_str(), "capture")?;
     blocking(move || {
         match protocol::call(
             &paths::control_socket(&name),
@@ -457,4 +474,37 @@ pub async fn capture(agent: &str) -> Result<String, HubError> {
         }
     })
     .await
+}
+
+/// Active schedules of `agent` (all for `None`) that `actor` may see: an
+/// agent, those of itself and the agents below it, and those it set.
+pub async fn schedules(
+    hub: &Arc<Hub>,
+    actor: Option<&str>,
+    agent: Option<String>,
+) -> Result<Vec<torch_api::Schedule>, HubError> {
+    let fleet = hub.fleet.agents();
+    if let Some(a) = &agent {
+        access::subtree(&fleet, actor, a, "list the check-ins of")?;
+    }
+    let all = schedule::list(hub, agent).await?;
+    Ok(all
+        .into_iter()
+        .filter(|s| {
+            actor == Some(s.created_by.as_str()) || lifecycle::may_control(&fleet, actor, &s.agent)
+        })
+        .collect())
+}
+
+/// Removes schedule `id` for `actor`: an agent, one it set or one of
+/// itself or an agent below it.
+pub async fn unschedule(hub: &Arc<Hub>, actor: Option<&str>, id: i64) -> Result<(), HubError> {
+    if actor.is_some() {
+        let s = torch_store::call(&hub.store, move |st| st.schedule(id)).await?;
+        // A missing one is the cancel's to explain.
+        if let Some(s) = s {
+            access::unschedule(&hub.fleet.agents(), actor, id, &s.agent, &s.created_by)?;
+        }
+    }
+    schedule::cancel(hub, id).await
 }
