@@ -77,11 +77,11 @@ pub fn alert_text(agent: &str, overdue: &Overdue, question: Option<&str>) -> Str
     let minutes = overdue.waited.as_secs().div_ceil(60);
     match overdue.activity {
         Activity::Asking => format!(
-            "[torch alert] agent {agent} has waited {minutes} min for an answer{}. Answer with `torch answer {agent} yes` or `torch answer {agent} no`; see its screen with `torch capture {agent}`.",
+            "Torch alert: agent {agent} has waited {minutes} min for an answer{}. Answer with `torch answer {agent} yes` or `torch answer {agent} no`; see its screen with `torch capture {agent}`.",
             question.map(|q| format!(" ({q})")).unwrap_or_default()
         ),
         _ => format!(
-            "[torch alert] agent {agent} has been in trouble for {minutes} min; see its screen with `torch capture {agent}` and its journal with `torch logs {agent}`."
+            "Torch alert: agent {agent} has been in trouble for {minutes} min; see its screen with `torch capture {agent}` and its journal with `torch logs {agent}`."
         ),
     }
 }

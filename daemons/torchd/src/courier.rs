@@ -106,7 +106,7 @@ pub fn max_header_len(kind: &str, sender: &str, with_header: bool) -> usize {
 pub const QUOTED: &str = "(quoted) ";
 
 /// Whether `line` imitates a header of the hub's (`[torch message #N from
-/// X]`, `[torch brief from X]`, `[torch check-in ...]`, `[torch alert]`):
+/// X]`, `[torch brief from X]`, `[torch check-in ...]`):
 /// it starts, after blanks, with `[torch` in any case.
 fn imitates_header(line: &str) -> bool {
     let rest = line.trim_start_matches([' ', '\t']).as_bytes();
