@@ -240,7 +240,10 @@ impl HookFeed {
                 "the agent's last turn failed ({error}); it is back at its prompt"
             ),
             HookEvent::PermissionRequest { tool } => return self.permission_asked(input, tool),
-            HookEvent::Notice { kind, message } if kind == "permission_prompt" => {
+            // The permission request said more (the tool and its command).
+            HookEvent::Notice { kind, message }
+                if kind == "permission_prompt" && self.question().is_none() =>
+            {
                 self.set_question(Some(message.clone()));
             }
             HookEvent::SessionEnd if !self.session_started() => self.resume_failed(),
