@@ -10,6 +10,8 @@
 //! is taken to the moment the echo agent recorded the message.
 
 mod checks;
+mod claude;
+mod claude_inner;
 mod fleet;
 mod inner;
 mod report;
@@ -58,8 +60,15 @@ struct Args {
     /// Pending check-ins set to measure what they cost.
     #[arg(long, default_value_t = 10_000)]
     pending: usize,
-    /// Run only these parts (repeatable): latency, contention, fleet,
-    /// recovery, schedules. Default: all.
+    /// Messages to the real Claude Code agent, by `torch send` and again by
+    /// the naive sender, each after the last turn ended (0 skips them).
+    #[arg(long, default_value_t = 30)]
+    claude_turns: usize,
+    /// Claude Code agents spawned in a row with a brief.
+    #[arg(long, default_value_t = 20)]
+    claude_briefs: usize,
+    /// Run only these parts (repeatable): latency, contention, claude,
+    /// fleet, recovery, schedules. Default: all.
     #[arg(long, value_name = "PART")]
     only: Vec<String>,
     /// Also write the report into this Markdown file, between the lines
@@ -102,6 +111,12 @@ fn main() -> Result<()> {
     sb.start_hub()?;
     if part("contention") {
         checks::contention(&sb, &mut r, 100)?;
+    }
+    // Before the fleet: its 200 agents would be in every `torch status`
+    // this part polls, and the claude agents (retired at its end) are not
+    // to be counted in the fleet's figures.
+    if part("claude") {
+        claude::run(&sb, &mut r, args.claude_turns, args.claude_briefs)?;
     }
     if part("fleet") && args.fleet > 0 {
         fleet::run(&sb, &mut r, &args)?;
