@@ -269,6 +269,13 @@ fn notes(r: &mut Report, n: usize, o: &Outputs) {
         pct(&cli, 0.5),
         pct(&cli, 0.99),
     ));
+    let polls = sorted(&o.torch, "status_ms");
+    r.line(format!(
+        "Each `torch status --json` in the state rows took p50 {} ms, p99 {} ms ({} calls).",
+        pct(&polls, 0.5),
+        pct(&polls, 0.99),
+        polls.len(),
+    ));
     let spawn = sorted(&o.briefs, "spawn_ms");
     r.line(format!(
         "`torch spawn` of a claude agent returned (unit started; Claude Code still starting) after p50 {} ms, p99 {} ms; the {} claude programs then started at once (load average {} when the last brief arrived). Status polled every 20 ms (`torch status --json`, a process each time); the stand-in answered each timed message after {REPLY_DELAY_MS} ms.",

@@ -144,6 +144,8 @@ struct Turn {
     ended: Option<f64>,
     working: Option<f64>,
     idle: Option<f64>,
+    /// How long each `torch status` took: the state rows include it.
+    polls: Vec<f64>,
 }
 
 /// Follows the turn of the message carrying `token`: polls the agent's
@@ -160,8 +162,10 @@ fn follow(tail: &mut Tail, agent: &str, token: &str, sent: f64, arrive: Duration
     // that, idle is the state from before the message.
     let mut ended_before_poll = false;
     loop {
+        let asked = now_ms();
         let state = agent_state(agent)?;
         let seen = now_ms();
+        turn.polls.push(seen - asked);
         tail.poll()?;
         if turn.working.is_none() && state == "working" {
             turn.working = Some(seen);
@@ -201,6 +205,7 @@ pub fn turns(record: PathBuf, agent: &str, mode: &str, n: usize, arrive_ms: u64)
     let token = |i: usize| format!("BENCH-{mode}-{i}:");
     let arrive = Duration::from_millis(arrive_ms);
     let mut out = Vec::new();
+    let mut polls: Vec<f64> = Vec::new();
     for i in 0..n {
         let text = format!("{} the quick brown fox", token(i));
         let sent = now_ms();
@@ -211,6 +216,7 @@ pub fn turns(record: PathBuf, agent: &str, mode: &str, n: usize, arrive_ms: u64)
         }
         let returned = now_ms();
         let t = follow(&mut tail, agent, &token(i), sent, arrive)?;
+        polls.extend(&t.polls);
         out.push(json!({
             "sent": t.sent, "returned": returned, "request": t.request, "ended": t.ended,
             "working": t.working, "idle": t.idle,
@@ -221,7 +227,9 @@ pub fn turns(record: PathBuf, agent: &str, mode: &str, n: usize, arrive_ms: u64)
     tail.poll()?;
     let tokens: Vec<String> = (0..n).map(token).collect();
     let (arrived, alone, glued) = tally(&tail, &tokens);
-    Ok(json!({"turns": out, "arrived": arrived, "alone": alone, "glued": glued}))
+    Ok(json!({
+        "turns": out, "arrived": arrived, "alone": alone, "glued": glued, "status_ms": polls,
+    }))
 }
 
 /// Of the messages carrying `tokens`: how many reached the stand-in at all,
