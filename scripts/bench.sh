@@ -6,7 +6,7 @@
 # Code first (scripts/setup-claude.sh; once, then a version check). Builds
 # release binaries (Torch, and the scripted test agent and the bench, so
 # that their debug builds do not eat the CPU Torch is measured on), prints
-# the tables and writes them into docs/benchmarks.md. Takes about 10
+# the tables and writes them into docs/benchmarks.md. Takes about 11
 # minutes; options after the script name go to torch-bench (e.g. `--fleet
 # 50 --pending 1000`; see `--help`).
 # Run as root on Debian 12:  scripts/bench.sh
