@@ -11,6 +11,9 @@ use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
 /// Where the scripted test agent is installed inside a sandbox.
 pub const TEST_AGENT: &str = "/usr/local/bin/torch-test-agent";
 
+/// The drop-in [`Sandbox::agent_dropin`] writes for every agent unit.
+const AGENT_DROPIN: &str = "/etc/systemd/system/torch-agent@.service.d/test.conf";
+
 /// Where an echo agent named `name` records its messages: the agents' state
 /// directory, which the unprivileged agent user may write (its /tmp is
 /// private).
@@ -80,11 +83,14 @@ impl Sandbox {
 
     /// Writes a drop-in for every agent unit (e.g. a shorter watchdog) and reloads.
     pub fn agent_dropin(&self, body: &str) -> Result<()> {
-        self.write_file(
-            "/etc/systemd/system/torch-agent@.service.d/test.conf",
-            body.as_bytes(),
-            0o644,
-        )?;
+        self.write_file(AGENT_DROPIN, body.as_bytes(), 0o644)?;
+        self.systemctl(&["daemon-reload"]).map(drop)
+    }
+
+    /// Removes the drop-in of [`Sandbox::agent_dropin`] and reloads; agents
+    /// started later run without it.
+    pub fn remove_agent_dropin(&self) -> Result<()> {
+        self.run(&["rm", "-f", AGENT_DROPIN])?;
         self.systemctl(&["daemon-reload"]).map(drop)
     }
 

@@ -3,7 +3,7 @@
 //! network is its loopback.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -76,7 +76,9 @@ impl Standin {
     pub fn start(sb: &Sandbox) -> Result<Standin> {
         let dir = sb.share().join("llm");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let bin = target_bin_dir().join("torch-test-llm");
+        // The benchmark measures release builds (TORCH_BIN_DIR, as install_torch reads it).
+        let bins = std::env::var_os("TORCH_BIN_DIR").map_or_else(target_bin_dir, PathBuf::from);
+        let bin = bins.join("torch-test-llm");
         if !bin.exists() {
             bail!(
                 "{} missing; run cargo build --workspace --bins",
@@ -133,19 +135,15 @@ impl Standin {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The record file (the same path inside the sandbox and out).
+    pub fn record_path(&self) -> PathBuf {
+        self.dir.join("record.jsonl")
+    }
+
     /// Every request so far, oldest first. A last line still being written is left out.
     pub fn requests(&self) -> Result<Vec<Value>> {
-        let path = self.dir.join("record.jsonl");
-        let raw = match fs::read_to_string(&path) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-        };
-        let complete = raw.rfind('\n').map_or("", |i| &raw[..i]);
-        complete
-            .lines()
-            .map(|l| serde_json::from_str(l).with_context(|| format!("bad record line {l:?}")))
-            .collect()
+        let lines = record_lines(&self.record_path())?;
+        Ok(lines.into_iter().filter(is_request).collect())
     }
 
     /// The last user text of every `POST /v1/messages`, oldest first.
@@ -181,6 +179,28 @@ impl Standin {
     }
 }
 
+/// Every complete line of a stand-in's record file, oldest first: requests, and the lines
+/// that say when a reply ended (see [`is_request`]). A last line still being written is left
+/// out; a missing file has none.
+pub fn record_lines(path: &Path) -> Result<Vec<Value>> {
+    let raw = match fs::read_to_string(path) {
+        Ok(r) => r,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let complete = raw.rfind('\n').map_or("", |i| &raw[..i]);
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).with_context(|| format!("bad record line {l:?}")))
+        .collect()
+}
+
+/// Whether a record line is a request (the others say when a reply ended: `request`,
+/// `ended_ms`).
+pub fn is_request(line: &Value) -> bool {
+    line.get("method").is_some()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +210,25 @@ mod tests {
         let v = claude_version().unwrap();
         assert!(v.split('.').count() == 3, "{v}");
         assert!(claude_bin().unwrap().to_string_lossy().contains(&v));
+    }
+
+    #[test]
+    fn record_lines_tell_requests_from_reply_ends_and_skip_a_partial_line() {
+        let dir = std::env::temp_dir().join(format!("torch-llm-record-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("record.jsonl");
+        let text = concat!(
+            r#"{"at_ms":1,"method":"POST","path":"/v1/messages","request":1}"#,
+            "\n",
+            r#"{"request":1,"ended_ms":5}"#,
+            "\n",
+            r#"{"at_ms":7,"method":"PO"#,
+        );
+        fs::write(&path, text).unwrap();
+        let lines = record_lines(&path).unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(is_request(&lines[0]) && !is_request(&lines[1]));
+        assert_eq!(lines[1]["ended_ms"], 5);
     }
 }

@@ -11,7 +11,10 @@
 //! * `POST /v1/messages` (plain or `"stream": true`), `POST /v1/messages/count_tokens`;
 //!   anything else is a 404 with an API-style error body.
 //! * Every request is appended to the record file as one JSON line: `at_ms`, `method`,
-//!   `path`, `body` (JSON or null), `last_user_text`, `model`.
+//!   `path`, `body` (JSON or null), `last_user_text`, `model`, and `request` (its number,
+//!   from 1). When a `/v1/messages` reply has been sent whole (a stream's last event handed
+//!   to the connection), a second line `{"request": N, "ended_ms": T}` follows, so a test or
+//!   the benchmark can time what the client does after the reply.
 //! * The script (a JSON list of rules, see `torch_tests::anthropic`) is read again on every
 //!   request, so a test may change it while the server runs. Without a rule that applies,
 //!   the reply is the text `ok`.
@@ -57,6 +60,8 @@ struct App {
     script: Option<PathBuf>,
     fired: Mutex<HashMap<String, u32>>,
     seq: AtomicU64,
+    /// Numbers the requests, for matching a reply's end line to its request.
+    requests: AtomicU64,
 }
 
 type Shared = Arc<App>;
@@ -77,6 +82,7 @@ async fn main() -> Result<()> {
         script: args.script,
         fired: Mutex::new(HashMap::new()),
         seq: AtomicU64::new(1),
+        requests: AtomicU64::new(1),
     });
     let router = axum::Router::new()
         .fallback(handle)
@@ -125,9 +131,10 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
     let json = parsed.clone().unwrap_or(Value::Null);
     let text = anthropic::last_user_text(&json);
     let model = json["model"].as_str().unwrap_or_default().to_string();
+    let request = app.requests.fetch_add(1, Ordering::Relaxed);
     app.write_record(&json!({
         "at_ms": now_ms() as u64, "method": method.as_str(), "path": uri.path(),
-        "body": json, "last_user_text": text, "model": model,
+        "body": json, "last_user_text": text, "model": model, "request": request,
     }));
     let post = method == Method::POST;
     match (post, uri.path(), parsed) {
@@ -138,7 +145,10 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
             let n = anthropic::tokens(body.len());
             (StatusCode::OK, axum::Json(json!({"input_tokens": n}))).into_response()
         }
-        (true, "/v1/messages", Some(req)) => app.messages(&req, &text, &model, body.len()).await,
+        (true, "/v1/messages", Some(req)) => {
+            let size = body.len();
+            app.messages(&req, &text, &model, size, request).await
+        }
         _ => error(
             404,
             &format!("the stand-in has no {} {}", method, uri.path()),
@@ -184,7 +194,19 @@ impl App {
         Ok(Some(rule.clone()))
     }
 
-    async fn messages(&self, req: &Value, text: &str, model: &str, size: usize) -> Response {
+    /// Records that the reply to request `request` was sent whole.
+    fn write_end(&self, request: u64) {
+        self.write_record(&json!({"request": request, "ended_ms": now_ms() as u64}));
+    }
+
+    async fn messages(
+        self: &Arc<Self>,
+        req: &Value,
+        text: &str,
+        model: &str,
+        size: usize,
+        request: u64,
+    ) -> Response {
         let rule = match self.choose(req, text) {
             Ok(r) => r,
             Err(e) => {
@@ -209,22 +231,31 @@ impl App {
         let id = format!("standin{:06}", self.seq.fetch_add(1, Ordering::Relaxed));
         let input = anthropic::tokens(size);
         if req["stream"] == true {
-            stream(anthropic::stream_events(
-                &answer, &id, model, input, stream_for,
-            ))
+            let events = anthropic::stream_events(&answer, &id, model, input, stream_for);
+            let app = Arc::clone(self);
+            stream(events, move || app.write_end(request))
         } else {
             let msg = anthropic::message(&answer, &id, model, input);
+            // Handed over at once: the body is built, nothing is left to wait for.
+            self.write_end(request);
             (StatusCode::OK, axum::Json(msg)).into_response()
         }
     }
 }
 
-/// A server-sent-event response that sends each event after its pause.
-fn stream(events: Vec<(Duration, String)>) -> Response {
-    let body = futures_util::stream::unfold(events.into_iter(), |mut it| async move {
-        let (pause, frame) = it.next()?;
+/// A server-sent-event response that sends each event after its pause, then calls `ended`.
+fn stream(events: Vec<(Duration, String)>, ended: impl FnOnce() + Send + 'static) -> Response {
+    let state = (events.into_iter(), Some(ended));
+    let body = futures_util::stream::unfold(state, |(mut it, mut ended)| async move {
+        let Some((pause, frame)) = it.next() else {
+            // Asked for more after the last frame: the connection took it.
+            if let Some(f) = ended.take() {
+                f();
+            }
+            return None;
+        };
         tokio::time::sleep(pause).await;
-        Some((Ok::<_, Infallible>(Bytes::from(frame)), it))
+        Some((Ok::<_, Infallible>(Bytes::from(frame)), (it, ended)))
     });
     let mut resp = Response::new(Body::from_stream(body));
     let h = resp.headers_mut();

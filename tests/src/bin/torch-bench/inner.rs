@@ -3,6 +3,7 @@
 //! is not counted in what they time. Each prints one JSON object.
 
 use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +20,8 @@ pub enum Inner {
     /// Send latency to echo agent TORCH: HUB sends `torch send --wait`,
     /// then DIRECT sends `torch send --direct`; then NAIVE_MESSAGES by the
     /// naive sender to echo agent NAIVE.
-    #[command(hide = true)]
-    InnerLatency {
+    #[command(hide = true, name = "inner-latency")]
+    Latency {
         torch: String,
         naive: String,
         hub: usize,
@@ -28,12 +29,33 @@ pub enum Inner {
         naive_messages: usize,
     },
     /// Verified throughput through the hub to agents PREFIX0..PREFIX{AGENTS-1}.
-    #[command(hide = true)]
-    InnerThroughput {
+    #[command(hide = true, name = "inner-throughput")]
+    Throughput {
         prefix: String,
         agents: usize,
         per_agent: usize,
         concurrency: usize,
+    },
+    /// N messages to claude agent AGENT by MODE ("torch": `torch send`;
+    /// "naive": tmux send-keys), each after the last turn ended, timed to
+    /// the stand-in's RECORD; a naive message not there after ARRIVE_MS is
+    /// given up on.
+    #[command(hide = true, name = "inner-claude-turns")]
+    ClaudeTurns {
+        record: PathBuf,
+        agent: String,
+        mode: String,
+        n: usize,
+        arrive_ms: u64,
+    },
+    /// N claude agents spawned in a row with briefs (program CLAUDE, key
+    /// KEY_FILE), timed to the stand-in's RECORD.
+    #[command(hide = true, name = "inner-claude-briefs")]
+    ClaudeBriefs {
+        record: PathBuf,
+        claude: String,
+        key_file: String,
+        n: usize,
     },
 }
 
@@ -41,7 +63,7 @@ impl Inner {
     /// Runs the part and prints its JSON result.
     pub fn run(self) -> Result<()> {
         let out = match self {
-            Inner::InnerLatency {
+            Inner::Latency {
                 torch,
                 naive,
                 hub,
@@ -61,12 +83,25 @@ impl Inner {
                     "naive_intact": naive_intact,
                 })
             }
-            Inner::InnerThroughput {
+            Inner::Throughput {
                 prefix,
                 agents,
                 per_agent,
                 concurrency,
             } => throughput(&prefix, agents, per_agent, concurrency)?,
+            Inner::ClaudeTurns {
+                record,
+                agent,
+                mode,
+                n,
+                arrive_ms,
+            } => crate::claude_inner::turns(record, &agent, &mode, n, arrive_ms)?,
+            Inner::ClaudeBriefs {
+                record,
+                claude,
+                key_file,
+                n,
+            } => crate::claude_inner::briefs(record, &claude, &key_file, n)?,
         };
         println!("{out}");
         Ok(())

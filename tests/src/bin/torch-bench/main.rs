@@ -10,6 +10,8 @@
 //! is taken to the moment the echo agent recorded the message.
 
 mod checks;
+mod claude;
+mod claude_inner;
 mod fleet;
 mod inner;
 mod report;
@@ -58,8 +60,15 @@ struct Args {
     /// Pending check-ins set to measure what they cost.
     #[arg(long, default_value_t = 10_000)]
     pending: usize,
-    /// Run only these parts (repeatable): latency, contention, fleet,
-    /// recovery, schedules. Default: all.
+    /// Messages to the real Claude Code agent, by `torch send` and again by
+    /// the naive sender, each after the last turn ended (0 skips them).
+    #[arg(long, default_value_t = 30)]
+    claude_turns: usize,
+    /// Claude Code agents spawned in a row with a brief.
+    #[arg(long, default_value_t = 20)]
+    claude_briefs: usize,
+    /// Run only these parts (repeatable): latency, contention, claude,
+    /// fleet, recovery, schedules. Default: all.
     #[arg(long, value_name = "PART")]
     only: Vec<String>,
     /// Also write the report into this Markdown file, between the lines
@@ -90,6 +99,24 @@ fn main() -> Result<()> {
     ));
     sb.install_torch()?;
     let part = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
+    // Claude first, on a fresh store: `torch status`, which its state rows
+    // poll, counts every agent's messages (about 150 ms a call once the
+    // latency part stored 1,000,000), and the fleet's 200 agents would be
+    // in every call too. Then the hub starts again on an empty store, so
+    // the latency part times it as if this part had not run. Its report
+    // goes after contention's.
+    let mut claude_report = Report::default();
+    if part("claude") {
+        sb.start_hub()?;
+        claude::run(
+            &sb,
+            &mut claude_report,
+            args.claude_turns,
+            args.claude_briefs,
+        )?;
+        sb.systemctl(&["stop", "torch.service"])?;
+        empty_store(&state)?;
+    }
     if part("latency") {
         checks::latency(
             &sb,
@@ -103,6 +130,7 @@ fn main() -> Result<()> {
     if part("contention") {
         checks::contention(&sb, &mut r, 100)?;
     }
+    r.append(claude_report);
     if part("fleet") && args.fleet > 0 {
         fleet::run(&sb, &mut r, &args)?;
     }
@@ -120,6 +148,20 @@ fn main() -> Result<()> {
     if let Some(path) = &args.write {
         write(path, &r, cores)?;
         eprintln!("report written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Removes the hub's store (the hub stopped) from its state directory
+/// `state` on the host; the hub makes a new, empty one when it starts.
+fn empty_store(state: &Path) -> Result<()> {
+    for file in ["torch.db", "torch.db-wal", "torch.db-shm"] {
+        match std::fs::remove_file(state.join(file)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {file}"));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

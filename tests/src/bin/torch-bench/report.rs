@@ -79,6 +79,13 @@ impl Report {
         self.table(&["figure", "target", "measured", "verdict"], &rows);
     }
 
+    /// Takes in what `other` printed and measured (already printed), so a
+    /// part run early can stand where it belongs in the written report.
+    pub fn append(&mut self, other: Report) {
+        self.text.push_str(&other.text);
+        self.targets.extend(other.targets);
+    }
+
     /// Everything printed so far.
     pub fn text(&self) -> &str {
         &self.text
