@@ -43,7 +43,7 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_millis(700);
 const SUBMIT_ATTEMPTS: u32 = 5;
 /// A TUI takes an Enter that follows a paste too closely as part of the
 /// paste (Claude Code: about 100 ms).
-const PASTE_SETTLE: Duration = Duration::from_millis(200);
+const PASTE_SETTLE: Duration = Duration::from_millis(150);
 /// How long a hook-reporting CLI has to report the prompt after Enter.
 const HOOK_SUBMIT_TIMEOUT: Duration = Duration::from_secs(3);
 const HOOK_SUBMIT_ATTEMPTS: u32 = 3;
