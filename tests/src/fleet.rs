@@ -14,6 +14,20 @@ pub const TEST_AGENT: &str = "/usr/local/bin/torch-test-agent";
 /// The drop-in [`Sandbox::agent_dropin`] writes for every agent unit.
 const AGENT_DROPIN: &str = "/etc/systemd/system/torch-agent@.service.d/test.conf";
 
+/// `torch.toml` that types messages to shell-profile agents after their
+/// header, as AI agents get them: the echo agents stand in for AI agents.
+pub const ENVELOPE_FOR_SHELL: &str = "[delivery.envelope]\nshell = true\n";
+
+/// Boots a sandbox with Torch installed, `config` as `/etc/torch/torch.toml`
+/// and the hub running.
+pub fn boot_hub(label: &str, config: &str) -> Result<Sandbox> {
+    let sb = Sandbox::boot(label)?;
+    sb.install_torch()?;
+    sb.write_file("/etc/torch/torch.toml", config.as_bytes(), 0o644)?;
+    sb.start_hub()?;
+    Ok(sb)
+}
+
 /// Where an echo agent named `name` records its messages: the agents' state
 /// directory, which the unprivileged agent user may write (its /tmp is
 /// private).

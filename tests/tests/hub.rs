@@ -7,23 +7,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
+use torch_tests::fleet::{boot_hub, ENVELOPE_FOR_SHELL};
 use torch_tests::{wait_until, Sandbox};
 
-/// The echo agents here stand in for AI agents, which get each message after
-/// its header; their profile is `shell` (the spawn default, whose screen
-/// rules read the echo prompt), which gets the bare text unless told.
-const ENVELOPE_FOR_SHELL: &str = "[delivery.envelope]\nshell = true\n";
-
 fn hub_sandbox(label: &str) -> Result<Sandbox> {
-    let sb = Sandbox::boot(label)?;
-    sb.install_torch()?;
-    sb.write_file(
-        "/etc/torch/torch.toml",
-        ENVELOPE_FOR_SHELL.as_bytes(),
-        0o644,
-    )?;
-    sb.start_hub()?;
-    Ok(sb)
+    boot_hub(label, ENVELOPE_FOR_SHELL)
 }
 
 fn messages(sb: &Sandbox, agent: &str) -> Result<Vec<Value>> {

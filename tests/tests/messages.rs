@@ -8,17 +8,10 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use torch_core::MAX_MESSAGE_BYTES;
+use torch_tests::fleet::{boot_hub, ENVELOPE_FOR_SHELL};
 use torch_tests::{wait_until, Sandbox};
 
 /// A sandbox with the hub running on `config` as /etc/torch/torch.toml.
-fn hub_sandbox(label: &str, config: &str) -> Result<Sandbox> {
-    let sb = Sandbox::boot(label)?;
-    sb.install_torch()?;
-    sb.write_file("/etc/torch/torch.toml", config.as_bytes(), 0o644)?;
-    sb.start_hub()?;
-    Ok(sb)
-}
-
 fn messages(sb: &Sandbox, agent: &str) -> Result<Vec<Value>> {
     sb.all_messages(agent)
 }
@@ -40,7 +33,7 @@ fn sh_status(sb: &Sandbox, script: &str) -> Result<(bool, String)> {
 fn undeliverable_messages_are_refused_or_failed_at_once() -> Result<()> {
     // The echo agent's profile is shell, which gets messages bare unless
     // told otherwise; with the header on, it stands in for an AI agent.
-    let sb = hub_sandbox("undeliverable", "[delivery.envelope]\nshell = true\n")?;
+    let sb = boot_hub("undeliverable", ENVELOPE_FOR_SHELL)?;
     sb.spawn_echo("dev", "orchestrator", None)?;
 
     // Under the limit alone, over it with the header: refused at Send,
@@ -106,7 +99,7 @@ fn undeliverable_messages_are_refused_or_failed_at_once() -> Result<()> {
 
 #[test]
 fn a_shell_agent_runs_the_command_it_is_sent() -> Result<()> {
-    let sb = hub_sandbox("shell-envelope", "")?;
+    let sb = boot_hub("shell-envelope", "")?;
     sb.run(&["mkdir", "-p", "/srv/work"])?;
     sb.torch(&[
         "spawn",
@@ -156,7 +149,7 @@ fn a_shell_agent_runs_the_command_it_is_sent() -> Result<()> {
 
 #[test]
 fn a_broken_definition_is_named_wherever_the_agent_is() -> Result<()> {
-    let sb = hub_sandbox("broken-definition", "")?;
+    let sb = boot_hub("broken-definition", "")?;
     sb.define_echo_agent("dev")?;
     sb.torch(&["start", "dev"])?;
     sb.torch(&["send", "--wait", "dev", "before the edit"])?;

@@ -10,22 +10,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use serde_json::Value;
+use torch_tests::fleet::{boot_hub, ENVELOPE_FOR_SHELL};
 use torch_tests::{wait_until, Sandbox};
-
-/// The echo agents stand in for AI agents, which get each message after
-/// its header (their profile, shell, gets bare text unless told).
-const ENVELOPE_FOR_SHELL: &str = "[delivery.envelope]\nshell = true\n";
 
 /// A sandbox running the hub and the two-branch fleet.
 fn fleet(label: &str) -> Result<Sandbox> {
-    let sb = Sandbox::boot(label)?;
-    sb.install_torch()?;
-    sb.write_file(
-        "/etc/torch/torch.toml",
-        ENVELOPE_FOR_SHELL.as_bytes(),
-        0o644,
-    )?;
-    sb.start_hub()?;
+    let sb = boot_hub(label, ENVELOPE_FOR_SHELL)?;
     sb.spawn_echo("boss", "orchestrator", None)?;
     sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
     sb.spawn_echo("pm2", "project-manager", Some("boss"))?;
