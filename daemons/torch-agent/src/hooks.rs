@@ -150,9 +150,8 @@ pub struct HookFeed {
     limits: Limits,
     /// Until when a rate or usage limit stops the agent.
     limited_until: Mutex<Option<SystemTime>>,
-    /// The session's transcript, where Claude records a limit's reset.
-    transcript: Mutex<Option<String>>,
-    /// The tokens of the session, from its transcript.
+    /// The tokens of the session, from its transcript (whose path is also
+    /// where Claude records a limit's reset).
     tokens: Mutex<TokenCounter>,
     /// The session's cost as the CLI computes it, in millionths of a dollar.
     cost: Mutex<Option<u64>>,
@@ -172,7 +171,6 @@ impl Default for HookFeed {
             agent: String::new(),
             limits: Limits::default(),
             limited_until: Mutex::new(None),
-            transcript: Mutex::new(None),
             tokens: Mutex::new(TokenCounter::default()),
             cost: Mutex::new(None),
         }
@@ -293,8 +291,8 @@ impl HookFeed {
     /// A limit stopped the turn: hold messages until it resets, and have a
     /// check-in tell the agent to continue then.
     fn limited(&self) {
-        let transcript = self.transcript.lock().ok().and_then(|t| t.clone());
-        let reset = transcript.and_then(|t| limits::reset_from_transcript(Path::new(&t)));
+        let transcript = self.tokens.lock().ok().and_then(|t| t.path().cloned());
+        let reset = transcript.and_then(|t| limits::reset_from_transcript(&t));
         let at = limits::continue_at(reset, SystemTime::now(), &self.limits, &self.agent);
         let secs = at
             .duration_since(SystemTime::now())
@@ -351,9 +349,6 @@ impl HookFeed {
 
     fn session_started_as(&self, session: &str, transcript: &str) {
         tracing::info!("the agent's session {session} started");
-        if let Ok(mut t) = self.transcript.lock() {
-            *t = Some(transcript.to_string());
-        }
         if let Ok(mut t) = self.tokens.lock() {
             t.follow(transcript.into());
         }

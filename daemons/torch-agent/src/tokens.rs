@@ -54,6 +54,11 @@ impl TokenCounter {
         }
     }
 
+    /// The transcript it counts, once a session reported one.
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
     /// The totals, after reading what was added to the transcript.
     pub fn totals(&mut self) -> Option<Tokens> {
         let path = self.path.clone()?;
