@@ -150,21 +150,35 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
         .with_context(|| format!("bad working directory {}", req.workdir.display()))?;
     let workdir = workdir.to_string_lossy();
     let env = req.env_file.as_deref().map(read_env_file).transpose()?;
-    let argv: Vec<&str> = req.command.iter().map(String::as_str).collect();
     let caller = hub::caller();
-    let (r, argv) = (&req, &argv[..]);
+    let r = &req;
     let unit = hub_call(async |h| match &env {
         // Plain Spawn without one, so a hub older than SpawnWithEnv still
         // spawns.
         None => {
             h.spawn(
-                &r.name, &r.role, &r.parent, &workdir, &r.profile, argv, &brief, &caller,
+                &r.name,
+                &r.role,
+                &r.parent,
+                &workdir,
+                &r.profile,
+                r.command.clone(),
+                &brief,
+                &caller,
             )
             .await
         }
         Some(env) => {
             h.spawn_with_env(
-                &r.name, &r.role, &r.parent, &workdir, &r.profile, argv, &brief, &caller, env,
+                &r.name,
+                &r.role,
+                &r.parent,
+                &workdir,
+                &r.profile,
+                r.command.clone(),
+                &brief,
+                &caller,
+                env,
             )
             .await
         }

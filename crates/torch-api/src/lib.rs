@@ -1,16 +1,19 @@
 //! The hub's D-Bus API, `org.torch.Manager1` at `/org/torch/Torch1` on the
 //! system bus as `org.torch.Torch1`, documented in `docs/dbus.md`.
 //!
-//! One crate for both ends: `torchd` serves the interface and answers with
-//! the types below, `torch` and the tests call it through [`ManagerProxy`]
-//! and read the same types back. Structured answers travel as JSON strings,
+//! One crate for both ends, written once in `manager.rs`: `torchd`
+//! implements [`ManagerService`] and serves it as [`ManagerServer`],
+//! answering with the types below; `torch` and the tests call it through
+//! [`ManagerProxy`] and read the same types back. Structured answers travel as JSON strings,
 //! so a field can be added without changing a method's signature; a field
 //! an older hub does not send takes its default.
 
-mod proxy;
+mod manager;
 mod types;
 
-pub use proxy::{ManagerProxy, MessageDeliveredStream, MessageFailedStream};
+pub use manager::{
+    ManagerProxy, ManagerServer, ManagerService, MessageDeliveredStream, MessageFailedStream,
+};
 pub use types::{AgentStatus, FleetStatus, Message, Schedule, Tokens};
 
 /// The hub's well-known name on the system bus.

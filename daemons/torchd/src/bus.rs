@@ -1,7 +1,9 @@
 //! The hub's D-Bus API: `org.torch.Manager1` at `/org/torch/Torch1` on the
 //! system bus as `org.torch.Torch1`. Documented in `docs/dbus.md`.
 //!
-//! A thin adapter: each method resolves its caller, calls one operation of
+//! The hub's side of the interface torch-api declares ([`ManagerService`]),
+//! served as its [`ManagerServer`]. A thin adapter: each method gets its
+//! resolved caller, calls one operation of
 //! the hub (`service`, `lifecycle`, `schedule`), writes the audit line of
 //! a mutating call and maps the hub's error to the documented D-Bus error.
 //!
@@ -14,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde::Serialize;
-use torch_api::OBJECT_PATH;
+use torch_api::{ManagerServer, ManagerService, OBJECT_PATH};
 use torch_core::EnvVars;
 use torch_systemd::JobKind;
 use zbus::fdo;
@@ -28,13 +30,16 @@ use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
 use crate::{access, lifecycle, schedule, service};
 
-/// The object serving `org.torch.Manager1`.
+/// The hub's side of `org.torch.Manager1`, served as a [`Server`].
 pub struct Manager {
     /// Shared hub state.
     hub: Arc<Hub>,
     /// Who called, per bus connection.
     callers: Callers,
 }
+
+/// The D-Bus object serving the hub.
+pub type Server = ManagerServer<Manager>;
 
 impl Manager {
     /// The API over `hub`.
@@ -84,32 +89,28 @@ fn json(value: Result<impl Serialize, HubError>) -> fdo::Result<String> {
 }
 
 impl Manager {
-    /// Resolves the caller, runs `op` for it, and logs the audit line
-    /// `outcome` writes for `method` from the result as the caller sees it.
+    /// Runs `op` for `caller`, and logs the audit line `outcome` writes
+    /// for `method` from the result as the caller sees it.
     async fn audited<T, F: Future<Output = Result<T, HubError>>>(
         &self,
-        conn: &zbus::Connection,
-        hdr: &Header<'_>,
+        caller: Caller,
         method: &str,
         op: impl FnOnce(Caller) -> F,
         outcome: impl FnOnce(&fdo::Result<T>) -> String,
     ) -> fdo::Result<T> {
-        let caller = self.callers.of(&self.hub.systemd, conn, hdr).await;
         let result = op(caller.clone()).await.map_err(fdo::Error::from);
         audit(&caller, method, &outcome(&result));
         result
     }
 
-    /// Resolves the caller and runs the read `op` for it; only a refusal
-    /// is logged (a line per status poll would drown the audit trail).
+    /// Runs the read `op` for `caller`; only a refusal is logged (a line
+    /// per status poll would drown the audit trail).
     async fn guarded<T, F: Future<Output = Result<T, HubError>>>(
         &self,
-        conn: &zbus::Connection,
-        hdr: &Header<'_>,
+        caller: Caller,
         method: &str,
         op: impl FnOnce(Option<String>) -> F,
     ) -> fdo::Result<T> {
-        let caller = self.callers.of(&self.hub.systemd, conn, hdr).await;
         let result = match caller.acting_agent() {
             Ok(actor) => op(actor).await,
             Err(e) => Err(e),
@@ -123,8 +124,7 @@ impl Manager {
     /// Spawns `req` for the caller, who acts as `req.requester`.
     async fn spawn_as(
         &self,
-        hdr: &Header<'_>,
-        conn: &zbus::Connection,
+        caller: Caller,
         method: &str,
         mut req: SpawnRequest,
         brief: String,
@@ -146,26 +146,20 @@ impl Manager {
             req.requester = c.act_as(&req.requester)?;
             service::spawn(hub, req, &brief).await
         };
-        self.audited(conn, hdr, method, op, |res| match res {
+        self.audited(caller, method, op, |res| match res {
             Ok(unit) => format!("{requester} spawned {name} ({unit}){vars}"),
             Err(e) => format!("{requester} could not spawn {name}: {e}"),
         })
         .await
     }
 
-    async fn control(
-        &self,
-        hdr: &Header<'_>,
-        conn: &zbus::Connection,
-        kind: JobKind,
-        name: &str,
-    ) -> fdo::Result<()> {
+    async fn control(&self, caller: Caller, kind: JobKind, name: &str) -> fdo::Result<()> {
         let verb = format!("{kind:?}");
         let hub = &self.hub;
         let op = |c: Caller| async move {
             lifecycle::control(hub, c.acting_agent()?.as_deref(), kind, name).await
         };
-        self.audited(conn, hdr, &verb, op, |r| match r {
+        self.audited(caller, &verb, op, |r| match r {
             Ok(()) => format!("{verb} {name}: done"),
             Err(e) => format!("{verb} {name}: refused or failed: {e}"),
         })
@@ -173,354 +167,231 @@ impl Manager {
     }
 }
 
-#[zbus::interface(name = "org.torch.Manager1")]
-impl Manager {
-    /// Stores a message from `from` (an agent or "operator") to `to` and
-    /// returns its id; delivery follows in the background.
-    async fn send(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        from: String,
-        to: String,
-        text: String,
-    ) -> fdo::Result<i64> {
-        let (hub, f, t) = (&self.hub, &from, &to);
-        let op = |c: Caller| async move { service::send(hub, &c.act_as(f)?, t, &text, None).await };
-        self.audited(conn, &hdr, "Send", op, |r| match r {
+/// Each method: what it does is in torch-api, where its signature is.
+impl ManagerService for Manager {
+    type Caller = Caller;
+
+    async fn caller(&self, conn: &zbus::Connection, hdr: &Header<'_>) -> Caller {
+        self.callers.of(&self.hub.systemd, conn, hdr).await
+    }
+
+    async fn send(&self, caller: Caller, from: &str, to: &str, text: &str) -> fdo::Result<i64> {
+        let hub = &self.hub;
+        let op =
+            |c: Caller| async move { service::send(hub, &c.act_as(from)?, to, text, None).await };
+        self.audited(caller, "Send", op, |r| match r {
             Ok(id) => format!("{from} -> {to} queued as #{id}"),
             Err(e) => format!("{from} -> {to} refused: {e}"),
         })
         .await
     }
 
-    /// Like `Send`, stored once per sender and `key`: a retry of a call whose
-    /// reply was lost returns the first call's id and stores nothing.
     async fn send_once(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        from: String,
-        to: String,
-        text: String,
-        key: String,
+        caller: Caller,
+        from: &str,
+        to: &str,
+        text: &str,
+        key: &str,
     ) -> fdo::Result<i64> {
-        let (hub, f, t, k) = (&self.hub, &from, &to, &key);
+        let hub = &self.hub;
         let op = |c: Caller| async move {
-            service::send(hub, &c.act_as(f)?, t, &text, Some(k.clone())).await
+            service::send(hub, &c.act_as(from)?, to, text, Some(key.to_string())).await
         };
-        self.audited(conn, &hdr, "SendOnce", op, |r| match r {
+        self.audited(caller, "SendOnce", op, |r| match r {
             Ok(id) => format!("{from} -> {to} queued as #{id} (key {key})"),
             Err(e) => format!("{from} -> {to} refused: {e}"),
         })
         .await
     }
 
-    /// Writes a new agent's definition, queues its brief and starts it.
-    #[allow(clippy::too_many_arguments)]
     async fn spawn(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        name: String,
-        role: String,
-        parent: String,
-        workdir: String,
-        profile: String,
+        caller: Caller,
+        name: &str,
+        role: &str,
+        parent: &str,
+        workdir: &str,
+        profile: &str,
         command: Vec<String>,
-        brief: String,
-        requester: String,
+        brief: &str,
+        requester: &str,
     ) -> fdo::Result<String> {
         let req = SpawnRequest {
-            name,
-            role,
-            parent,
-            workdir,
-            profile,
+            name: name.to_string(),
+            role: role.to_string(),
+            parent: parent.to_string(),
+            workdir: workdir.to_string(),
+            profile: profile.to_string(),
             command,
-            requester,
+            requester: requester.to_string(),
             env: EnvVars::default(),
         };
-        self.spawn_as(&hdr, conn, "Spawn", req, brief, None).await
-    }
-
-    /// `Spawn`, with `env`, an environment file's text (`KEY=VALUE` lines),
-    /// for the agent's program; the hub keeps it where only it and root
-    /// read it.
-    #[allow(clippy::too_many_arguments)]
-    async fn spawn_with_env(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        name: String,
-        role: String,
-        parent: String,
-        workdir: String,
-        profile: String,
-        command: Vec<String>,
-        brief: String,
-        requester: String,
-        env: String,
-    ) -> fdo::Result<String> {
-        let env = EnvVars::parse(&env);
-        let req = SpawnRequest {
-            name,
-            role,
-            parent,
-            workdir,
-            profile,
-            command,
-            requester,
-            env: env.clone().unwrap_or_default(),
-        };
-        let bad = env.err().map(|e| format!("environment file: {e}"));
-        self.spawn_as(&hdr, conn, "SpawnWithEnv", req, brief, bad)
+        self.spawn_as(caller, "Spawn", req, brief.to_string(), None)
             .await
     }
 
-    /// Stops an agent, keeps its final transcript, and removes it; returns
-    /// the transcript's path.
-    async fn retire(
+    async fn spawn_with_env(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        name: String,
+        caller: Caller,
+        name: &str,
+        role: &str,
+        parent: &str,
+        workdir: &str,
+        profile: &str,
+        command: Vec<String>,
+        brief: &str,
+        requester: &str,
+        env: &str,
     ) -> fdo::Result<String> {
-        let (hub, n) = (&self.hub, &name);
-        let op =
-            |c: Caller| async move { service::retire(hub, c.acting_agent()?.as_deref(), n).await };
-        self.audited(conn, &hdr, "Retire", op, |r| match r {
+        let env = EnvVars::parse(env);
+        let req = SpawnRequest {
+            name: name.to_string(),
+            role: role.to_string(),
+            parent: parent.to_string(),
+            workdir: workdir.to_string(),
+            profile: profile.to_string(),
+            command,
+            requester: requester.to_string(),
+            env: env.clone().unwrap_or_default(),
+        };
+        let bad = env.err().map(|e| format!("environment file: {e}"));
+        self.spawn_as(caller, "SpawnWithEnv", req, brief.to_string(), bad)
+            .await
+    }
+
+    async fn retire(&self, caller: Caller, name: &str) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op = |c: Caller| async move {
+            service::retire(hub, c.acting_agent()?.as_deref(), name).await
+        };
+        self.audited(caller, "Retire", op, |r| match r {
             Ok(t) => format!("retired {name}, transcript {t}"),
             Err(e) => format!("could not retire {name}: {e}"),
         })
         .await
     }
 
-    /// Starts an agent and waits until it is up; it comes back after a reboot.
-    async fn start(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        name: String,
-    ) -> fdo::Result<()> {
-        self.control(&hdr, conn, JobKind::Start, &name).await
+    async fn start(&self, caller: Caller, name: &str) -> fdo::Result<()> {
+        self.control(caller, JobKind::Start, name).await
     }
 
-    /// Stops an agent; it stays down across reboots until started again.
-    async fn stop(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        name: String,
-    ) -> fdo::Result<()> {
-        self.control(&hdr, conn, JobKind::Stop, &name).await
+    async fn stop(&self, caller: Caller, name: &str) -> fdo::Result<()> {
+        self.control(caller, JobKind::Stop, name).await
     }
 
-    /// Restarts an agent; it comes back after a reboot.
-    async fn restart(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        name: String,
-    ) -> fdo::Result<()> {
-        self.control(&hdr, conn, JobKind::Restart, &name).await
+    async fn restart(&self, caller: Caller, name: &str) -> fdo::Result<()> {
+        self.control(caller, JobKind::Restart, name).await
     }
 
-    /// The fleet as JSON (schema in docs/dbus.md).
-    async fn status(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-    ) -> fdo::Result<String> {
+    async fn status(&self, caller: Caller) -> fdo::Result<String> {
         let hub = &self.hub;
         let op = |actor| async move { service::status(hub, actor).await };
-        json(Ok(self.guarded(conn, &hdr, "Status", op).await?))
+        json(Ok(self.guarded(caller, "Status", op).await?))
     }
 
-    /// Messages to or from `agent` ("" for all) older than id `before`
-    /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.
     async fn messages(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        agent: String,
+        caller: Caller,
+        agent: &str,
         before: i64,
         limit: u32,
     ) -> fdo::Result<String> {
-        let agent = (!agent.is_empty()).then_some(agent);
+        let agent = (!agent.is_empty()).then(|| agent.to_string());
         let hub = &self.hub;
         let op = |actor: Option<String>| async move {
             service::messages(hub, actor.as_deref(), agent, before, limit).await
         };
-        json(Ok(self.guarded(conn, &hdr, "Messages", op).await?))
+        json(Ok(self.guarded(caller, "Messages", op).await?))
     }
 
-    /// Messages addressed to `agent`, paged as for `Messages`, as JSON.
     async fn inbox(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        agent: String,
+        caller: Caller,
+        agent: &str,
         before: i64,
         limit: u32,
     ) -> fdo::Result<String> {
-        let hub = &self.hub;
+        let (hub, agent) = (&self.hub, agent.to_string());
         let op = |actor: Option<String>| async move {
             service::inbox(hub, actor.as_deref(), agent, before, limit).await
         };
-        json(Ok(self.guarded(conn, &hdr, "Inbox", op).await?))
+        json(Ok(self.guarded(caller, "Inbox", op).await?))
     }
 
-    /// The agent's screen.
-    async fn capture(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        agent: String,
-    ) -> fdo::Result<String> {
-        let (hub, a) = (&self.hub, &agent);
-        let op =
-            |actor: Option<String>| async move { service::capture(hub, actor.as_deref(), a).await };
-        self.guarded(conn, &hdr, "Capture", op).await
-    }
-
-    /// Answers the question `agent` asks on screen (a permission prompt):
-    /// `yes`, `no` or the number of a choice. The operator may answer for
-    /// any agent, an agent only for the agents below it.
-    async fn answer(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        agent: String,
-        choice: String,
-    ) -> fdo::Result<()> {
-        let (hub, a, c) = (&self.hub, &agent, &choice);
-        let op = |caller: Caller| async move {
-            service::answer(hub, caller.acting_agent()?.as_deref(), a, c).await
+    async fn capture(&self, caller: Caller, agent: &str) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op = |actor: Option<String>| async move {
+            service::capture(hub, actor.as_deref(), agent).await
         };
-        self.audited(conn, &hdr, "Answer", op, |r| match r {
+        self.guarded(caller, "Capture", op).await
+    }
+
+    async fn answer(&self, caller: Caller, agent: &str, choice: &str) -> fdo::Result<()> {
+        let hub = &self.hub;
+        let op = |c: Caller| async move {
+            service::answer(hub, c.acting_agent()?.as_deref(), agent, choice).await
+        };
+        self.audited(caller, "Answer", op, |r| match r {
             Ok(()) => format!("answered {agent} with {choice:?}"),
             Err(e) => format!("answer to {agent} refused or failed: {e}"),
         })
         .await
     }
 
-    /// Sets a check-in for `agent`: `kind` is `in`, `at`, `every` or
-    /// `calendar`, `spec` a duration (`15m`), a clock time (`14:30`) or a
-    /// calendar expression. A recurring one firing closer than `[schedules]
-    /// min_interval` is refused. Returns the schedule id and its next fire
-    /// time (Unix milliseconds, 0 if unknown).
-    #[allow(clippy::too_many_arguments)]
     async fn schedule(
         &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        agent: String,
-        kind: String,
-        spec: String,
-        note: String,
-        requester: String,
+        caller: Caller,
+        agent: &str,
+        kind: &str,
+        spec: &str,
+        note: &str,
+        requester: &str,
     ) -> fdo::Result<(i64, i64)> {
-        let (hub, a, k, s, r) = (&self.hub, &agent, &kind, &spec, &requester);
-        let op =
-            |c: Caller| async move { service::schedule(hub, a, k, s, &note, &c.act_as(r)?).await };
-        self.audited(conn, &hdr, "Schedule", op, |res| match res {
+        let hub = &self.hub;
+        let op = |c: Caller| async move {
+            service::schedule(hub, agent, kind, spec, note, &c.act_as(requester)?).await
+        };
+        self.audited(caller, "Schedule", op, |res| match res {
             Ok((id, _)) => format!("{requester} scheduled #{id} for {agent} ({kind} {spec})"),
             Err(e) => format!("{requester} could not schedule for {agent}: {e}"),
         })
         .await
     }
 
-    /// Removes a schedule and its timer.
-    async fn unschedule(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        id: i64,
-    ) -> fdo::Result<()> {
+    async fn unschedule(&self, caller: Caller, id: i64) -> fdo::Result<()> {
         let hub = &self.hub;
         let op = |c: Caller| async move {
             service::unschedule(hub, c.acting_agent()?.as_deref(), id).await
         };
-        self.audited(conn, &hdr, "Unschedule", op, |r| match r {
+        self.audited(caller, "Unschedule", op, |r| match r {
             Ok(()) => format!("#{id}: removed"),
             Err(e) => format!("#{id}: {e}"),
         })
         .await
     }
 
-    /// Active schedules of `agent` ("" for all) as JSON.
-    async fn schedules(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-        agent: String,
-    ) -> fdo::Result<String> {
-        let agent = (!agent.is_empty()).then_some(agent);
+    async fn schedules(&self, caller: Caller, agent: &str) -> fdo::Result<String> {
+        let agent = (!agent.is_empty()).then(|| agent.to_string());
         let hub = &self.hub;
         let op = |actor: Option<String>| async move {
             service::schedules(hub, actor.as_deref(), agent).await
         };
-        json(Ok(self.guarded(conn, &hdr, "Schedules", op).await?))
+        json(Ok(self.guarded(caller, "Schedules", op).await?))
     }
 
-    /// Fires every check-in due by now (the timers call this); returns how many fired.
-    async fn fire_due(
-        &self,
-        #[zbus(header)] hdr: Header<'_>,
-        #[zbus(connection)] conn: &zbus::Connection,
-    ) -> fdo::Result<u32> {
+    async fn fire_due(&self, caller: Caller) -> fdo::Result<u32> {
         let hub = &self.hub;
         let op = |c: Caller| async move {
             access::operator_only(c.acting_agent()?.as_deref(), "FireDue")?;
             schedule::fire_due(hub).await.map(|n| n as u32)
         };
-        self.audited(conn, &hdr, "FireDue", op, |r| match r {
+        self.audited(caller, "FireDue", op, |r| match r {
             Ok(n) => format!("{n} fired"),
             Err(e) => e.to_string(),
         })
         .await
     }
-
-    /// The API version.
-    #[zbus(property)]
-    async fn version(&self) -> String {
-        env!("CARGO_PKG_VERSION").to_string()
-    }
-
-    /// A message was stored.
-    #[zbus(signal)]
-    pub async fn message_queued(
-        emitter: &SignalEmitter<'_>,
-        id: i64,
-        from: &str,
-        to: &str,
-    ) -> zbus::Result<()>;
-
-    /// A message was confirmed on its recipient's screen.
-    #[zbus(signal)]
-    pub async fn message_delivered(
-        emitter: &SignalEmitter<'_>,
-        id: i64,
-        to: &str,
-    ) -> zbus::Result<()>;
-
-    /// A message will not be delivered.
-    #[zbus(signal)]
-    pub async fn message_failed(
-        emitter: &SignalEmitter<'_>,
-        id: i64,
-        to: &str,
-        reason: &str,
-    ) -> zbus::Result<()>;
-
-    /// An agent was spawned or retired.
-    #[zbus(signal)]
-    pub async fn fleet_changed(
-        emitter: &SignalEmitter<'_>,
-        agent: &str,
-        change: &str,
-    ) -> zbus::Result<()>;
 }
 
 /// The hub's events as this interface's signals, on `conn`.
@@ -533,13 +404,13 @@ impl Sink for Signals {
                 return;
             };
             let _ = match event {
-                Event::Queued { id, from, to } => Manager::message_queued(&e, id, from, to).await,
-                Event::Delivered { id, to } => Manager::message_delivered(&e, id, to).await,
+                Event::Queued { id, from, to } => Server::message_queued(&e, id, from, to).await,
+                Event::Delivered { id, to } => Server::message_delivered(&e, id, to).await,
                 Event::Failed { id, to, reason } => {
-                    Manager::message_failed(&e, id, to, reason).await
+                    Server::message_failed(&e, id, to, reason).await
                 }
                 Event::FleetChanged { agent, change } => {
-                    Manager::fleet_changed(&e, agent, change).await
+                    Server::fleet_changed(&e, agent, change).await
                 }
             };
         })

@@ -138,7 +138,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     });
     system
         .object_server()
-        .at(OBJECT_PATH, bus::Manager::new(Arc::clone(&hub)))
+        .at(
+            OBJECT_PATH,
+            torch_api::ManagerServer(bus::Manager::new(Arc::clone(&hub))),
+        )
         .await?;
     system
         .request_name(BUS_NAME)

@@ -1,0 +1,219 @@
+//! `org.torch.Manager1`, written once: the list at the bottom of this file
+//! makes the client proxy ([`ManagerProxy`]), the trait the hub implements
+//! ([`ManagerService`]) and the D-Bus object that serves it
+//! ([`ManagerServer`]). A method changed here changes all three, so a
+//! caller or the hub left behind fails to compile. The doc comments are
+//! part of the introspection XML that docs/org.torch.Manager1.xml holds.
+
+use std::future::Future;
+
+use zbus::fdo;
+use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
+
+/// The D-Bus object serving `org.torch.Manager1` with the hub's `S`.
+pub struct ManagerServer<S>(pub S);
+
+// A reply is a token tree, not a `ty` fragment: zbus reads `()` and a
+// tuple from their syntax, and a `ty` fragment would hide it and change
+// the reply's D-Bus signature.
+macro_rules! manager_interface {
+    (
+        methods {
+            $(
+                $(#[doc = $doc:literal])*
+                fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:tt;
+            )*
+        }
+        signals {
+            $(
+                $(#[doc = $sdoc:literal])*
+                fn $signal:ident($($sarg:ident: $sty:ty),*);
+            )*
+        }
+    ) => {
+        /// Proxy for the hub's manager interface.
+        #[zbus::proxy(
+            interface = "org.torch.Manager1",
+            default_service = "org.torch.Torch1",
+            default_path = "/org/torch/Torch1"
+        )]
+        pub trait Manager {
+            $(
+                $(#[doc = $doc])*
+                #[allow(clippy::too_many_arguments)]
+                fn $name(&self, $($arg: $ty),*) -> zbus::Result<$ret>;
+            )*
+            /// The hub's version.
+            #[zbus(property)]
+            fn version(&self) -> zbus::Result<String>;
+            $(
+                $(#[doc = $sdoc])*
+                #[zbus(signal)]
+                fn $signal(&self, $($sarg: $sty),*) -> zbus::Result<()>;
+            )*
+        }
+
+        /// What the hub does for each method of `org.torch.Manager1`. The
+        /// server resolves the caller once per call ([`Self::caller`]) and
+        /// hands it to the method; errors are the documented D-Bus errors.
+        pub trait ManagerService: Send + Sync + 'static {
+            /// Who called, as the hub knows it.
+            type Caller: Send;
+
+            /// Resolves who sent the call in `hdr` on `conn`.
+            fn caller(
+                &self,
+                conn: &zbus::Connection,
+                hdr: &Header<'_>,
+            ) -> impl Future<Output = Self::Caller> + Send;
+
+            $(
+                $(#[doc = $doc])*
+                #[allow(clippy::too_many_arguments)]
+                fn $name(
+                    &self,
+                    caller: Self::Caller,
+                    $($arg: $ty),*
+                ) -> impl Future<Output = fdo::Result<$ret>> + Send;
+            )*
+        }
+
+        #[zbus::interface(name = "org.torch.Manager1")]
+        impl<S: ManagerService> ManagerServer<S> {
+            $(
+                $(#[doc = $doc])*
+                #[allow(clippy::too_many_arguments)]
+                async fn $name(
+                    &self,
+                    #[zbus(header)] hdr: Header<'_>,
+                    #[zbus(connection)] conn: &zbus::Connection,
+                    $($arg: $ty),*
+                ) -> fdo::Result<$ret> {
+                    let caller = self.0.caller(conn, &hdr).await;
+                    self.0.$name(caller, $($arg),*).await
+                }
+            )*
+
+            /// The API version.
+            #[zbus(property)]
+            async fn version(&self) -> String {
+                env!("CARGO_PKG_VERSION").to_string()
+            }
+
+            $(
+                $(#[doc = $sdoc])*
+                #[zbus(signal)]
+                pub async fn $signal(
+                    emitter: &SignalEmitter<'_>,
+                    $($sarg: $sty),*
+                ) -> zbus::Result<()>;
+            )*
+        }
+    };
+}
+
+manager_interface! {
+    methods {
+        /// Stores a message from `from` (an agent or "operator") to `to` and
+        /// returns its id; delivery follows in the background.
+        fn send(from: &str, to: &str, text: &str) -> i64;
+
+        /// Like `Send`, stored once per sender and `key`: a retry of a call whose
+        /// reply was lost returns the first call's id and stores nothing.
+        fn send_once(from: &str, to: &str, text: &str, key: &str) -> i64;
+
+        /// Writes a new agent's definition, queues its brief and starts it.
+        fn spawn(
+            name: &str,
+            role: &str,
+            parent: &str,
+            workdir: &str,
+            profile: &str,
+            command: Vec<String>,
+            brief: &str,
+            requester: &str
+        ) -> String;
+
+        /// `Spawn`, with `env`, an environment file's text (`KEY=VALUE` lines),
+        /// for the agent's program; the hub keeps it where only it and root
+        /// read it.
+        fn spawn_with_env(
+            name: &str,
+            role: &str,
+            parent: &str,
+            workdir: &str,
+            profile: &str,
+            command: Vec<String>,
+            brief: &str,
+            requester: &str,
+            env: &str
+        ) -> String;
+
+        /// Stops an agent, keeps its final transcript, and removes it; returns
+        /// the transcript's path.
+        fn retire(name: &str) -> String;
+
+        /// Starts an agent and waits until it is up; it comes back after a reboot.
+        fn start(name: &str) -> ();
+
+        /// Stops an agent; it stays down across reboots until started again.
+        fn stop(name: &str) -> ();
+
+        /// Restarts an agent; it comes back after a reboot.
+        fn restart(name: &str) -> ();
+
+        /// The fleet as JSON (schema in docs/dbus.md).
+        fn status() -> String;
+
+        /// Messages to or from `agent` ("" for all) older than id `before`
+        /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.
+        fn messages(agent: &str, before: i64, limit: u32) -> String;
+
+        /// Messages addressed to `agent`, paged as for `Messages`, as JSON.
+        fn inbox(agent: &str, before: i64, limit: u32) -> String;
+
+        /// The agent's screen.
+        fn capture(agent: &str) -> String;
+
+        /// Answers the question `agent` asks on screen (a permission prompt):
+        /// `yes`, `no` or the number of a choice. The operator may answer for
+        /// any agent, an agent only for the agents below it.
+        fn answer(agent: &str, choice: &str) -> ();
+
+        /// Sets a check-in for `agent`: `kind` is `in`, `at`, `every` or
+        /// `calendar`, `spec` a duration (`15m`), a clock time (`14:30`) or a
+        /// calendar expression. A recurring one firing closer than `[schedules]
+        /// min_interval` is refused. Returns the schedule id and its next fire
+        /// time (Unix milliseconds, 0 if unknown).
+        fn schedule(
+            agent: &str,
+            kind: &str,
+            spec: &str,
+            note: &str,
+            requester: &str
+        ) -> (i64, i64);
+
+        /// Removes a schedule and its timer.
+        fn unschedule(id: i64) -> ();
+
+        /// Active schedules of `agent` ("" for all) as JSON.
+        fn schedules(agent: &str) -> String;
+
+        /// Fires every check-in due by now (the timers call this); returns how many fired.
+        fn fire_due() -> u32;
+    }
+    signals {
+        /// A message was stored.
+        fn message_queued(id: i64, from: &str, to: &str);
+
+        /// A message was confirmed on its recipient's screen.
+        fn message_delivered(id: i64, to: &str);
+
+        /// A message will not be delivered.
+        fn message_failed(id: i64, to: &str, reason: &str);
+
+        /// An agent was spawned or retired.
+        fn fleet_changed(agent: &str, change: &str);
+    }
+}
