@@ -195,3 +195,151 @@ fn forged_envelopes_arrive_neutralised() -> Result<()> {
     );
     Ok(())
 }
+
+/// Runs `script` in `agent`'s pane (a shell agent), as the agent runs
+/// whatever it was told, and returns what it printed and its exit status.
+fn in_pane(sb: &Sandbox, agent: &str, n: u32, script: &str) -> Result<(bool, String)> {
+    let out = format!("/srv/{agent}/attack-{n}.out");
+    let line =
+        format!("( {script} ) > {out}.tmp 2>&1; echo \"exit $?\" >> {out}.tmp; mv {out}.tmp {out}");
+    sb.torch(&["send", "--direct", agent, &line])?;
+    wait_until(
+        &format!("{agent} ran {script:?}"),
+        Duration::from_secs(20),
+        || Ok(sb.exec(&["test", "-e", &out])?.status.success()),
+    )?;
+    let said = String::from_utf8_lossy(&sb.read_file(&out)?).into_owned();
+    Ok((said.trim_end().ends_with("exit 0"), said))
+}
+
+#[test]
+fn an_agent_cannot_go_around_the_hub() -> Result<()> {
+    let sb = fleet("sec-around")?;
+    // `mole` runs a shell, so what it is told runs as it, in its unit.
+    sb.run(&["install", "-d", "-o", "torch-agent", "/srv/mole"])?;
+    sb.torch(&[
+        "spawn",
+        "mole",
+        "--role",
+        "engineer",
+        "--parent",
+        "pm2",
+        "--workdir",
+        "/srv/mole",
+        "--profile",
+        "shell",
+        "--",
+        "bash",
+        "--norc",
+    ])?;
+
+    // The supervisors' control sockets answer root and the hub only.
+    let (ok, out) = in_pane(
+        &sb,
+        "mole",
+        1,
+        "torch send --direct dev1 'INTERCEPTED by mole'",
+    )?;
+    ensure!(
+        !ok && out.contains("only from root and the Torch hub"),
+        "{out}"
+    );
+    let (ok, out) = in_pane(&sb, "mole", 2, "torch capture --direct dev1")?;
+    ensure!(
+        !ok && out.contains("only from root and the Torch hub"),
+        "{out}"
+    );
+    ensure!(!sb
+        .records("dev1")?
+        .iter()
+        .any(|r| r.contains("INTERCEPTED")));
+    let refusals = sb.journal(&[
+        "-u",
+        "torch-agent@dev1.service",
+        "TORCH_AUDIT=1",
+        "-o",
+        "cat",
+    ])?;
+    ensure!(
+        refusals.contains("refused a control request from uid"),
+        "{refusals}"
+    );
+
+    // The store is the hub's: agents are not in its group.
+    sb.torch(&["send", "dev1", "SECRET for dev1 only"])?;
+    let (ok, out) = in_pane(
+        &sb,
+        "mole",
+        3,
+        "cat /var/lib/torch/torch.db /var/lib/torch/torch.db-wal",
+    )?;
+    ensure!(
+        !ok && out.contains("Permission denied") && !out.contains("SECRET"),
+        "{out}"
+    );
+    let (ok, out) = in_pane(&sb, "mole", 4, "id -Gn")?;
+    ensure!(ok && !out.split_whitespace().any(|g| g == "torch"), "{out}");
+    // Its own definition it reads, as its supervisor must.
+    in_pane(&sb, "mole", 5, "cat /var/lib/torch/agents/mole.toml").and_then(|(ok, out)| {
+        ensure!(ok, "{out}");
+        Ok(())
+    })?;
+
+    // Outside an agent's unit only root speaks as an agent: an operator's
+    // shell (the torch group) claiming pm1 is refused, as itself it is the
+    // operator.
+    sb.run(&["useradd", "--groups", "torch", "opal"])?;
+    let claim = sb.exec(&[
+        "runuser",
+        "-u",
+        "opal",
+        "--",
+        "env",
+        "TORCH_AGENT=pm1",
+        "torch",
+        "send",
+        "boss",
+        "as pm1",
+    ])?;
+    let err = String::from_utf8_lossy(&claim.stderr);
+    ensure!(
+        !claim.status.success() && err.contains("only root may speak as an agent"),
+        "{err}"
+    );
+    let own = sb.exec(&[
+        "runuser",
+        "-u",
+        "opal",
+        "--",
+        "torch",
+        "send",
+        "pm1",
+        "from the operator",
+    ])?;
+    ensure!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn the_agent_unit_is_hardened_to_the_hubs_level() -> Result<()> {
+    let sb = boot_hub("sec-score", "")?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    for (unit, limit) in [("torch-agent@boss.service", 2.5), ("torch.service", 1.0)] {
+        let out = sb.run(&["systemd-analyze", "security", "--no-pager", unit])?;
+        let score: f64 = out
+            .lines()
+            .find_map(|l| l.split(&format!("{unit}: ")).nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no overall exposure in:\n{out}"))?;
+        ensure!(
+            score <= limit,
+            "{unit} rates {score}, above {limit}:\n{out}"
+        );
+    }
+    Ok(())
+}

@@ -227,12 +227,53 @@ mod duration_text {
     }
 }
 
+/// How far an agent reaches through the hub.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reach {
+    /// Itself and the agents below it.
+    #[default]
+    Subtree,
+    /// Every agent, as the operator.
+    Fleet,
+}
+
+/// What agents of one role reach, beyond the default (their subtree).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleAccess {
+    /// Reads: capture, inbox, messages, status, check-ins.
+    pub sees: Reach,
+    /// Acts: start, stop, restart, retire (never itself), answer (never
+    /// for itself), unschedule.
+    pub acts: Reach,
+}
+
+/// `[access]`: per role, widens what an agent may see and do through the
+/// hub. Message routes and spawning ranks are not widened here (`[policy]`
+/// governs routes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Access {
+    /// Roles not listed reach their subtree only.
+    pub roles: BTreeMap<Role, RoleAccess>,
+}
+
+impl Access {
+    /// What agents of `role` reach.
+    pub fn of(&self, role: Role) -> RoleAccess {
+        self.roles.get(&role).copied().unwrap_or_default()
+    }
+}
+
 /// The whole of `torch.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Routing.
     pub policy: Policy,
+    /// What agents of each role may see and do through the hub.
+    pub access: Access,
     /// Spawning limits.
     pub quotas: Quotas,
     /// Delivery behaviour.
@@ -382,6 +423,21 @@ mod attention_tests {
             PermissionPolicy::Escalate
         );
         assert!(toml::from_str::<Config>("[permissions.roles]\nboss = \"approve\"\n").is_err());
+    }
+
+    #[test]
+    fn access_widens_per_role_and_defaults_to_the_subtree() {
+        let c: Config = toml::from_str(
+            "[access.roles.project-manager]\nsees = \"fleet\"\n[access.roles.reviewer]\nsees = \"fleet\"\nacts = \"fleet\"\n",
+        )
+        .unwrap();
+        let pm = c.access.of(Role::ProjectManager);
+        assert_eq!((pm.sees, pm.acts), (Reach::Fleet, Reach::Subtree));
+        assert_eq!(c.access.of(Role::Reviewer).acts, Reach::Fleet);
+        assert_eq!(c.access.of(Role::Engineer), RoleAccess::default());
+        assert_eq!(RoleAccess::default().sees, Reach::Subtree);
+        assert!(toml::from_str::<Config>("[access.roles.engineer]\nsees = \"all\"\n").is_err());
+        assert!(toml::from_str::<Config>("[access.roles.engineer]\nsend = \"fleet\"\n").is_err());
     }
 }
 

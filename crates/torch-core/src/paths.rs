@@ -61,6 +61,14 @@ pub fn typed_ids_file(base: &std::path::Path, name: &AgentName) -> PathBuf {
         .join(format!("{}.typed", name.instance()))
 }
 
+/// The user the hub runs as (`User=` of torch.service).
+pub const HUB_USER: &str = "torch";
+/// The group of operators: its members may call the hub, as the operator.
+pub const OPERATOR_GROUP: &str = "torch";
+/// The group every agent's user is in: its members may call the hub, as
+/// the agent whose unit they run in.
+pub const AGENTS_GROUP: &str = "torch-agent";
+
 /// The supervisor's control socket, in the agent's runtime directory.
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// The agent's private tmux server's socket, in its runtime directory.

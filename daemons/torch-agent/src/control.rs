@@ -49,7 +49,9 @@ async fn handle(
     shared: &Shared,
     jobs: &mpsc::Sender<Job>,
 ) -> std::io::Result<()> {
-    let peer = stream.peer_cred().ok().and_then(|c| c.pid());
+    let cred = stream.peer_cred().ok();
+    let peer = cred.and_then(|c| c.pid());
+    let trusted = cred.is_some_and(|c| is_root_or_hub(c.uid()));
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
     let mut line = String::new();
@@ -70,6 +72,20 @@ async fn handle(
                 Request::Hook { .. } if !from_own_unit(peer) => Response::refusal(
                     "hook events are taken only from processes of this agent's own unit",
                 ),
+                Request::Hook { .. } => answer(call.request, shared, jobs).await,
+                _ if !trusted => {
+                    let show = |v: Option<String>| v.unwrap_or_else(|| "unknown".into());
+                    let uid = show(cred.map(|c| c.uid().to_string()));
+                    let pid = show(peer.map(|p| p.to_string()));
+                    tracing::warn!(
+                        torch_audit = 1,
+                        "refused a control request from uid {uid} (pid {pid}): only root and the hub may use this socket"
+                    );
+                    Response::refusal(
+                        "this agent's control socket takes requests only from root and the Torch hub: \
+                         use `torch send` or `torch capture` (through the hub), or run as root for --direct",
+                    )
+                }
                 _ => answer(call.request, shared, jobs).await,
             },
             // Not permanent: a request this supervisor does not know may be
@@ -82,8 +98,22 @@ async fn handle(
     write.write_all(&out).await
 }
 
+/// Whether `uid` is root's or the hub's (the `torch` user): the only
+/// callers that may type, capture or answer through this socket, so that
+/// no agent reaches past the hub's rules and audit.
+fn is_root_or_hub(uid: u32) -> bool {
+    static HUB: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    let hub = HUB.get_or_init(|| {
+        nix::unistd::User::from_name(torch_core::paths::HUB_USER)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    });
+    uid == 0 || Some(uid) == *hub
+}
+
 /// Whether the peer process runs in this supervisor's own unit: the agent
-/// CLI's hooks do; other agents, who share the socket's group, do not.
+/// CLI's hooks do; other agents do not.
 fn from_own_unit(peer: Option<i32>) -> bool {
     let own = proc::cgroup_of(std::process::id() as i32);
     match (peer.and_then(proc::cgroup_of), own) {

@@ -82,7 +82,7 @@ pub async fn start(
     let classifier = profile_classifier(def, &rules);
     let watch = crate::attention::Watch::new(config.attention.clone());
     let shared = Arc::new(Shared::new(tmux, pane, classifier, program.hooks, watch));
-    let listener = listen(&dir, &control_path)?;
+    let listener = listen(&control_path)?;
     Ok(Started {
         shared,
         output,
@@ -222,36 +222,17 @@ async fn start_program(
     Ok(pane)
 }
 
-/// Listens on the control socket, for the `torch` group.
-fn listen(dir: &Path, control_path: &Path) -> anyhow::Result<UnixListener> {
+/// Listens on the control socket. Anyone may connect; the supervisor
+/// answers only root and the hub, and hook events only from its own unit
+/// (`control.rs`), by the peer's credentials, so no group is needed and
+/// agents stay out of the hub's group, which can read the message store.
+fn listen(control_path: &Path) -> anyhow::Result<UnixListener> {
     let _ = std::fs::remove_file(control_path);
     let listener = UnixListener::bind(control_path)
         .with_context(|| format!("cannot listen on {}", control_path.display()))?;
-    std::fs::set_permissions(control_path, std::fs::Permissions::from_mode(0o660))
+    std::fs::set_permissions(control_path, std::fs::Permissions::from_mode(0o666))
         .with_context(|| format!("cannot set the mode of {}", control_path.display()))?;
-    share_with_hub(dir, control_path);
     Ok(listener)
-}
-
-/// Lets the hub (which runs as the `torch` user) reach the control socket:
-/// the runtime directory and the socket get the `torch` group. Without that
-/// group only root can talk to the supervisor.
-fn share_with_hub(dir: &Path, socket: &Path) {
-    let gid = match nix::unistd::Group::from_name("torch") {
-        Ok(Some(g)) => g.gid,
-        _ => {
-            tracing::info!("no `torch` group: only root can reach {}", socket.display());
-            return;
-        }
-    };
-    for p in [dir, socket] {
-        if let Err(e) = nix::unistd::chown(p, None, Some(gid)) {
-            tracing::warn!(
-                "cannot give {} to group torch ({e}); the hub will not reach this agent",
-                p.display()
-            );
-        }
-    }
 }
 
 /// Finds `program` the way execvp will.

@@ -7,9 +7,57 @@
 //! Each check returns `HubError::AccessDenied` with a sentence naming the
 //! rule; the D-Bus layer writes the refusal's audit line.
 
+use torch_core::config::{Access, Reach};
+
 use crate::error::HubError;
 use crate::fleet::Fleet;
-use crate::lifecycle::may_control;
+
+/// The kind of call a role's `[access.roles]` entry may widen.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Reads: capture, inbox, messages, status, check-ins.
+    Sees,
+    /// Acts: start, stop, restart, retire, answer, unschedule.
+    Acts,
+}
+
+/// `actor` as far as its role reaches for `kind`: `None`, the operator's
+/// reach, when `[access.roles]` opens the fleet to its role; else itself.
+/// Acts on the actor itself (retiring or answering for itself) stay the
+/// callers' to refuse.
+pub fn reach<'a>(
+    config: &Access,
+    fleet: &Fleet,
+    actor: Option<&'a str>,
+    kind: Kind,
+) -> Option<&'a str> {
+    let name = actor?;
+    let Ok(entry) = fleet.get(name) else {
+        return actor;
+    };
+    let widened = config.of(entry.def.role);
+    let reach = match kind {
+        Kind::Sees => widened.sees,
+        Kind::Acts => widened.acts,
+    };
+    (reach == Reach::Subtree).then_some(actor).flatten()
+}
+
+/// Whether `actor` (an agent; the operator is `None`) may start or stop
+/// `target`: itself or an agent below it.
+pub fn may_control(fleet: &Fleet, actor: Option<&str>, target: &str) -> bool {
+    let Some(actor) = actor else { return true };
+    let mut at = Some(target.to_string());
+    // Bounded: a cycle of parents in hand-written definitions cannot loop.
+    for _ in 0..=fleet.len() {
+        match at {
+            Some(a) if a == actor => return true,
+            Some(a) => at = fleet.get(&a).ok().and_then(|x| x.def.parent.clone()),
+            None => return false,
+        }
+    }
+    false
+}
 
 /// `actor` (`None`: the operator) may read or act on `target`: itself or
 /// an agent below it. `what` names the act for the refusal ("capture").
@@ -133,6 +181,22 @@ mod tests {
         assert!(unschedule(&f, Some("evil"), 4, "ghost", "evil").is_ok());
         assert!(denied(unschedule(&f, Some("evil"), 1, "dev1", "operator")));
         assert!(denied(unschedule(&f, Some("evil"), 5, "pm2", "pm2")));
+    }
+
+    #[test]
+    fn a_role_widened_to_the_fleet_reaches_as_the_operator() {
+        let f = two_branches();
+        let config: torch_core::config::Config =
+            toml::from_str("[access.roles.project-manager]\nsees = \"fleet\"\n").unwrap();
+        let a = &config.access;
+        assert_eq!(reach(a, &f, Some("pm1"), Kind::Sees), None);
+        assert_eq!(reach(a, &f, Some("pm1"), Kind::Acts), Some("pm1"));
+        assert_eq!(reach(a, &f, Some("evil"), Kind::Sees), Some("evil"));
+        assert_eq!(reach(a, &f, None, Kind::Acts), None);
+        // A name the fleet does not know keeps its own, narrow reach.
+        assert_eq!(reach(a, &f, Some("ghost"), Kind::Sees), Some("ghost"));
+        let pm1 = reach(a, &f, Some("pm1"), Kind::Sees);
+        assert!(subtree(&f, pm1, "evil", "capture").is_ok());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use torch_core::paths::OPERATOR_GROUP;
 use torch_core::policy::OPERATOR;
 use torch_core::AgentName;
 use torch_systemd::{Systemd, SystemdError};
@@ -20,6 +21,9 @@ pub struct Caller {
     uid: Option<u32>,
     /// The agent whose unit it runs in (`torch-agent@NAME.service`), if any.
     agent: Option<String>,
+    /// Whether its uid is root's or an operator's (a member of the
+    /// `torch` group), who may act as the operator outside agents' units.
+    operator: bool,
 }
 
 impl Caller {
@@ -34,35 +38,41 @@ impl Caller {
         self.agent.as_deref()
     }
 
-    /// The agents' user outside any agent's unit (a process that left it,
-    /// or systemd could not say): it may not pick a name.
-    fn is_unplaced_agent(&self) -> bool {
-        self.agent.is_none() && self.uid.is_some() && self.uid == agents_uid()
-    }
-
     /// Who acts when the caller claims to be `claimed`: inside an agent's
-    /// unit, that agent (claiming another name is refused); elsewhere (an
-    /// operator's shell), the name given.
+    /// unit, that agent (claiming another name is refused); outside, root
+    /// as the name given and an operator as the operator only.
     pub fn act_as(&self, claimed: &str) -> Result<String, HubError> {
         match &self.agent {
             Some(agent) if agent != claimed => Err(HubError::AccessDenied(format!(
                 "you are agent {agent} (your process runs in torch-agent@{agent}.service); you cannot act as {claimed}"
             ))),
             Some(agent) => Ok(agent.clone()),
-            None if self.is_unplaced_agent() => Err(HubError::AccessDenied(format!(
-                "your process runs as {AGENTS_USER} outside any agent's unit, so Torch cannot tell which agent you are; run torch from the agent's own pane"
+            None if self.uid == Some(0) => Ok(claimed.to_string()),
+            None if self.operator && claimed == OPERATOR => Ok(claimed.to_string()),
+            None if self.operator => Err(HubError::AccessDenied(format!(
+                "outside an agent's unit only root may speak as an agent; you act as the operator, so leave TORCH_AGENT unset (it says {claimed}) or run as root"
             ))),
-            None => Ok(claimed.to_string()),
+            None => Err(self.not_placed()),
         }
     }
 
-    /// The agent calling, or `None` for the operator; the agents' user
-    /// outside any agent's unit is refused, as in [`Caller::act_as`].
+    /// The agent calling, or `None` for the operator; anyone else is
+    /// refused, as in [`Caller::act_as`].
     pub fn acting_agent(&self) -> Result<Option<String>, HubError> {
-        if self.is_unplaced_agent() {
-            return self.act_as(OPERATOR).map(|_| None);
+        match &self.agent {
+            Some(agent) => Ok(Some(agent.clone())),
+            None if self.operator => Ok(None),
+            None => Err(self.not_placed()),
         }
-        Ok(self.agent.clone())
+    }
+
+    /// Neither an agent's process nor an operator: an agent's process that
+    /// left its unit, or a user the bus let in but Torch does not know.
+    fn not_placed(&self) -> HubError {
+        let uid = self.uid.map_or("unknown".to_string(), |u| u.to_string());
+        HubError::AccessDenied(format!(
+            "your process (uid {uid}) runs outside any agent's unit and you are not an operator (root or the {OPERATOR_GROUP} group), so Torch cannot tell which agent you are; run torch from the agent's own pane"
+        ))
     }
 }
 
@@ -107,6 +117,7 @@ impl Callers {
         );
         let caller = Caller {
             uid: uid.as_ref().ok().copied(),
+            operator: uid.as_ref().is_ok_and(|&u| is_operator(u)),
             agent: match &unit {
                 Some(Ok(u)) => AgentName::from_unit(u).map(|n| n.to_string()),
                 _ => None,
@@ -124,18 +135,28 @@ impl Callers {
     }
 }
 
-/// The user agents run as (`User=` of torch-agent@.service).
-const AGENTS_USER: &str = "torch-agent";
-
-/// The uid of [`AGENTS_USER`], if that user exists.
-fn agents_uid() -> Option<u32> {
-    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *UID.get_or_init(|| {
-        nix::unistd::User::from_name(AGENTS_USER)
+/// Whether `uid` is root or a member of the operators' group.
+fn is_operator(uid: u32) -> bool {
+    use nix::unistd::{getgrouplist, Group, Uid, User};
+    static GID: std::sync::OnceLock<Option<nix::unistd::Gid>> = std::sync::OnceLock::new();
+    if uid == 0 {
+        return true;
+    }
+    let Some(gid) = *GID.get_or_init(|| {
+        Group::from_name(OPERATOR_GROUP)
             .ok()
             .flatten()
-            .map(|u| u.uid.as_raw())
-    })
+            .map(|g| g.gid)
+    }) else {
+        return false;
+    };
+    let Ok(Some(user)) = User::from_uid(Uid::from_raw(uid)) else {
+        return false;
+    };
+    let Ok(name) = std::ffi::CString::new(user.name) else {
+        return false;
+    };
+    user.gid == gid || getgrouplist(&name, user.gid).is_ok_and(|groups| groups.contains(&gid))
 }
 
 #[cfg(test)]
@@ -143,10 +164,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_agent_acts_as_itself_only_and_an_operator_as_named() {
+    fn an_agent_acts_as_itself_only_root_as_named_and_an_operator_as_the_operator() {
         let dev = Caller {
-            uid: None,
+            uid: Some(994),
             agent: Some("dev".into()),
+            operator: false,
         };
         assert_eq!(dev.act_as("dev").ok().as_deref(), Some("dev"));
         assert!(matches!(dev.act_as("lead"), Err(HubError::AccessDenied(_))));
@@ -156,8 +178,36 @@ mod tests {
         ));
         assert_eq!(dev.acting_agent().ok().flatten().as_deref(), Some("dev"));
 
-        let shell = Caller::default();
-        assert_eq!(shell.act_as("lead").ok().as_deref(), Some("lead"));
-        assert_eq!(shell.acting_agent().ok().flatten(), None);
+        let root = Caller {
+            uid: Some(0),
+            agent: None,
+            operator: true,
+        };
+        assert_eq!(root.act_as("lead").ok().as_deref(), Some("lead"));
+        assert_eq!(root.acting_agent().ok().flatten(), None);
+
+        let operator = Caller {
+            uid: Some(1000),
+            agent: None,
+            operator: true,
+        };
+        assert_eq!(operator.act_as(OPERATOR).ok().as_deref(), Some(OPERATOR));
+        let Err(HubError::AccessDenied(m)) = operator.act_as("lead") else {
+            panic!("an operator spoke as an agent");
+        };
+        assert!(m.contains("only root may speak as an agent"), "{m}");
+        assert_eq!(operator.acting_agent().ok().flatten(), None);
+
+        for stranger in [
+            Caller::default(),
+            Caller {
+                uid: Some(994),
+                ..Caller::default()
+            },
+        ] {
+            assert!(stranger.act_as(OPERATOR).is_err());
+            assert!(stranger.act_as("lead").is_err());
+            assert!(stranger.acting_agent().is_err());
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! policy, quotas, spawning and retiring.
 
 use std::collections::BTreeMap;
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -427,10 +429,33 @@ struct SpawnedDefinition {
     profile: Profile,
 }
 
+/// Makes the definitions spawned agents' supervisors read readable to
+/// them: a hub from before agents left the `torch` group wrote them 0640.
+pub fn open_spawned_definitions() {
+    let dir = Path::new(paths::SPAWNED_AGENTS_DIR);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let files = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"));
+    for (path, mode) in std::iter::once((dir.to_path_buf(), 0o755)).chain(files.map(|p| (p, 0o644)))
+    {
+        if let Err(e) = std::fs::set_permissions(&path, Permissions::from_mode(mode)) {
+            tracing::warn!("cannot let agents read {}: {e}", path.display());
+        }
+    }
+}
+
 /// Writes a spawned agent's definition atomically and returns its path.
 pub fn write_definition(name: &AgentName, def: &AgentDefinition) -> Result<PathBuf, String> {
     let dir = PathBuf::from(paths::SPAWNED_AGENTS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Its supervisor reads it as an agent's user, outside the hub's group;
+    // the secrets are in the 0600 environment file beside it.
+    std::fs::set_permissions(&dir, Permissions::from_mode(0o755))
+        .map_err(|e| format!("cannot open {} to agents: {e}", dir.display()))?;
     let path = dir.join(format!("{}.toml", name.as_str()));
     let text = format!(
         "# Written by torchd for `torch spawn`; `torch retire {name}` removes it.\n{}",
@@ -445,6 +470,7 @@ pub fn write_definition(name: &AgentName, def: &AgentDefinition) -> Result<PathB
     );
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::set_permissions(&tmp, Permissions::from_mode(0o644)))
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(path)

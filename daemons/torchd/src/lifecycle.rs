@@ -8,27 +8,12 @@
 
 use std::sync::Arc;
 
+use crate::access::{self, may_control, Kind};
 use crate::error::HubError;
 use crate::fleet;
 use crate::hub::Hub;
 use torch_core::AgentName;
 use torch_systemd::JobKind;
-
-/// Whether `actor` (an agent; the operator is `None`) may start or stop
-/// `target`: itself or an agent below it.
-pub fn may_control(fleet: &fleet::Fleet, actor: Option<&str>, target: &str) -> bool {
-    let Some(actor) = actor else { return true };
-    let mut at = Some(target.to_string());
-    // Bounded: a cycle of parents in hand-written definitions cannot loop.
-    for _ in 0..=fleet.len() {
-        match at {
-            Some(a) if a == actor => return true,
-            Some(a) => at = fleet.get(&a).ok().and_then(|x| x.def.parent.clone()),
-            None => return false,
-        }
-    }
-    false
-}
 
 /// Runs `kind` on agent `name` for `actor` and records whether it should
 /// come back after a reboot.
@@ -40,7 +25,8 @@ pub async fn control(
 ) -> Result<(), HubError> {
     let agent = AgentName::parse(name).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
     let fleet = hub.fleet.agents();
-    if !may_control(&fleet, actor, agent.as_str()) {
+    let acting = access::reach(&hub.config.access, &fleet, actor, Kind::Acts);
+    if !may_control(&fleet, acting, agent.as_str()) {
         return Err(HubError::AccessDenied(format!(
             "agent {} may start and stop only itself and the agents below it, not {name}",
             actor.unwrap_or_default()

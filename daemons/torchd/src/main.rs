@@ -105,6 +105,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("/var/lib/torch"));
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
+    fleet::open_spawned_definitions();
     let db = state_dir.join("torch.db");
     let store = Arc::new(
         Store::open(&db)

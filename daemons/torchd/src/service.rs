@@ -13,12 +13,13 @@ use torch_core::{paths, validate_message, AgentName};
 use torch_store::Store;
 use torch_systemd::JobKind;
 
+use crate::access::{self, Kind};
+use crate::courier;
 use crate::error::HubError;
 use crate::fleet::{self, Fleet, SpawnRequest};
 use crate::hub::{blocking, Hub};
 use crate::lifecycle;
 use crate::schedule;
-use crate::{access, courier};
 
 /// A send key: what a client retries a `SendOnce` with.
 fn valid_key(key: &str) -> Result<(), HubError> {
@@ -132,7 +133,12 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
     let agent = agent_name(name)?;
     let h = Arc::clone(hub);
     let fleet = blocking(move || Ok(h.fleet.agents())).await?;
-    access::below(&fleet, actor, agent.as_str(), "retire")?;
+    // Never itself, however far its role reaches.
+    let acting = match actor == Some(agent.as_str()) {
+        true => actor,
+        false => access::reach(&hub.config.access, &fleet, actor, Kind::Acts),
+    };
+    access::below(&fleet, acting, agent.as_str(), "retire")?;
     let entry = fleet
         .get(agent.as_str())
         .map_err(HubError::Refused)?
@@ -252,9 +258,12 @@ pub async fn status(hub: &Arc<Hub>, actor: Option<String>) -> Result<FleetStatus
         .await
         .map_err(|e| HubError::Systemd(e.to_string()))?;
     let h = Arc::clone(hub);
-    let agents =
-        blocking(move || status_rows(&h.fleet.agents(), actor.as_deref(), &h.store, &units))
-            .await?;
+    let agents = blocking(move || {
+        let fleet = h.fleet.agents();
+        let seeing = access::reach(&h.config.access, &fleet, actor.as_deref(), Kind::Sees);
+        status_rows(&fleet, seeing, &h.store, &units)
+    })
+    .await?;
     Ok(FleetStatus { version: 1, agents })
 }
 
@@ -270,7 +279,7 @@ fn status_rows(
     let names = fleet.agents.keys().chain(fleet.broken.keys());
     // Filtered before the supervisors are asked: nobody waits on rows
     // that are not shown.
-    let names = names.filter(|n| lifecycle::may_control(fleet, actor, n));
+    let names = names.filter(|n| access::may_control(fleet, actor, n));
     let mut names: Vec<&String> = names.collect();
     names.sort();
     for name in names {
@@ -392,7 +401,9 @@ pub async fn messages(
     before: i64,
     limit: u32,
 ) -> Result<Vec<torch_api::Message>, HubError> {
-    access::messages(&hub.fleet.agents(), actor, agent.as_deref())?;
+    let fleet = hub.fleet.agents();
+    let seeing = access::reach(&hub.config.access, &fleet, actor, Kind::Sees);
+    access::messages(&fleet, seeing, agent.as_deref())?;
     let store = Arc::clone(&hub.store);
     blocking(move || {
         let rows =
@@ -411,7 +422,9 @@ pub async fn inbox(
     before: i64,
     limit: u32,
 ) -> Result<Vec<torch_api::Message>, HubError> {
-    access::subtree(&hub.fleet.agents(), actor, &agent, "read the inbox of")?;
+    let fleet = hub.fleet.agents();
+    let seeing = access::reach(&hub.config.access, &fleet, actor, Kind::Sees);
+    access::subtree(&fleet, seeing, &agent, "read the inbox of")?;
     let store = Arc::clone(&hub.store);
     blocking(move || {
         let rows = store.inbox_page(&agent, cursor(before), limit.clamp(1, PAGE_MAX))?;
@@ -429,9 +442,9 @@ pub async fn answer(
     choice: &str,
 ) -> Result<(), HubError> {
     let agent = agent_name(name)?;
-    if actor == Some(agent.as_str())
-        || !crate::lifecycle::may_control(&hub.fleet.agents(), actor, agent.as_str())
-    {
+    let fleet = hub.fleet.agents();
+    let acting = access::reach(&hub.config.access, &fleet, actor, Kind::Acts);
+    if actor == Some(agent.as_str()) || !access::may_control(&fleet, acting, agent.as_str()) {
         return Err(HubError::AccessDenied(format!(
             "agent {} may answer only for the agents below it, not for {name}",
             actor.unwrap_or_default()
@@ -460,7 +473,9 @@ pub async fn answer(
 /// The agent's screen, from its supervisor, if `actor` may see it.
 pub async fn capture(hub: &Arc<Hub>, actor: Option<&str>, agent: &str) -> Result<String, HubError> {
     let name = agent_name(agent)?;
-    access::subtree(&hub.fleet.agents(), actor, name.as_str(), "capture")?;
+    let fleet = hub.fleet.agents();
+    let seeing = access::reach(&hub.config.access, &fleet, actor, Kind::Sees);
+    access::subtree(&fleet, seeing, name.as_str(), "capture")?;
     blocking(move || {
         match protocol::call(
             &paths::control_socket(&name),
@@ -484,14 +499,15 @@ pub async fn schedules(
     agent: Option<String>,
 ) -> Result<Vec<torch_api::Schedule>, HubError> {
     let fleet = hub.fleet.agents();
+    let seeing = access::reach(&hub.config.access, &fleet, actor, Kind::Sees);
     if let Some(a) = &agent {
-        access::subtree(&fleet, actor, a, "list the check-ins of")?;
+        access::subtree(&fleet, seeing, a, "list the check-ins of")?;
     }
     let all = schedule::list(hub, agent).await?;
     Ok(all
         .into_iter()
         .filter(|s| {
-            actor == Some(s.created_by.as_str()) || lifecycle::may_control(&fleet, actor, &s.agent)
+            actor == Some(s.created_by.as_str()) || access::may_control(&fleet, seeing, &s.agent)
         })
         .collect())
 }
@@ -503,7 +519,9 @@ pub async fn unschedule(hub: &Arc<Hub>, actor: Option<&str>, id: i64) -> Result<
         let s = torch_store::call(&hub.store, move |st| st.schedule(id)).await?;
         // A missing one is the cancel's to explain.
         if let Some(s) = s {
-            access::unschedule(&hub.fleet.agents(), actor, id, &s.agent, &s.created_by)?;
+            let fleet = hub.fleet.agents();
+            let acting = access::reach(&hub.config.access, &fleet, actor, Kind::Acts);
+            access::unschedule(&fleet, acting, id, &s.agent, &s.created_by)?;
         }
     }
     schedule::cancel(hub, id).await
