@@ -15,7 +15,12 @@ use torch_tests::{wait_until, Sandbox};
 
 /// A sandbox running the hub and the two-branch fleet.
 fn fleet(label: &str) -> Result<Sandbox> {
-    let sb = boot_hub(label, ENVELOPE_FOR_SHELL)?;
+    fleet_with(label, "")
+}
+
+/// [`fleet`], with `config` added to `torch.toml`.
+fn fleet_with(label: &str, config: &str) -> Result<Sandbox> {
+    let sb = boot_hub(label, &format!("{ENVELOPE_FOR_SHELL}{config}"))?;
     sb.spawn_echo("boss", "orchestrator", None)?;
     sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
     sb.spawn_echo("pm2", "project-manager", Some("boss"))?;
@@ -88,6 +93,24 @@ fn an_agent_cannot_touch_another_branch() -> Result<()> {
         .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
         .unwrap_or_default();
     ensure!(names == ["evil"], "evil sees {names:?}");
+    Ok(())
+}
+
+#[test]
+fn torch_toml_widens_a_roles_reach() -> Result<()> {
+    let sb = fleet_with(
+        "sec-widen",
+        "[access.roles.project-manager]\nsees = \"fleet\"\n",
+    )?;
+    // A PM now sees the other branch, and still acts on its own only.
+    allowed(&sb, "pm1", &["capture", "evil"])?;
+    allowed(&sb, "pm1", &["inbox", "evil", "--json"])?;
+    let seen: Value = serde_json::from_str(&allowed(&sb, "pm1", &["status", "--json"])?)?;
+    ensure!(seen["agents"].as_array().map_or(0, Vec::len) == 5, "{seen}");
+    refused(&sb, "pm1", &["retire", "evil"])?;
+    refused(&sb, "pm1", &["stop", "evil"])?;
+    // Engineers keep their default reach.
+    refused(&sb, "evil", &["capture", "dev1"])?;
     Ok(())
 }
 

@@ -29,7 +29,8 @@ pub enum Cmd {
         /// Wait until the message is confirmed on the agent's screen.
         #[arg(long)]
         wait: bool,
-        /// Bypass the hub: type it now through the agent's supervisor (not stored).
+        /// Bypass the hub: type it now through the agent's supervisor (not
+        /// stored; root only).
         #[arg(long)]
         direct: bool,
     },
@@ -46,10 +47,11 @@ pub enum Cmd {
     Capture {
         /// The agent.
         name: String,
-        /// Lines of scrollback to include above the screen (implies --direct).
+        /// Lines of scrollback to include above the screen (implies --direct,
+        /// so root only).
         #[arg(long, default_value_t = 0)]
         history: u32,
-        /// Ask the agent's supervisor, not the hub.
+        /// Ask the agent's supervisor, not the hub (root only).
         #[arg(long)]
         direct: bool,
     },
