@@ -152,9 +152,27 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
     let env = req.env_file.as_deref().map(read_env_file).transpose()?;
     let caller = hub::caller();
     let r = &req;
+    if !req.skills.is_empty() || req.capacity.is_some() {
+        let spec = torch_api::SpawnSpec {
+            name: r.name.clone(),
+            role: r.role.clone(),
+            parent: r.parent.clone(),
+            workdir: workdir.to_string(),
+            profile: r.profile.clone(),
+            command: r.command.clone(),
+            requester: caller.clone(),
+            skills: r.skills.clone(),
+            capacity: r.capacity.unwrap_or(1),
+        };
+        let spec = serde_json::to_string(&spec)?;
+        let env = env.unwrap_or_default();
+        let unit = hub_call(async |h| h.spawn_agent(&spec, &brief, &env).await)?;
+        println!("spawned {} ({unit})", req.name);
+        return Ok(());
+    }
     let unit = hub_call(async |h| match &env {
-        // Plain Spawn without one, so a hub older than SpawnWithEnv still
-        // spawns.
+        // Plain Spawn without variables and SpawnWithEnv without skills,
+        // so that a hub older than each still spawns.
         None => {
             h.spawn(
                 &r.name,

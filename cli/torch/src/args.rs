@@ -148,6 +148,19 @@ pub enum Cmd {
         /// The agent.
         name: String,
     },
+    /// Who is in the fleet and what each can do: name, role, state, skills
+    /// (every agent sees the whole fleet here, to find a peer)
+    Agents {
+        /// Only agents with this skill; repeat for several (all needed).
+        #[arg(long = "skill", value_name = "SKILL")]
+        skills: Vec<String>,
+        /// Only agents whose screen reads idle.
+        #[arg(long)]
+        idle: bool,
+        /// Machine-readable output (schema in docs/dbus.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// The fleet as a tree, with unit state, agent state and queues.
     Status {
         /// Machine-readable output (schema in docs/dbus.md).
@@ -256,6 +269,12 @@ pub struct SpawnArgs {
     /// hub where only it and root read them, never in its command line.
     #[arg(long, value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+    /// What it can do (rust, frontend, review...); repeat for several.
+    #[arg(long = "skill", value_name = "SKILL")]
+    pub skills: Vec<String>,
+    /// How many tasks it takes at once [default: 1].
+    #[arg(long)]
+    pub capacity: Option<u32>,
     /// The command to run instead of the profile's default.
     #[arg(last = true)]
     pub command: Vec<String>,

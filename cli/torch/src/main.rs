@@ -122,6 +122,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("retired {name}; final transcript: {transcript}");
         }
         Cmd::Status { json } => show::status(json)?,
+        Cmd::Agents { skills, idle, json } => show::agents(&skills, idle, json)?,
         Cmd::Explain { name } => show::explain(&agent(&name)?)?,
         Cmd::Inbox {
             name,

@@ -2,7 +2,7 @@
 //! check-ins as tables, times in local time.
 
 use anyhow::{Context, Result};
-use torch_api::{AgentStatus, FleetStatus, Message, Schedule};
+use torch_api::{AgentEntry, AgentStatus, Directory, FleetStatus, Message, Schedule};
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
     serde_json::from_str(json)
@@ -27,6 +27,63 @@ pub fn status(json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `torch agents`: the fleet's directory, those with every skill in
+/// `skills` (and idle, with `idle`), as a table or as JSON.
+pub fn agents(skills: &[String], idle: bool, json: bool) -> Result<()> {
+    for s in skills {
+        torch_core::definition::check_skill(s).map_err(anyhow::Error::msg)?;
+    }
+    let text = crate::hub_call(async |h| h.agents().await)?;
+    let mut dir: Directory = parse(&text, "a directory")?;
+    dir.agents.retain(|a| matches(a, skills, idle));
+    if json {
+        println!("{}", serde_json::to_string(&dir)?);
+        return Ok(());
+    }
+    if dir.agents.is_empty() {
+        println!("no agent has {}", wanted(skills, idle));
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<16} {:<16} {:<9} {:>3}  SKILLS",
+        "NAME", "ROLE", "PARENT", "STATE", "CAP"
+    );
+    for a in &dir.agents {
+        let parent = a.parent.as_deref().unwrap_or("-");
+        println!(
+            "{:<20} {:<16} {:<16} {:<9} {:>3}  {}",
+            a.name,
+            a.role,
+            parent,
+            a.state,
+            a.capacity,
+            a.skills.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Whether `a` has every skill asked for (and is idle, if asked).
+fn matches(a: &AgentEntry, skills: &[String], idle: bool) -> bool {
+    skills.iter().all(|s| a.skills.contains(s)) && (!idle || a.state == "idle")
+}
+
+/// What was asked for, in words.
+fn wanted(skills: &[String], idle: bool) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if !skills.is_empty() {
+        parts.push(format!("the skills {}", skills.join(", ")));
+    }
+    if idle {
+        parts.push("an idle screen".to_string());
+    }
+    if parts.is_empty() {
+        "a usable definition".to_string()
+    } else {
+        parts.join(" and ")
+    }
 }
 
 /// `torch explain NAME`: one agent's state and what decided it.

@@ -14,7 +14,9 @@ mod types;
 pub use manager::{
     ManagerProxy, ManagerServer, ManagerService, MessageDeliveredStream, MessageFailedStream,
 };
-pub use types::{AgentStatus, FleetStatus, Message, Schedule, Tokens};
+pub use types::{
+    AgentEntry, AgentStatus, Directory, FleetStatus, Message, Schedule, SpawnSpec, Tokens,
+};
 
 /// The hub's well-known name on the system bus.
 pub const BUS_NAME: &str = "org.torch.Torch1";

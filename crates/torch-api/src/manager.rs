@@ -150,6 +150,11 @@ manager_interface! {
             env: &str
         ) -> String;
 
+        /// `Spawn` with every setting: `spec` is a `SpawnSpec` as JSON (name,
+        /// role, parent, workdir, profile, command, requester, skills,
+        /// capacity), `env` an environment file's text ("" for none).
+        fn spawn_agent(spec: &str, brief: &str, env: &str) -> String;
+
         /// Stops an agent, keeps its final transcript, and removes it; returns
         /// the transcript's path.
         fn retire(name: &str) -> String;
@@ -165,6 +170,10 @@ manager_interface! {
 
         /// The fleet as JSON (schema in docs/dbus.md).
         fn status() -> String;
+
+        /// Every agent, its role, parent, skills, capacity and state, as JSON
+        /// (schema in docs/dbus.md): the directory agents find peers in.
+        fn agents() -> String;
 
         /// Messages to or from `agent` ("" for all) older than id `before`
         /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.

@@ -1,4 +1,5 @@
-//! The JSON answers of `Status`, `Messages`/`Inbox` and `Schedules`.
+//! The JSON answers of `Status`, `Agents`, `Messages`/`Inbox` and
+//! `Schedules`, and the JSON request of `SpawnAgent`.
 //!
 //! These are the API's own types, not the store's rows: the store may
 //! change its tables without changing what clients read. Every field but
@@ -65,6 +66,69 @@ pub struct AgentStatus {
     pub definition: String,
     /// Why the definition cannot be used; None when it can.
     pub definition_error: Option<String>,
+    /// What it can do, from its definition.
+    pub skills: Vec<String>,
+    /// Tasks it takes at once, from its definition (0 from a hub before
+    /// skills).
+    pub capacity: u32,
+}
+
+/// `Agents()`: who is in the fleet and what each can do, for every caller
+/// (an agent looking for a peer sees the whole fleet here, unlike in
+/// `Status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Directory {
+    /// The schema version of this answer (1).
+    #[serde(default)]
+    pub version: u32,
+    /// Every agent whose definition is usable, by name.
+    #[serde(default)]
+    pub agents: Vec<AgentEntry>,
+}
+
+/// One agent in [`Directory`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AgentEntry {
+    /// Its name.
+    pub name: String,
+    /// orchestrator, project-manager, engineer...
+    pub role: String,
+    /// The agent above it.
+    pub parent: Option<String>,
+    /// What it can do.
+    pub skills: Vec<String>,
+    /// Tasks it takes at once.
+    pub capacity: u32,
+    /// What its supervisor reads (idle, working, asking, trouble, limited),
+    /// or systemd's state when the supervisor does not answer (inactive,
+    /// failed...).
+    pub state: String,
+}
+
+/// `SpawnAgent(spec, brief, env)`: the new agent. Fields left out take
+/// the defaults of `Spawn`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpawnSpec {
+    /// The new agent's name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// The agent it reports to ("" for none: an orchestrator).
+    pub parent: String,
+    /// Its working directory, absolute.
+    pub workdir: String,
+    /// Its profile ("" for shell).
+    pub profile: String,
+    /// Its program and arguments (empty: the profile's default).
+    pub command: Vec<String>,
+    /// Who asks: `operator` or the calling agent.
+    pub requester: String,
+    /// What it can do.
+    pub skills: Vec<String>,
+    /// Tasks it takes at once (0: 1).
+    pub capacity: u32,
 }
 
 /// Token counts of an agent's conversation, as the model API reported them.

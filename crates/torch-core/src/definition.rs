@@ -8,6 +8,8 @@
 //! profile = "claude"
 //! ready_pattern = "> "      # optional: type only once the cursor line shows this
 //! hang_after_secs = 600     # input unread this long = hung (0: never)
+//! skills = ["rust", "review"]   # what it can do, for `torch agents --skill`
+//! capacity = 1              # tasks it takes at once
 //! [env]
 //! RUST_LOG = "info"
 //! ```
@@ -222,6 +224,58 @@ pub struct AgentDefinition {
     /// Pane height in rows.
     #[serde(default = "default_height")]
     pub height: u16,
+    /// What it can do (`rust`, `frontend`, `review`), so that peers and
+    /// the hub find it by skill.
+    #[serde(default)]
+    pub skills: Vec<String>,
+    /// How many tasks it takes at once.
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+}
+
+fn default_capacity() -> u32 {
+    1
+}
+
+/// The most skills one agent declares.
+pub const MAX_SKILLS: usize = 32;
+/// The most tasks one agent takes at once.
+pub const MAX_CAPACITY: u32 = 100;
+
+/// Checks one skill: 1 to 32 characters, lowercase letters, digits and
+/// `-_.+#` (`c++`, `c#`), starting with a letter or digit, so that a skill
+/// is written one way only.
+pub fn check_skill(skill: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.+#".contains(c);
+    let starts_well = skill
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if skill.len() > 32 || !starts_well || !skill.chars().all(ok_char) {
+        return Err(format!(
+            "skill {skill:?} must be 1 to 32 lowercase letters, digits or -_.+#, starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a definition's skills and capacity.
+pub fn check_skills(skills: &[String], capacity: u32) -> Result<(), String> {
+    if skills.len() > MAX_SKILLS {
+        return Err(format!(
+            "{} skills; the limit is {MAX_SKILLS}",
+            skills.len()
+        ));
+    }
+    for s in skills {
+        check_skill(s).map_err(|e| format!("`skills`: {e}"))?;
+    }
+    if !(1..=MAX_CAPACITY).contains(&capacity) {
+        return Err(format!(
+            "`capacity` {capacity} is out of range (1-{MAX_CAPACITY})"
+        ));
+    }
+    Ok(())
 }
 
 /// A definition file found by [`discover`].
@@ -395,7 +449,7 @@ impl AgentDefinition {
         if matches!(&self.ready_pattern, Some(p) if p.trim().is_empty()) {
             return Err("`ready_pattern` is blank; remove it or give visible text".into());
         }
-        Ok(())
+        check_skills(&self.skills, self.capacity)
     }
 }
 
@@ -449,6 +503,23 @@ mod tests {
         assert!(parse("command = [\"a\"]\n[env]\n\"A B\" = \"x\"\n").is_err());
         assert!(parse("command = [\"a\"]\nparent = \"a b\"\n").is_err());
         assert!(parse("command = [\"a\"]\nwidth = 5\n").is_err());
+        let d =
+            parse("command = [\"a\"]\nskills = [\"rust\", \"c++\", \"review\"]\ncapacity = 3\n")
+                .unwrap();
+        assert_eq!((d.skills.len(), d.capacity), (3, 3));
+        assert_eq!(parse("command = [\"a\"]\n").unwrap().capacity, 1);
+        for bad in [
+            "skills = [\"Rust\"]",
+            "skills = [\"\"]",
+            "skills = [\"a b\"]",
+            "skills = [\"-x\"]",
+            "capacity = 0",
+        ] {
+            assert!(
+                parse(&format!("command = [\"a\"]\n{bad}\n")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde::Serialize;
-use torch_api::{ManagerServer, ManagerService, OBJECT_PATH};
+use torch_api::{ManagerServer, ManagerService, SpawnSpec, OBJECT_PATH};
 use torch_core::EnvVars;
 use torch_systemd::JobKind;
 use zbus::fdo;
@@ -81,6 +81,18 @@ fn audit(caller: &Caller, method: &str, outcome: &str) {
         torch_method = method,
         "audit: {who} called {method}: {outcome}"
     );
+}
+
+/// `req` with the environment file's text `env` ("" for none), or the
+/// reason that text is refused, which the spawn reports after its audit.
+fn with_env(mut req: SpawnRequest, env: &str) -> (SpawnRequest, Option<String>) {
+    match EnvVars::parse(env) {
+        Ok(vars) => {
+            req.env = vars;
+            (req, None)
+        }
+        Err(e) => (req, Some(format!("environment file: {e}"))),
+    }
 }
 
 /// A structured answer as JSON.
@@ -217,7 +229,7 @@ impl ManagerService for Manager {
         brief: &str,
         requester: &str,
     ) -> fdo::Result<String> {
-        let req = SpawnRequest {
+        let spec = SpawnSpec {
             name: name.to_string(),
             role: role.to_string(),
             parent: parent.to_string(),
@@ -225,9 +237,9 @@ impl ManagerService for Manager {
             profile: profile.to_string(),
             command,
             requester: requester.to_string(),
-            env: EnvVars::default(),
+            ..SpawnSpec::default()
         };
-        self.spawn_as(caller, "Spawn", req, brief.to_string(), None)
+        self.spawn_as(caller, "Spawn", spec.into(), brief.to_string(), None)
             .await
     }
 
@@ -244,8 +256,7 @@ impl ManagerService for Manager {
         requester: &str,
         env: &str,
     ) -> fdo::Result<String> {
-        let env = EnvVars::parse(env);
-        let req = SpawnRequest {
+        let spec = SpawnSpec {
             name: name.to_string(),
             role: role.to_string(),
             parent: parent.to_string(),
@@ -253,10 +264,24 @@ impl ManagerService for Manager {
             profile: profile.to_string(),
             command,
             requester: requester.to_string(),
-            env: env.clone().unwrap_or_default(),
+            ..SpawnSpec::default()
         };
-        let bad = env.err().map(|e| format!("environment file: {e}"));
+        let (req, bad) = with_env(spec.into(), env);
         self.spawn_as(caller, "SpawnWithEnv", req, brief.to_string(), bad)
+            .await
+    }
+
+    async fn spawn_agent(
+        &self,
+        caller: Caller,
+        spec: &str,
+        brief: &str,
+        env: &str,
+    ) -> fdo::Result<String> {
+        let spec: SpawnSpec = serde_json::from_str(spec)
+            .map_err(|e| fdo::Error::InvalidArgs(format!("spawn spec: {e}")))?;
+        let (req, bad) = with_env(spec.into(), env);
+        self.spawn_as(caller, "SpawnAgent", req, brief.to_string(), bad)
             .await
     }
 
@@ -282,6 +307,12 @@ impl ManagerService for Manager {
 
     async fn restart(&self, caller: Caller, name: &str) -> fdo::Result<()> {
         self.control(caller, JobKind::Restart, name).await
+    }
+
+    async fn agents(&self, caller: Caller) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op = |_| async move { service::directory(hub).await };
+        json(Ok(self.guarded(caller, "Agents", op).await?))
     }
 
     async fn status(&self, caller: Caller) -> fdo::Result<String> {

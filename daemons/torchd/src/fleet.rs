@@ -228,6 +228,27 @@ pub struct SpawnRequest {
     pub requester: String,
     /// Variables for the agent's program (none for a plain `Spawn`).
     pub env: EnvVars,
+    /// What it can do (none for `Spawn` and `SpawnWithEnv`).
+    pub skills: Vec<String>,
+    /// Tasks it takes at once (1 for `Spawn` and `SpawnWithEnv`).
+    pub capacity: u32,
+}
+
+impl From<torch_api::SpawnSpec> for SpawnRequest {
+    fn from(s: torch_api::SpawnSpec) -> Self {
+        SpawnRequest {
+            name: s.name,
+            role: s.role,
+            parent: s.parent,
+            workdir: s.workdir,
+            profile: s.profile,
+            command: s.command,
+            requester: s.requester,
+            env: EnvVars::default(),
+            skills: s.skills,
+            capacity: s.capacity.max(1),
+        }
+    }
 }
 
 /// A new agent's name: valid and not taken, not even by a broken definition.
@@ -362,6 +383,8 @@ pub fn plan_spawn(
         role,
         parent,
         profile,
+        skills: req.skills.clone(),
+        capacity: req.capacity,
     })
     .map_err(|e| e.to_string())?;
     let def =
@@ -427,6 +450,23 @@ struct SpawnedDefinition {
     role: Role,
     parent: Option<String>,
     profile: Profile,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    skills: Vec<String>,
+    capacity: u32,
+}
+
+impl SpawnedDefinition {
+    fn of(def: &AgentDefinition) -> Self {
+        SpawnedDefinition {
+            command: def.command.clone(),
+            workdir: def.workdir.clone(),
+            role: def.role,
+            parent: def.parent.clone(),
+            profile: def.profile,
+            skills: def.skills.clone(),
+            capacity: def.capacity,
+        }
+    }
 }
 
 /// Makes the definitions spawned agents' supervisors read readable to
@@ -459,14 +499,7 @@ pub fn write_definition(name: &AgentName, def: &AgentDefinition) -> Result<PathB
     let path = dir.join(format!("{}.toml", name.as_str()));
     let text = format!(
         "# Written by torchd for `torch spawn`; `torch retire {name}` removes it.\n{}",
-        toml::to_string(&SpawnedDefinition {
-            command: def.command.clone(),
-            workdir: def.workdir.clone(),
-            role: def.role,
-            parent: def.parent.clone(),
-            profile: def.profile,
-        })
-        .map_err(|e| e.to_string())?
+        toml::to_string(&SpawnedDefinition::of(def)).map_err(|e| e.to_string())?
     );
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text)
@@ -540,16 +573,15 @@ pub(crate) mod tests {
     }
 
     fn req(name: &str, role: &str, parent: &str, requester: &str) -> SpawnRequest {
-        SpawnRequest {
+        torch_api::SpawnSpec {
             name: name.into(),
             role: role.into(),
             parent: parent.into(),
             workdir: "/".into(),
-            profile: String::new(),
-            command: vec![],
             requester: requester.into(),
-            env: EnvVars::default(),
+            ..Default::default()
         }
+        .into()
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use torch_api::{AgentStatus, FleetStatus, PAGE_MAX};
+use torch_api::{AgentEntry, AgentStatus, Directory, FleetStatus, PAGE_MAX};
 use torch_core::message::check_typed_size;
 use torch_core::policy::OPERATOR;
 use torch_core::protocol::{self, Request, Response};
@@ -267,6 +267,31 @@ pub async fn status(hub: &Arc<Hub>, actor: Option<String>) -> Result<FleetStatus
     Ok(FleetStatus { version: 1, agents })
 }
 
+/// Every agent with a usable definition, what it can do and its state,
+/// for any caller: the directory agents find their peers in.
+pub async fn directory(hub: &Arc<Hub>) -> Result<Directory, HubError> {
+    let units = hub
+        .systemd
+        .list("torch-agent@*.service")
+        .await
+        .map_err(|e| HubError::Systemd(e.to_string()))?;
+    let h = Arc::clone(hub);
+    let rows = blocking(move || status_rows(&h.fleet.agents(), None, &h.store, &units)).await?;
+    let agents = rows
+        .into_iter()
+        .filter(|r| r.definition_error.is_none())
+        .map(|r| AgentEntry {
+            state: r.agent_state.unwrap_or(r.active_state),
+            name: r.name,
+            role: r.role,
+            parent: r.parent,
+            skills: r.skills,
+            capacity: r.capacity,
+        })
+        .collect();
+    Ok(Directory { version: 1, agents })
+}
+
 /// The status rows of every defined agent `actor` may see, broken
 /// definitions included.
 fn status_rows(
@@ -313,6 +338,8 @@ fn status_rows(
             failed: counts.failed,
             definition: path.map(|p| p.display().to_string()).unwrap_or_default(),
             definition_error: broken.map(|b| b.error.clone()),
+            skills: def.map(|a| a.def.skills.clone()).unwrap_or_default(),
+            capacity: def.map_or(0, |a| a.def.capacity),
         });
     }
     Ok(out)
