@@ -104,3 +104,183 @@ fn agents_declare_skills_and_find_each_other_by_them() -> Result<()> {
     ensure!(!ok && out.contains("skill"), "{out}");
     Ok(())
 }
+
+/// Runs `torch task ARGS` as `agent` from its unit; fails unless it worked.
+fn task_as(sb: &Sandbox, agent: &str, args: &[&str]) -> Result<String> {
+    let mut v = vec!["task"];
+    v.extend_from_slice(args);
+    let (ok, out) = sb.torch_in_unit(agent, &v)?;
+    ensure!(ok, "{agent}: torch {}: {out}", v.join(" "));
+    Ok(out)
+}
+
+/// Runs `torch task ARGS` as `agent` and checks it was refused with `why`.
+fn task_refused(sb: &Sandbox, agent: &str, args: &[&str], why: &str) -> Result<()> {
+    let mut v = vec!["task"];
+    v.extend_from_slice(args);
+    let (ok, out) = sb.torch_in_unit(agent, &v)?;
+    ensure!(
+        !ok && out.contains(why),
+        "{agent}: torch {}: {out}",
+        v.join(" ")
+    );
+    Ok(())
+}
+
+/// Waits until agent `name` got a message containing every one of `parts`.
+fn told(sb: &Sandbox, name: &str, parts: &[&str]) -> Result<()> {
+    wait_until(
+        &format!("{name} told {parts:?}"),
+        Duration::from_secs(20),
+        || {
+            Ok(sb
+                .records(name)?
+                .iter()
+                .any(|r| parts.iter().all(|p| r.contains(p))))
+        },
+    )
+}
+
+#[test]
+fn tasks_are_opened_claimed_reported_and_kept_with_their_history() -> Result<()> {
+    let sb = boot_hub("tasks", "")?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
+    sb.spawn_echo("pm2", "project-manager", Some("boss"))?;
+    sb.spawn_echo("evil", "engineer", Some("pm2"))?;
+    ensure!(spawn_skilled(&sb, "dev1", "engineer", "pm1", &["rust", "review"], None)?.0);
+    ensure!(spawn_skilled(&sb, "dev2", "engineer", "pm1", &["frontend"], None)?.0);
+
+    let out = task_as(
+        &sb,
+        "pm1",
+        &["add", "--title", "Fix the parser", "--skill", "rust"],
+    )?;
+    ensure!(out.trim() == "task #1", "{out}");
+    task_as(
+        &sb,
+        "pm1",
+        &[
+            "add", "--title", "Ship it", "--skill", "rust", "--after", "1",
+        ],
+    )?;
+
+    // Claiming needs the skills, the dependencies done, and room.
+    task_refused(&sb, "dev2", &["claim", "1"], "lacks the skills rust")?;
+    task_refused(&sb, "dev1", &["claim", "2"], "waits for #1")?;
+    task_as(&sb, "dev1", &["claim", "1"])?;
+    task_refused(&sb, "dev2", &["claim", "1"], "is assigned")?;
+    task_as(&sb, "dev1", &["start", "1"])?;
+    let current = task_as(&sb, "dev1", &["current"])?;
+    ensure!(
+        current.contains("#1") && current.contains("working"),
+        "{current}"
+    );
+    task_refused(
+        &sb,
+        "evil",
+        &["done", "1", "--summary", "mine now"],
+        "only the holder",
+    )?;
+
+    // Finishing tells whoever gave it, and frees the next one.
+    task_as(&sb, "dev1", &["done", "1", "--summary", "parser fixed"])?;
+    told(
+        &sb,
+        "pm1",
+        &[
+            "Task #1 done by dev1: Fix the parser",
+            "Summary: parser fixed",
+        ],
+    )?;
+    task_as(&sb, "dev1", &["claim", "2"])?;
+    let show = task_as(&sb, "pm1", &["show", "1", "--json"])?;
+    let t: torch_api::Task = serde_json::from_str(&show)?;
+    let states: Vec<&str> = t.history.iter().map(|c| c.state.as_str()).collect();
+    ensure!(
+        states == ["open", "assigned", "working", "done"],
+        "{states:?}"
+    );
+    ensure!(t.history[3].note == "parser fixed" && t.history[3].actor == "dev1");
+
+    // Given at once: the holder is told what to do and how to report.
+    let out = task_as(
+        &sb,
+        "pm1",
+        &[
+            "add",
+            "--title",
+            "Style the cart",
+            "--skill",
+            "frontend",
+            "--assign",
+            "dev2",
+        ],
+    )?;
+    ensure!(out.trim() == "task #3", "{out}");
+    told(
+        &sb,
+        "dev2",
+        &[
+            "Task #3 for you, from pm1: Style the cart",
+            "torch task done 3",
+        ],
+    )?;
+    task_refused(
+        &sb,
+        "pm1",
+        &["add", "--title", "x", "--assign", "evil"],
+        "only to itself and the agents below it",
+    )?;
+    task_refused(
+        &sb,
+        "pm1",
+        &["add", "--title", "x", "--skill", "go", "--assign", "dev1"],
+        "lacks the skills go",
+    )?;
+    task_as(&sb, "dev2", &["block", "3", "--reason", "need the API"])?;
+    told(
+        &sb,
+        "pm1",
+        &[
+            "Task #3 blocked (dev2): Style the cart",
+            "Reason: need the API",
+        ],
+    )?;
+    task_refused(&sb, "evil", &["cancel", "3"], "may cancel it")?;
+    task_as(&sb, "pm1", &["cancel", "3"])?;
+    told(&sb, "dev2", &["Task #3 cancelled by pm1"])?;
+
+    // Another branch sees only open tasks.
+    sb.torch(&[
+        "task",
+        "add",
+        "--title",
+        "Anyone with rust",
+        "--skill",
+        "rust",
+    ])?;
+    let seen: Vec<torch_api::Task> =
+        serde_json::from_str(&task_as(&sb, "evil", &["list", "--json"])?)?;
+    let ids: Vec<i64> = seen.iter().map(|t| t.id).collect();
+    ensure!(ids == [4], "evil sees {ids:?}");
+    task_refused(&sb, "evil", &["show", "1"], "may see open tasks")?;
+    let all = sb.torch(&["task", "list"])?;
+    ensure!(all.lines().count() == 5, "{all}");
+
+    // Bad input is refused with the rule, nothing stored.
+    let (ok, out) = sb.torch_status(&["task", "add", "--title", " "])?;
+    ensure!(!ok && out.contains("title"), "{out}");
+    let (ok, out) = sb.torch_status(&["task", "add", "--title", "x", "--priority", "5000"])?;
+    ensure!(!ok && out.contains("priority"), "{out}");
+    let (ok, out) = sb.torch_status(&["task", "add", "--title", "x", "--after", "99"])?;
+    ensure!(!ok && out.contains("#99"), "{out}");
+    let (ok, out) = sb.torch_status(&["task", "done", "77", "--summary", "s"])?;
+    ensure!(!ok && out.contains("no task #77"), "{out}");
+    let audit = sb.journal(&["TORCH_AUDIT=1", "-o", "cat"])?;
+    ensure!(
+        audit.contains("agent dev1 (uid") && audit.contains("called TaskAct: task #1: done"),
+        "{audit}"
+    );
+    Ok(())
+}

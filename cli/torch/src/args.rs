@@ -100,6 +100,11 @@ pub enum Cmd {
         /// The schedule's id (see `torch schedules`).
         id: i64,
     },
+    /// The work ledger: open tasks, take them, report on them
+    Task {
+        #[command(subcommand)]
+        action: TaskCmd,
+    },
     /// Check torch.toml and its drop-ins.
     Config {
         #[command(subcommand)]
@@ -234,6 +239,90 @@ pub enum Cmd {
     Restart {
         /// The agent.
         name: String,
+    },
+}
+
+/// `torch task` actions. From an agent's pane, the agent acts (the hub
+/// knows it by its unit).
+#[derive(Subcommand)]
+pub enum TaskCmd {
+    /// Open a task; prints its id
+    Add {
+        /// One line saying what is to be done.
+        #[arg(long)]
+        title: String,
+        /// A file with what to do in full; `-` reads standard input.
+        #[arg(long, value_name = "FILE")]
+        body: Option<PathBuf>,
+        /// A skill the agent needs; repeat for several (all needed).
+        #[arg(long = "skill", value_name = "SKILL")]
+        skills: Vec<String>,
+        /// The project it belongs to.
+        #[arg(long, default_value = "")]
+        project: String,
+        /// Higher is taken first (-1000 to 1000).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// A task that must be done first; repeat for several.
+        #[arg(long = "after", value_name = "ID")]
+        after: Vec<i64>,
+        /// Give it at once to this agent (yourself or one below you).
+        #[arg(long, value_name = "AGENT", default_value = "")]
+        assign: String,
+    },
+    /// List tasks: open ones, and those of you and the agents below you
+    List {
+        /// Only tasks in this state (open, assigned, working, blocked,
+        /// done, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only the tasks you hold.
+        #[arg(long)]
+        mine: bool,
+        /// Machine-readable output (schema in docs/dbus.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a task with its history
+    Show {
+        /// The task's id.
+        id: i64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the tasks you hold (from an agent's pane)
+    Current,
+    /// Take an open task you have the skills and room for
+    Claim {
+        /// The task's id.
+        id: i64,
+    },
+    /// Say you are working on a task you hold
+    Start {
+        /// The task's id.
+        id: i64,
+    },
+    /// Finish a task you hold; whoever gave it is told, with the summary
+    Done {
+        /// The task's id.
+        id: i64,
+        /// What you did.
+        #[arg(long)]
+        summary: String,
+    },
+    /// Say a task you hold cannot go on; whoever gave it is told why
+    Block {
+        /// The task's id.
+        id: i64,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Cancel a task you opened (or one opened below you)
+    Cancel {
+        /// The task's id.
+        id: i64,
     },
 }
 

@@ -25,6 +25,7 @@ mod docs;
 mod hub;
 mod send;
 mod show;
+mod tasks;
 
 /// How long `torch send` waits: the supervisor may wait up to a minute for
 /// the prompt, then paste and submit with retries.
@@ -123,6 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Status { json } => show::status(json)?,
         Cmd::Agents { skills, idle, json } => show::agents(&skills, idle, json)?,
+        Cmd::Task { action } => tasks::run(action)?,
         Cmd::Explain { name } => show::explain(&agent(&name)?)?,
         Cmd::Inbox {
             name,

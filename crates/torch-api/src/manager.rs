@@ -211,6 +211,20 @@ manager_interface! {
 
         /// Fires every check-in due by now (the timers call this); returns how many fired.
         fn fire_due() -> u32;
+
+        /// Opens a task: `spec` is a `TaskSpec` as JSON; returns its id.
+        fn task_add(spec: &str) -> i64;
+
+        /// Tasks as JSON, highest priority then oldest first: those in `state`
+        /// ("" for all), only the caller's own with `mine`.
+        fn tasks(state: &str, mine: bool) -> String;
+
+        /// One task as JSON, with its history.
+        fn task(id: i64) -> String;
+
+        /// Moves a task: `action` is `claim`, `start`, `done`, `block` or
+        /// `cancel`; `note` the summary (done) or the reason (block).
+        fn task_act(id: i64, action: &str, note: &str) -> ();
     }
     signals {
         /// A message was stored.

@@ -1,5 +1,6 @@
-//! The JSON answers of `Status`, `Agents`, `Messages`/`Inbox` and
-//! `Schedules`, and the JSON request of `SpawnAgent`.
+//! The JSON answers of `Status`, `Agents`, `Messages`/`Inbox`,
+//! `Schedules` and the task methods, and the JSON requests of `SpawnAgent`
+//! and `TaskAdd`.
 //!
 //! These are the API's own types, not the store's rows: the store may
 //! change its tables without changing what clients read. Every field but
@@ -205,6 +206,75 @@ pub struct Schedule {
     pub timer: Option<String>,
     /// The next fire time systemd holds, Unix milliseconds.
     pub next_ms: Option<i64>,
+}
+
+/// `TaskAdd(spec)`: a new task. Fields left out take their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskSpec {
+    /// One line saying what is to be done.
+    pub title: String,
+    /// What to do, in full.
+    pub body: String,
+    /// Skills an agent needs for it (all of them).
+    pub skills: Vec<String>,
+    /// The project it belongs to.
+    pub project: String,
+    /// Higher is taken first (-1000 to 1000; default 0).
+    pub priority: i64,
+    /// Tasks that must be done before this one can be taken.
+    pub after: Vec<i64>,
+    /// An agent to give it to at once ("" for none: it stays open).
+    pub assign: String,
+    /// Who opens it: `operator` or the calling agent.
+    pub requester: String,
+}
+
+/// A task, in `Tasks()` and `Task(id)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Task {
+    /// Its id.
+    pub id: i64,
+    /// One line.
+    pub title: String,
+    /// What to do.
+    pub body: String,
+    /// Skills needed.
+    pub skills: Vec<String>,
+    /// Its project.
+    pub project: String,
+    /// Higher first.
+    pub priority: i64,
+    /// `open`, `assigned`, `working`, `blocked`, `done` or `cancelled`.
+    pub state: String,
+    /// The agent holding it.
+    pub owner: Option<String>,
+    /// Who opened it.
+    pub created_by: String,
+    /// When it was opened, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it last changed, Unix milliseconds.
+    pub updated_ms: i64,
+    /// Tasks it waits for that are not done yet: it cannot be taken
+    /// before they are.
+    pub waiting_on: Vec<i64>,
+    /// Every change, oldest first (in `Task(id)` only).
+    pub history: Vec<TaskChange>,
+}
+
+/// One change of a [`Task`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TaskChange {
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+    /// Who: an agent or `operator`.
+    pub actor: String,
+    /// The state it entered.
+    pub state: String,
+    /// What they said: a summary, a reason.
+    pub note: String,
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@
 //!
 //! The parts: `schema` (tables and their migrations), `writer` (the group
 //! commits), `messages` (queue and delivery states), `history` (pages and
-//! pruning), `send_key` (a send stored once), `schedules` (check-ins) and
-//! `wanted` (the agents to bring back after a reboot).
+//! pruning), `send_key` (a send stored once), `schedules` (check-ins),
+//! `tasks` (the work ledger) and `wanted` (the agents to bring back after a
+//! reboot).
 
 use std::path::Path;
 use std::sync::{mpsc, Mutex};
@@ -30,6 +31,7 @@ mod messages;
 mod schedules;
 mod schema;
 mod send_key;
+mod tasks;
 mod wanted;
 mod writer;
 
@@ -37,6 +39,7 @@ pub use facade::call;
 use messages::{row, COLUMNS};
 pub use messages::{Counts, Message, State};
 pub use schedules::{NewSchedule, Schedule};
+pub use tasks::{Change, NewTask, Task, TaskEvent};
 use writer::{writer_loop, Write};
 
 /// Why the store failed.
@@ -92,7 +95,7 @@ impl Drop for Store {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -55,6 +55,35 @@ const MIGRATIONS: &[&str] = &[
     // every watchdog tick) costs what is queued, not a scan of all history,
     // which held the reader 135 ms at 1,000,000 messages.
     "CREATE INDEX messages_queued ON messages (recipient) WHERE state = 'queued';",
+    // 7: the work ledger: tasks, what each waits for, and every change.
+    "CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        title TEXT NOT NULL,
+        body TEXT NOT NULL DEFAULT '',
+        skills TEXT NOT NULL DEFAULT '',
+        project TEXT NOT NULL DEFAULT '',
+        priority INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        owner TEXT,
+        created_by TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX tasks_by_state ON tasks (state, priority DESC, id);
+    CREATE TABLE task_after (
+        task INTEGER NOT NULL,
+        after INTEGER NOT NULL,
+        PRIMARY KEY (task, after)
+    );
+    CREATE TABLE task_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        task INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        state TEXT NOT NULL,
+        note TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX task_events_by_task ON task_events (task, id);",
 ];
 
 /// Brings the database to the current schema.

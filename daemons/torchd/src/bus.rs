@@ -16,7 +16,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde::Serialize;
-use torch_api::{ManagerServer, ManagerService, SpawnSpec, OBJECT_PATH};
+use torch_api::{ManagerServer, ManagerService, SpawnSpec, TaskSpec, OBJECT_PATH};
 use torch_core::EnvVars;
 use torch_systemd::JobKind;
 use zbus::fdo;
@@ -28,7 +28,7 @@ use crate::error::HubError;
 use crate::events::{Emitting, Event, Sink};
 use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
-use crate::{access, lifecycle, schedule, service};
+use crate::{access, ledger, lifecycle, schedule, service};
 
 /// The hub's side of `org.torch.Manager1`, served as a [`Server`].
 pub struct Manager {
@@ -409,6 +409,49 @@ impl ManagerService for Manager {
             service::schedules(hub, actor.as_deref(), agent).await
         };
         json(Ok(self.guarded(caller, "Schedules", op).await?))
+    }
+
+    async fn task_add(&self, caller: Caller, spec: &str) -> fdo::Result<i64> {
+        let spec: TaskSpec = serde_json::from_str(spec)
+            .map_err(|e| fdo::Error::InvalidArgs(format!("task spec: {e}")))?;
+        let (hub, title) = (&self.hub, spec.title.clone());
+        let op = |c: Caller| async move {
+            let requester = c.act_as(&spec.requester)?;
+            ledger::add(hub, &requester, c.acting_agent()?.as_deref(), spec).await
+        };
+        self.audited(caller, "TaskAdd", op, |r| match r {
+            Ok(id) => format!("task #{id} opened: {title}"),
+            Err(e) => format!("task not opened: {e}"),
+        })
+        .await
+    }
+
+    async fn tasks(&self, caller: Caller, state: &str, mine: bool) -> fdo::Result<String> {
+        let state = (!state.is_empty()).then(|| state.to_string());
+        let hub = &self.hub;
+        let op = |actor: Option<String>| async move {
+            ledger::list(hub, actor.as_deref(), state, mine).await
+        };
+        json(Ok(self.guarded(caller, "Tasks", op).await?))
+    }
+
+    async fn task(&self, caller: Caller, id: i64) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op =
+            |actor: Option<String>| async move { ledger::show(hub, actor.as_deref(), id).await };
+        json(Ok(self.guarded(caller, "Task", op).await?))
+    }
+
+    async fn task_act(&self, caller: Caller, id: i64, action: &str, note: &str) -> fdo::Result<()> {
+        let hub = &self.hub;
+        let op = |c: Caller| async move {
+            ledger::act(hub, c.acting_agent()?.as_deref(), id, action, note).await
+        };
+        self.audited(caller, "TaskAct", op, |r| match r {
+            Ok(()) => format!("task #{id}: {action}"),
+            Err(e) => format!("task #{id}: {action} refused or failed: {e}"),
+        })
+        .await
     }
 
     async fn fire_due(&self, caller: Caller) -> fdo::Result<u32> {

@@ -16,6 +16,7 @@ mod events;
 mod fault;
 mod fleet;
 mod hub;
+mod ledger;
 mod lifecycle;
 mod retention;
 mod schedule;

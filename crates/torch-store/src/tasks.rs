@@ -1,0 +1,291 @@
+//! The work ledger's tasks: what is to be done, by whom, in which state,
+//! with every change kept (who, when, what) and the tasks each one waits
+//! for. A change of state and the message that tells the parties about it
+//! are one transaction: a task never moves without its report, nor the
+//! reverse.
+
+use rusqlite::{params, OptionalExtension, Row};
+
+use crate::{now_ms, Store, StoreError};
+
+/// A new task.
+#[derive(Debug, Clone, Default)]
+pub struct NewTask {
+    /// One line.
+    pub title: String,
+    /// What to do, in full.
+    pub body: String,
+    /// Skills an agent needs for it, sorted.
+    pub skills: Vec<String>,
+    /// The project it belongs to ("" for none).
+    pub project: String,
+    /// Higher first.
+    pub priority: i64,
+    /// Tasks that must be done first.
+    pub after: Vec<i64>,
+    /// Who opened it: an agent or `operator`.
+    pub created_by: String,
+    /// The agent it is given to at once, if any.
+    pub owner: Option<String>,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Its id.
+    pub id: i64,
+    /// One line.
+    pub title: String,
+    /// What to do.
+    pub body: String,
+    /// Skills needed.
+    pub skills: Vec<String>,
+    /// Its project.
+    pub project: String,
+    /// Higher first.
+    pub priority: i64,
+    /// open, assigned, working, review, done, failed, blocked, cancelled.
+    pub state: String,
+    /// The agent holding it.
+    pub owner: Option<String>,
+    /// Who opened it.
+    pub created_by: String,
+    /// When it was opened, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it last changed, Unix milliseconds.
+    pub updated_ms: i64,
+    /// Tasks it waits for that are not done yet.
+    pub waiting_on: Vec<i64>,
+}
+
+/// One change of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    /// When, Unix milliseconds.
+    pub at_ms: i64,
+    /// Who: an agent or `operator`.
+    pub actor: String,
+    /// The state it entered.
+    pub state: String,
+    /// What they said (a summary, a reason).
+    pub note: String,
+}
+
+/// A change to make: the task must be in one of `from`; it enters `to`
+/// with `owner` (unchanged when `None`), and `report`, if any, is queued as
+/// a message (sender, recipient, body) in the same transaction.
+#[derive(Debug, Clone)]
+pub struct Change<'a> {
+    /// States the task may be in.
+    pub from: &'a [&'a str],
+    /// The state it enters.
+    pub to: &'a str,
+    /// Its new holder, if it changes.
+    pub owner: Option<&'a str>,
+    /// Who makes the change.
+    pub actor: &'a str,
+    /// What they said.
+    pub note: &'a str,
+    /// The message telling the parties: (sender, recipient, body).
+    pub report: Option<(&'a str, &'a str, String)>,
+}
+
+const COLUMNS: &str =
+    "id, title, body, skills, project, priority, state, owner, created_by, created_ms, updated_ms";
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+    let skills: String = r.get(3)?;
+    Ok(Task {
+        id: r.get(0)?,
+        title: r.get(1)?,
+        body: r.get(2)?,
+        skills: skills
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        project: r.get(4)?,
+        priority: r.get(5)?,
+        state: r.get(6)?,
+        owner: r.get(7)?,
+        created_by: r.get(8)?,
+        created_ms: r.get(9)?,
+        updated_ms: r.get(10)?,
+        waiting_on: Vec::new(),
+    })
+}
+
+/// The tasks `id` waits for that are not done.
+fn waiting_on(c: &rusqlite::Connection, id: i64) -> rusqlite::Result<Vec<i64>> {
+    let mut st = c.prepare_cached(
+        "SELECT a.after FROM task_after a JOIN tasks t ON t.id = a.after
+         WHERE a.task = ?1 AND t.state != 'done' ORDER BY a.after",
+    )?;
+    let rows = st.query_map(params![id], |r| r.get(0))?;
+    rows.collect()
+}
+
+impl Store {
+    /// Stores a new task (open, or assigned to `owner`) and returns its id.
+    /// Every task it waits for must exist.
+    pub fn add_task(&self, t: NewTask) -> Result<i64, StoreError> {
+        self.write(move |c| {
+            let now = now_ms();
+            let state = if t.owner.is_some() { "assigned" } else { "open" };
+            c.execute(
+                "INSERT INTO tasks (title, body, skills, project, priority, state, owner, created_by, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![t.title, t.body, t.skills.join(","), t.project, t.priority, state, t.owner, t.created_by, now],
+            )?;
+            let id = c.last_insert_rowid();
+            for a in &t.after {
+                c.execute("INSERT OR IGNORE INTO task_after (task, after) SELECT ?1, id FROM tasks WHERE id = ?2", params![id, a])?;
+            }
+            c.execute(
+                "INSERT INTO task_events (task, at_ms, actor, state, note) VALUES (?1, ?2, ?3, ?4, '')",
+                params![id, now, t.created_by, state],
+            )?;
+            Ok(id)
+        })
+    }
+
+    /// The task `id`, if there is one.
+    pub fn task(&self, id: i64) -> Result<Option<Task>, StoreError> {
+        self.with(|c| {
+            let sql = format!("SELECT {COLUMNS} FROM tasks WHERE id = ?1");
+            let Some(mut t) = c.query_row(&sql, params![id], task_row).optional()? else {
+                return Ok(None);
+            };
+            t.waiting_on = waiting_on(c, id)?;
+            Ok(Some(t))
+        })
+    }
+
+    /// Tasks in `state` (all for `None`), highest priority then oldest
+    /// first, at most `limit`.
+    pub fn tasks(&self, state: Option<&str>, limit: u32) -> Result<Vec<Task>, StoreError> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM tasks WHERE ?1 IS NULL OR state = ?1
+                 ORDER BY priority DESC, id LIMIT ?2"
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map(params![state, limit], task_row)?;
+            let mut out = rows.collect::<rusqlite::Result<Vec<Task>>>()?;
+            for t in &mut out {
+                t.waiting_on = waiting_on(c, t.id)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every change of task `id`, oldest first.
+    pub fn task_events(&self, id: i64) -> Result<Vec<TaskEvent>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT at_ms, actor, state, note FROM task_events WHERE task = ?1 ORDER BY id",
+            )?;
+            let rows = st.query_map(params![id], |r| {
+                Ok(TaskEvent {
+                    at_ms: r.get(0)?,
+                    actor: r.get(1)?,
+                    state: r.get(2)?,
+                    note: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Makes `change` to task `id` if it is still in one of `change.from`
+    /// (checked in the same transaction, so two agents claiming one task
+    /// cannot both have it); returns whether it was made.
+    pub fn change_task(&self, id: i64, change: Change<'_>) -> Result<bool, StoreError> {
+        let from: Vec<String> = change.from.iter().map(|s| s.to_string()).collect();
+        let (to, owner) = (change.to.to_string(), change.owner.map(String::from));
+        let (actor, note) = (change.actor.to_string(), change.note.to_string());
+        let report = change
+            .report
+            .map(|(s, r, b)| (s.to_string(), r.to_string(), b));
+        self.write(move |c| {
+            let now = now_ms();
+            let state: Option<String> = c
+                .query_row("SELECT state FROM tasks WHERE id = ?1", params![id], |r| r.get(0))
+                .optional()?;
+            if !state.is_some_and(|s| from.contains(&s)) {
+                return Ok(false);
+            }
+            c.execute(
+                "UPDATE tasks SET state = ?2, owner = COALESCE(?3, owner), updated_ms = ?4 WHERE id = ?1",
+                params![id, to, owner, now],
+            )?;
+            c.execute(
+                "INSERT INTO task_events (task, at_ms, actor, state, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, now, actor, to, note],
+            )?;
+            if let Some((sender, recipient, body)) = report {
+                c.execute(
+                    "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'message', ?4)",
+                    params![sender, recipient, body, now],
+                )?;
+            }
+            Ok(true)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(title: &str, after: Vec<i64>) -> NewTask {
+        NewTask {
+            title: title.into(),
+            skills: vec!["review".into(), "rust".into()],
+            created_by: "pm".into(),
+            after,
+            ..NewTask::default()
+        }
+    }
+
+    #[test]
+    fn tasks_wait_for_theirs_change_once_and_keep_their_history() {
+        let (s, dir) = crate::tests::temp_store("tasks");
+        let a = s.add_task(new("first", vec![])).unwrap();
+        let b = s.add_task(new("second", vec![a, 999])).unwrap();
+        let t = s.task(b).unwrap().unwrap();
+        assert_eq!((t.state.as_str(), t.waiting_on.clone()), ("open", vec![a]));
+        assert_eq!(t.skills, ["review", "rust"]);
+
+        let claim = |who: &'static str| Change {
+            from: &["open"],
+            to: "assigned",
+            owner: Some(who),
+            actor: who,
+            note: "",
+            report: None,
+        };
+        assert!(s.change_task(a, claim("dev1")).unwrap());
+        assert!(!s.change_task(a, claim("dev2")).unwrap(), "claimed twice");
+        let done = Change {
+            from: &["assigned", "working"],
+            to: "done",
+            owner: None,
+            actor: "dev1",
+            note: "all green",
+            report: Some(("dev1", "pm", "task done".into())),
+        };
+        assert!(s.change_task(a, done).unwrap());
+        assert_eq!(s.task(a).unwrap().unwrap().owner.as_deref(), Some("dev1"));
+        assert!(s.task(b).unwrap().unwrap().waiting_on.is_empty());
+        assert_eq!(s.next_queued("pm").unwrap().unwrap().body, "task done");
+        let events = s.task_events(a).unwrap();
+        let states: Vec<&str> = events.iter().map(|e| e.state.as_str()).collect();
+        assert_eq!(states, ["open", "assigned", "done"]);
+        assert_eq!(events[2].note, "all green");
+        assert_eq!(s.tasks(Some("open"), 10).unwrap().len(), 1);
+        assert!(s.task(12345).unwrap().is_none());
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,455 @@
+//! The work ledger's tasks, for a caller already identified: opening one,
+//! giving it to an agent, claiming, starting, finishing, blocking and
+//! cancelling it, each change kept in the task's history with who made it,
+//! and the parties told by a message in the same transaction.
+//!
+//! Who may do what: anyone opens a task; the operator gives it to anyone,
+//! an agent to itself or the agents below it, and only to one with every
+//! skill the task asks for. An agent claims an open task whose
+//! dependencies are done, if it has the skills and spare capacity. Its
+//! holder (or the operator) starts, finishes and blocks it; whoever opened
+//! it, an agent above them, or the operator cancels it. An agent sees open
+//! tasks, and those it opened or holds or that agents below it opened or
+//! hold.
+
+use std::sync::Arc;
+
+use torch_api::{Task, TaskChange, TaskSpec};
+use torch_core::definition::check_skill;
+use torch_core::policy::OPERATOR;
+use torch_core::validate_message;
+use torch_store::{Change, NewTask};
+
+use crate::access::{self, may_control, Kind};
+use crate::error::HubError;
+use crate::fleet::Fleet;
+use crate::hub::Hub;
+
+/// The longest title, in characters.
+const MAX_TITLE: usize = 200;
+/// Priorities run from -`MAX_PRIORITY` to `MAX_PRIORITY`.
+const MAX_PRIORITY: i64 = 1000;
+/// The most tasks one `Tasks` answer holds.
+const LIST_MAX: u32 = 1000;
+/// States a task is held in: they count against its holder's capacity.
+const HELD: [&str; 2] = ["assigned", "working"];
+
+fn invalid(m: impl Into<String>) -> HubError {
+    HubError::InvalidArgs(m.into())
+}
+
+fn denied(m: impl Into<String>) -> HubError {
+    HubError::AccessDenied(m.into())
+}
+
+/// Checks `spec` and returns the task to store (unassigned).
+fn checked(spec: &TaskSpec, requester: &str) -> Result<NewTask, HubError> {
+    let title = spec.title.trim();
+    if title.is_empty() || title.chars().count() > MAX_TITLE || title.chars().any(char::is_control)
+    {
+        return Err(invalid(format!(
+            "a task's title is one line of 1 to {MAX_TITLE} characters"
+        )));
+    }
+    let body = match spec.body.trim() {
+        "" => String::new(),
+        b => validate_message(b).map_err(|e| invalid(format!("task body: {e}")))?,
+    };
+    let mut skills = spec.skills.clone();
+    for s in &skills {
+        check_skill(s).map_err(invalid)?;
+    }
+    skills.sort();
+    skills.dedup();
+    if spec.priority.abs() > MAX_PRIORITY {
+        return Err(invalid(format!(
+            "priority {} is out of range (-{MAX_PRIORITY} to {MAX_PRIORITY})",
+            spec.priority
+        )));
+    }
+    Ok(NewTask {
+        title: title.to_string(),
+        body,
+        skills,
+        project: spec.project.trim().to_string(),
+        priority: spec.priority,
+        after: spec.after.clone(),
+        created_by: requester.to_string(),
+        owner: None,
+    })
+}
+
+/// Whether agent `name` of `fleet` has every skill of `task`.
+fn has_skills(fleet: &Fleet, name: &str, skills: &[String]) -> Result<(), HubError> {
+    let agent = fleet.get(name).map_err(HubError::Refused)?;
+    let missing: Vec<&str> = skills
+        .iter()
+        .filter(|s| !agent.def.skills.contains(s))
+        .map(String::as_str)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(HubError::Refused(format!(
+        "agent {name} lacks the skills {} this task asks for (its definition lists: {})",
+        missing.join(", "),
+        agent.def.skills.join(", ")
+    )))
+}
+
+/// Opens a task for `requester` (`actor` the calling agent, `None` the
+/// operator) and gives it to `spec.assign` if named; returns its id.
+pub async fn add(
+    hub: &Arc<Hub>,
+    requester: &str,
+    actor: Option<&str>,
+    spec: TaskSpec,
+) -> Result<i64, HubError> {
+    let new = checked(&spec, requester)?;
+    let store = Arc::clone(&hub.store);
+    for &after in &new.after {
+        if torch_store::call(&store, move |s| s.task(after))
+            .await?
+            .is_none()
+        {
+            return Err(invalid(format!(
+                "task #{after} (in --after) does not exist"
+            )));
+        }
+    }
+    let assign = spec.assign.trim().to_string();
+    if !assign.is_empty() {
+        let fleet = hub.fleet.agents();
+        let acting = access::reach(&hub.config.access, &fleet, actor, Kind::Acts);
+        if !may_control(&fleet, acting, &assign) {
+            return Err(denied(format!(
+                "agent {} may give tasks only to itself and the agents below it, not to {assign}",
+                actor.unwrap_or_default()
+            )));
+        }
+        has_skills(&fleet, &assign, &new.skills)?;
+    }
+    let (title, body, skills) = (new.title.clone(), new.body.clone(), new.skills.clone());
+    let id = torch_store::call(&store, move |s| s.add_task(new)).await?;
+    if !assign.is_empty() {
+        let text = assignment(id, requester, &title, &body, &skills);
+        let (requester, holder) = (requester.to_string(), assign.clone());
+        let given = torch_store::call(&store, move |s| {
+            s.change_task(
+                id,
+                Change {
+                    from: &["open"],
+                    to: "assigned",
+                    owner: Some(&assign),
+                    actor: &requester,
+                    note: "",
+                    report: Some((&requester, &assign, text)),
+                },
+            )
+        })
+        .await?;
+        if given {
+            hub.courier.kick(&holder);
+        }
+    }
+    Ok(id)
+}
+
+/// The message that gives task `id` to its holder.
+fn assignment(id: i64, from: &str, title: &str, body: &str, skills: &[String]) -> String {
+    let mut text = format!("Task #{id} for you, from {from}: {title}\n");
+    if !skills.is_empty() {
+        text.push_str(&format!("(skills: {})\n", skills.join(", ")));
+    }
+    if !body.is_empty() {
+        text.push_str(&format!("\n{body}\n"));
+    }
+    text.push_str(&format!(
+        "\nStart with: torch task start {id}\nReport with: torch task done {id} --summary \"what you did\"\nIf you cannot go on: torch task block {id} --reason \"why\""
+    ));
+    text
+}
+
+/// Whether `actor` (`None`: the operator) may see task `t`.
+fn visible(fleet: &Fleet, actor: Option<&str>, t: &torch_store::Task) -> bool {
+    t.state == "open"
+        || may_control(fleet, actor, &t.created_by)
+        || t.owner
+            .as_deref()
+            .is_some_and(|o| may_control(fleet, actor, o))
+}
+
+/// The API's view of a stored task.
+fn api_task(t: torch_store::Task, history: Vec<TaskChange>) -> Task {
+    Task {
+        id: t.id,
+        title: t.title,
+        body: t.body,
+        skills: t.skills,
+        project: t.project,
+        priority: t.priority,
+        state: t.state,
+        owner: t.owner,
+        created_by: t.created_by,
+        created_ms: t.created_ms,
+        updated_ms: t.updated_ms,
+        waiting_on: t.waiting_on,
+        history,
+    }
+}
+
+/// The tasks `actor` may see, in `state` (all for `None`); its own only
+/// with `mine`.
+pub async fn list(
+    hub: &Arc<Hub>,
+    actor: Option<&str>,
+    state: Option<String>,
+    mine: bool,
+) -> Result<Vec<Task>, HubError> {
+    let all = torch_store::call(&hub.store, move |s| s.tasks(state.as_deref(), LIST_MAX)).await?;
+    let fleet = hub.fleet.agents();
+    let seeing = access::reach(&hub.config.access, &fleet, actor, Kind::Sees);
+    Ok(all
+        .into_iter()
+        .filter(|t| visible(&fleet, seeing, t))
+        .filter(|t| !mine || (actor.is_some() && t.owner.as_deref() == actor))
+        .map(|t| api_task(t, Vec::new()))
+        .collect())
+}
+
+/// Task `id` with its history, if `actor` may see it.
+pub async fn show(hub: &Arc<Hub>, actor: Option<&str>, id: i64) -> Result<Task, HubError> {
+    let t = stored(hub, id).await?;
+    let fleet = hub.fleet.agents();
+    let seeing = access::reach(&hub.config.access, &fleet, actor, Kind::Sees);
+    if !visible(&fleet, seeing, &t) {
+        return Err(denied(format!(
+            "agent {} may see open tasks and those of itself and the agents below it; #{id} is not one",
+            actor.unwrap_or_default()
+        )));
+    }
+    let events = torch_store::call(&hub.store, move |s| s.task_events(id)).await?;
+    let history = events
+        .into_iter()
+        .map(|e| TaskChange {
+            at_ms: e.at_ms,
+            actor: e.actor,
+            state: e.state,
+            note: e.note,
+        })
+        .collect();
+    Ok(api_task(t, history))
+}
+
+async fn stored(hub: &Arc<Hub>, id: i64) -> Result<torch_store::Task, HubError> {
+    torch_store::call(&hub.store, move |s| s.task(id))
+        .await?
+        .ok_or_else(|| {
+            invalid(format!(
+                "there is no task #{id}; `torch task list` shows them"
+            ))
+        })
+}
+
+/// Does `action` on task `id` for `actor` (`None`: the operator), with
+/// `note`: a summary for `done`, a reason for `block`.
+pub async fn act(
+    hub: &Arc<Hub>,
+    actor: Option<&str>,
+    id: i64,
+    action: &str,
+    note: &str,
+) -> Result<(), HubError> {
+    let t = stored(hub, id).await?;
+    let me = actor.unwrap_or(OPERATOR);
+    let note = note.trim();
+    let plan = match action {
+        "claim" => claim(hub, actor, &t).await?,
+        "start" => {
+            holder_only(actor, &t, "start")?;
+            Plan::new(&["assigned", "blocked"], "working")
+        }
+        "done" => {
+            needs(note, "done", "--summary")?;
+            holder_only(actor, &t, "finish")?;
+            Plan::new(&["assigned", "working", "blocked"], "done")
+        }
+        "block" => {
+            needs(note, "block", "--reason")?;
+            holder_only(actor, &t, "block")?;
+            Plan::new(&["assigned", "working"], "blocked")
+        }
+        "cancel" => {
+            canceller(hub, actor, &t)?;
+            Plan::new(&["open", "assigned", "working", "blocked"], "cancelled")
+        }
+        other => {
+            return Err(invalid(format!(
+                "unknown task action {other:?}: use claim, start, done, block or cancel"
+            )))
+        }
+    };
+    let owner = (action == "claim").then(|| me.to_string());
+    let report = report(hub, &t, me, plan.to, note);
+    let (from, to, who, text) = (plan.from, plan.to, me.to_string(), note.to_string());
+    let kick = report.as_ref().map(|(_, r, _)| r.clone());
+    let made = torch_store::call(&hub.store, move |s| {
+        let report = report
+            .as_ref()
+            .map(|(s, r, b)| (s.as_str(), r.as_str(), b.clone()));
+        s.change_task(
+            id,
+            Change {
+                from,
+                to,
+                owner: owner.as_deref(),
+                actor: &who,
+                note: &text,
+                report,
+            },
+        )
+    })
+    .await?;
+    if !made {
+        return Err(HubError::Refused(format!(
+            "task #{id} is {} and cannot be {to} now",
+            stored(hub, id).await.map_or("gone".into(), |t| t.state)
+        )));
+    }
+    if let Some(r) = kick {
+        hub.courier.kick(&r);
+    }
+    Ok(())
+}
+
+/// A change of state: from one of `from` to `to`.
+struct Plan {
+    from: &'static [&'static str],
+    to: &'static str,
+}
+
+impl Plan {
+    fn new(from: &'static [&'static str], to: &'static str) -> Self {
+        Plan { from, to }
+    }
+}
+
+fn needs(note: &str, action: &str, flag: &str) -> Result<(), HubError> {
+    if note.is_empty() {
+        return Err(invalid(format!("`torch task {action}` needs {flag} TEXT")));
+    }
+    validate_message(note)
+        .map(drop)
+        .map_err(|e| invalid(format!("{flag}: {e}")))
+}
+
+/// Only the task's holder or the operator may `what` it.
+fn holder_only(actor: Option<&str>, t: &torch_store::Task, what: &str) -> Result<(), HubError> {
+    if actor.is_none() || actor == t.owner.as_deref() {
+        return Ok(());
+    }
+    Err(denied(format!(
+        "only the holder of task #{} ({}) may {what} it",
+        t.id,
+        t.owner.as_deref().unwrap_or("nobody yet")
+    )))
+}
+
+/// Whoever opened the task, an agent above them, or the operator.
+fn canceller(hub: &Hub, actor: Option<&str>, t: &torch_store::Task) -> Result<(), HubError> {
+    let fleet = hub.fleet.agents();
+    if actor.is_none() || may_control(&fleet, actor, &t.created_by) {
+        return Ok(());
+    }
+    Err(denied(format!(
+        "only {} (who opened task #{}), an agent above it or the operator may cancel it",
+        t.created_by, t.id
+    )))
+}
+
+/// Checks that `actor` may claim `t`: an agent with its skills and room.
+async fn claim(
+    hub: &Arc<Hub>,
+    actor: Option<&str>,
+    t: &torch_store::Task,
+) -> Result<Plan, HubError> {
+    let Some(me) = actor else {
+        return Err(invalid(
+            "only an agent claims a task; give it with `torch task add --assign` instead",
+        ));
+    };
+    if t.state != "open" {
+        return Err(HubError::Refused(format!(
+            "task #{} is {} ({}); only open tasks are claimed",
+            t.id,
+            t.state,
+            t.owner
+                .as_deref()
+                .map_or("held by nobody".into(), |o| format!("held by {o}"))
+        )));
+    }
+    if !t.waiting_on.is_empty() {
+        let ids: Vec<String> = t.waiting_on.iter().map(|i| format!("#{i}")).collect();
+        return Err(HubError::Refused(format!(
+            "task #{} waits for {} to be done",
+            t.id,
+            ids.join(", ")
+        )));
+    }
+    let fleet = hub.fleet.agents();
+    has_skills(&fleet, me, &t.skills)?;
+    let capacity = fleet.get(me).map_or(1, |a| a.def.capacity);
+    let who = me.to_string();
+    let held = torch_store::call(&hub.store, move |s| {
+        Ok(s.tasks(None, u32::MAX)?
+            .into_iter()
+            .filter(|x| {
+                x.owner.as_deref() == Some(who.as_str()) && HELD.contains(&x.state.as_str())
+            })
+            .count())
+    })
+    .await?;
+    if held >= capacity as usize {
+        return Err(HubError::Refused(format!(
+            "agent {me} already holds {held} tasks, its capacity; finish one first"
+        )));
+    }
+    Ok(Plan::new(&["open"], "assigned"))
+}
+
+/// The message telling the other party about `t` entering `to`, by `me`:
+/// for a task finished or blocked, whoever opened it (when an agent other
+/// than its holder) else its holder's parent; for a cancelled one, its
+/// holder. (sender, recipient, body).
+fn report(
+    hub: &Hub,
+    t: &torch_store::Task,
+    me: &str,
+    to: &str,
+    note: &str,
+) -> Option<(String, String, String)> {
+    let fleet = hub.fleet.agents();
+    let holder = t.owner.as_deref();
+    let party = match to {
+        "done" | "blocked" => {
+            let opener = (t.created_by != OPERATOR && Some(t.created_by.as_str()) != holder)
+                .then(|| t.created_by.clone());
+            opener.or_else(|| {
+                holder
+                    .and_then(|h| fleet.get(h).ok())
+                    .and_then(|a| a.def.parent.clone())
+            })?
+        }
+        "cancelled" => holder.filter(|h| *h != me)?.to_string(),
+        _ => return None,
+    };
+    let body = match to {
+        "done" => format!("Task #{} done by {me}: {}\nSummary: {note}", t.id, t.title),
+        "blocked" => format!("Task #{} blocked ({me}): {}\nReason: {note}", t.id, t.title),
+        _ => format!(
+            "Task #{} cancelled by {me}: {}\nStop work on it.",
+            t.id, t.title
+        ),
+    };
+    Some((me.to_string(), party, body))
+}
