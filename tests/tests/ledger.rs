@@ -143,7 +143,8 @@ fn told(sb: &Sandbox, name: &str, parts: &[&str]) -> Result<()> {
 
 #[test]
 fn tasks_are_opened_claimed_reported_and_kept_with_their_history() -> Result<()> {
-    let sb = boot_hub("tasks", "")?;
+    // Claims alone: the router would give the tasks away first.
+    let sb = boot_hub("tasks", "[ledger]\nroute = false\n")?;
     sb.spawn_echo("boss", "orchestrator", None)?;
     sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
     sb.spawn_echo("pm2", "project-manager", Some("boss"))?;
@@ -282,5 +283,132 @@ fn tasks_are_opened_claimed_reported_and_kept_with_their_history() -> Result<()>
         audit.contains("agent dev1 (uid") && audit.contains("called TaskAct: task #1: done"),
         "{audit}"
     );
+    Ok(())
+}
+
+/// A worker: a shell loop that finishes every task it is given, at once,
+/// with `torch task done` from its pane, and shows a prompt when it waits.
+fn spawn_worker(sb: &Sandbox, name: &str, skills: &[&str]) -> Result<()> {
+    let script = r#"while printf 'worker> ' && IFS= read -r line; do
+  case "$line" in
+    'Task #'*' for you'*) id=${line#Task #}; id=${id%% *}; torch task done "$id" --summary "done by $TORCH_AGENT" >/dev/null ;;
+  esac
+done"#;
+    let mut args = vec![
+        "spawn",
+        name,
+        "--role",
+        "engineer",
+        "--parent",
+        "pm1",
+        "--workdir",
+        "/srv/work",
+        "--profile",
+        "shell",
+    ];
+    for s in skills {
+        args.extend(["--skill", s]);
+    }
+    args.extend(["--", "bash", "--norc", "-c", script]);
+    sb.torch(&args).map(drop)
+}
+
+/// When task `t` entered `state`, if it did.
+fn entered(t: &torch_api::Task, state: &str) -> Option<i64> {
+    t.history.iter().find(|c| c.state == state).map(|c| c.at_ms)
+}
+
+#[test]
+fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
+    let sb = boot_hub("route", "")?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
+    sb.spawn_echo("pm2", "project-manager", Some("boss"))?;
+    spawn_worker(&sb, "w1", &["rust"])?;
+    spawn_worker(&sb, "w2", &["rust", "review"])?;
+    spawn_worker(&sb, "w3", &["frontend"])?;
+
+    // Another branch's task: no worker below pm2, so it stays open.
+    task_as(
+        &sb,
+        "pm2",
+        &["add", "--title", "pm2's own", "--skill", "rust"],
+    )?;
+    let mut ids = Vec::new();
+    for (i, skills) in [&["rust"][..], &["rust", "review"], &["frontend"], &[]]
+        .iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+    {
+        let title = format!("job {i}");
+        let mut args = vec!["task", "add", "--title", title.as_str()];
+        for s in *skills {
+            args.extend(["--skill", s]);
+        }
+        let after = ids.first().map(|f: &i64| f.to_string());
+        if i == 11 {
+            args.extend(["--after", after.as_deref().unwrap_or("")]);
+        }
+        let out = sb.torch(&args)?;
+        ids.push(out.trim().trim_start_matches("task #").parse::<i64>()?);
+    }
+    wait_until("every job done", Duration::from_secs(90), || {
+        let tasks: Vec<torch_api::Task> =
+            serde_json::from_str(&sb.torch(&["task", "list", "--state", "done", "--json"])?)?;
+        Ok(tasks.len() == 12)
+    })?;
+
+    let skills_of = |w: &str| -> &[&str] {
+        match w {
+            "w1" => &["rust"],
+            "w2" => &["rust", "review"],
+            _ => &["frontend"],
+        }
+    };
+    let mut held: Vec<(String, i64, i64)> = Vec::new();
+    for id in &ids {
+        let t: torch_api::Task =
+            serde_json::from_str(&sb.torch(&["task", "show", &id.to_string(), "--json"])?)?;
+        let holder = t.owner.clone().unwrap_or_default();
+        ensure!(
+            t.skills
+                .iter()
+                .all(|s| skills_of(&holder).contains(&s.as_str())),
+            "#{id} went to {holder}: {t:?}"
+        );
+        let dones = t.history.iter().filter(|c| c.state == "done").count();
+        ensure!(
+            dones == 1 && t.history[1].actor == "hub",
+            "#{id}: {:?}",
+            t.history
+        );
+        let (from, to) = (
+            entered(&t, "assigned").unwrap_or(0),
+            entered(&t, "done").unwrap_or(0),
+        );
+        held.push((holder, from, to));
+    }
+    // Capacity 1: no worker held two at once.
+    for (i, a) in held.iter().enumerate() {
+        for b in &held[i + 1..] {
+            ensure!(
+                a.0 != b.0 || a.2 <= b.1 || b.2 <= a.1,
+                "{} held two at once: {a:?} {b:?}",
+                a.0
+            );
+        }
+    }
+    // The last waited for the first.
+    ensure!(
+        held[11].1 >= held[0].2,
+        "#{} was given before #{} was done",
+        ids[11],
+        ids[0]
+    );
+    // Reports reach the holders' parent; pm2's task is still open.
+    told(&sb, "pm1", &["done by w2"])?;
+    let open = sb.torch(&["task", "list", "--state", "open"])?;
+    ensure!(open.contains("pm2's own"), "{open}");
     Ok(())
 }

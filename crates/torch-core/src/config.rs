@@ -70,6 +70,21 @@ impl Default for Delivery {
     }
 }
 
+/// The work ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ledger {
+    /// Whether the hub gives open tasks to idle agents with the skills by
+    /// itself (else agents claim them).
+    pub route: bool,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self { route: true }
+    }
+}
+
 /// The periodic commit of work in progress (`torch-autocommit.timer`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -274,6 +289,8 @@ pub struct Config {
     pub policy: Policy,
     /// What agents of each role may see and do through the hub.
     pub access: Access,
+    /// The work ledger.
+    pub ledger: Ledger,
     /// Spawning limits.
     pub quotas: Quotas,
     /// Delivery behaviour.

@@ -179,6 +179,18 @@ impl Store {
         })
     }
 
+    /// How many tasks each agent holds (assigned or working).
+    pub fn held(&self) -> Result<std::collections::HashMap<String, usize>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT owner, COUNT(*) FROM tasks
+                 WHERE state IN ('assigned', 'working') AND owner IS NOT NULL GROUP BY owner",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?;
+            rows.collect()
+        })
+    }
+
     /// Every change of task `id`, oldest first.
     pub fn task_events(&self, id: i64) -> Result<Vec<TaskEvent>, StoreError> {
         self.with(|c| {

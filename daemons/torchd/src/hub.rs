@@ -28,6 +28,8 @@ pub struct Hub {
     pub state_dir: PathBuf,
     /// The agent definitions (shared with the courier).
     pub fleet: Arc<FleetCache>,
+    /// Wakes the router: the ledger changed.
+    pub ledger_changed: tokio::sync::Notify,
 }
 
 /// Runs `f` (file or store work) off the async workers.

@@ -31,8 +31,6 @@ const MAX_TITLE: usize = 200;
 const MAX_PRIORITY: i64 = 1000;
 /// The most tasks one `Tasks` answer holds.
 const LIST_MAX: u32 = 1000;
-/// States a task is held in: they count against its holder's capacity.
-const HELD: [&str; 2] = ["assigned", "working"];
 
 fn invalid(m: impl Into<String>) -> HubError {
     HubError::InvalidArgs(m.into())
@@ -131,6 +129,7 @@ pub async fn add(
     }
     let (title, body, skills) = (new.title.clone(), new.body.clone(), new.skills.clone());
     let id = torch_store::call(&store, move |s| s.add_task(new)).await?;
+    hub.ledger_changed.notify_one();
     if !assign.is_empty() {
         let text = assignment(id, requester, &title, &body, &skills);
         let (requester, holder) = (requester.to_string(), assign.clone());
@@ -156,7 +155,7 @@ pub async fn add(
 }
 
 /// The message that gives task `id` to its holder.
-fn assignment(id: i64, from: &str, title: &str, body: &str, skills: &[String]) -> String {
+pub fn assignment(id: i64, from: &str, title: &str, body: &str, skills: &[String]) -> String {
     let mut text = format!("Task #{id} for you, from {from}: {title}\n");
     if !skills.is_empty() {
         text.push_str(&format!("(skills: {})\n", skills.join(", ")));
@@ -319,6 +318,7 @@ pub async fn act(
     if let Some(r) = kick {
         hub.courier.kick(&r);
     }
+    hub.ledger_changed.notify_one();
     Ok(())
 }
 
@@ -401,12 +401,7 @@ async fn claim(
     let capacity = fleet.get(me).map_or(1, |a| a.def.capacity);
     let who = me.to_string();
     let held = torch_store::call(&hub.store, move |s| {
-        Ok(s.tasks(None, u32::MAX)?
-            .into_iter()
-            .filter(|x| {
-                x.owner.as_deref() == Some(who.as_str()) && HELD.contains(&x.state.as_str())
-            })
-            .count())
+        Ok(s.held()?.get(&who).copied().unwrap_or(0))
     })
     .await?;
     if held >= capacity as usize {

@@ -19,6 +19,7 @@ mod hub;
 mod ledger;
 mod lifecycle;
 mod retention;
+mod router;
 mod schedule;
 mod service;
 
@@ -137,6 +138,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         systemd,
         state_dir,
         fleet,
+        ledger_changed: tokio::sync::Notify::new(),
     });
     system
         .object_server()
@@ -157,6 +159,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&store),
         hub.config.retention.messages,
     ));
+    // Open tasks to idle agents with the skills.
+    if hub.config.ledger.route {
+        tokio::spawn(router::run(Arc::clone(&hub)));
+    }
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

@@ -345,6 +345,11 @@ fn status_rows(
     Ok(out)
 }
 
+/// Whether `agent`'s supervisor reads it idle (at its prompt).
+pub fn is_idle(agent: &AgentName) -> bool {
+    live(agent).activity.as_deref() == Some("idle")
+}
+
 /// What an agent's supervisor says of it, as `Status` shows it; all empty
 /// when it does not answer.
 #[derive(Default)]
