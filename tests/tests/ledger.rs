@@ -412,3 +412,90 @@ fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
     ensure!(open.contains("pm2's own"), "{open}");
     Ok(())
 }
+
+/// When messages to `agent` from `sender` were stored, Unix milliseconds.
+fn sent_at(sb: &Sandbox, agent: &str, sender: &str) -> Result<Vec<i64>> {
+    Ok(sb
+        .all_messages(agent)?
+        .iter()
+        .filter(|m| m["sender"] == sender && m["recipient"] == agent)
+        .filter_map(|m| m["created_ms"].as_i64())
+        .collect())
+}
+
+#[test]
+fn stalled_tasks_are_nudged_escalated_and_taken_back() -> Result<()> {
+    let sb = boot_hub("stall", "[ledger]\nstall_after = \"3s\"\nnudges = 2\n")?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
+    // An echo agent takes its task and never reports.
+    ensure!(spawn_skilled(&sb, "dev1", "engineer", "pm1", &["rust"], None)?.0);
+    sb.torch(&[
+        "task",
+        "add",
+        "--title",
+        "Never reported",
+        "--skill",
+        "rust",
+    ])?;
+    told(&sb, "dev1", &["Task #1 for you"])?;
+    wait_until("the stall told to pm1", Duration::from_secs(30), || {
+        Ok(!sent_at(&sb, "pm1", "task-1")?.is_empty())
+    })?;
+    let t: torch_api::Task = serde_json::from_str(&sb.torch(&["task", "show", "1", "--json"])?)?;
+    let assigned = entered(&t, "assigned").unwrap_or(0);
+    let nudged = sent_at(&sb, "dev1", "task-1")?;
+    let stalled = sent_at(&sb, "pm1", "task-1")?;
+    ensure!(
+        nudged.len() == 2 && stalled.len() == 1 && t.stalled,
+        "{nudged:?} {stalled:?} {t:?}"
+    );
+    // Each step stall_after (3 s) after the one before, within the
+    // router's one-second rounds (and a second of slack for a busy machine).
+    let steps = [assigned, nudged[0], nudged[1], stalled[0]];
+    for w in steps.windows(2) {
+        let gap = w[1] - w[0];
+        ensure!(
+            (3000..=5000).contains(&gap),
+            "a step took {gap} ms: {steps:?}"
+        );
+    }
+    told(
+        &sb,
+        "dev1",
+        &["You hold task #1 (Never reported) and have been idle for"],
+    )?;
+    told(
+        &sb,
+        "pm1",
+        &["Task #1 (Never reported), held by dev1, has stalled"],
+    )?;
+    let alerts = sb.journal(&["TORCH_ALERT=1", "-o", "cat"])?;
+    ensure!(alerts.contains("task #1 stalled: dev1"), "{alerts}");
+    ensure!(sb.torch(&["task", "list"])?.contains("(stalled)"));
+
+    // Retired, its holder's task is open again, and goes to the next one.
+    sb.torch(&["retire", "dev1"])?;
+    let t: torch_api::Task = serde_json::from_str(&sb.torch(&["task", "show", "1", "--json"])?)?;
+    ensure!(t.state == "open" && t.owner.is_none(), "{t:?}");
+    ensure!(
+        t.history
+            .last()
+            .is_some_and(|c| c.note == "its holder was retired"),
+        "{t:?}"
+    );
+    ensure!(spawn_skilled(&sb, "dev2", "engineer", "pm1", &["rust"], None)?.0);
+    told(&sb, "dev2", &["Task #1 for you"])?;
+
+    // A holder that is down for stall_after loses its task the same way.
+    sb.torch(&["stop", "dev2"])?;
+    wait_until("the task back to open", Duration::from_secs(15), || {
+        let t: torch_api::Task =
+            serde_json::from_str(&sb.torch(&["task", "show", "1", "--json"])?)?;
+        Ok(t.state == "open"
+            && t.history
+                .last()
+                .is_some_and(|c| c.note == "its holder is not running"))
+    })?;
+    Ok(())
+}

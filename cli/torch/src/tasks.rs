@@ -83,10 +83,10 @@ fn list(state: &str, mine: bool, json: bool) -> Result<()> {
         "ID", "STATE", "PRI", "HOLDER", "SKILLS"
     );
     for t in &tasks {
-        let state = if t.waiting_on.is_empty() {
-            t.state.clone()
-        } else {
-            format!("{} (waits)", t.state)
+        let state = match (t.stalled, t.waiting_on.is_empty()) {
+            (true, _) => format!("{} (stalled)", t.state),
+            (false, false) => format!("{} (waits)", t.state),
+            (false, true) => t.state.clone(),
         };
         println!(
             "{:>5} {:<10} {:>4} {:<16} {:<20} {}",

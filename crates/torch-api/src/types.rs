@@ -259,6 +259,10 @@ pub struct Task {
     /// Tasks it waits for that are not done yet: it cannot be taken
     /// before they are.
     pub waiting_on: Vec<i64>,
+    /// Nudges its holder got, idle with it, since it last changed.
+    pub nudges: u32,
+    /// Whether its holder's parent was told it stalled.
+    pub stalled: bool,
     /// Every change, oldest first (in `Task(id)` only).
     pub history: Vec<TaskChange>,
 }

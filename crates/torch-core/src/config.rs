@@ -77,11 +77,21 @@ pub struct Ledger {
     /// Whether the hub gives open tasks to idle agents with the skills by
     /// itself (else agents claim them).
     pub route: bool,
+    /// How long an agent may sit idle holding a task before it is nudged,
+    /// and between nudges.
+    #[serde(with = "duration_text")]
+    pub stall_after: Duration,
+    /// Nudges before its parent is told the task stalled.
+    pub nudges: u32,
 }
 
 impl Default for Ledger {
     fn default() -> Self {
-        Self { route: true }
+        Self {
+            route: true,
+            stall_after: Duration::from_secs(600),
+            nudges: 2,
+        }
     }
 }
 

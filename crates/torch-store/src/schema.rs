@@ -67,7 +67,10 @@ const MIGRATIONS: &[&str] = &[
         owner TEXT,
         created_by TEXT NOT NULL,
         created_ms INTEGER NOT NULL,
-        updated_ms INTEGER NOT NULL
+        updated_ms INTEGER NOT NULL,
+        nudges INTEGER NOT NULL DEFAULT 0,
+        nudged_ms INTEGER,
+        stalled INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX tasks_by_state ON tasks (state, priority DESC, id);
     CREATE TABLE task_after (

@@ -56,6 +56,12 @@ pub struct Task {
     pub updated_ms: i64,
     /// Tasks it waits for that are not done yet.
     pub waiting_on: Vec<i64>,
+    /// Nudges its holder got since its last change.
+    pub nudges: u32,
+    /// When the last nudge went, Unix milliseconds.
+    pub nudged_ms: Option<i64>,
+    /// Whether its holder's parent was told it stalled.
+    pub stalled: bool,
 }
 
 /// One change of a task.
@@ -90,8 +96,8 @@ pub struct Change<'a> {
     pub report: Option<(&'a str, &'a str, String)>,
 }
 
-const COLUMNS: &str =
-    "id, title, body, skills, project, priority, state, owner, created_by, created_ms, updated_ms";
+const COLUMNS: &str = "id, title, body, skills, project, priority, state, owner, created_by, \
+    created_ms, updated_ms, nudges, nudged_ms, stalled";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let skills: String = r.get(3)?;
@@ -112,6 +118,9 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         created_ms: r.get(9)?,
         updated_ms: r.get(10)?,
         waiting_on: Vec::new(),
+        nudges: r.get(11)?,
+        nudged_ms: r.get(12)?,
+        stalled: r.get(13)?,
     })
 }
 
@@ -179,6 +188,81 @@ impl Store {
         })
     }
 
+    /// Tasks held (assigned or working), oldest change first.
+    pub fn held_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        self.with(|c| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM tasks WHERE state IN ('assigned', 'working') ORDER BY updated_ms"
+            );
+            let mut st = c.prepare_cached(&sql)?;
+            let rows = st.query_map([], task_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Records a nudge about task `id`, still held and unchanged since
+    /// `updated_ms`, and queues `message` (sender, recipient, body);
+    /// `stalled` marks the nudge that told its holder's parent. Returns
+    /// false, doing nothing, when the task changed meanwhile.
+    pub fn nudge_task(
+        &self,
+        id: i64,
+        updated_ms: i64,
+        stalled: bool,
+        message: (String, String, String),
+    ) -> Result<bool, StoreError> {
+        self.write(move |c| {
+            let now = now_ms();
+            let n = c.execute(
+                "UPDATE tasks SET nudges = nudges + 1, nudged_ms = ?3, stalled = ?4
+                 WHERE id = ?1 AND updated_ms = ?2 AND state IN ('assigned', 'working')",
+                params![id, updated_ms, now, stalled],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            let (sender, recipient, body) = message;
+            c.execute(
+                "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'message', ?4)",
+                params![sender, recipient, body, now],
+            )?;
+            Ok(true)
+        })
+    }
+
+    /// Puts every task `owner` holds (assigned, working or blocked) back to
+    /// open, for `actor` because of `note`; returns their ids.
+    pub fn release_tasks(
+        &self,
+        owner: &str,
+        actor: &str,
+        note: &str,
+    ) -> Result<Vec<i64>, StoreError> {
+        let (owner, actor, note) = (owner.to_string(), actor.to_string(), note.to_string());
+        self.write(move |c| {
+            let now = now_ms();
+            let ids: Vec<i64> = {
+                let mut st = c.prepare(
+                    "SELECT id FROM tasks WHERE owner = ?1 AND state IN ('assigned', 'working', 'blocked')",
+                )?;
+                let rows = st.query_map(params![owner], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for id in &ids {
+                c.execute(
+                    "UPDATE tasks SET state = 'open', owner = NULL, updated_ms = ?2,
+                     nudges = 0, nudged_ms = NULL, stalled = 0 WHERE id = ?1",
+                    params![id, now],
+                )?;
+                c.execute(
+                    "INSERT INTO task_events (task, at_ms, actor, state, note) VALUES (?1, ?2, ?3, 'open', ?4)",
+                    params![id, now, actor, note],
+                )?;
+            }
+            Ok(ids)
+        })
+    }
+
     /// How many tasks each agent holds (assigned or working).
     pub fn held(&self) -> Result<std::collections::HashMap<String, usize>, StoreError> {
         self.with(|c| {
@@ -228,7 +312,8 @@ impl Store {
                 return Ok(false);
             }
             c.execute(
-                "UPDATE tasks SET state = ?2, owner = COALESCE(?3, owner), updated_ms = ?4 WHERE id = ?1",
+                "UPDATE tasks SET state = ?2, owner = COALESCE(?3, owner), updated_ms = ?4,
+                 nudges = 0, nudged_ms = NULL, stalled = 0 WHERE id = ?1",
                 params![id, to, owner, now],
             )?;
             c.execute(
@@ -297,6 +382,37 @@ mod tests {
         assert_eq!(events[2].note, "all green");
         assert_eq!(s.tasks(Some("open"), 10).unwrap().len(), 1);
         assert!(s.task(12345).unwrap().is_none());
+
+        // A nudge counts only while the task is unchanged; a release puts
+        // what a holder had back to open.
+        let t = s.task(b).unwrap().unwrap();
+        assert!(s.change_task(b, claim("dev2")).unwrap());
+        assert!(!s
+            .nudge_task(
+                b,
+                t.updated_ms - 1,
+                false,
+                ("task-2".into(), "dev2".into(), "x".into())
+            )
+            .unwrap());
+        let held = s.held_tasks().unwrap();
+        assert_eq!(held.len(), 1);
+        assert!(s
+            .nudge_task(
+                b,
+                held[0].updated_ms,
+                true,
+                ("task-2".into(), "pm".into(), "stalled".into())
+            )
+            .unwrap());
+        let t = s.task(b).unwrap().unwrap();
+        assert_eq!((t.nudges, t.stalled), (1, true));
+        assert_eq!(
+            s.release_tasks("dev2", "hub", "its agent is gone").unwrap(),
+            [b]
+        );
+        let t = s.task(b).unwrap().unwrap();
+        assert_eq!((t.state.as_str(), t.owner, t.nudges), ("open", None, 0));
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -193,6 +193,8 @@ fn api_task(t: torch_store::Task, history: Vec<TaskChange>) -> Task {
         created_ms: t.created_ms,
         updated_ms: t.updated_ms,
         waiting_on: t.waiting_on,
+        nudges: t.nudges,
+        stalled: t.stalled,
         history,
     }
 }

@@ -22,6 +22,7 @@ mod retention;
 mod router;
 mod schedule;
 mod service;
+mod stalls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -159,10 +160,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&store),
         hub.config.retention.messages,
     ));
-    // Open tasks to idle agents with the skills.
-    if hub.config.ledger.route {
-        tokio::spawn(router::run(Arc::clone(&hub)));
-    }
+    // Open tasks to idle agents with the skills; stalled tasks noticed.
+    tokio::spawn(router::run(Arc::clone(&hub)));
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

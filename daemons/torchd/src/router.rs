@@ -1,4 +1,4 @@
-//! The hub's router (`[ledger] route = true`): gives each open task whose
+//! The hub's router (with `[ledger] route = true`): gives each open task whose
 //! dependencies are done, by priority then age, to an idle worker (an
 //! engineer-like agent) that has every skill the task asks for and spare
 //! capacity, least loaded first, within the hierarchy: a task an agent
@@ -6,7 +6,7 @@
 //! worker. The holder gets the task as a message from whoever opened it,
 //! in the same transaction as the assignment. A round runs after each
 //! change of the ledger and every [`TICK`], so a worker that turns idle
-//! is seen.
+//! is seen; each round also looks for stalled tasks (`stalls`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,9 +22,11 @@ use crate::fleet::Fleet;
 use crate::hub::{blocking, Hub};
 use crate::ledger::assignment;
 use crate::service::is_idle;
+use crate::stalls;
 
-/// How often a round runs without a change of the ledger.
-const TICK: Duration = Duration::from_secs(2);
+/// How often a round runs without a change of the ledger (stalls are
+/// seen within it of their time).
+const TICK: Duration = Duration::from_secs(1);
 /// The most open tasks one round looks at.
 const ROUND_MAX: u32 = 10_000;
 /// Who the history says made an assignment.
@@ -38,7 +40,16 @@ pub async fn run(hub: Arc<Hub>) {
             _ = tokio::time::sleep(TICK) => {}
         }
         let h = Arc::clone(&hub);
-        match blocking(move || round(&h)).await {
+        let work = move || {
+            let mut told = if h.config.ledger.route {
+                round(&h)?
+            } else {
+                Vec::new()
+            };
+            told.extend(stalls::check(&h)?);
+            Ok(told)
+        };
+        match blocking(work).await {
             Ok(given) => {
                 for holder in given {
                     hub.courier.kick(&holder);

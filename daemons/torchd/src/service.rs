@@ -168,9 +168,16 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
         .await
         .map_err(HubError::Systemd)?;
     let (h, n) = (Arc::clone(hub), name.to_string());
+    let by = actor.unwrap_or(OPERATOR).to_string();
     blocking(move || {
         h.store.fail_queued(&n, "agent retired")?;
         remove_definition(&h, &agent, &entry.path)?;
+        // What it held goes back to the ledger for another agent.
+        let freed = h.store.release_tasks(&n, &by, "its holder was retired")?;
+        if !freed.is_empty() {
+            tracing::info!("retire {n}: tasks {freed:?} are open again");
+            h.ledger_changed.notify_one();
+        }
         Ok(())
     })
     .await?;
@@ -347,7 +354,13 @@ fn status_rows(
 
 /// Whether `agent`'s supervisor reads it idle (at its prompt).
 pub fn is_idle(agent: &AgentName) -> bool {
-    live(agent).activity.as_deref() == Some("idle")
+    activity(agent).as_deref() == Some("idle")
+}
+
+/// What `agent`'s supervisor reads (idle, working...), `None` when it does
+/// not answer (the agent is not running).
+pub fn activity(agent: &AgentName) -> Option<String> {
+    live(agent).activity
 }
 
 /// What an agent's supervisor says of it, as `Status` shows it; all empty
