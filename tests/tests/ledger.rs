@@ -499,3 +499,169 @@ fn stalled_tasks_are_nudged_escalated_and_taken_back() -> Result<()> {
     })?;
     Ok(())
 }
+
+#[test]
+fn handoffs_and_reviews_move_tasks_between_agents() -> Result<()> {
+    let sb = boot_hub("handoff", "[ledger]\nroute = false\n")?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
+    sb.spawn_echo("pm2", "project-manager", Some("boss"))?;
+    sb.spawn_echo("evil", "engineer", Some("pm2"))?;
+    for (name, skills) in [
+        ("dev1", &["rust"][..]),
+        ("dev2", &["rust"]),
+        ("rev1", &["review"]),
+    ] {
+        ensure!(spawn_skilled(&sb, name, "engineer", "pm1", skills, None)?.0);
+    }
+    task_as(
+        &sb,
+        "pm1",
+        &[
+            "add",
+            "--title",
+            "Fix the parser",
+            "--skill",
+            "rust",
+            "--assign",
+            "dev1",
+        ],
+    )?;
+
+    // Handed over to a peer with the skills: it gets the task and the note.
+    task_as(
+        &sb,
+        "dev1",
+        &["handoff", "1", "--to", "dev2", "--note", "I am out of time"],
+    )?;
+    told(
+        &sb,
+        "dev2",
+        &[
+            "Task #1 for you, from pm1: Fix the parser",
+            "Handed over by dev1: I am out of time",
+        ],
+    )?;
+    task_refused(
+        &sb,
+        "dev2",
+        &["handoff", "1", "--to", "evil", "--note", "x"],
+        "is not below it",
+    )?;
+    task_refused(
+        &sb,
+        "dev2",
+        &["handoff", "1", "--to", "rev1", "--note", "x"],
+        "lacks the skills rust",
+    )?;
+    task_refused(
+        &sb,
+        "dev1",
+        &["handoff", "1", "--to", "dev1", "--note", "mine again"],
+        "only the holder",
+    )?;
+
+    // Review: rejected once as rework, then approved by the reviewer.
+    task_as(
+        &sb,
+        "dev2",
+        &[
+            "review",
+            "1",
+            "--reviewer",
+            "rev1",
+            "--note",
+            "check the tests",
+        ],
+    )?;
+    told(
+        &sb,
+        "rev1",
+        &[
+            "Task #1 (Fix the parser), by dev2, is for you to review.",
+            "check the tests",
+            "torch task reject 1",
+        ],
+    )?;
+    task_refused(
+        &sb,
+        "dev2",
+        &["done", "1", "--summary", "self-approved"],
+        "only its reviewer",
+    )?;
+    task_refused(
+        &sb,
+        "evil",
+        &["reject", "1", "--reason", "no"],
+        "only the reviewer",
+    )?;
+    task_as(
+        &sb,
+        "rev1",
+        &["reject", "1", "--reason", "add a test for empty input"],
+    )?;
+    told(
+        &sb,
+        "dev2",
+        &["Task #1 (Fix the parser) came back from review by rev1: add a test for empty input"],
+    )?;
+    task_as(&sb, "dev2", &["review", "1", "--reviewer", "rev1"])?;
+    task_as(&sb, "rev1", &["done", "1", "--summary", "tests pass"])?;
+    told(
+        &sb,
+        "pm1",
+        &[
+            "Task #1 done by rev1: Fix the parser",
+            "Summary: tests pass",
+        ],
+    )?;
+    let t: torch_api::Task = serde_json::from_str(&task_as(&sb, "pm1", &["show", "1", "--json"])?)?;
+    let states: Vec<&str> = t.history.iter().map(|c| c.state.as_str()).collect();
+    ensure!(
+        states == ["open", "assigned", "assigned", "review", "working", "review", "done"],
+        "{states:?}"
+    );
+    ensure!(
+        t.owner.as_deref() == Some("dev2") && t.reviewer.as_deref() == Some("rev1"),
+        "{t:?}"
+    );
+
+    // Back to the ledger, asking for one more skill.
+    task_as(
+        &sb,
+        "pm1",
+        &[
+            "add",
+            "--title",
+            "Cart page",
+            "--skill",
+            "rust",
+            "--assign",
+            "dev1",
+        ],
+    )?;
+    task_as(
+        &sb,
+        "dev1",
+        &[
+            "handoff",
+            "2",
+            "--skill",
+            "frontend",
+            "--note",
+            "needs UI work",
+        ],
+    )?;
+    let t: torch_api::Task = serde_json::from_str(&task_as(&sb, "pm1", &["show", "2", "--json"])?)?;
+    ensure!(
+        t.state == "open" && t.owner.is_none() && t.skills == ["frontend", "rust"],
+        "{t:?}"
+    );
+    task_refused(
+        &sb,
+        "dev1",
+        &["reject", "2", "--reason", "x"],
+        "applies to a task that is review",
+    )?;
+    Ok(())
+}

@@ -324,6 +324,41 @@ pub enum TaskCmd {
         /// The task's id.
         id: i64,
     },
+    /// Pass a task you hold to another agent, or back to the ledger for an
+    /// agent with another skill
+    #[command(group(clap::ArgGroup::new("whom").required(true).args(["to", "skill"])))]
+    Handoff {
+        /// The task's id.
+        id: i64,
+        /// The agent to take it (with its skills, below whoever opened it).
+        #[arg(long, value_name = "AGENT")]
+        to: Option<String>,
+        /// A skill it needs as well: it goes back open, for an agent who has it.
+        #[arg(long, value_name = "SKILL")]
+        skill: Option<String>,
+        /// What the next one needs to know.
+        #[arg(long)]
+        note: String,
+    },
+    /// Ask an agent to review a task you hold; it finishes it or sends it back
+    Review {
+        /// The task's id.
+        id: i64,
+        /// The reviewer (below whoever opened the task).
+        #[arg(long, value_name = "AGENT")]
+        reviewer: String,
+        /// What to look at.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Send a task you review back to its holder as rework
+    Reject {
+        /// The task's id.
+        id: i64,
+        /// What to change.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// `torch config` actions.

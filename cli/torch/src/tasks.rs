@@ -51,17 +51,36 @@ pub fn run(cmd: TaskCmd) -> Result<()> {
         TaskCmd::List { state, mine, json } => list(state.as_deref().unwrap_or(""), mine, json)?,
         TaskCmd::Current => list("", true, false)?,
         TaskCmd::Show { id, json } => show(id, json)?,
-        TaskCmd::Claim { id } => act(id, "claim", "", "claimed")?,
-        TaskCmd::Start { id } => act(id, "start", "", "working on")?,
-        TaskCmd::Done { id, summary } => act(id, "done", &summary, "done:")?,
-        TaskCmd::Block { id, reason } => act(id, "block", &reason, "blocked:")?,
-        TaskCmd::Cancel { id } => act(id, "cancel", "", "cancelled")?,
+        TaskCmd::Claim { id } => act(id, "claim", "", "", "claimed")?,
+        TaskCmd::Start { id } => act(id, "start", "", "", "working on")?,
+        TaskCmd::Done { id, summary } => act(id, "done", "", &summary, "done:")?,
+        TaskCmd::Block { id, reason } => act(id, "block", "", &reason, "blocked:")?,
+        TaskCmd::Cancel { id } => act(id, "cancel", "", "", "cancelled")?,
+        TaskCmd::Handoff {
+            id,
+            to,
+            skill,
+            note,
+        } => match (to, skill) {
+            (Some(to), _) => act(id, "handoff", &to, &note, "handed over")?,
+            (None, skill) => act(
+                id,
+                "reroute",
+                &skill.unwrap_or_default(),
+                &note,
+                "back to the ledger:",
+            )?,
+        },
+        TaskCmd::Review { id, reviewer, note } => {
+            act(id, "review", &reviewer, &note, "sent to review:")?
+        }
+        TaskCmd::Reject { id, reason } => act(id, "reject", "", &reason, "sent back:")?,
     }
     Ok(())
 }
 
-fn act(id: i64, action: &str, note: &str, said: &str) -> Result<()> {
-    hub_call(async |h| h.task_act(id, action, note).await)?;
+fn act(id: i64, action: &str, target: &str, note: &str, said: &str) -> Result<()> {
+    hub_call(async |h| h.task_act(id, action, target, note).await)?;
     println!("{said} task #{id}");
     Ok(())
 }

@@ -222,9 +222,12 @@ manager_interface! {
         /// One task as JSON, with its history.
         fn task(id: i64) -> String;
 
-        /// Moves a task: `action` is `claim`, `start`, `done`, `block` or
-        /// `cancel`; `note` the summary (done) or the reason (block).
-        fn task_act(id: i64, action: &str, note: &str) -> ();
+        /// Moves a task: `action` is `claim`, `start`, `done`, `block`,
+        /// `cancel`, `handoff` (to the agent `target`), `reroute` (back to the
+        /// ledger asking for the skill `target` too), `review` (to the
+        /// reviewer `target`) or `reject` (back from review); `note` the
+        /// summary, reason or handoff note.
+        fn task_act(id: i64, action: &str, target: &str, note: &str) -> ();
     }
     signals {
         /// A message was stored.

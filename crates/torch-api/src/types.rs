@@ -246,7 +246,8 @@ pub struct Task {
     pub project: String,
     /// Higher first.
     pub priority: i64,
-    /// `open`, `assigned`, `working`, `blocked`, `done` or `cancelled`.
+    /// `open`, `assigned`, `working`, `review`, `blocked`, `done` or
+    /// `cancelled`.
     pub state: String,
     /// The agent holding it.
     pub owner: Option<String>,
@@ -263,6 +264,8 @@ pub struct Task {
     pub nudges: u32,
     /// Whether its holder's parent was told it stalled.
     pub stalled: bool,
+    /// Who was last asked to review it.
+    pub reviewer: Option<String>,
     /// Every change, oldest first (in `Task(id)` only).
     pub history: Vec<TaskChange>,
 }

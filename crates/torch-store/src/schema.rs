@@ -70,7 +70,8 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL,
         nudges INTEGER NOT NULL DEFAULT 0,
         nudged_ms INTEGER,
-        stalled INTEGER NOT NULL DEFAULT 0
+        stalled INTEGER NOT NULL DEFAULT 0,
+        reviewer TEXT
     );
     CREATE INDEX tasks_by_state ON tasks (state, priority DESC, id);
     CREATE TABLE task_after (

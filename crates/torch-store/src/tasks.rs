@@ -62,6 +62,8 @@ pub struct Task {
     pub nudged_ms: Option<i64>,
     /// Whether its holder's parent was told it stalled.
     pub stalled: bool,
+    /// Who was last asked to review it.
+    pub reviewer: Option<String>,
 }
 
 /// One change of a task.
@@ -80,7 +82,7 @@ pub struct TaskEvent {
 /// A change to make: the task must be in one of `from`; it enters `to`
 /// with `owner` (unchanged when `None`), and `report`, if any, is queued as
 /// a message (sender, recipient, body) in the same transaction.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Change<'a> {
     /// States the task may be in.
     pub from: &'a [&'a str],
@@ -88,6 +90,12 @@ pub struct Change<'a> {
     pub to: &'a str,
     /// Its new holder, if it changes.
     pub owner: Option<&'a str>,
+    /// Whether it loses its holder (back to the ledger).
+    pub release: bool,
+    /// Its reviewer, if one is named.
+    pub reviewer: Option<&'a str>,
+    /// Its skills, if they change.
+    pub skills: Option<&'a [String]>,
     /// Who makes the change.
     pub actor: &'a str,
     /// What they said.
@@ -97,7 +105,7 @@ pub struct Change<'a> {
 }
 
 const COLUMNS: &str = "id, title, body, skills, project, priority, state, owner, created_by, \
-    created_ms, updated_ms, nudges, nudged_ms, stalled";
+    created_ms, updated_ms, nudges, nudged_ms, stalled, reviewer";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let skills: String = r.get(3)?;
@@ -121,6 +129,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         nudges: r.get(11)?,
         nudged_ms: r.get(12)?,
         stalled: r.get(13)?,
+        reviewer: r.get(14)?,
     })
 }
 
@@ -299,6 +308,8 @@ impl Store {
     pub fn change_task(&self, id: i64, change: Change<'_>) -> Result<bool, StoreError> {
         let from: Vec<String> = change.from.iter().map(|s| s.to_string()).collect();
         let (to, owner) = (change.to.to_string(), change.owner.map(String::from));
+        let (release, reviewer) = (change.release, change.reviewer.map(String::from));
+        let skills = change.skills.map(|s| s.join(","));
         let (actor, note) = (change.actor.to_string(), change.note.to_string());
         let report = change
             .report
@@ -312,9 +323,11 @@ impl Store {
                 return Ok(false);
             }
             c.execute(
-                "UPDATE tasks SET state = ?2, owner = COALESCE(?3, owner), updated_ms = ?4,
-                 nudges = 0, nudged_ms = NULL, stalled = 0 WHERE id = ?1",
-                params![id, to, owner, now],
+                "UPDATE tasks SET state = ?2,
+                 owner = CASE WHEN ?5 THEN NULL ELSE COALESCE(?3, owner) END,
+                 reviewer = COALESCE(?6, reviewer), skills = COALESCE(?7, skills),
+                 updated_ms = ?4, nudges = 0, nudged_ms = NULL, stalled = 0 WHERE id = ?1",
+                params![id, to, owner, now, release, reviewer, skills],
             )?;
             c.execute(
                 "INSERT INTO task_events (task, at_ms, actor, state, note) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -361,6 +374,7 @@ mod tests {
             actor: who,
             note: "",
             report: None,
+            ..Default::default()
         };
         assert!(s.change_task(a, claim("dev1")).unwrap());
         assert!(!s.change_task(a, claim("dev2")).unwrap(), "claimed twice");
@@ -371,6 +385,7 @@ mod tests {
             actor: "dev1",
             note: "all green",
             report: Some(("dev1", "pm", "task done".into())),
+            ..Default::default()
         };
         assert!(s.change_task(a, done).unwrap());
         assert_eq!(s.task(a).unwrap().unwrap().owner.as_deref(), Some("dev1"));

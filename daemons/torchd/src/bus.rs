@@ -28,7 +28,7 @@ use crate::error::HubError;
 use crate::events::{Emitting, Event, Sink};
 use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
-use crate::{access, ledger, lifecycle, schedule, service};
+use crate::{access, ledger, lifecycle, moves, schedule, service};
 
 /// The hub's side of `org.torch.Manager1`, served as a [`Server`].
 pub struct Manager {
@@ -442,10 +442,17 @@ impl ManagerService for Manager {
         json(Ok(self.guarded(caller, "Task", op).await?))
     }
 
-    async fn task_act(&self, caller: Caller, id: i64, action: &str, note: &str) -> fdo::Result<()> {
+    async fn task_act(
+        &self,
+        caller: Caller,
+        id: i64,
+        action: &str,
+        target: &str,
+        note: &str,
+    ) -> fdo::Result<()> {
         let hub = &self.hub;
         let op = |c: Caller| async move {
-            ledger::act(hub, c.acting_agent()?.as_deref(), id, action, note).await
+            moves::act(hub, c.acting_agent()?.as_deref(), id, action, target, note).await
         };
         self.audited(caller, "TaskAct", op, |r| match r {
             Ok(()) => format!("task #{id}: {action}"),

@@ -1,7 +1,6 @@
-//! The work ledger's tasks, for a caller already identified: opening one,
-//! giving it to an agent, claiming, starting, finishing, blocking and
-//! cancelling it, each change kept in the task's history with who made it,
-//! and the parties told by a message in the same transaction.
+//! The work ledger's tasks, for a caller already identified: opening one
+//! and giving it to an agent, listing and showing them. How a task moves
+//! afterwards is in `moves`.
 //!
 //! Who may do what: anyone opens a task; the operator gives it to anyone,
 //! an agent to itself or the agents below it, and only to one with every
@@ -16,7 +15,6 @@ use std::sync::Arc;
 
 use torch_api::{Task, TaskChange, TaskSpec};
 use torch_core::definition::check_skill;
-use torch_core::policy::OPERATOR;
 use torch_core::validate_message;
 use torch_store::{Change, NewTask};
 
@@ -32,11 +30,11 @@ const MAX_PRIORITY: i64 = 1000;
 /// The most tasks one `Tasks` answer holds.
 const LIST_MAX: u32 = 1000;
 
-fn invalid(m: impl Into<String>) -> HubError {
+pub fn invalid(m: impl Into<String>) -> HubError {
     HubError::InvalidArgs(m.into())
 }
 
-fn denied(m: impl Into<String>) -> HubError {
+pub fn denied(m: impl Into<String>) -> HubError {
     HubError::AccessDenied(m.into())
 }
 
@@ -78,7 +76,7 @@ fn checked(spec: &TaskSpec, requester: &str) -> Result<NewTask, HubError> {
 }
 
 /// Whether agent `name` of `fleet` has every skill of `task`.
-fn has_skills(fleet: &Fleet, name: &str, skills: &[String]) -> Result<(), HubError> {
+pub fn has_skills(fleet: &Fleet, name: &str, skills: &[String]) -> Result<(), HubError> {
     let agent = fleet.get(name).map_err(HubError::Refused)?;
     let missing: Vec<&str> = skills
         .iter()
@@ -143,6 +141,7 @@ pub async fn add(
                     actor: &requester,
                     note: "",
                     report: Some((&requester, &assign, text)),
+                    ..Default::default()
                 },
             )
         })
@@ -195,6 +194,7 @@ fn api_task(t: torch_store::Task, history: Vec<TaskChange>) -> Task {
         waiting_on: t.waiting_on,
         nudges: t.nudges,
         stalled: t.stalled,
+        reviewer: t.reviewer,
         history,
     }
 }
@@ -242,7 +242,7 @@ pub async fn show(hub: &Arc<Hub>, actor: Option<&str>, id: i64) -> Result<Task, 
     Ok(api_task(t, history))
 }
 
-async fn stored(hub: &Arc<Hub>, id: i64) -> Result<torch_store::Task, HubError> {
+pub async fn stored(hub: &Arc<Hub>, id: i64) -> Result<torch_store::Task, HubError> {
     torch_store::call(&hub.store, move |s| s.task(id))
         .await?
         .ok_or_else(|| {
@@ -250,203 +250,4 @@ async fn stored(hub: &Arc<Hub>, id: i64) -> Result<torch_store::Task, HubError> 
                 "there is no task #{id}; `torch task list` shows them"
             ))
         })
-}
-
-/// Does `action` on task `id` for `actor` (`None`: the operator), with
-/// `note`: a summary for `done`, a reason for `block`.
-pub async fn act(
-    hub: &Arc<Hub>,
-    actor: Option<&str>,
-    id: i64,
-    action: &str,
-    note: &str,
-) -> Result<(), HubError> {
-    let t = stored(hub, id).await?;
-    let me = actor.unwrap_or(OPERATOR);
-    let note = note.trim();
-    let plan = match action {
-        "claim" => claim(hub, actor, &t).await?,
-        "start" => {
-            holder_only(actor, &t, "start")?;
-            Plan::new(&["assigned", "blocked"], "working")
-        }
-        "done" => {
-            needs(note, "done", "--summary")?;
-            holder_only(actor, &t, "finish")?;
-            Plan::new(&["assigned", "working", "blocked"], "done")
-        }
-        "block" => {
-            needs(note, "block", "--reason")?;
-            holder_only(actor, &t, "block")?;
-            Plan::new(&["assigned", "working"], "blocked")
-        }
-        "cancel" => {
-            canceller(hub, actor, &t)?;
-            Plan::new(&["open", "assigned", "working", "blocked"], "cancelled")
-        }
-        other => {
-            return Err(invalid(format!(
-                "unknown task action {other:?}: use claim, start, done, block or cancel"
-            )))
-        }
-    };
-    let owner = (action == "claim").then(|| me.to_string());
-    let report = report(hub, &t, me, plan.to, note);
-    let (from, to, who, text) = (plan.from, plan.to, me.to_string(), note.to_string());
-    let kick = report.as_ref().map(|(_, r, _)| r.clone());
-    let made = torch_store::call(&hub.store, move |s| {
-        let report = report
-            .as_ref()
-            .map(|(s, r, b)| (s.as_str(), r.as_str(), b.clone()));
-        s.change_task(
-            id,
-            Change {
-                from,
-                to,
-                owner: owner.as_deref(),
-                actor: &who,
-                note: &text,
-                report,
-            },
-        )
-    })
-    .await?;
-    if !made {
-        return Err(HubError::Refused(format!(
-            "task #{id} is {} and cannot be {to} now",
-            stored(hub, id).await.map_or("gone".into(), |t| t.state)
-        )));
-    }
-    if let Some(r) = kick {
-        hub.courier.kick(&r);
-    }
-    hub.ledger_changed.notify_one();
-    Ok(())
-}
-
-/// A change of state: from one of `from` to `to`.
-struct Plan {
-    from: &'static [&'static str],
-    to: &'static str,
-}
-
-impl Plan {
-    fn new(from: &'static [&'static str], to: &'static str) -> Self {
-        Plan { from, to }
-    }
-}
-
-fn needs(note: &str, action: &str, flag: &str) -> Result<(), HubError> {
-    if note.is_empty() {
-        return Err(invalid(format!("`torch task {action}` needs {flag} TEXT")));
-    }
-    validate_message(note)
-        .map(drop)
-        .map_err(|e| invalid(format!("{flag}: {e}")))
-}
-
-/// Only the task's holder or the operator may `what` it.
-fn holder_only(actor: Option<&str>, t: &torch_store::Task, what: &str) -> Result<(), HubError> {
-    if actor.is_none() || actor == t.owner.as_deref() {
-        return Ok(());
-    }
-    Err(denied(format!(
-        "only the holder of task #{} ({}) may {what} it",
-        t.id,
-        t.owner.as_deref().unwrap_or("nobody yet")
-    )))
-}
-
-/// Whoever opened the task, an agent above them, or the operator.
-fn canceller(hub: &Hub, actor: Option<&str>, t: &torch_store::Task) -> Result<(), HubError> {
-    let fleet = hub.fleet.agents();
-    if actor.is_none() || may_control(&fleet, actor, &t.created_by) {
-        return Ok(());
-    }
-    Err(denied(format!(
-        "only {} (who opened task #{}), an agent above it or the operator may cancel it",
-        t.created_by, t.id
-    )))
-}
-
-/// Checks that `actor` may claim `t`: an agent with its skills and room.
-async fn claim(
-    hub: &Arc<Hub>,
-    actor: Option<&str>,
-    t: &torch_store::Task,
-) -> Result<Plan, HubError> {
-    let Some(me) = actor else {
-        return Err(invalid(
-            "only an agent claims a task; give it with `torch task add --assign` instead",
-        ));
-    };
-    if t.state != "open" {
-        return Err(HubError::Refused(format!(
-            "task #{} is {} ({}); only open tasks are claimed",
-            t.id,
-            t.state,
-            t.owner
-                .as_deref()
-                .map_or("held by nobody".into(), |o| format!("held by {o}"))
-        )));
-    }
-    if !t.waiting_on.is_empty() {
-        let ids: Vec<String> = t.waiting_on.iter().map(|i| format!("#{i}")).collect();
-        return Err(HubError::Refused(format!(
-            "task #{} waits for {} to be done",
-            t.id,
-            ids.join(", ")
-        )));
-    }
-    let fleet = hub.fleet.agents();
-    has_skills(&fleet, me, &t.skills)?;
-    let capacity = fleet.get(me).map_or(1, |a| a.def.capacity);
-    let who = me.to_string();
-    let held = torch_store::call(&hub.store, move |s| {
-        Ok(s.held()?.get(&who).copied().unwrap_or(0))
-    })
-    .await?;
-    if held >= capacity as usize {
-        return Err(HubError::Refused(format!(
-            "agent {me} already holds {held} tasks, its capacity; finish one first"
-        )));
-    }
-    Ok(Plan::new(&["open"], "assigned"))
-}
-
-/// The message telling the other party about `t` entering `to`, by `me`:
-/// for a task finished or blocked, whoever opened it (when an agent other
-/// than its holder) else its holder's parent; for a cancelled one, its
-/// holder. (sender, recipient, body).
-fn report(
-    hub: &Hub,
-    t: &torch_store::Task,
-    me: &str,
-    to: &str,
-    note: &str,
-) -> Option<(String, String, String)> {
-    let fleet = hub.fleet.agents();
-    let holder = t.owner.as_deref();
-    let party = match to {
-        "done" | "blocked" => {
-            let opener = (t.created_by != OPERATOR && Some(t.created_by.as_str()) != holder)
-                .then(|| t.created_by.clone());
-            opener.or_else(|| {
-                holder
-                    .and_then(|h| fleet.get(h).ok())
-                    .and_then(|a| a.def.parent.clone())
-            })?
-        }
-        "cancelled" => holder.filter(|h| *h != me)?.to_string(),
-        _ => return None,
-    };
-    let body = match to {
-        "done" => format!("Task #{} done by {me}: {}\nSummary: {note}", t.id, t.title),
-        "blocked" => format!("Task #{} blocked ({me}): {}\nReason: {note}", t.id, t.title),
-        _ => format!(
-            "Task #{} cancelled by {me}: {}\nStop work on it.",
-            t.id, t.title
-        ),
-    };
-    Some((me.to_string(), party, body))
 }

@@ -18,6 +18,7 @@ mod fleet;
 mod hub;
 mod ledger;
 mod lifecycle;
+mod moves;
 mod retention;
 mod router;
 mod schedule;

@@ -89,6 +89,7 @@ fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
                 actor: ROUTER,
                 note: "",
                 report: Some((from, &holder, text)),
+                ..Default::default()
             },
         )?;
         if made {
