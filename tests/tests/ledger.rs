@@ -473,6 +473,14 @@ fn stalled_tasks_are_nudged_escalated_and_taken_back() -> Result<()> {
     let alerts = sb.journal(&["TORCH_ALERT=1", "-o", "cat"])?;
     ensure!(alerts.contains("task #1 stalled: dev1"), "{alerts}");
     ensure!(sb.torch(&["task", "list"])?.contains("(stalled)"));
+    let status = sb.torch(&["status"])?;
+    ensure!(status.contains("tasks: #1 (stalled)"), "{status}");
+    let st: torch_api::FleetStatus = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    let dev1 = st.agents.iter().find(|a| a.name == "dev1");
+    ensure!(
+        dev1.is_some_and(|a| a.tasks == [1] && a.stalled_tasks == [1]),
+        "{dev1:?}"
+    );
 
     // Retired, its holder's task is open again, and goes to the next one.
     sb.torch(&["retire", "dev1"])?;

@@ -181,6 +181,17 @@ fn walk(agents: &[AgentStatus], parent: Option<&str>, depth: usize) {
             if let Some(e) = &a.definition_error {
                 println!("{}  broken definition: {e}", "  ".repeat(depth));
             }
+            if !a.tasks.is_empty() {
+                let ids: Vec<String> = a
+                    .tasks
+                    .iter()
+                    .map(|i| match a.stalled_tasks.contains(i) {
+                        true => format!("#{i} (stalled)"),
+                        false => format!("#{i}"),
+                    })
+                    .collect();
+                println!("{}  tasks: {}", "  ".repeat(depth), ids.join(", "));
+            }
             walk(agents, Some(&a.name), depth + 1);
         }
     }

@@ -72,6 +72,10 @@ pub struct AgentStatus {
     /// Tasks it takes at once, from its definition (0 from a hub before
     /// skills).
     pub capacity: u32,
+    /// The tasks it holds (assigned, working or in review), by id.
+    pub tasks: Vec<i64>,
+    /// Those of them whose stall its parent was told of.
+    pub stalled_tasks: Vec<i64>,
 }
 
 /// `Agents()`: who is in the fleet and what each can do, for every caller

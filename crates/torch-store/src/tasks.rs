@@ -4,6 +4,8 @@
 //! are one transaction: a task never moves without its report, nor the
 //! reverse.
 
+use std::collections::HashMap;
+
 use rusqlite::{params, OptionalExtension, Row};
 
 use crate::{now_ms, Store, StoreError};
@@ -197,6 +199,24 @@ impl Store {
         })
     }
 
+    /// Every task someone holds (assigned, working, review or blocked),
+    /// by holder: (id, stalled) in id order.
+    pub fn holders(&self) -> Result<HashMap<String, Vec<(i64, bool)>>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT owner, id, stalled FROM tasks WHERE owner IS NOT NULL
+                 AND state IN ('assigned', 'working', 'review', 'blocked') ORDER BY id",
+            )?;
+            let mut out: HashMap<String, Vec<(i64, bool)>> = HashMap::new();
+            let rows = st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?)))?;
+            for row in rows {
+                let (owner, id, stalled) = row?;
+                out.entry(owner).or_default().push((id, stalled));
+            }
+            Ok(out)
+        })
+    }
+
     /// Tasks held (assigned or working), oldest change first.
     pub fn held_tasks(&self) -> Result<Vec<Task>, StoreError> {
         self.with(|c| {
@@ -273,7 +293,7 @@ impl Store {
     }
 
     /// How many tasks each agent holds (assigned or working).
-    pub fn held(&self) -> Result<std::collections::HashMap<String, usize>, StoreError> {
+    pub fn held(&self) -> Result<HashMap<String, usize>, StoreError> {
         self.with(|c| {
             let mut st = c.prepare_cached(
                 "SELECT owner, COUNT(*) FROM tasks

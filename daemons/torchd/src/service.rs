@@ -308,6 +308,7 @@ fn status_rows(
     units: &[torch_systemd::UnitState],
 ) -> Result<Vec<AgentStatus>, HubError> {
     let mut out = Vec::new();
+    let holders = store.holders()?;
     let names = fleet.agents.keys().chain(fleet.broken.keys());
     // Filtered before the supervisors are asked: nobody waits on rows
     // that are not shown.
@@ -321,6 +322,7 @@ fn status_rows(
         let unit = agent.unit();
         let u = units.iter().find(|u| u.name == unit);
         let counts = store.counts(name)?;
+        let held = holders.get(name.as_str()).map_or(&[][..], Vec::as_slice);
         let live = live(&agent);
         let (def, broken) = (fleet.agents.get(name), fleet.broken.get(name));
         let path = def.map(|a| &a.path).or(broken.map(|b| &b.path));
@@ -347,6 +349,12 @@ fn status_rows(
             definition_error: broken.map(|b| b.error.clone()),
             skills: def.map(|a| a.def.skills.clone()).unwrap_or_default(),
             capacity: def.map_or(0, |a| a.def.capacity),
+            tasks: held.iter().map(|&(id, _)| id).collect(),
+            stalled_tasks: held
+                .iter()
+                .filter(|&&(_, s)| s)
+                .map(|&(id, _)| id)
+                .collect(),
         });
     }
     Ok(out)
