@@ -145,6 +145,20 @@ fn waiting_on(c: &rusqlite::Connection, id: i64) -> rusqlite::Result<Vec<i64>> {
     rows.collect()
 }
 
+/// What every task waits for that is not done, by task.
+fn all_waiting(c: &rusqlite::Connection) -> rusqlite::Result<HashMap<i64, Vec<i64>>> {
+    let mut st = c.prepare_cached(
+        "SELECT a.task, a.after FROM task_after a JOIN tasks t ON t.id = a.after
+         WHERE t.state != 'done' ORDER BY a.task, a.after",
+    )?;
+    let mut out: HashMap<i64, Vec<i64>> = HashMap::new();
+    for row in st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        let (task, after) = row?;
+        out.entry(task).or_default().push(after);
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Stores a new task (open, or assigned to `owner`) and returns its id.
     /// Every task it waits for must exist.
@@ -192,8 +206,11 @@ impl Store {
             let mut st = c.prepare_cached(&sql)?;
             let rows = st.query_map(params![state, limit], task_row)?;
             let mut out = rows.collect::<rusqlite::Result<Vec<Task>>>()?;
+            // One query for what every task waits for, not one per task:
+            // the router reads all open tasks every second.
+            let mut waits = all_waiting(c)?;
             for t in &mut out {
-                t.waiting_on = waiting_on(c, t.id)?;
+                t.waiting_on = waits.remove(&t.id).unwrap_or_default();
             }
             Ok(out)
         })

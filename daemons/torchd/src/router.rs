@@ -62,6 +62,15 @@ pub async fn run(hub: Arc<Hub>) {
 
 /// One round; returns the agents that got a task.
 fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
+    let fleet = hub.fleet.agents();
+    let held = hub.store.held()?;
+    // Nobody with room: no need to read the open tasks.
+    let room = fleet.agents.iter().any(|(n, a)| {
+        rank(a.def.role) == 0 && held.get(n).copied().unwrap_or(0) < a.def.capacity as usize
+    });
+    if !room {
+        return Ok(Vec::new());
+    }
     let open: Vec<Task> = hub
         .store
         .tasks(Some("open"), ROUND_MAX)?
@@ -71,8 +80,7 @@ fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
     if open.is_empty() {
         return Ok(Vec::new());
     }
-    let fleet = hub.fleet.agents();
-    let mut workers = Workers::new(&fleet, hub.store.held()?);
+    let mut workers = Workers::new(&fleet, held);
     let mut given = Vec::new();
     for task in &open {
         let Some(holder) = workers.pick(&fleet, task) else {
