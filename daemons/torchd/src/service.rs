@@ -255,15 +255,19 @@ pub async fn schedule(
     schedule::create(hub, name.as_str(), &when, spec.trim(), &note, &requester).await
 }
 
+/// Every agent unit systemd has loaded, with its state.
+async fn agent_units(hub: &Hub) -> Result<Vec<torch_systemd::UnitState>, HubError> {
+    hub.systemd
+        .list("torch-agent@*.service")
+        .await
+        .map_err(|e| HubError::Systemd(e.to_string()))
+}
+
 /// The fleet as `actor` may see it: every defined agent, broken
 /// definitions included, for the operator; itself and the agents below it
 /// for an agent.
 pub async fn status(hub: &Arc<Hub>, actor: Option<String>) -> Result<FleetStatus, HubError> {
-    let units = hub
-        .systemd
-        .list("torch-agent@*.service")
-        .await
-        .map_err(|e| HubError::Systemd(e.to_string()))?;
+    let units = agent_units(hub).await?;
     let h = Arc::clone(hub);
     let agents = blocking(move || {
         let fleet = h.fleet.agents();
@@ -277,11 +281,7 @@ pub async fn status(hub: &Arc<Hub>, actor: Option<String>) -> Result<FleetStatus
 /// Every agent with a usable definition, what it can do and its state,
 /// for any caller: the directory agents find their peers in.
 pub async fn directory(hub: &Arc<Hub>) -> Result<Directory, HubError> {
-    let units = hub
-        .systemd
-        .list("torch-agent@*.service")
-        .await
-        .map_err(|e| HubError::Systemd(e.to_string()))?;
+    let units = agent_units(hub).await?;
     let h = Arc::clone(hub);
     let rows = blocking(move || status_rows(&h.fleet.agents(), None, &h.store, &units)).await?;
     let agents = rows

@@ -14,6 +14,7 @@ mod claude;
 mod claude_inner;
 mod fleet;
 mod inner;
+mod ledger;
 mod report;
 mod store;
 
@@ -67,8 +68,17 @@ struct Args {
     /// Claude Code agents spawned in a row with a brief.
     #[arg(long, default_value_t = 20)]
     claude_briefs: usize,
+    /// Workers of the work ledger part (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    ledger_workers: usize,
+    /// Tasks open in the work ledger part.
+    #[arg(long, default_value_t = 10_000)]
+    ledger_tasks: usize,
+    /// Tasks timed from ready to an idle agent's screen.
+    #[arg(long, default_value_t = 50)]
+    ledger_samples: usize,
     /// Run only these parts (repeatable): latency, contention, claude,
-    /// fleet, recovery, schedules. Default: all.
+    /// fleet, recovery, schedules, ledger. Default: all.
     #[arg(long, value_name = "PART")]
     only: Vec<String>,
     /// Also write the report into this Markdown file, between the lines
@@ -139,6 +149,15 @@ fn main() -> Result<()> {
     }
     if part("schedules") {
         checks::schedules(&sb, &mut r, args.checkins, args.pending)?;
+    }
+    if part("ledger") && args.ledger_workers > 0 {
+        ledger::run(
+            &sb,
+            &mut r,
+            args.ledger_workers,
+            args.ledger_tasks,
+            args.ledger_samples,
+        )?;
     }
     r.summary();
     drop(sb);
