@@ -309,6 +309,18 @@ impl Store {
         })
     }
 
+    /// Whether any task is open: what the router asks every second before
+    /// it does anything else.
+    pub fn any_open(&self) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM tasks WHERE state = 'open')",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// How many tasks each agent holds (assigned or working).
     pub fn held(&self) -> Result<HashMap<String, usize>, StoreError> {
         self.with(|c| {
