@@ -32,6 +32,13 @@ pub struct Hub {
     pub ledger_changed: tokio::sync::Notify,
 }
 
+/// Now, in Unix milliseconds (0 before 1970, which no clock shows).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Runs `f` (file or store work) off the async workers.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, HubError> + Send + 'static,

@@ -16,23 +16,17 @@
 //! what fell due meanwhile and restarts the timers of the rest.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use torch_core::schedule::When;
 use torch_store::{NewSchedule, Schedule};
 use torch_systemd::JobKind;
 
 use crate::error::HubError;
-use crate::hub::Hub;
+use crate::hub::{now_ms, Hub};
 
 /// Schedules due within this much of a firing timer fire with it.
 const FIRE_SLACK_MS: i64 = 50;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// Unix milliseconds as a calendar time systemd reads, in UTC.
 pub fn calendar_utc(ms: i64) -> String {

@@ -7,23 +7,16 @@
 //! the holder's lease has run out. Checked by the router's rounds.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use torch_core::AgentName;
 use torch_store::Task;
 
 use crate::error::HubError;
-use crate::hub::Hub;
+use crate::hub::{now_ms, Hub};
 use crate::service::activity;
 
 /// Who the nudges and the history name.
 const WATCHER: &str = "hub";
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 /// One check of every held task; returns the agents that got a message.
 pub fn check(hub: &Hub) -> Result<Vec<String>, HubError> {
