@@ -20,24 +20,26 @@ const WATCHER: &str = "hub";
 
 /// One check of every held task; returns the agents that got a message.
 pub fn check(hub: &Hub) -> Result<Vec<String>, HubError> {
-    let held = hub.store.held_tasks()?;
-    if held.is_empty() {
+    let after = hub.config.ledger.stall_after.as_millis() as i64;
+    let now = now_ms();
+    // Only the tasks past their time: most seconds there are none, and the
+    // definitions (reread every 2 s when asked) are then not looked at.
+    let due: Vec<Task> = hub
+        .store
+        .held_tasks()?
+        .into_iter()
+        .filter(|t| now - t.nudged_ms.unwrap_or(t.updated_ms).max(t.updated_ms) >= after)
+        .collect();
+    if due.is_empty() {
         return Ok(Vec::new());
     }
     let fleet = hub.fleet.agents();
-    let cfg = &hub.config.ledger;
-    let after = cfg.stall_after.as_millis() as i64;
-    let now = now_ms();
     let mut states: HashMap<String, Option<String>> = HashMap::new();
     let mut told = Vec::new();
-    for t in held {
-        let since = t.nudged_ms.unwrap_or(t.updated_ms).max(t.updated_ms);
+    for t in due {
         let Some(holder) = t.owner.clone() else {
             continue;
         };
-        if now - since < after {
-            continue;
-        }
         if fleet.get(&holder).is_err() {
             release(hub, &holder, "its holder is no longer defined")?;
             continue;
