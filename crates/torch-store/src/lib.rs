@@ -39,7 +39,7 @@ pub use facade::call;
 use messages::{row, COLUMNS};
 pub use messages::{Counts, Message, State};
 pub use schedules::{NewSchedule, Schedule};
-pub use tasks::{Change, NewTask, Task, TaskEvent};
+pub use tasks::{Change, NewTask, Task, TaskEvent, Tell};
 use writer::{writer_loop, Write};
 
 /// Why the store failed.

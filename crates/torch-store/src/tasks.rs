@@ -31,6 +31,10 @@ pub struct NewTask {
     pub owner: Option<String>,
 }
 
+/// Writes the message that gives a new task to its holder, from the task's
+/// id: (sender, recipient, body).
+pub type Tell = Box<dyn FnOnce(i64) -> (String, String, String) + Send>;
+
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
@@ -162,23 +166,37 @@ fn all_waiting(c: &rusqlite::Connection) -> rusqlite::Result<HashMap<i64, Vec<i6
 impl Store {
     /// Stores a new task (open, or assigned to `owner`) and returns its id.
     /// Every task it waits for must exist.
-    pub fn add_task(&self, t: NewTask) -> Result<i64, StoreError> {
+    /// A task given at once (`t.owner` set) is assigned in the same
+    /// transaction, with the message `tell` writes from its id (sender,
+    /// recipient, body), so that no router takes it meanwhile.
+    pub fn add_task(&self, t: NewTask, tell: Option<Tell>) -> Result<i64, StoreError> {
         self.write(move |c| {
             let now = now_ms();
-            let state = if t.owner.is_some() { "assigned" } else { "open" };
             c.execute(
-                "INSERT INTO tasks (title, body, skills, project, priority, state, owner, created_by, created_ms, updated_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-                params![t.title, t.body, t.skills.join(","), t.project, t.priority, state, t.owner, t.created_by, now],
+                "INSERT INTO tasks (title, body, skills, project, priority, state, created_by, created_ms, updated_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'open', ?6, ?7, ?7)",
+                params![t.title, t.body, t.skills.join(","), t.project, t.priority, t.created_by, now],
             )?;
             let id = c.last_insert_rowid();
             for a in &t.after {
                 c.execute("INSERT OR IGNORE INTO task_after (task, after) SELECT ?1, id FROM tasks WHERE id = ?2", params![id, a])?;
             }
-            c.execute(
-                "INSERT INTO task_events (task, at_ms, actor, state, note) VALUES (?1, ?2, ?3, ?4, '')",
-                params![id, now, t.created_by, state],
-            )?;
+            let event = "INSERT INTO task_events (task, at_ms, actor, state, note) VALUES (?1, ?2, ?3, ?4, '')";
+            c.execute(event, params![id, now, t.created_by, "open"])?;
+            if let Some(owner) = &t.owner {
+                c.execute(
+                    "UPDATE tasks SET state = 'assigned', owner = ?2 WHERE id = ?1",
+                    params![id, owner],
+                )?;
+                c.execute(event, params![id, now, t.created_by, "assigned"])?;
+            }
+            if let Some(tell) = tell {
+                let (sender, recipient, body) = tell(id);
+                c.execute(
+                    "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'message', ?4)",
+                    params![sender, recipient, body, now],
+                )?;
+            }
             Ok(id)
         })
     }
@@ -410,8 +428,8 @@ mod tests {
     #[test]
     fn tasks_wait_for_theirs_change_once_and_keep_their_history() {
         let (s, dir) = crate::tests::temp_store("tasks");
-        let a = s.add_task(new("first", vec![])).unwrap();
-        let b = s.add_task(new("second", vec![a, 999])).unwrap();
+        let a = s.add_task(new("first", vec![]), None).unwrap();
+        let b = s.add_task(new("second", vec![a, 999]), None).unwrap();
         let t = s.task(b).unwrap().unwrap();
         assert_eq!((t.state.as_str(), t.waiting_on.clone()), ("open", vec![a]));
         assert_eq!(t.skills, ["review", "rust"]);
@@ -477,6 +495,30 @@ mod tests {
         );
         let t = s.task(b).unwrap().unwrap();
         assert_eq!((t.state.as_str(), t.owner, t.nudges), ("open", None, 0));
+
+        // Given at once: assigned, with its message, in one transaction.
+        let given = NewTask {
+            owner: Some("dev3".into()),
+            ..new("third", vec![])
+        };
+        let tell: Tell = Box::new(|id| ("pm".into(), "dev3".into(), format!("task #{id} for you")));
+        let c = s.add_task(given, Some(tell)).unwrap();
+        let t = s.task(c).unwrap().unwrap();
+        assert_eq!(
+            (t.state.as_str(), t.owner.as_deref()),
+            ("assigned", Some("dev3"))
+        );
+        assert_eq!(
+            s.next_queued("dev3").unwrap().unwrap().body,
+            format!("task #{c} for you")
+        );
+        let states: Vec<String> = s
+            .task_events(c)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.state)
+            .collect();
+        assert_eq!(states, ["open", "assigned"]);
         drop(s);
         let _ = std::fs::remove_dir_all(dir);
     }

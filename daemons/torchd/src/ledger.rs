@@ -16,7 +16,7 @@ use std::sync::Arc;
 use torch_api::{Task, TaskChange, TaskSpec};
 use torch_core::definition::check_skill;
 use torch_core::validate_message;
-use torch_store::{Change, NewTask};
+use torch_store::{NewTask, Tell};
 
 use crate::access::{self, may_control, Kind};
 use crate::error::HubError;
@@ -125,30 +125,20 @@ pub async fn add(
         }
         has_skills(&fleet, &assign, &new.skills)?;
     }
-    let (title, body, skills) = (new.title.clone(), new.body.clone(), new.skills.clone());
-    let id = torch_store::call(&store, move |s| s.add_task(new)).await?;
+    let tell: Option<Tell> = (!assign.is_empty()).then(|| {
+        let (from, to) = (requester.to_string(), assign.clone());
+        let (title, body, skills) = (new.title.clone(), new.body.clone(), new.skills.clone());
+        Box::new(move |id: i64| {
+            let text = assignment(id, &from, &title, &body, &skills);
+            (from, to, text)
+        }) as Tell
+    });
+    let mut new = new;
+    new.owner = (!assign.is_empty()).then(|| assign.clone());
+    let id = torch_store::call(&store, move |s| s.add_task(new, tell)).await?;
     hub.ledger_changed.notify_one();
     if !assign.is_empty() {
-        let text = assignment(id, requester, &title, &body, &skills);
-        let (requester, holder) = (requester.to_string(), assign.clone());
-        let given = torch_store::call(&store, move |s| {
-            s.change_task(
-                id,
-                Change {
-                    from: &["open"],
-                    to: "assigned",
-                    owner: Some(&assign),
-                    actor: &requester,
-                    note: "",
-                    report: Some((&requester, &assign, text)),
-                    ..Default::default()
-                },
-            )
-        })
-        .await?;
-        if given {
-            hub.courier.kick(&holder);
-        }
+        hub.courier.kick(&assign);
     }
     Ok(id)
 }
