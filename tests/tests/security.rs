@@ -308,6 +308,17 @@ fn an_agent_cannot_go_around_the_hub() -> Result<()> {
         Ok(())
     })?;
 
+    // Tracing another agent's program: the unit's system call filter
+    // refuses ptrace (x86_64: call 101, PTRACE_ATTACH 16), though both run
+    // as the same user.
+    let victim = sb.pane_pid("dev1")?;
+    let attach = format!(
+        "perl -e 'syscall(101, 16, {}, 0, 0) == -1 or exit 0; print \"$!\\n\"; exit 1'",
+        victim.trim()
+    );
+    let (ok, out) = in_pane(&sb, "mole", 6, &attach)?;
+    ensure!(!ok && out.contains("Operation not permitted"), "{out}");
+
     // Outside an agent's unit only root speaks as an agent: an operator's
     // shell (the torch group) claiming pm1 is refused, as itself it is the
     // operator.
