@@ -83,6 +83,25 @@ fn audit(caller: &Caller, method: &str, outcome: &str) {
     );
 }
 
+/// The spec of a `Spawn` or `SpawnWithEnv` call: their fields, by the
+/// order of their arguments (name, role, parent, workdir, profile,
+/// requester), and the defaults of the rest.
+fn spec_of(
+    [name, role, parent, workdir, profile, requester]: [&str; 6],
+    command: Vec<String>,
+) -> SpawnSpec {
+    SpawnSpec {
+        name: name.to_string(),
+        role: role.to_string(),
+        parent: parent.to_string(),
+        workdir: workdir.to_string(),
+        profile: profile.to_string(),
+        command,
+        requester: requester.to_string(),
+        ..SpawnSpec::default()
+    }
+}
+
 /// `req` with the environment file's text `env` ("" for none), or the
 /// reason that text is refused, which the spawn reports after its audit.
 fn with_env(mut req: SpawnRequest, env: &str) -> (SpawnRequest, Option<String>) {
@@ -229,16 +248,7 @@ impl ManagerService for Manager {
         brief: &str,
         requester: &str,
     ) -> fdo::Result<String> {
-        let spec = SpawnSpec {
-            name: name.to_string(),
-            role: role.to_string(),
-            parent: parent.to_string(),
-            workdir: workdir.to_string(),
-            profile: profile.to_string(),
-            command,
-            requester: requester.to_string(),
-            ..SpawnSpec::default()
-        };
+        let spec = spec_of([name, role, parent, workdir, profile, requester], command);
         self.spawn_as(caller, "Spawn", spec.into(), brief.to_string(), None)
             .await
     }
@@ -256,16 +266,7 @@ impl ManagerService for Manager {
         requester: &str,
         env: &str,
     ) -> fdo::Result<String> {
-        let spec = SpawnSpec {
-            name: name.to_string(),
-            role: role.to_string(),
-            parent: parent.to_string(),
-            workdir: workdir.to_string(),
-            profile: profile.to_string(),
-            command,
-            requester: requester.to_string(),
-            ..SpawnSpec::default()
-        };
+        let spec = spec_of([name, role, parent, workdir, profile, requester], command);
         let (req, bad) = with_env(spec.into(), env);
         self.spawn_as(caller, "SpawnWithEnv", req, brief.to_string(), bad)
             .await
