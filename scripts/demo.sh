@@ -31,13 +31,14 @@ sb systemctl start torch.service
 sb systemctl --no-pager status torch.service | sed -n '1,7p' || true
 
 step "spawn a fleet through the hub (torch spawn = definition + StartUnit over D-Bus)"
-sb mkdir -p /srv/shop
+# A project the agents share through their group (docs/security.md).
+sb install -d -g torch-agent -m 2770 /srv/shop
 printf 'You are the project manager of the shop.\nSplit the work and report to the orchestrator.\n' > "$SDH_ROOT/tmp/brief.txt"
 spawn() { # name role parent [brief]
   local args=(spawn "$1" --role "$2" --workdir /srv/shop)
   [ -z "$3" ] || args+=(--parent "$3")
   [ -z "${4:-}" ] || args+=(--brief "$4")
-  sb torch "${args[@]}" -- /usr/local/bin/torch-test-agent echo --record "/var/lib/torch-agent/$1.jsonl"
+  sb torch "${args[@]}" -- /usr/local/bin/torch-test-agent echo --record "/var/lib/torch-agent/$1/record.jsonl"
 }
 spawn orchestrator orchestrator ""
 spawn pm-shop project-manager orchestrator /tmp/brief.txt
@@ -72,7 +73,7 @@ step "the journal: journalctl TORCH_AGENT=dev-shop (agent output + supervisor)"
 sb journalctl --no-pager -o short TORCH_AGENT=dev-shop | tail -12
 
 step "a crash is noticed and restarted by systemd"
-pid=$(sb pgrep -o -f '^/usr/local/bin/torch-test-agent echo --record /var/lib/torch-agent/dev-shop.jsonl')
+pid=$(sb pgrep -o -f '^/usr/local/bin/torch-test-agent echo --record /var/lib/torch-agent/dev-shop/record.jsonl')
 sb kill -KILL "$pid"
 for _ in $(seq 100); do
   n=$(sb systemctl show -P NRestarts torch-agent@dev-shop.service)

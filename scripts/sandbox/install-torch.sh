@@ -30,6 +30,7 @@ install -d "$R/etc/torch/agents"
   install -D -m644 "$TOP/dist/$f" "$R/$f"
 done
 "$SDH_EXEC" systemd-sysusers /usr/lib/sysusers.d/torch.conf
+"$SDH_EXEC" systemd-tmpfiles --create /usr/lib/tmpfiles.d/torch.conf
 # dbus-daemon reads the new policy file on ReloadConfig.
 "$SDH_EXEC" busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
 # Units in /etc, over any the host's root (the sandbox's lower layer) has.

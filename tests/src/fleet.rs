@@ -28,11 +28,11 @@ pub fn boot_hub(label: &str, config: &str) -> Result<Sandbox> {
     Ok(sb)
 }
 
-/// Where an echo agent named `name` records its messages: the agents' state
-/// directory, which the unprivileged agent user may write (its /tmp is
-/// private).
+/// Where an echo agent named `name` records its messages: its home, which
+/// its own user may write (its /tmp is private).
 pub fn record_path(name: &str) -> String {
-    format!("/var/lib/torch-agent/{name}.jsonl")
+    let instance = torch_core::AgentName::parse(name).map_or(name.to_string(), |n| n.instance());
+    format!("/var/lib/torch-agent/{instance}/record.jsonl")
 }
 
 /// The messages in an echo agent's record file (one JSON string a line).
@@ -89,7 +89,7 @@ impl Sandbox {
         self.define_agent(
             name,
             &format!(
-                "command = [\"{TEST_AGENT}\", \"echo\", \"--record\", \"{}\"]\nready_pattern = \"echo> \"\n",
+                "command = [\"{TEST_AGENT}\", \"echo\", \"--record\", '{}']\nready_pattern = \"echo> \"\n",
                 record_path(name)
             ),
         )

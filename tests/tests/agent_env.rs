@@ -16,8 +16,8 @@ const ENV_FILE: &str = "# the agent's API key\nSECRET_TOKEN=s3cr3t value\nODD=a\
 /// it, then waits; `.seen` last, as the sign it is done.
 fn command(name: &str) -> String {
     format!(
-        "printf %s \"$ODD\" > /var/lib/torch-agent/{name}.odd; \
-         printf %s \"$SECRET_TOKEN\" > /var/lib/torch-agent/{name}.seen; exec sleep infinity"
+        "printf %s \"$ODD\" > /var/lib/torch-agent/{name}/odd; \
+         printf %s \"$SECRET_TOKEN\" > /var/lib/torch-agent/{name}/seen; exec sleep infinity"
     )
 }
 
@@ -32,13 +32,13 @@ fn sandbox() -> Result<Sandbox> {
 
 /// Waits for the program of `name` to report, and checks what it saw.
 fn program_saw_the_variables(sb: &Sandbox, name: &str) -> Result<()> {
-    let seen = format!("/var/lib/torch-agent/{name}.seen");
+    let seen = format!("/var/lib/torch-agent/{name}/seen");
     wait_until("the program to run", Duration::from_secs(20), || {
         Ok(sb.exec(&["test", "-s", &seen])?.status.success())
     })?;
     let got = String::from_utf8(sb.read_file(&seen)?)?;
     ensure!(got == SECRET, "the program saw SECRET_TOKEN={got:?}");
-    let odd = String::from_utf8(sb.read_file(&format!("/var/lib/torch-agent/{name}.odd"))?)?;
+    let odd = String::from_utf8(sb.read_file(&format!("/var/lib/torch-agent/{name}/odd"))?)?;
     ensure!(odd == ODD, "the program saw ODD={odd:?}, not {ODD:?}");
     Ok(())
 }

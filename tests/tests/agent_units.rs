@@ -38,7 +38,7 @@ fn start_stop_restart_and_fleet_target() -> Result<()> {
     // The pane's program knows who it is.
     let pid = sb.unit_property(unit, "MainPID")?;
     let env = sb.sh(
-        "for p in $(pgrep -f '^/usr/local/bin/torch-test-agent echo --record /var/lib/torch-agent/e1.jsonl'); do tr '\\0' '\\n' < /proc/$p/environ; done",
+        "for p in $(pgrep -f '^/usr/local/bin/torch-test-agent echo --record /var/lib/torch-agent/e1/record.jsonl'); do tr '\\0' '\\n' < /proc/$p/environ; done",
     )?;
     ensure!(
         env.contains("TORCH_AGENT=e1") && env.contains("TORCH_ROLE=engineer"),
@@ -48,7 +48,13 @@ fn start_stop_restart_and_fleet_target() -> Result<()> {
     // Agents run unprivileged, in a sandbox: not as root, /usr read-only.
     let agent_pid = sb.pane_pid("e1")?;
     let user = sb.run(&["ps", "-o", "user=", "-p", agent_pid.trim()])?;
-    ensure!(user.trim() == "torch-agent", "the agent runs as {user}");
+    ensure!(user.trim() == "ta-e1", "the agent runs as {user}");
+    // Each agent its own user, its home its own.
+    let other = sb.pane_pid("e2")?;
+    let other_user = sb.run(&["ps", "-o", "user=", "-p", other.trim()])?;
+    ensure!(other_user.trim() == "ta-e2", "e2 runs as {other_user}");
+    let home = sb.run(&["stat", "-c", "%U %a", "/var/lib/torch-agent/e1"])?;
+    ensure!(home.trim() == "ta-e1 700", "e1's home: {home}");
     let root_dir = sb.run(&[
         "sh",
         "-c",
@@ -431,12 +437,12 @@ fn slow_prompts_and_swallowed_submits_are_handled() -> Result<()> {
     let sb = sandbox("slow")?;
     sb.define_agent(
         "s1",
-        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/var/lib/torch-agent/s1.jsonl\", \"--startup\", \"2\", \"--swallow-enter-ms\", \"300\"]\nready_pattern = \"slow> \"\n"),
+        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/var/lib/torch-agent/s1/record.jsonl\", \"--startup\", \"2\", \"--swallow-enter-ms\", \"300\"]\nready_pattern = \"slow> \"\n"),
     )?;
     // No ready_pattern: the first paste is thrown away and must be repeated.
     sb.define_agent(
         "s2",
-        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/var/lib/torch-agent/s2.jsonl\", \"--startup\", \"1\"]\n"),
+        &format!("command = [\"{TEST_AGENT}\", \"slow\", \"--record\", \"/var/lib/torch-agent/s2/record.jsonl\", \"--startup\", \"1\"]\n"),
     )?;
     sb.torch(&["start", "s1"])?;
     sb.torch(&["start", "s2"])?;
@@ -466,16 +472,16 @@ fn unusual_names_use_systemd_escaping() -> Result<()> {
     let (ok, out) = sb.torch_status(&["start", "../etc"])?;
     ensure!(!ok && out.contains("contains '/'"), "{out}");
 
-    // The longest name accepted runs: its control socket's path is as long
-    // as a unix socket's may be.
-    let longest = format!("{}abcde", "数".repeat(6));
+    // The longest name accepted runs: its user's name is as long as
+    // useradd takes.
+    let longest = format!("{}abcde", "数".repeat(2));
     sb.define_echo_agent(&longest)?;
     sb.torch(&["start", &longest])?;
     sb.torch(&["send", "--direct", &longest, "你好"])?;
     ensure!(sb.records(&longest)? == ["你好"]);
     // One letter more is refused with the reason, before systemd sees it.
-    let (ok, out) = sb.torch_status(&["start", &"数".repeat(7)])?;
-    ensure!(!ok && out.contains("the limit is 77"), "{out}");
+    let (ok, out) = sb.torch_status(&["start", &"数".repeat(3)])?;
+    ensure!(!ok && out.contains("the limit is 29"), "{out}");
     Ok(())
 }
 
@@ -484,14 +490,14 @@ fn one_word_commands_run_as_themselves() -> Result<()> {
     let sb = sandbox("oneword")?;
     // The agents' user logs in with /usr/sbin/nologin; a one-word command
     // must not go through it, and a path with a space must stay one word.
-    let shell = sb.run(&["getent", "passwd", "torch-agent"])?;
-    ensure!(shell.trim_end().ends_with("nologin"), "{shell}");
     sb.run(&["ln", "-s", "/bin/bash", "/usr/local/bin/my shell"])?;
     sb.define_agent(
         "solo",
         "command = [\"/usr/local/bin/my shell\"]\nprofile = \"shell\"\n",
     )?;
     sb.torch(&["start", "solo"])?;
+    let shell = sb.run(&["getent", "passwd", "ta-solo"])?;
+    ensure!(shell.trim_end().ends_with("nologin"), "{shell}");
     let unit = "torch-agent@solo.service";
     ensure!(sb.unit_property(unit, "NRestarts")? == "0");
     let pid = sb.pane_pid("solo")?;
@@ -501,7 +507,7 @@ fn one_word_commands_run_as_themselves() -> Result<()> {
         "the pane runs {comm:?}, not the program"
     );
 
-    let out = "/var/lib/torch-agent/solo.out";
+    let out = "/var/lib/torch-agent/solo/out";
     sb.torch(&[
         "send",
         "--direct",

@@ -49,11 +49,11 @@ fn fleet_with(
     Ok(Some((sb, llm, claude)))
 }
 
-/// Makes `dir` a fresh project directory of the agents' user (untrusted by Claude until
-/// Torch prepares it).
+/// Makes `dir` a fresh project directory the agents share through their group (untrusted
+/// by Claude until Torch prepares it).
 fn workdir(sb: &Sandbox, dir: &str) -> Result<()> {
-    sb.run(&["mkdir", "-p", dir])?;
-    sb.run(&["chown", "torch-agent:torch-agent", dir]).map(drop)
+    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", dir])
+        .map(drop)
 }
 
 /// Spawns a claude orchestrator through the hub with a one-word command (the binary's

@@ -52,7 +52,7 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
         torch_tests::fleet::TEST_AGENT,
         "echo",
         "--record",
-        "/var/lib/torch-agent/pm.jsonl",
+        "/var/lib/torch-agent/pm/record.jsonl",
     ])?;
     sb.spawn_echo("dev", "developer", Some("pm"))?;
     sb.spawn_echo("qa", "qa", Some("pm"))?;
@@ -131,12 +131,12 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The agents' user outside any agent's unit (a process that escaped it)
+    // An agent's user outside any agent's unit (a process that escaped it)
     // cannot pick a name, not even the operator's.
     let out = sb.exec(&[
         "runuser",
         "-u",
-        "torch-agent",
+        "ta-dev",
         "--",
         "env",
         "TORCH_AGENT=operator",
@@ -167,7 +167,7 @@ fn hierarchy_policy_briefs_and_retire() -> Result<()> {
             torch_tests::fleet::TEST_AGENT,
             "echo",
             "--record",
-            "/var/lib/torch-agent/helper.jsonl",
+            "/var/lib/torch-agent/helper/record.jsonl",
         ],
     )?;
     ensure!(ok, "{out}");
@@ -481,7 +481,7 @@ fn messages_wait_while_the_agent_is_busy() -> Result<()> {
         torch_tests::fleet::TEST_AGENT,
         "slow",
         "--record",
-        "/var/lib/torch-agent/slow.jsonl",
+        "/var/lib/torch-agent/slow/record.jsonl",
         "--startup",
         "4",
     ])?;

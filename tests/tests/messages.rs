@@ -114,7 +114,7 @@ fn a_shell_agent_runs_the_command_it_is_sent() -> Result<()> {
         "bash",
         "-i",
     ])?;
-    let file = "/var/lib/torch-agent/ran.txt";
+    let file = "/var/lib/torch-agent/box/ran.txt";
     let (ok, out) = sb.torch_status(&["send", "--wait", "box", &format!("echo ran > {file}")])?;
     ensure!(ok, "{out}");
     // With a header in front, bash would still create the file (the
@@ -125,7 +125,7 @@ fn a_shell_agent_runs_the_command_it_is_sent() -> Result<()> {
         || Ok(sb.read_file(file).is_ok_and(|b| b == b"ran\n")),
     )?;
     // A check-in's note arrives as bare as a message.
-    let checked = "/var/lib/torch-agent/checked.txt";
+    let checked = "/var/lib/torch-agent/box/checked.txt";
     sb.torch(&[
         "schedule",
         "box",

@@ -74,7 +74,7 @@ fn deb_installs_upgrades_removes_and_purges() -> Result<()> {
         "/usr/local/bin/torch-test-agent",
         "echo",
         "--record",
-        "/var/lib/torch-agent/e1.jsonl",
+        "/var/lib/torch-agent/e1/record.jsonl",
     ])?;
     sb.torch(&["send", "--wait", "e1", "before the upgrade"])?;
     sb.torch(&[
@@ -108,7 +108,7 @@ fn deb_installs_upgrades_removes_and_purges() -> Result<()> {
         Duration::from_secs(20),
         || {
             Ok(
-                String::from_utf8_lossy(&sb.read_file("/var/lib/torch-agent/e1.jsonl")?)
+                String::from_utf8_lossy(&sb.read_file("/var/lib/torch-agent/e1/record.jsonl")?)
                     .contains("queued across the upgrade"),
             )
         },

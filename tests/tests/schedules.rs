@@ -483,19 +483,34 @@ fn git_args<'a>(repo: &'a str, args: &[&'a str]) -> Vec<&'a str> {
 fn autocommit_commits_work_in_progress_and_respects_protection() -> Result<()> {
     let sb = Sandbox::boot("autocommit")?;
     sb.install_torch()?;
+    // The users of the agents as their first start makes them (`fresh`
+    // never started: it has none).
+    sb.systemctl(&[
+        "start",
+        "torch-agent-user@dev.service",
+        "torch-agent-user@ops.service",
+    ])?;
     sb.sh("set -e
-         for p in proj prot optout; do mkdir -p /srv/$p; done
-         cd /srv/proj && git init -q -b feature && echo one > a.txt
+         for p in proj prot optout fresh; do mkdir -p /srv/$p; done
+         cd /srv/fresh && git init -q -b feature && echo one > f.txt
+         cd /srv/proj && git init -q --shared=group -b feature && echo one > a.txt
          cd /srv/prot && git init -q -b main && echo one > x.txt
          cd /srv/optout && git init -q -b feature && echo one > y.txt
-         chown -R torch-agent:torch-agent /srv/proj /srv/prot /srv/optout")?;
+         # shared through the agents' group, as docs/security.md says
+         chgrp -R torch-agent /srv/proj && chmod -R g+rwX /srv/proj
+         find /srv/proj -type d -exec chmod g+s {} +
+         chown -R ta-ops /srv/prot")?;
     let agent = |name: &str, dir: &str, extra: &str| {
-        sb.define_agent(name, &format!("command = [\"{}\", \"echo\", \"--record\", \"/var/lib/torch-agent/{name}.jsonl\"]\nworkdir = \"{dir}\"\n{extra}", torch_tests::fleet::TEST_AGENT))
+        sb.define_agent(name, &format!("command = [\"{}\", \"echo\", \"--record\", \"/var/lib/torch-agent/{name}/record.jsonl\"]\nworkdir = \"{dir}\"\n{extra}", torch_tests::fleet::TEST_AGENT))
     };
     agent("dev", "/srv/proj", "")?;
     agent("ops", "/srv/prot", "")?;
     agent("careful", "/srv/optout", "autocommit = false\n")?;
+    agent("fresh", "/srv/fresh", "")?;
     sb.systemctl(&["start", "torch-autocommit.service"])?;
+    // Git ran as the agent's own user.
+    let owner = sb.run(&["stat", "-c", "%U", "/srv/proj/.git/index"])?;
+    ensure!(owner.trim() == "ta-dev", "the index belongs to {owner}");
     let head = sb.run(&git_args(
         "/srv/proj",
         &["log", "-1", "--format=%an <%ae>|%s"],
@@ -525,6 +540,10 @@ fn autocommit_commits_work_in_progress_and_respects_protection() -> Result<()> {
     );
     ensure!(j.contains("/srv/optout: skipped: careful opted out"), "{j}");
     ensure!(j.contains("/srv/proj: committed"), "{j}");
+    ensure!(
+        j.contains("/srv/fresh: skipped: its agent has no user yet"),
+        "{j}"
+    );
 
     // Nothing new: no commit. A merge in progress: left alone.
     sb.systemctl(&["start", "torch-autocommit.service"])?;

@@ -235,26 +235,109 @@ fn in_pane(sb: &Sandbox, agent: &str, n: u32, script: &str) -> Result<(bool, Str
     Ok((said.trim_end().ends_with("exit 0"), said))
 }
 
-#[test]
-fn an_agent_cannot_go_around_the_hub() -> Result<()> {
-    let sb = fleet("sec-around")?;
-    // `mole` runs a shell, so what it is told runs as it, in its unit.
-    sb.run(&["install", "-d", "-o", "torch-agent", "/srv/mole"])?;
+/// Spawns `name`, an engineer under pm2 running a shell, in its own
+/// project directory `/srv/NAME`, shared through the agents' group.
+fn spawn_shell(sb: &Sandbox, name: &str) -> Result<()> {
+    let dir = format!("/srv/{name}");
+    shared_dir(sb, &dir)?;
     sb.torch(&[
         "spawn",
-        "mole",
+        name,
         "--role",
         "engineer",
         "--parent",
         "pm2",
         "--workdir",
-        "/srv/mole",
+        &dir,
         "--profile",
         "shell",
         "--",
         "bash",
         "--norc",
-    ])?;
+    ])
+    .map(drop)
+}
+
+/// A project directory agents share, made as docs/security.md says.
+fn shared_dir(sb: &Sandbox, dir: &str) -> Result<()> {
+    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", dir])
+        .map(drop)
+}
+
+#[test]
+fn an_agent_cannot_reach_another_below_the_hub() -> Result<()> {
+    let sb = fleet("sec-uids")?;
+    spawn_shell(&sb, "mole")?;
+    spawn_shell(&sb, "pal")?;
+    sb.torch(&["send", "--wait", "dev1", "SECRET for dev1 only"])?;
+    let (ok, out) = in_pane(&sb, "mole", 1, "id -un")?;
+    ensure!(ok && out.starts_with("ta-mole\n"), "{out}");
+
+    // Another agent's tmux server: neither its screen nor its keyboard.
+    let sock = "/run/torch-agent/dev1/tmux.sock";
+    let (_, out) = in_pane(
+        &sb,
+        "mole",
+        2,
+        &format!("tmux -S {sock} capture-pane -p -t dev1"),
+    )?;
+    ensure!(
+        !out.contains("SECRET") && out.contains("Permission denied"),
+        "{out}"
+    );
+    let (_, out) = in_pane(
+        &sb,
+        "mole",
+        3,
+        &format!("tmux -S {sock} send-keys -t dev1 -l 'typed by mole' \\; send-keys Enter"),
+    )?;
+    ensure!(out.contains("Permission denied"), "{out}");
+    // Its files: the homes are their users' alone, and not even listed.
+    let (ok, out) = in_pane(&sb, "mole", 4, "cat /var/lib/torch-agent/dev1/record.jsonl")?;
+    ensure!(
+        !ok && out.contains("Permission denied") && !out.contains("SECRET"),
+        "{out}"
+    );
+    let (ok, out) = in_pane(&sb, "mole", 5, "ls /var/lib/torch-agent")?;
+    ensure!(!ok && out.contains("Permission denied"), "{out}");
+    let (ok, out) = in_pane(&sb, "mole", 6, "echo x > /var/lib/torch-agent/pal/planted")?;
+    ensure!(!ok && out.contains("Permission denied"), "{out}");
+    // Its processes: no signal, no /proc entry.
+    let victim = sb.pane_pid("dev1")?;
+    let victim = victim.trim();
+    let (ok, out) = in_pane(&sb, "mole", 7, &format!("kill -TERM {victim}"))?;
+    ensure!(!ok && out.contains("Operation not permitted"), "{out}");
+    let (ok, out) = in_pane(&sb, "mole", 8, &format!("cat /proc/{victim}/environ"))?;
+    ensure!(!ok && out.contains("No such file"), "{out}");
+    ensure!(
+        sb.pane_pid("dev1")?.trim() == victim,
+        "dev1's program changed"
+    );
+    ensure!(!sb
+        .records("dev1")?
+        .iter()
+        .any(|r| r.contains("typed by mole")));
+
+    // A project directory shared through the group: both write each
+    // other's files.
+    shared_dir(&sb, "/srv/shared")?;
+    let notes = "/srv/shared/notes.txt";
+    let (ok, out) = in_pane(&sb, "mole", 9, &format!("echo from mole > {notes}"))?;
+    ensure!(ok, "{out}");
+    let (ok, out) = in_pane(&sb, "pal", 1, &format!("echo from pal >> {notes}"))?;
+    ensure!(ok, "{out}");
+    let (ok, out) = in_pane(&sb, "mole", 10, &format!("echo again from mole >> {notes}"))?;
+    ensure!(ok, "{out}");
+    let text = String::from_utf8(sb.read_file(notes)?)?;
+    ensure!(text == "from mole\nfrom pal\nagain from mole\n", "{text:?}");
+    Ok(())
+}
+
+#[test]
+fn an_agent_cannot_go_around_the_hub() -> Result<()> {
+    let sb = fleet("sec-around")?;
+    // `mole` runs a shell, so what it is told runs as it, in its unit.
+    spawn_shell(&sb, "mole")?;
 
     // The supervisors' control sockets answer root and the hub only.
     let (ok, out) = in_pane(
@@ -309,8 +392,8 @@ fn an_agent_cannot_go_around_the_hub() -> Result<()> {
     })?;
 
     // Tracing another agent's program: the unit's system call filter
-    // refuses ptrace (x86_64: call 101, PTRACE_ATTACH 16), though both run
-    // as the same user.
+    // refuses ptrace (x86_64: call 101, PTRACE_ATTACH 16), whatever the
+    // users.
     let victim = sb.pane_pid("dev1")?;
     let attach = format!(
         "perl -e 'syscall(101, 16, {}, 0, 0) == -1 or exit 0; print \"$!\\n\"; exit 1'",

@@ -7,6 +7,10 @@
 //! skipped while a merge, rebase, cherry-pick or revert is in progress or
 //! when an agent opted out; authored as the agent. One line per project
 //! goes to the journal.
+//!
+//! Run by root (the timer's unit), git runs as the first agent's own user
+//! (`ta-NAME`), with that user's groups: the work is that agent's, and a
+//! repository's configuration and hooks then run with its rights only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,9 +29,44 @@ pub struct Project {
     pub agents: Vec<(String, bool)>,
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
+/// Who git runs as: the caller, or (when the caller is root) an agent's user.
+enum RunAs {
+    Caller,
+    Agent(String),
+}
+
+impl RunAs {
+    /// As the first agent of `p`, when root; `None` when that agent has no
+    /// user yet (it never started).
+    fn for_project(p: &Project) -> Option<RunAs> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return Some(RunAs::Caller);
+        }
+        let name = torch_core::AgentName::parse(&p.agents.first()?.0).ok()?;
+        let user = paths::agent_user(&name);
+        matches!(nix::unistd::User::from_name(&user), Ok(Some(_))).then_some(RunAs::Agent(user))
+    }
+
+    fn command(&self) -> Command {
+        match self {
+            RunAs::Caller => Command::new("git"),
+            RunAs::Agent(user) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={user}"))
+                    .arg(format!("--regid={user}"))
+                    .args(["--init-groups", "--reset-env", "--", "git"]);
+                cmd
+            }
+        }
+    }
+}
+
+fn git(run_as: &RunAs, dir: &Path, args: &[&str]) -> Result<String> {
+    // Projects shared through a group hold files of several users; git's
+    // check of the repository's owner is what the group is there to pass.
+    let out = run_as
+        .command()
+        .args(["-c", "safe.directory=*", "-C"])
         .arg(dir)
         .args(args)
         .output()
@@ -75,7 +114,11 @@ fn commit_project(p: &Project, config: &Config, dry_run: bool) -> Result<String>
     if let Some((who, _)) = p.agents.iter().find(|(_, on)| !on) {
         return Ok(format!("skipped: {who} opted out (autocommit = false)"));
     }
-    let Ok(branch) = git(&p.root, &["symbolic-ref", "--quiet", "--short", "HEAD"]) else {
+    let Some(run_as) = RunAs::for_project(p) else {
+        return Ok("skipped: its agent has no user yet (it never started)".into());
+    };
+    let git = |args: &[&str]| git(&run_as, &p.root, args);
+    let Ok(branch) = git(&["symbolic-ref", "--quiet", "--short", "HEAD"]) else {
         return Ok("skipped: HEAD is detached".into());
     };
     if config.autocommit.protects(&branch) {
@@ -83,7 +126,7 @@ fn commit_project(p: &Project, config: &Config, dry_run: bool) -> Result<String>
             "skipped: branch {branch} is protected (autocommit.protected_branches in torch.toml)"
         ));
     }
-    let git_dir = PathBuf::from(git(&p.root, &["rev-parse", "--absolute-git-dir"])?);
+    let git_dir = PathBuf::from(git(&["rev-parse", "--absolute-git-dir"])?);
     for (marker, what) in [
         ("MERGE_HEAD", "a merge"),
         ("rebase-merge", "a rebase"),
@@ -95,7 +138,7 @@ fn commit_project(p: &Project, config: &Config, dry_run: bool) -> Result<String>
             return Ok(format!("skipped on {branch}: {what} is in progress"));
         }
     }
-    if git(&p.root, &["status", "--porcelain"])?.is_empty() {
+    if git(&["status", "--porcelain"])?.is_empty() {
         return Ok(format!("nothing to commit on {branch}"));
     }
     let names: Vec<&str> = p.agents.iter().map(|(n, _)| n.as_str()).collect();
@@ -103,27 +146,24 @@ fn commit_project(p: &Project, config: &Config, dry_run: bool) -> Result<String>
     if dry_run {
         return Ok(format!("would commit on {branch} as {author}"));
     }
-    git(&p.root, &["add", "--all"])?;
+    git(&["add", "--all"])?;
     let message = format!(
         "torch: work in progress ({})\n\nAutomatic commit by torch-autocommit.timer; nothing was pushed.",
         names.join(", ")
     );
-    git(
-        &p.root,
-        &[
-            "-c",
-            "user.name=Torch autocommit",
-            "-c",
-            "user.email=torch@localhost",
-            "commit",
-            "--quiet",
-            "--author",
-            &author,
-            "-m",
-            &message,
-        ],
-    )?;
-    let head = git(&p.root, &["rev-parse", "--short", "HEAD"])?;
+    git(&[
+        "-c",
+        "user.name=Torch autocommit",
+        "-c",
+        "user.email=torch@localhost",
+        "commit",
+        "--quiet",
+        "--author",
+        &author,
+        "-m",
+        &message,
+    ])?;
+    let head = git(&["rev-parse", "--short", "HEAD"])?;
     Ok(format!("committed {head} on {branch} as {}", names[0]))
 }
 

@@ -9,13 +9,16 @@
 
 use std::fmt;
 
-/// The longest agent name we accept, in characters.
-pub const MAX_NAME_CHARS: usize = 64;
-
 /// The longest unit instance (the name escaped the systemd way) we accept,
-/// in bytes: `/run/torch-agent/INSTANCE/control.sock` must fit in a unix
-/// socket address (107 bytes and a NUL).
-pub const MAX_INSTANCE_BYTES: usize = 107 - "/run/torch-agent/".len() - "/control.sock".len();
+/// in bytes: each agent runs as its own system user, named `ta-INSTANCE`
+/// (see [`crate::paths::agent_user`]), and `useradd` takes user names of at
+/// most 32 bytes. (Its sockets' paths, `/run/torch-agent/INSTANCE/...`,
+/// would allow 77.)
+pub const MAX_INSTANCE_BYTES: usize = 32 - crate::paths::AGENT_USER_PREFIX.len();
+
+/// The longest agent name we accept, in characters: a plain name is its own
+/// instance.
+pub const MAX_NAME_CHARS: usize = MAX_INSTANCE_BYTES;
 
 /// Names with a meaning of their own in Torch's CLI and messaging.
 const RESERVED: &[&str] = &["self", "operator", "all", "torch", "hub"];
@@ -30,7 +33,7 @@ pub enum NameError {
     #[error("agent name is {0} characters long; the limit is {MAX_NAME_CHARS}")]
     TooLong(usize),
     /// The name is too long once escaped for systemd.
-    #[error("agent name {name:?} takes {len} bytes in its unit name (each byte of a non-ASCII letter is written \\xNN there); the limit is {MAX_INSTANCE_BYTES}, so that its sockets' paths fit; choose a shorter name")]
+    #[error("agent name {name:?} takes {len} bytes in its unit name (each byte of a non-ASCII letter is written \\xNN there); the limit is {MAX_INSTANCE_BYTES}, as it also names the agent's system user; choose a shorter name")]
     TooLongEscaped {
         /// The refused name.
         name: String,
@@ -221,29 +224,28 @@ mod tests {
             Err(NameError::Reserved(_))
         ));
         assert!(matches!(
-            AgentName::parse(&"a".repeat(65)),
-            Err(NameError::TooLong(65))
+            AgentName::parse(&"a".repeat(30)),
+            Err(NameError::TooLong(30))
         ));
-        assert!(AgentName::parse(&"a".repeat(64)).is_ok());
+        assert!(AgentName::parse(&"a".repeat(29)).is_ok());
     }
 
     #[test]
-    fn names_whose_socket_paths_would_not_fit_are_refused() {
-        assert_eq!(MAX_INSTANCE_BYTES, 77);
+    fn names_whose_user_names_would_not_fit_are_refused() {
+        assert_eq!(MAX_INSTANCE_BYTES, 29);
         // Each CJK letter is 3 bytes, 12 once escaped.
-        let longest = format!("{}abcde", "数".repeat(6));
+        let longest = format!("{}abcde", "数".repeat(2));
         let name = AgentName::parse(&longest).unwrap();
-        let sock = format!("/run/torch-agent/{}/control.sock", name.instance());
-        assert_eq!(sock.len(), 107);
-        let e = AgentName::parse(&"数".repeat(7)).unwrap_err();
+        assert_eq!(crate::paths::agent_user(&name).len(), 32);
+        let e = AgentName::parse(&"数".repeat(3)).unwrap_err();
         assert_eq!(
             e,
             NameError::TooLongEscaped {
-                name: "数".repeat(7),
-                len: 84
+                name: "数".repeat(3),
+                len: 36
             }
         );
-        assert!(e.to_string().contains("the limit is 77"), "{e}");
+        assert!(e.to_string().contains("the limit is 29"), "{e}");
     }
 
     #[test]

@@ -38,23 +38,35 @@ pub fn agent_runtime_dir(name: &AgentName) -> PathBuf {
     runtime_base().join(name.instance())
 }
 
-/// The agents' state directory (`StateDirectory=torch-agent`), used when
-/// systemd did not pass `$STATE_DIRECTORY`.
-pub fn agent_state_base() -> PathBuf {
-    PathBuf::from("/var/lib/torch-agent")
+/// The parent of every agent's home (`StateDirectory=torch-agent/%i`).
+pub const AGENT_HOMES: &str = "/var/lib/torch-agent";
+
+/// What every agent's own system user is named by: `ta-` and the unit
+/// instance (`User=ta-%i` in the unit).
+pub const AGENT_USER_PREFIX: &str = "ta-";
+
+/// The system user agent `name` runs as, made by `torch-agent-user@.service`
+/// before its unit starts.
+pub fn agent_user(name: &AgentName) -> String {
+    format!("{AGENT_USER_PREFIX}{}", name.instance())
 }
 
-/// The agents' state directory as the supervisor sees it: the first of
-/// systemd's `$STATE_DIRECTORY`, else [`agent_state_base`].
-pub fn agent_state_dir() -> PathBuf {
+/// The agent's home and state directory, its user's alone (mode 0700).
+pub fn agent_home(name: &AgentName) -> PathBuf {
+    PathBuf::from(AGENT_HOMES).join(name.instance())
+}
+
+/// The agent's state directory as the supervisor sees it: the first of
+/// systemd's `$STATE_DIRECTORY`, else [`agent_home`].
+pub fn agent_state_dir(name: &AgentName) -> PathBuf {
     std::env::var_os("STATE_DIRECTORY")
         .and_then(|dirs| std::env::split_paths(&dirs).next())
-        .unwrap_or_else(agent_state_base)
+        .unwrap_or_else(|| agent_home(name))
 }
 
 /// Where the supervisor of `name` keeps the ids of the messages it typed,
-/// under the agents' state directory `base`. That directory is also the
-/// agents' home, so the file sits in a directory of the supervisor's own
+/// under the agent's state directory `base`. That directory is also the
+/// agent's home, so the file sits in a directory of the supervisor's own
 /// (not `.torch`, which PyTorch uses for its cache).
 pub fn typed_ids_file(base: &std::path::Path, name: &AgentName) -> PathBuf {
     base.join(".torch-supervisor")

@@ -72,7 +72,7 @@ fn config_dir(name: &AgentName, def: &AgentDefinition) -> (PathBuf, bool) {
     match set {
         Some(dir) => (PathBuf::from(dir), false),
         None => (
-            paths::agent_state_dir()
+            paths::agent_state_dir(name)
                 .join(".torch-claude")
                 .join(name.instance()),
             true,

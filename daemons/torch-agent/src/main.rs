@@ -23,6 +23,7 @@ mod state;
 mod supervisor;
 mod tokens;
 mod typed;
+mod user;
 
 use std::process::ExitCode;
 
@@ -39,9 +40,10 @@ fn main() -> ExitCode {
         [flag, socket] if flag == "--status-line" => {
             return hooks::status_line(std::path::Path::new(socket))
         }
+        [flag, instance] if flag == "--make-user" => return user::make(instance),
         [raw] => raw.clone(),
         _ => {
-            eprintln!("usage: torch-agent INSTANCE (normally started as torch-agent@INSTANCE.service)\n       torch-agent --hook SOCKET (run by an agent CLI's hooks)\n       torch-agent --status-line SOCKET (Claude Code's status line)");
+            eprintln!("usage: torch-agent INSTANCE (normally started as torch-agent@INSTANCE.service)\n       torch-agent --hook SOCKET (run by an agent CLI's hooks)\n       torch-agent --status-line SOCKET (Claude Code's status line)\n       torch-agent --make-user INSTANCE (as root, by torch-agent-user@INSTANCE.service)");
             return ExitCode::from(2);
         }
     };

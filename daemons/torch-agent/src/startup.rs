@@ -159,7 +159,7 @@ impl Program {
                 hooks,
             });
         }
-        let sessions = SessionStore::new(&paths::agent_state_dir(), name, def_path);
+        let sessions = SessionStore::new(&paths::agent_state_dir(name), name, def_path);
         if let Some(session) = sessions.resumable().filter(|_| !rules.resume.is_empty()) {
             tracing::info!("resuming the agent's session {session}");
             command.extend(resume_args(&rules.resume, &session));

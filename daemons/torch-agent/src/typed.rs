@@ -259,7 +259,7 @@ impl TypedIds {
 /// run never learned: it is not typed again, so the operator must judge.
 /// An unreadable file leaves the ids in memory only, as the journal says.
 pub fn load(name: &AgentName) -> TypedIds {
-    let path = paths::typed_ids_file(&paths::agent_state_dir(), name);
+    let path = paths::typed_ids_file(&paths::agent_state_dir(name), name);
     match TypedIds::open(&path) {
         Ok((ids, unsure)) => {
             for id in unsure {
