@@ -108,8 +108,8 @@ fn setup(sb: &Sandbox) -> Result<Standin> {
 /// directory of its own.
 fn spawn(sb: &Sandbox, claude: &Path, name: &str) -> Result<()> {
     let dir = format!("/srv/{name}");
-    sb.run(&["mkdir", "-p", &dir])?;
-    sb.run(&["chown", "torch-agent:torch-agent", &dir])?;
+    // Shared through the agents' group, as docs/security.md says.
+    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", &dir])?;
     let claude = claude.to_string_lossy();
     sb.torch(&[
         "spawn",

@@ -307,11 +307,10 @@ fn brief_token(name: &str) -> String {
 }
 
 /// `torch spawn NAME ... --brief FILE -- CLAUDE`, in a project directory
-/// of the agents' user; returns when (wall-clock ms) `torch spawn` started.
+/// the agents share through their group; returns when (wall-clock ms) `torch spawn` started.
 fn spawn_with_brief(name: &str, claude: &str, key_file: &str) -> Result<f64> {
     let (dir, brief) = (format!("/srv/{name}"), format!("/srv/{name}.brief"));
-    run("mkdir", &["-p", &dir])?;
-    run("chown", &["torch-agent:torch-agent", &dir])?;
+    run("install", &["-d", "-g", "torch-agent", "-m", "2770", &dir])?;
     std::fs::write(&brief, brief_token(name)).with_context(|| brief.clone())?;
     let t = now_ms();
     run(
