@@ -152,7 +152,7 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
     let env = req.env_file.as_deref().map(read_env_file).transpose()?;
     let caller = hub::caller();
     let r = &req;
-    if !req.skills.is_empty() || req.capacity.is_some() {
+    if !req.skills.is_empty() || req.capacity.is_some() || req.worktree {
         let spec = torch_api::SpawnSpec {
             name: r.name.clone(),
             role: r.role.clone(),
@@ -163,6 +163,7 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
             requester: caller.clone(),
             skills: r.skills.clone(),
             capacity: r.capacity.unwrap_or(1),
+            worktree: r.worktree,
         };
         let spec = serde_json::to_string(&spec)?;
         let env = env.unwrap_or_default();

@@ -399,6 +399,11 @@ pub struct SpawnArgs {
     /// How many tasks it takes at once [default: 1].
     #[arg(long)]
     pub capacity: Option<u32>,
+    /// Work in a git worktree of the workdir's repository, on a branch
+    /// torch/NAME made from the parent's branch; put away at retire, the
+    /// branch kept.
+    #[arg(long)]
+    pub worktree: bool,
     /// The command to run instead of the profile's default.
     #[arg(last = true)]
     pub command: Vec<String>,

@@ -95,7 +95,13 @@ pub fn projects() -> Vec<Project> {
     let mut by_root: BTreeMap<PathBuf, Vec<(String, bool)>> = BTreeMap::new();
     for (name, found) in discover(&paths::agent_definition_dirs()) {
         let Ok(def) = found.def else { continue };
-        let Some(root) = def.workdir.as_deref().and_then(repo_root) else {
+        let worktree = match def.worktree {
+            true => torch_core::AgentName::parse(&name)
+                .ok()
+                .map(|n| paths::agent_worktree(&n)),
+            false => None,
+        };
+        let Some(root) = worktree.or(def.workdir).as_deref().and_then(repo_root) else {
             continue;
         };
         by_root

@@ -134,6 +134,8 @@ pub struct SpawnSpec {
     pub skills: Vec<String>,
     /// Tasks it takes at once (0: 1).
     pub capacity: u32,
+    /// Work in a git worktree of its own, on the branch `torch/NAME`.
+    pub worktree: bool,
 }
 
 /// Token counts of an agent's conversation, as the model API reported them.

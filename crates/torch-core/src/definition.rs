@@ -231,6 +231,11 @@ pub struct AgentDefinition {
     /// How many tasks it takes at once.
     #[serde(default = "default_capacity")]
     pub capacity: u32,
+    /// Work in a git worktree of its own instead of `workdir` itself: a
+    /// worktree of `workdir`'s repository on the branch `torch/NAME`, made
+    /// at the first start from its parent's branch.
+    #[serde(default)]
+    pub worktree: bool,
 }
 
 fn default_capacity() -> u32 {

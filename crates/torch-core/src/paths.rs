@@ -56,6 +56,23 @@ pub fn agent_home(name: &AgentName) -> PathBuf {
     PathBuf::from(AGENT_HOMES).join(name.instance())
 }
 
+/// Where an agent with `worktree = true` works: a git worktree in its home.
+pub fn agent_worktree(name: &AgentName) -> PathBuf {
+    agent_home(name).join("worktree")
+}
+
+/// The branch of an agent's worktree.
+pub fn agent_branch(name: &AgentName) -> String {
+    format!("torch/{}", name.as_str())
+}
+
+/// Written by the hub while it retires `name`, in its own directory (which
+/// agents read and cannot write): the supervisor, stopping, then puts the
+/// agent's worktree away.
+pub fn retiring_marker(name: &AgentName) -> PathBuf {
+    PathBuf::from(SPAWNED_AGENTS_DIR).join(format!("{}.retiring", name.instance()))
+}
+
 /// The agent's state directory as the supervisor sees it: the first of
 /// systemd's `$STATE_DIRECTORY`, else [`agent_home`].
 pub fn agent_state_dir(name: &AgentName) -> PathBuf {

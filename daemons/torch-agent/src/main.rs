@@ -24,6 +24,7 @@ mod supervisor;
 mod tokens;
 mod typed;
 mod user;
+mod worktree;
 
 use std::process::ExitCode;
 

@@ -60,6 +60,10 @@ pub async fn start(
             def_path.display()
         );
     }
+    let workdir = match def.worktree {
+        true => crate::worktree::prepare(name, def, &workdir)?,
+        false => workdir,
+    };
     // systemd made RUNTIME_DIRECTORY for us; by hand, use the same place.
     let dir = std::env::var_os("RUNTIME_DIRECTORY")
         .map(PathBuf::from)

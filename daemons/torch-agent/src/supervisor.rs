@@ -85,7 +85,14 @@ async fn supervise(
         move |delivered, id| counter.attempted(delivered, id),
     ));
     tokio::spawn(control::serve(listener, Arc::clone(&shared), jobs_tx));
-    health::watch(name, def, shared, server_pid).await
+    let code = health::watch(name, def, shared, server_pid).await;
+    if def.worktree && paths::retiring_marker(name).exists() {
+        match crate::worktree::put_away(name, def) {
+            Ok(what) => tracing::info!("retired: {what}"),
+            Err(e) => tracing::warn!("retired, but its worktree stays: {e:#}"),
+        }
+    }
+    code
 }
 
 /// Streams the pane's output into the journal, counting each read for the

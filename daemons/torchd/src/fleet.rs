@@ -232,6 +232,8 @@ pub struct SpawnRequest {
     pub skills: Vec<String>,
     /// Tasks it takes at once (1 for `Spawn` and `SpawnWithEnv`).
     pub capacity: u32,
+    /// A git worktree of its own (not for `Spawn` and `SpawnWithEnv`).
+    pub worktree: bool,
 }
 
 impl From<torch_api::SpawnSpec> for SpawnRequest {
@@ -247,6 +249,7 @@ impl From<torch_api::SpawnSpec> for SpawnRequest {
             env: EnvVars::default(),
             skills: s.skills,
             capacity: s.capacity.max(1),
+            worktree: s.worktree,
         }
     }
 }
@@ -385,6 +388,7 @@ pub fn plan_spawn(
         profile,
         skills: req.skills.clone(),
         capacity: req.capacity,
+        worktree: req.worktree,
     })
     .map_err(|e| e.to_string())?;
     let def =
@@ -453,6 +457,8 @@ struct SpawnedDefinition {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     skills: Vec<String>,
     capacity: u32,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    worktree: bool,
 }
 
 impl SpawnedDefinition {
@@ -465,6 +471,7 @@ impl SpawnedDefinition {
             profile: def.profile,
             skills: def.skills.clone(),
             capacity: def.capacity,
+            worktree: def.worktree,
         }
     }
 }

@@ -164,6 +164,8 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
         }
     };
     lifecycle::set_wanted(hub, agent.as_str(), false).await?;
+    // Its supervisor, stopping, sees the marker and puts its worktree away.
+    let _marker = entry.def.worktree.then(|| RetiringMarker::new(&agent));
     fleet::unit_job(&hub.systemd, JobKind::Stop, &agent)
         .await
         .map_err(HubError::Systemd)?;
@@ -190,6 +192,29 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
     }
     hub.events.fleet_changed(name, "retired").await;
     Ok(transcript)
+}
+
+/// [`paths::retiring_marker`] while a retire runs, gone with it however it
+/// ends.
+struct RetiringMarker(std::path::PathBuf);
+
+impl RetiringMarker {
+    fn new(agent: &AgentName) -> Self {
+        let path = paths::retiring_marker(agent);
+        if let Err(e) = std::fs::write(&path, b"") {
+            tracing::warn!(
+                "retire {agent}: cannot write {} ({e}); its worktree stays",
+                path.display()
+            );
+        }
+        RetiringMarker(path)
+    }
+}
+
+impl Drop for RetiringMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Removes a retired agent's definition and environment file when the hub
