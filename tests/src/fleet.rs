@@ -145,6 +145,33 @@ impl Sandbox {
         )
     }
 
+    /// Runs `script` in the shell of agent `name` (profile `shell`: as the
+    /// agent, in its unit), its output kept in the agent's home as step
+    /// `n`; whether it exited 0, and what it printed.
+    pub fn in_pane(&self, name: &str, n: u32, script: &str) -> Result<(bool, String)> {
+        let out = format!("/var/lib/torch-agent/{name}/step-{n}.out");
+        let line = format!(
+            "( {script} ) > {out}.tmp 2>&1; echo \"exit $?\" >> {out}.tmp; mv {out}.tmp {out}"
+        );
+        self.torch(&["send", "--direct", name, &line])?;
+        wait_until(
+            &format!("{name} ran {script:?}"),
+            Duration::from_secs(20),
+            || Ok(self.exec(&["test", "-e", &out])?.status.success()),
+        )?;
+        let said = String::from_utf8_lossy(&self.read_file(&out)?).into_owned();
+        let (printed, status) = said
+            .trim_end()
+            .rsplit_once('\n')
+            .unwrap_or(("", said.trim_end()));
+        let printed = if printed.is_empty() {
+            String::new()
+        } else {
+            format!("{printed}\n")
+        };
+        Ok((status == "exit 0", printed))
+    }
+
     /// PID of the agent's program (the process in its pane).
     pub fn pane_pid(&self, name: &str) -> Result<String> {
         let sock = format!("/run/torch-agent/{name}/tmux.sock");

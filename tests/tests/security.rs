@@ -219,22 +219,6 @@ fn forged_envelopes_arrive_neutralised() -> Result<()> {
     Ok(())
 }
 
-/// Runs `script` in `agent`'s pane (a shell agent), as the agent runs
-/// whatever it was told, and returns what it printed and its exit status.
-fn in_pane(sb: &Sandbox, agent: &str, n: u32, script: &str) -> Result<(bool, String)> {
-    let out = format!("/srv/{agent}/attack-{n}.out");
-    let line =
-        format!("( {script} ) > {out}.tmp 2>&1; echo \"exit $?\" >> {out}.tmp; mv {out}.tmp {out}");
-    sb.torch(&["send", "--direct", agent, &line])?;
-    wait_until(
-        &format!("{agent} ran {script:?}"),
-        Duration::from_secs(20),
-        || Ok(sb.exec(&["test", "-e", &out])?.status.success()),
-    )?;
-    let said = String::from_utf8_lossy(&sb.read_file(&out)?).into_owned();
-    Ok((said.trim_end().ends_with("exit 0"), said))
-}
-
 /// Spawns `name`, an engineer under pm2 running a shell, in its own
 /// project directory `/srv/NAME`, shared through the agents' group.
 fn spawn_shell(sb: &Sandbox, name: &str) -> Result<()> {
@@ -270,13 +254,12 @@ fn an_agent_cannot_reach_another_below_the_hub() -> Result<()> {
     spawn_shell(&sb, "mole")?;
     spawn_shell(&sb, "pal")?;
     sb.torch(&["send", "--wait", "dev1", "SECRET for dev1 only"])?;
-    let (ok, out) = in_pane(&sb, "mole", 1, "id -un")?;
+    let (ok, out) = sb.in_pane("mole", 1, "id -un")?;
     ensure!(ok && out.starts_with("ta-mole\n"), "{out}");
 
     // Another agent's tmux server: neither its screen nor its keyboard.
     let sock = "/run/torch-agent/dev1/tmux.sock";
-    let (_, out) = in_pane(
-        &sb,
+    let (_, out) = sb.in_pane(
         "mole",
         2,
         &format!("tmux -S {sock} capture-pane -p -t dev1"),
@@ -285,29 +268,28 @@ fn an_agent_cannot_reach_another_below_the_hub() -> Result<()> {
         !out.contains("SECRET") && out.contains("Permission denied"),
         "{out}"
     );
-    let (_, out) = in_pane(
-        &sb,
+    let (_, out) = sb.in_pane(
         "mole",
         3,
         &format!("tmux -S {sock} send-keys -t dev1 -l 'typed by mole' \\; send-keys Enter"),
     )?;
     ensure!(out.contains("Permission denied"), "{out}");
     // Its files: the homes are their users' alone, and not even listed.
-    let (ok, out) = in_pane(&sb, "mole", 4, "cat /var/lib/torch-agent/dev1/record.jsonl")?;
+    let (ok, out) = sb.in_pane("mole", 4, "cat /var/lib/torch-agent/dev1/record.jsonl")?;
     ensure!(
         !ok && out.contains("Permission denied") && !out.contains("SECRET"),
         "{out}"
     );
-    let (ok, out) = in_pane(&sb, "mole", 5, "ls /var/lib/torch-agent")?;
+    let (ok, out) = sb.in_pane("mole", 5, "ls /var/lib/torch-agent")?;
     ensure!(!ok && out.contains("Permission denied"), "{out}");
-    let (ok, out) = in_pane(&sb, "mole", 6, "echo x > /var/lib/torch-agent/pal/planted")?;
+    let (ok, out) = sb.in_pane("mole", 6, "echo x > /var/lib/torch-agent/pal/planted")?;
     ensure!(!ok && out.contains("Permission denied"), "{out}");
     // Its processes: no signal, no /proc entry.
     let victim = sb.pane_pid("dev1")?;
     let victim = victim.trim();
-    let (ok, out) = in_pane(&sb, "mole", 7, &format!("kill -TERM {victim}"))?;
+    let (ok, out) = sb.in_pane("mole", 7, &format!("kill -TERM {victim}"))?;
     ensure!(!ok && out.contains("Operation not permitted"), "{out}");
-    let (ok, out) = in_pane(&sb, "mole", 8, &format!("cat /proc/{victim}/environ"))?;
+    let (ok, out) = sb.in_pane("mole", 8, &format!("cat /proc/{victim}/environ"))?;
     ensure!(!ok && out.contains("No such file"), "{out}");
     ensure!(
         sb.pane_pid("dev1")?.trim() == victim,
@@ -322,11 +304,11 @@ fn an_agent_cannot_reach_another_below_the_hub() -> Result<()> {
     // other's files.
     shared_dir(&sb, "/srv/shared")?;
     let notes = "/srv/shared/notes.txt";
-    let (ok, out) = in_pane(&sb, "mole", 9, &format!("echo from mole > {notes}"))?;
+    let (ok, out) = sb.in_pane("mole", 9, &format!("echo from mole > {notes}"))?;
     ensure!(ok, "{out}");
-    let (ok, out) = in_pane(&sb, "pal", 1, &format!("echo from pal >> {notes}"))?;
+    let (ok, out) = sb.in_pane("pal", 1, &format!("echo from pal >> {notes}"))?;
     ensure!(ok, "{out}");
-    let (ok, out) = in_pane(&sb, "mole", 10, &format!("echo again from mole >> {notes}"))?;
+    let (ok, out) = sb.in_pane("mole", 10, &format!("echo again from mole >> {notes}"))?;
     ensure!(ok, "{out}");
     let text = String::from_utf8(sb.read_file(notes)?)?;
     ensure!(text == "from mole\nfrom pal\nagain from mole\n", "{text:?}");
@@ -340,17 +322,12 @@ fn an_agent_cannot_go_around_the_hub() -> Result<()> {
     spawn_shell(&sb, "mole")?;
 
     // The supervisors' control sockets answer root and the hub only.
-    let (ok, out) = in_pane(
-        &sb,
-        "mole",
-        1,
-        "torch send --direct dev1 'INTERCEPTED by mole'",
-    )?;
+    let (ok, out) = sb.in_pane("mole", 1, "torch send --direct dev1 'INTERCEPTED by mole'")?;
     ensure!(
         !ok && out.contains("only from root and the Torch hub"),
         "{out}"
     );
-    let (ok, out) = in_pane(&sb, "mole", 2, "torch capture --direct dev1")?;
+    let (ok, out) = sb.in_pane("mole", 2, "torch capture --direct dev1")?;
     ensure!(
         !ok && out.contains("only from root and the Torch hub"),
         "{out}"
@@ -373,8 +350,7 @@ fn an_agent_cannot_go_around_the_hub() -> Result<()> {
 
     // The store is the hub's: agents are not in its group.
     sb.torch(&["send", "dev1", "SECRET for dev1 only"])?;
-    let (ok, out) = in_pane(
-        &sb,
+    let (ok, out) = sb.in_pane(
         "mole",
         3,
         "cat /var/lib/torch/torch.db /var/lib/torch/torch.db-wal",
@@ -383,13 +359,14 @@ fn an_agent_cannot_go_around_the_hub() -> Result<()> {
         !ok && out.contains("Permission denied") && !out.contains("SECRET"),
         "{out}"
     );
-    let (ok, out) = in_pane(&sb, "mole", 4, "id -Gn")?;
+    let (ok, out) = sb.in_pane("mole", 4, "id -Gn")?;
     ensure!(ok && !out.split_whitespace().any(|g| g == "torch"), "{out}");
     // Its own definition it reads, as its supervisor must.
-    in_pane(&sb, "mole", 5, "cat /var/lib/torch/agents/mole.toml").and_then(|(ok, out)| {
-        ensure!(ok, "{out}");
-        Ok(())
-    })?;
+    sb.in_pane("mole", 5, "cat /var/lib/torch/agents/mole.toml")
+        .and_then(|(ok, out)| {
+            ensure!(ok, "{out}");
+            Ok(())
+        })?;
 
     // Tracing another agent's program: the unit's system call filter
     // refuses ptrace (x86_64: call 101, PTRACE_ATTACH 16), whatever the
@@ -399,7 +376,7 @@ fn an_agent_cannot_go_around_the_hub() -> Result<()> {
         "perl -e 'syscall(101, 16, {}, 0, 0) == -1 or exit 0; print \"$!\\n\"; exit 1'",
         victim.trim()
     );
-    let (ok, out) = in_pane(&sb, "mole", 6, &attach)?;
+    let (ok, out) = sb.in_pane("mole", 6, &attach)?;
     ensure!(!ok && out.contains("Operation not permitted"), "{out}");
 
     // Outside an agent's unit only root speaks as an agent: an operator's

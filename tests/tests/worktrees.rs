@@ -2,27 +2,11 @@
 //! sandbox: made at the first start from the parent's branch, committed
 //! into by autocommit as the agent, put away at retire with its branch kept.
 
-use std::time::Duration;
-
 use anyhow::{ensure, Result};
 use torch_tests::fleet::boot_hub;
-use torch_tests::{wait_until, Sandbox};
+use torch_tests::Sandbox;
 
 const REPO: &str = "/srv/shop";
-
-/// Runs `script` in `agent`'s shell (as the agent, in its worktree) and
-/// returns what it printed.
-fn in_pane(sb: &Sandbox, agent: &str, n: u32, script: &str) -> Result<String> {
-    let out = format!("/var/lib/torch-agent/{agent}/step-{n}.out");
-    let line = format!("( {script} ) > {out}.tmp 2>&1; mv {out}.tmp {out}");
-    sb.torch(&["send", "--direct", agent, &line])?;
-    wait_until(
-        &format!("{agent} ran {script:?}"),
-        Duration::from_secs(20),
-        || Ok(sb.exec(&["test", "-e", &out])?.status.success()),
-    )?;
-    Ok(String::from_utf8_lossy(&sb.read_file(&out)?).into_owned())
-}
 
 /// Git in the shared repository, as root.
 fn git(sb: &Sandbox, args: &[&str]) -> Result<String> {
@@ -62,13 +46,12 @@ fn agents_work_in_worktrees_of_their_own() -> Result<()> {
          chgrp -R torch-agent . && chmod -R g+rwX . && find . -type d -exec chmod g+s {} +")?;
     sb.spawn_echo("boss", "orchestrator", None)?;
     spawn(&sb, "pm", "project-manager", "boss")?;
-    let here = in_pane(&sb, "pm", 1, "pwd; git branch --show-current")?;
+    let (ok, here) = sb.in_pane("pm", 1, "pwd; git branch --show-current")?;
     ensure!(
-        here == "/var/lib/torch-agent/pm/worktree\ntorch/pm\n",
+        ok && here == "/var/lib/torch-agent/pm/worktree\ntorch/pm\n",
         "{here}"
     );
-    in_pane(
-        &sb,
+    sb.in_pane(
         "pm",
         2,
         "echo plan > PLAN && git add PLAN && git -c user.name=pm -c user.email=pm@x commit -q -m plan",
@@ -76,15 +59,15 @@ fn agents_work_in_worktrees_of_their_own() -> Result<()> {
 
     // An engineer starts from its PM's branch, not from main.
     spawn(&sb, "dev", "engineer", "pm")?;
-    let seen = in_pane(&sb, "dev", 1, "git branch --show-current; cat PLAN")?;
-    ensure!(seen == "torch/dev\nplan\n", "{seen}");
+    let (ok, seen) = sb.in_pane("dev", 1, "git branch --show-current; cat PLAN")?;
+    ensure!(ok && seen == "torch/dev\nplan\n", "{seen}");
     ensure!(
         git(&sb, &["log", "-1", "--format=%s", "torch/dev"])? == "plan",
         "torch/dev does not start at the PM's commit"
     );
 
     // Autocommit commits in the worktree, as the agent.
-    in_pane(&sb, "dev", 2, "echo code > main.rs")?;
+    sb.in_pane("dev", 2, "echo code > main.rs")?;
     sb.systemctl(&["start", "torch-autocommit.service"])?;
     let head = git(&sb, &["log", "-1", "--format=%an|%s", "torch/dev"])?;
     ensure!(head == "dev|torch: work in progress (dev)", "{head}");
@@ -99,7 +82,7 @@ fn agents_work_in_worktrees_of_their_own() -> Result<()> {
 
     // Retired: what it left is committed on its branch, the worktree goes,
     // the branch stays.
-    in_pane(&sb, "dev", 3, "echo unfinished > notes.txt")?;
+    sb.in_pane("dev", 3, "echo unfinished > notes.txt")?;
     sb.torch(&["retire", "dev"])?;
     ensure!(
         !sb.root().join("var/lib/torch-agent/dev/worktree").exists(),

@@ -148,7 +148,7 @@ fn commit_project(p: &Project, config: &Config, dry_run: bool) -> Result<String>
         return Ok(format!("nothing to commit on {branch}"));
     }
     let names: Vec<&str> = p.agents.iter().map(|(n, _)| n.as_str()).collect();
-    let author = format!("{} <{}@torch.invalid>", names[0], names[0]);
+    let author = torch_core::git::author(names[0]);
     if dry_run {
         return Ok(format!("would commit on {branch} as {author}"));
     }
@@ -157,18 +157,7 @@ fn commit_project(p: &Project, config: &Config, dry_run: bool) -> Result<String>
         "torch: work in progress ({})\n\nAutomatic commit by torch-autocommit.timer; nothing was pushed.",
         names.join(", ")
     );
-    git(&[
-        "-c",
-        "user.name=Torch autocommit",
-        "-c",
-        "user.email=torch@localhost",
-        "commit",
-        "--quiet",
-        "--author",
-        &author,
-        "-m",
-        &message,
-    ])?;
+    git(&torch_core::git::commit_args(&author, &message))?;
     let head = git(&["rev-parse", "--short", "HEAD"])?;
     Ok(format!("committed {head} on {branch} as {}", names[0]))
 }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod definition;
 pub mod envfile;
+pub mod git;
 pub mod hooks;
 pub mod message;
 pub mod name;

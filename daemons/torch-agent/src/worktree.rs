@@ -141,22 +141,9 @@ pub fn put_away(name: &AgentName, def: &AgentDefinition) -> Result<String> {
     }
     if dirty {
         git(&path, &["add", "--all"])?;
-        let author = format!("{name} <{name}@torch.invalid>");
-        git(
-            &path,
-            &[
-                "-c",
-                "user.name=Torch",
-                "-c",
-                "user.email=torch@localhost",
-                "commit",
-                "--quiet",
-                "--author",
-                &author,
-                "-m",
-                &format!("torch: work left by {name} when it was retired"),
-            ],
-        )?;
+        let author = torch_core::git::author(name.as_str());
+        let message = format!("torch: work left by {name} when it was retired");
+        git(&path, &torch_core::git::commit_args(&author, &message))?;
     }
     // From the repository's own directory: a worktree is not removed from
     // inside itself.
