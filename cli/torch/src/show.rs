@@ -2,7 +2,7 @@
 //! check-ins as tables, times in local time.
 
 use anyhow::{Context, Result};
-use torch_api::{AgentEntry, AgentStatus, Directory, FleetStatus, Message, Schedule};
+use torch_api::{AgentEntry, AgentStatus, Directory, FleetStatus, Message, PoolStatus, Schedule};
 
 fn parse<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T> {
     serde_json::from_str(json)
@@ -18,6 +18,10 @@ pub fn status(json: bool) -> Result<()> {
         return Ok(());
     }
     print_status(&s)?;
+    // A hub from before pools has no `Pools`: nothing to show then.
+    if let Ok(pools) = crate::hub_call(async |h| h.pools().await) {
+        print_pools(&parse::<Vec<PoolStatus>>(&pools, "pools")?);
+    }
     let projects = crate::autocommit::last_commits();
     if !projects.is_empty() {
         println!();
@@ -27,6 +31,24 @@ pub fn status(json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn print_pools(pools: &[PoolStatus]) {
+    if pools.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:<24} {:>4} {:>6} {:>7}  WHY",
+        "POOL", "SIZE", "TARGET", "MIN-MAX"
+    );
+    for p in pools {
+        let bounds = format!("{}-{}", p.min, p.max);
+        println!(
+            "{:<24} {:>4} {:>6} {:>7}  {}",
+            p.name, p.size, p.target, bounds, p.why
+        );
+    }
 }
 
 /// `torch agents`: the fleet's directory, those with every skill in

@@ -15,8 +15,8 @@ pub use manager::{
     ManagerProxy, ManagerServer, ManagerService, MessageDeliveredStream, MessageFailedStream,
 };
 pub use types::{
-    AgentEntry, AgentStatus, Directory, FleetStatus, Message, Schedule, SpawnSpec, Task,
-    TaskChange, TaskSpec, Tokens,
+    AgentEntry, AgentStatus, Directory, FleetStatus, Message, PoolStatus, Schedule, SpawnSpec,
+    Task, TaskChange, TaskSpec, Tokens,
 };
 
 /// The hub's well-known name on the system bus.

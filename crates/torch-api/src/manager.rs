@@ -175,6 +175,10 @@ manager_interface! {
         /// (schema in docs/dbus.md): the directory agents find peers in.
         fn agents() -> String;
 
+        /// Every pool (`[pools.NAME]` in torch.toml): its size, target,
+        /// bounds and why, as JSON (schema in docs/dbus.md).
+        fn pools() -> String;
+
         /// Messages to or from `agent` ("" for all) older than id `before`
         /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.
         fn messages(agent: &str, before: i64, limit: u32) -> String;

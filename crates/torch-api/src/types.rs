@@ -138,6 +138,23 @@ pub struct SpawnSpec {
     pub worktree: bool,
 }
 
+/// `Pools()`: one pool (`[pools.NAME]` in torch.toml) as the hub last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    /// The pool's name.
+    pub name: String,
+    /// Members now.
+    pub size: u32,
+    /// Members it is going to.
+    pub target: u32,
+    /// Its bounds.
+    pub min: u32,
+    /// Its bounds.
+    pub max: u32,
+    /// Why the target is what it is.
+    pub why: String,
+}
+
 /// Token counts of an agent's conversation, as the model API reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -238,7 +238,7 @@ impl Permissions {
     }
 }
 
-mod duration_text {
+pub(crate) mod duration_text {
     use super::Duration;
     use crate::schedule::{format_duration, parse_duration};
     use serde::{Deserialize, Deserializer, Serializer};
@@ -319,6 +319,8 @@ pub struct Config {
     pub limits: Limits,
     /// Replacements for the built-in profile rules, by profile name.
     pub profiles: BTreeMap<Profile, ProfileRules>,
+    /// Pools of agents that grow and shrink with the work, by name.
+    pub pools: BTreeMap<String, crate::pool::Pool>,
 }
 
 impl Config {

@@ -236,6 +236,10 @@ pub struct AgentDefinition {
     /// at the first start from its parent's branch.
     #[serde(default)]
     pub worktree: bool,
+    /// The pool (`[pools.NAME]` in torch.toml) that the hub spawned it
+    /// for, and retires it from when it is idle.
+    #[serde(default)]
+    pub pool: Option<String>,
 }
 
 fn default_capacity() -> u32 {

@@ -15,6 +15,7 @@ pub mod message;
 pub mod name;
 pub mod paths;
 pub mod policy;
+pub mod pool;
 pub mod profile;
 pub mod protocol;
 pub mod schedule;

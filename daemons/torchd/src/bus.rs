@@ -316,6 +316,12 @@ impl ManagerService for Manager {
         json(Ok(self.guarded(caller, "Agents", op).await?))
     }
 
+    async fn pools(&self, caller: Caller) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op = |_| async move { Ok::<_, HubError>(hub.pools.status()) };
+        json(Ok(self.guarded(caller, "Pools", op).await?))
+    }
+
     async fn status(&self, caller: Caller) -> fdo::Result<String> {
         let hub = &self.hub;
         let op = |actor| async move { service::status(hub, actor).await };

@@ -234,6 +234,8 @@ pub struct SpawnRequest {
     pub capacity: u32,
     /// A git worktree of its own (not for `Spawn` and `SpawnWithEnv`).
     pub worktree: bool,
+    /// The pool it is a member of (spawned by the hub for the pool only).
+    pub pool: Option<String>,
 }
 
 impl From<torch_api::SpawnSpec> for SpawnRequest {
@@ -250,6 +252,7 @@ impl From<torch_api::SpawnSpec> for SpawnRequest {
             skills: s.skills,
             capacity: s.capacity.max(1),
             worktree: s.worktree,
+            pool: None,
         }
     }
 }
@@ -389,6 +392,7 @@ pub fn plan_spawn(
         skills: req.skills.clone(),
         capacity: req.capacity,
         worktree: req.worktree,
+        pool: req.pool.clone(),
     })
     .map_err(|e| e.to_string())?;
     let def =
@@ -459,6 +463,8 @@ struct SpawnedDefinition {
     capacity: u32,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     worktree: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pool: Option<String>,
 }
 
 impl SpawnedDefinition {
@@ -472,6 +478,7 @@ impl SpawnedDefinition {
             skills: def.skills.clone(),
             capacity: def.capacity,
             worktree: def.worktree,
+            pool: def.pool.clone(),
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct Hub {
     pub fleet: Arc<FleetCache>,
     /// Wakes the router: the ledger changed.
     pub ledger_changed: tokio::sync::Notify,
+    /// What the pools are doing.
+    pub pools: crate::pools::Pools,
 }
 
 /// Now, in Unix milliseconds (0 before 1970, which no clock shows).

@@ -19,6 +19,7 @@ mod hub;
 mod ledger;
 mod lifecycle;
 mod moves;
+mod pools;
 mod retention;
 mod router;
 mod schedule;
@@ -141,6 +142,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         state_dir,
         fleet,
         ledger_changed: tokio::sync::Notify::new(),
+        pools: Default::default(),
     });
     system
         .object_server()
@@ -163,6 +165,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
     // Open tasks to idle agents with the skills; stalled tasks noticed.
     tokio::spawn(router::run(Arc::clone(&hub)));
+    tokio::spawn(pools::run(Arc::clone(&hub)));
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

@@ -1,0 +1,273 @@
+//! Pools (`[pools.NAME]` in `torch.toml`): the hub spawns members
+//! (`NAME-1`, `NAME-2`, ...) while open tasks they could do have waited
+//! longer than `scale_up_after`, up to `max` and within the quotas, and
+//! retires members that sat idle holding no task for `idle_retire_after`,
+//! down to `min` (their final transcripts kept, as for any retire). The
+//! router then gives the tasks to the new members like to any worker.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use torch_api::PoolStatus;
+use torch_core::policy::OPERATOR;
+use torch_core::pool::{member_name, Pool};
+use torch_core::AgentName;
+
+use crate::access::may_control;
+use crate::error::HubError;
+use crate::fleet::SpawnRequest;
+use crate::hub::{blocking, now_ms, Hub};
+use crate::service;
+
+/// How often each pool is looked at.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the pools are doing, for `Pools`, and since when members are idle.
+#[derive(Default)]
+pub struct Pools {
+    status: Mutex<BTreeMap<String, PoolStatus>>,
+    idle_since: Mutex<HashMap<String, Instant>>,
+}
+
+impl Pools {
+    /// Every pool's size, target and why, by name.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        self.status
+            .lock()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Records `status`; whether its reason changed.
+    fn set(&self, status: PoolStatus) -> bool {
+        let Ok(mut s) = self.status.lock() else {
+            return false;
+        };
+        let changed = s.get(&status.name).is_none_or(|old| old.why != status.why);
+        s.insert(status.name.clone(), status);
+        changed
+    }
+
+    /// How long `member` has been idle with no task, now that it is (or
+    /// `None`, forgetting it, when it is not).
+    fn idle_for(&self, member: &str, idle: bool) -> Option<Duration> {
+        let mut map = self.idle_since.lock().ok()?;
+        if !idle {
+            map.remove(member);
+            return None;
+        }
+        Some(
+            map.entry(member.to_string())
+                .or_insert_with(Instant::now)
+                .elapsed(),
+        )
+    }
+}
+
+/// Scales every pool until the hub stops.
+pub async fn run(hub: Arc<Hub>) {
+    for (name, pool) in &hub.config.pools {
+        if let Err(e) = pool.check(name) {
+            tracing::error!("{e}; the pool is left alone");
+        }
+    }
+    loop {
+        tokio::time::sleep(TICK).await;
+        for (name, pool) in &hub.config.pools {
+            if pool.check(name).is_err() {
+                continue;
+            }
+            let status = match scale(&hub, name, pool).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!("pool {name}: {e}");
+                    continue;
+                }
+            };
+            let line = format!(
+                "pool {name}: {} -> {} members: {}",
+                status.size, status.target, status.why
+            );
+            if hub.pools.set(status) {
+                tracing::info!("{line}");
+            }
+        }
+    }
+}
+
+/// What one look at a pool found.
+struct Look {
+    /// Its members, with the tasks each holds.
+    members: Vec<(String, usize)>,
+    /// Open tasks it could do that waited past `scale_up_after`.
+    waiting: usize,
+}
+
+fn look(hub: &Hub, name: &str, pool: &Pool) -> Result<Look, HubError> {
+    let fleet = hub.fleet.agents();
+    let held = hub.store.held()?;
+    let mut members: Vec<(String, usize)> = fleet
+        .agents
+        .iter()
+        .filter(|(_, a)| a.def.pool.as_deref() == Some(name))
+        .map(|(n, _)| (n.clone(), held.get(n).copied().unwrap_or(0)))
+        .collect();
+    members.sort_by_key(|(n, _)| member_number(name, n));
+    if !hub.store.any_open()? {
+        return Ok(Look {
+            members,
+            waiting: 0,
+        });
+    }
+    let before = now_ms() - pool.scale_up_after.as_millis() as i64;
+    let parent = pool.parent.as_deref();
+    let waiting = hub
+        .store
+        .tasks(Some("open"), 10_000)?
+        .into_iter()
+        .filter(|t| t.waiting_on.is_empty() && t.updated_ms <= before && pool.can_do(&t.skills))
+        // Tasks an agent opened go to agents below it only.
+        .filter(|t| {
+            t.created_by == OPERATOR
+                || parent.is_some_and(|p| may_control(&fleet, Some(&t.created_by), p))
+        })
+        .count();
+    Ok(Look { members, waiting })
+}
+
+/// The number in a member's name, for ordering (`shop-dev-10` after `-9`).
+fn member_number(pool: &str, member: &str) -> u32 {
+    member
+        .strip_prefix(pool)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+async fn scale(hub: &Arc<Hub>, name: &str, pool: &Pool) -> Result<PoolStatus, HubError> {
+    let (h, n, p) = (Arc::clone(hub), name.to_string(), pool.clone());
+    let look = blocking(move || look(&h, &n, &p)).await?;
+    let size = look.members.len() as u32;
+    let status = |target: u32, why: String| PoolStatus {
+        name: name.to_string(),
+        size,
+        target,
+        min: pool.min,
+        max: pool.max,
+        why,
+    };
+    let (more, why) = if size < pool.min {
+        (
+            pool.min - size,
+            format!("below its minimum of {}", pool.min),
+        )
+    } else if look.waiting > 0 && size < pool.max {
+        let why = format!(
+            "{} tasks it can do waited over {}s",
+            look.waiting,
+            pool.scale_up_after.as_secs()
+        );
+        ((look.waiting as u32).min(pool.max - size), why)
+    } else {
+        (0, String::new())
+    };
+    if more > 0 {
+        // A refused spawn (quotas, a missing parent) is the reason shown
+        // until it changes, and tried again next time.
+        return Ok(match grow(hub, name, pool, &look, more).await {
+            Ok(()) => status(size + more, why),
+            Err(e) => status(size + more, format!("{why}, but a spawn failed: {e}")),
+        });
+    }
+    let retired = shrink(hub, name, pool, &look).await;
+    let target = size - retired;
+    let why = match (retired, look.waiting) {
+        (0, 0) => "enough for the work".to_string(),
+        (0, w) => format!("{w} tasks wait, but it is at its maximum of {}", pool.max),
+        (r, _) => format!(
+            "{r} idle over {}s retired",
+            pool.idle_retire_after.as_secs()
+        ),
+    };
+    Ok(status(target, why))
+}
+
+/// Spawns `more` members, with the lowest free numbers.
+async fn grow(
+    hub: &Arc<Hub>,
+    name: &str,
+    pool: &Pool,
+    look: &Look,
+    more: u32,
+) -> Result<(), HubError> {
+    let mut n = 1;
+    for _ in 0..more {
+        let member = loop {
+            let m = member_name(name, n).map_err(HubError::Refused)?;
+            n += 1;
+            if !look.members.iter().any(|(x, _)| x == m.as_str()) {
+                break m;
+            }
+        };
+        let req = SpawnRequest {
+            name: member.to_string(),
+            role: pool.role.as_str().to_string(),
+            parent: pool.parent.clone().unwrap_or_default(),
+            workdir: pool.workdir.to_string_lossy().into_owned(),
+            profile: pool.profile.as_str().to_string(),
+            command: pool.command.clone(),
+            requester: OPERATOR.to_string(),
+            env: Default::default(),
+            skills: pool.skills.clone(),
+            capacity: pool.capacity,
+            worktree: pool.worktree,
+            pool: Some(name.to_string()),
+        };
+        service::spawn(hub, req, "").await?;
+        tracing::info!("pool {name}: spawned {member}");
+    }
+    Ok(())
+}
+
+/// Retires members idle with no task for long enough, the highest numbers
+/// first, down to `min`; how many it retired.
+async fn shrink(hub: &Arc<Hub>, name: &str, pool: &Pool, look: &Look) -> u32 {
+    let mut size = look.members.len() as u32;
+    let mut retired = 0;
+    let members = look.members.clone();
+    // Asking each supervisor blocks: off the async workers.
+    let idle: Vec<(String, bool)> = blocking(move || {
+        Ok(members
+            .into_iter()
+            .rev()
+            .map(|(m, held)| {
+                let idle = held == 0 && AgentName::parse(&m).is_ok_and(|a| service::is_idle(&a));
+                (m, idle)
+            })
+            .collect())
+    })
+    .await
+    .unwrap_or_default();
+    for (member, idle) in &idle {
+        let Some(for_how_long) = hub.pools.idle_for(member, *idle) else {
+            continue;
+        };
+        if size <= pool.min || for_how_long < pool.idle_retire_after {
+            continue;
+        }
+        match service::retire(hub, None, member).await {
+            Ok(transcript) => {
+                tracing::info!(
+                    "pool {name}: retired {member}, idle {}s; transcript {transcript}",
+                    for_how_long.as_secs()
+                );
+                hub.pools.idle_for(member, false);
+                size -= 1;
+                retired += 1;
+            }
+            Err(e) => tracing::warn!("pool {name}: cannot retire {member}: {e}"),
+        }
+    }
+    retired
+}
