@@ -3,6 +3,7 @@
 //! into by autocommit as the agent, put away at retire with its branch kept.
 
 use anyhow::{ensure, Result};
+use torch_api::Task;
 use torch_tests::fleet::boot_hub;
 use torch_tests::Sandbox;
 
@@ -80,9 +81,27 @@ fn agents_work_in_worktrees_of_their_own() -> Result<()> {
     ensure!(owner.trim() == "ta-dev", "{owner}");
     ensure!(git(&sb, &["branch", "--show-current"])? == "main");
 
+    // Its report names the branch and what it changed since the PM's.
+    let out = sb.torch(&["task", "add", "--title", "write main.rs", "--assign", "dev"])?;
+    let id = out.trim().trim_start_matches("task #").to_string();
+    let (ok, said) = sb.in_pane(
+        "dev",
+        3,
+        &format!("torch task done {id} --summary 'wrote it' --files main.rs"),
+    )?;
+    ensure!(ok, "{said}");
+    let t: Task = serde_json::from_str(&sb.torch(&["task", "show", &id, "--json"])?)?;
+    let note = t.history.last().map(|c| c.note.clone()).unwrap_or_default();
+    ensure!(
+        note.starts_with("wrote it\nBranch: torch/dev\nChanges against torch/pm:\n")
+            && note.contains("main.rs | 1 +")
+            && note.ends_with("\nFiles: main.rs"),
+        "{note}"
+    );
+
     // Retired: what it left is committed on its branch, the worktree goes,
     // the branch stays.
-    sb.in_pane("dev", 3, "echo unfinished > notes.txt")?;
+    sb.in_pane("dev", 4, "echo unfinished > notes.txt")?;
     sb.torch(&["retire", "dev"])?;
     ensure!(
         !sb.root().join("var/lib/torch-agent/dev/worktree").exists(),

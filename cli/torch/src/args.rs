@@ -310,6 +310,14 @@ pub enum TaskCmd {
         /// What you did.
         #[arg(long)]
         summary: String,
+        /// The branch the work is on [default: your worktree's, if you
+        /// have one]; the report then carries its changes (git diff --stat
+        /// against the branch it tracks).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Files the work touched.
+        #[arg(long, num_args = 1..)]
+        files: Vec<String>,
     },
     /// Say a task you hold cannot go on; whoever gave it is told why
     Block {
@@ -350,6 +358,10 @@ pub enum TaskCmd {
         /// What to look at.
         #[arg(long, default_value = "")]
         note: String,
+        /// The branch to review [default: your worktree's, if you have
+        /// one]; the reviewer gets its changes (git diff --stat).
+        #[arg(long)]
+        branch: Option<String>,
     },
     /// Send a task you review back to its holder as rework
     Reject {

@@ -26,6 +26,7 @@ mod hub;
 mod send;
 mod show;
 mod tasks;
+mod work;
 
 /// How long `torch send` waits: the supervisor may wait up to a minute for
 /// the prompt, then paste and submit with retries.

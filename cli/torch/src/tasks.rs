@@ -53,7 +53,15 @@ pub fn run(cmd: TaskCmd) -> Result<()> {
         TaskCmd::Show { id, json } => show(id, json)?,
         TaskCmd::Claim { id } => act(id, "claim", "", "", "claimed")?,
         TaskCmd::Start { id } => act(id, "start", "", "", "working on")?,
-        TaskCmd::Done { id, summary } => act(id, "done", "", &summary, "done:")?,
+        TaskCmd::Done {
+            id,
+            summary,
+            branch,
+            files,
+        } => {
+            let note = crate::work::describe(&summary, branch, &files);
+            act(id, "done", "", &note, "done:")?
+        }
         TaskCmd::Block { id, reason } => act(id, "block", "", &reason, "blocked:")?,
         TaskCmd::Cancel { id } => act(id, "cancel", "", "", "cancelled")?,
         TaskCmd::Handoff {
@@ -71,7 +79,13 @@ pub fn run(cmd: TaskCmd) -> Result<()> {
                 "back to the ledger:",
             )?,
         },
-        TaskCmd::Review { id, reviewer, note } => {
+        TaskCmd::Review {
+            id,
+            reviewer,
+            note,
+            branch,
+        } => {
+            let note = crate::work::describe(&note, branch, &[]);
             act(id, "review", &reviewer, &note, "sent to review:")?
         }
         TaskCmd::Reject { id, reason } => act(id, "reject", "", &reason, "sent back:")?,

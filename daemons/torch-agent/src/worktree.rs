@@ -82,9 +82,18 @@ pub fn prepare(name: &AgentName, def: &AgentDefinition, workdir: &Path) -> Resul
         tracing::info!("worktree {target} on its branch {branch}, kept from before");
     } else {
         let base = parent_branch(def, &repo);
+        // Tracking its base, so `git status` in it and the reports of
+        // `torch task done` show what it changed since.
+        let track = if base == "HEAD" {
+            "--no-track"
+        } else {
+            "--track"
+        };
         git(
             &repo,
-            &["worktree", "add", "--lock", "-b", &branch, &target, &base],
+            &[
+                "worktree", "add", "--lock", track, "-b", &branch, &target, &base,
+            ],
         )?;
         tracing::info!("worktree {target} on a new branch {branch} from {base}");
     }
