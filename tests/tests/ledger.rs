@@ -324,9 +324,18 @@ fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
     sb.spawn_echo("boss", "orchestrator", None)?;
     sb.spawn_echo("pm1", "project-manager", Some("boss"))?;
     sb.spawn_echo("pm2", "project-manager", Some("boss"))?;
-    spawn_worker(&sb, "w1", &["rust"])?;
-    spawn_worker(&sb, "w2", &["rust", "review"])?;
-    spawn_worker(&sb, "w3", &["frontend"])?;
+    let skills_of = |w: &str| -> &[&str] {
+        match w {
+            "w1" | "w4" => &["rust"],
+            "w2" => &["rust", "review"],
+            "w3" => &["frontend"],
+            "w5" => &["frontend", "review"],
+            _ => &["go"],
+        }
+    };
+    for w in ["w1", "w2", "w3", "w4", "w5", "w6"] {
+        spawn_worker(&sb, w, skills_of(w))?;
+    }
 
     // Another branch's task: no worker below pm2, so it stays open.
     task_as(
@@ -335,19 +344,22 @@ fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
         &["add", "--title", "pm2's own", "--skill", "rust"],
     )?;
     let mut ids = Vec::new();
-    for (i, skills) in [&["rust"][..], &["rust", "review"], &["frontend"], &[]]
-        .iter()
-        .cycle()
-        .take(12)
-        .enumerate()
-    {
+    let kinds = [
+        &["rust"][..],
+        &["rust", "review"],
+        &["frontend"],
+        &[],
+        &["go"],
+        &["frontend", "review"],
+    ];
+    for (i, skills) in kinds.iter().cycle().take(50).enumerate() {
         let title = format!("job {i}");
         let mut args = vec!["task", "add", "--title", title.as_str()];
         for s in *skills {
             args.extend(["--skill", s]);
         }
         let after = ids.first().map(|f: &i64| f.to_string());
-        if i == 11 {
+        if i == 49 {
             args.extend(["--after", after.as_deref().unwrap_or("")]);
         }
         let out = sb.torch(&args)?;
@@ -356,16 +368,9 @@ fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
     wait_until("every job done", Duration::from_secs(90), || {
         let tasks: Vec<torch_api::Task> =
             serde_json::from_str(&sb.torch(&["task", "list", "--state", "done", "--json"])?)?;
-        Ok(tasks.len() == 12)
+        Ok(tasks.len() == 50)
     })?;
 
-    let skills_of = |w: &str| -> &[&str] {
-        match w {
-            "w1" => &["rust"],
-            "w2" => &["rust", "review"],
-            _ => &["frontend"],
-        }
-    };
     let mut held: Vec<(String, i64, i64)> = Vec::new();
     for id in &ids {
         let t: torch_api::Task =
@@ -401,9 +406,9 @@ fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
     }
     // The last waited for the first.
     ensure!(
-        held[11].1 >= held[0].2,
+        held[49].1 >= held[0].2,
         "#{} was given before #{} was done",
-        ids[11],
+        ids[49],
         ids[0]
     );
     // Reports reach the holders' parent; pm2's task is still open.
