@@ -337,6 +337,17 @@ fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
         spawn_worker(&sb, w, skills_of(w))?;
     }
 
+    // Every change is signalled (TaskChanged), as it happens.
+    sb.run(&[
+        "systemd-run",
+        "--unit",
+        "task-signals",
+        "-p",
+        "StandardOutput=file:/run/task-signals.log",
+        "dbus-monitor",
+        "--system",
+        "type='signal',interface='org.torch.Manager1',member='TaskChanged'",
+    ])?;
     // Another branch's task: no worker below pm2, so it stays open.
     task_as(
         &sb,
@@ -411,11 +422,47 @@ fn the_hub_routes_tasks_by_skill_capacity_and_dependencies() -> Result<()> {
         ids[49],
         ids[0]
     );
+    // Each job's done was signalled once, by the worker that did it.
+    wait_until("every done signalled", Duration::from_secs(10), || {
+        Ok(signalled(&sb, "done")?.len() == 50)
+    })?;
+    let done = signalled(&sb, "done")?;
+    for (id, (holder, ..)) in ids.iter().zip(&held) {
+        ensure!(
+            done.iter().filter(|(i, _)| i == id).count() == 1
+                && done.contains(&(*id, holder.clone())),
+            "#{id} done by {holder}: signals {done:?}"
+        );
+    }
     // Reports reach the holders' parent; pm2's task is still open.
     told(&sb, "pm1", &["done by w2"])?;
     let open = sb.torch(&["task", "list", "--state", "open"])?;
     ensure!(open.contains("pm2's own"), "{open}");
     Ok(())
+}
+
+/// The `TaskChanged` signals into `state` that dbus-monitor saw: (task,
+/// actor).
+fn signalled(sb: &Sandbox, state: &str) -> Result<Vec<(i64, String)>> {
+    let log = String::from_utf8_lossy(&sb.read_file("/run/task-signals.log")?).into_owned();
+    let lines: Vec<&str> = log.lines().collect();
+    let arg = |l: Option<&&str>| {
+        l.map(|l| {
+            l.trim()
+                .split_once(' ')
+                .map_or("", |(_, v)| v)
+                .trim_matches('"')
+                .to_string()
+        })
+        .unwrap_or_default()
+    };
+    Ok(lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.contains("member=TaskChanged"))
+        .filter(|(i, _)| arg(lines.get(i + 2)) == state)
+        .filter_map(|(i, _)| Some((arg(lines.get(i + 1)).parse().ok()?, arg(lines.get(i + 3)))))
+        .collect())
 }
 
 /// When messages to `agent` from `sender` were stored, Unix milliseconds.

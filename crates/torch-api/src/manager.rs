@@ -245,5 +245,10 @@ manager_interface! {
 
         /// An agent was spawned or retired.
         fn fleet_changed(agent: &str, change: &str);
+
+        /// Task `id` entered `state` (open, assigned, working, review,
+        /// done, blocked, cancelled), moved by `actor` (an agent, `operator`
+        /// or `hub`).
+        fn task_changed(id: i64, state: &str, actor: &str);
     }
 }

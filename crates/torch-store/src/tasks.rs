@@ -369,6 +369,39 @@ impl Store {
         })
     }
 
+    /// The changes of every task after change `after` (0: from the first),
+    /// oldest first, at most `limit`: (change id, task id, its event).
+    pub fn task_changes_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, i64, TaskEvent)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, task, at_ms, actor, state, note FROM task_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![after, limit], |r| {
+                let event = TaskEvent {
+                    at_ms: r.get(2)?,
+                    actor: r.get(3)?,
+                    state: r.get(4)?,
+                    note: r.get(5)?,
+                };
+                Ok((r.get(0)?, r.get(1)?, event))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The id of the last change of any task (0: none yet).
+    pub fn last_task_change(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM task_events", [], |r| {
+                r.get(0)
+            })
+        })
+    }
+
     /// Makes `change` to task `id` if it is still in one of `change.from`
     /// (checked in the same transaction, so two agents claiming one task
     /// cannot both have it); returns whether it was made.

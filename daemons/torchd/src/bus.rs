@@ -500,6 +500,9 @@ impl Sink for Signals {
                 Event::FleetChanged { agent, change } => {
                     Server::fleet_changed(&e, agent, change).await
                 }
+                Event::TaskChanged { id, state, actor } => {
+                    Server::task_changed(&e, id, state, actor).await
+                }
             };
         })
     }

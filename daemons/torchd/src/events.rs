@@ -21,6 +21,12 @@ pub enum Event<'a> {
     },
     /// An agent was spawned or retired.
     FleetChanged { agent: &'a str, change: &'a str },
+    /// A task entered a state.
+    TaskChanged {
+        id: i64,
+        state: &'a str,
+        actor: &'a str,
+    },
 }
 
 /// The future of one [`Sink::emit`].
@@ -68,5 +74,10 @@ impl Events {
     /// The fleet changed (spawn, retire).
     pub async fn fleet_changed(&self, agent: &str, change: &str) {
         self.emit(Event::FleetChanged { agent, change }).await;
+    }
+
+    /// A task entered `state`.
+    pub async fn task_changed(&self, id: i64, state: &str, actor: &str) {
+        self.emit(Event::TaskChanged { id, state, actor }).await;
     }
 }
