@@ -10,7 +10,9 @@ scripts/setup-debian.sh
 # (against our stand-in of the model API); without it that test fails here
 # rather than skipping.
 scripts/setup-claude.sh
-export TORCH_REQUIRE_CLAUDE=1
+# Likewise the pinned Gemini CLI (tests/tests/gemini.rs).
+scripts/setup-gemini.sh
+export TORCH_REQUIRE_CLAUDE=1 TORCH_REQUIRE_GEMINI=1
 # The integration tests install these binaries into each sandbox, and the
 # packaging tests install the .deb and inspect the .rpm.
 cargo build --workspace --bins

@@ -24,6 +24,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 pub mod anthropic;
 pub mod fleet;
+pub mod gemini;
 pub mod llm;
 
 /// Parent directory of every sandbox's state directory.

@@ -11,52 +11,187 @@ use serde_json::Value;
 
 use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
 
-/// The script that installs Claude Code; its `CLAUDE_CODE_VERSION=` line is the pin.
-const SETUP_SCRIPT: &str = "scripts/setup-claude.sh";
+/// A real agent CLI the tests run, installed at the version its setup script pins.
+pub struct PinnedCli {
+    /// Its name in messages.
+    pub name: &'static str,
+    /// The script that installs it; its `VAR=` line is the pin.
+    script: &'static str,
+    /// The pin's variable in that script.
+    var: &'static str,
+    /// Where under `/opt/torch-test` it goes (a directory per version).
+    dir: &'static str,
+    /// Its command in `node_modules/.bin`.
+    command: &'static str,
+    /// The variable that makes its absence an error rather than a skip.
+    require: &'static str,
+}
+
+/// Claude Code, pinned in `scripts/setup-claude.sh`.
+pub const CLAUDE: PinnedCli = PinnedCli {
+    name: "Claude Code",
+    script: "scripts/setup-claude.sh",
+    var: "CLAUDE_CODE_VERSION",
+    dir: "claude-code",
+    command: "claude",
+    require: "TORCH_REQUIRE_CLAUDE",
+};
+
+/// Gemini CLI, pinned in `scripts/setup-gemini.sh`.
+pub const GEMINI: PinnedCli = PinnedCli {
+    name: "Gemini CLI",
+    script: "scripts/setup-gemini.sh",
+    var: "GEMINI_CLI_VERSION",
+    dir: "gemini-cli",
+    command: "gemini",
+    require: "TORCH_REQUIRE_GEMINI",
+};
 
 /// The fake API key the agents get; the stand-in accepts any.
 pub const FAKE_API_KEY: &str = "sk-ant-api03-torch-test-standin-key-0000000000000000";
 
-/// The pinned Claude Code version, read from `scripts/setup-claude.sh`, so the pin lives in
-/// one place.
-pub fn claude_version() -> Result<String> {
-    let path = workspace_root().join(SETUP_SCRIPT);
-    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("CLAUDE_CODE_VERSION="))
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| anyhow!("no CLAUDE_CODE_VERSION= line in {}", path.display()))
-}
-
-/// Where `scripts/setup-claude.sh` puts the pinned `claude` (the same path inside sandboxes).
-pub fn claude_bin() -> Result<PathBuf> {
-    Ok(PathBuf::from(format!(
-        "/opt/torch-test/claude-code/{}/node_modules/.bin/claude",
-        claude_version()?
-    )))
-}
-
-/// The pinned `claude`, or `None` (with the reason printed) when it is not installed and the
-/// run does not insist on it: `TORCH_REQUIRE_CLAUDE=1` (scripts/test.sh sets it) makes its
-/// absence an error, so CI never skips in silence.
-pub fn claude_or_skip(test: &str) -> Result<Option<PathBuf>> {
-    let bin = claude_bin()?;
-    if bin.exists() {
-        return Ok(Some(bin));
+impl PinnedCli {
+    /// The pinned version, read from the setup script, so the pin lives in one place.
+    pub fn version(&self) -> Result<String> {
+        let path = workspace_root().join(self.script);
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let prefix = format!("{}=", self.var);
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| anyhow!("no {prefix} line in {}", path.display()))
     }
-    if std::env::var("TORCH_REQUIRE_CLAUDE").is_ok_and(|v| v == "1") {
-        bail!(
-            "{} is missing and TORCH_REQUIRE_CLAUDE=1; run scripts/setup-claude.sh",
-            bin.display()
+
+    /// Where the setup script puts the pinned command (the same path inside sandboxes).
+    pub fn bin(&self) -> Result<PathBuf> {
+        Ok(PathBuf::from(format!(
+            "/opt/torch-test/{}/{}/node_modules/.bin/{}",
+            self.dir,
+            self.version()?,
+            self.command
+        )))
+    }
+
+    /// The pinned command, or `None` (with the reason printed) when it is not installed and
+    /// the run does not insist on it: `TORCH_REQUIRE_...=1` (scripts/test.sh sets them) makes
+    /// its absence an error, so CI never skips in silence.
+    pub fn or_skip(&self, test: &str) -> Result<Option<PathBuf>> {
+        let bin = self.bin()?;
+        if bin.exists() {
+            return Ok(Some(bin));
+        }
+        if std::env::var(self.require).is_ok_and(|v| v == "1") {
+            bail!(
+                "{} is missing and {}=1; run {}",
+                bin.display(),
+                self.require,
+                self.script
+            );
+        }
+        eprintln!(
+            "SKIPPED {test}: {} is not installed ({} installs it; {}=1 turns this skip into a failure)",
+            bin.display(),
+            self.script,
+            self.require
         );
+        Ok(None)
     }
-    eprintln!(
-        "SKIPPED {test}: {} is not installed (scripts/setup-claude.sh installs it; \
-         TORCH_REQUIRE_CLAUDE=1 turns this skip into a failure)",
-        bin.display()
+}
+
+/// The pinned Claude Code version.
+pub fn claude_version() -> Result<String> {
+    CLAUDE.version()
+}
+
+/// The pinned `claude`.
+pub fn claude_bin() -> Result<PathBuf> {
+    CLAUDE.bin()
+}
+
+/// The pinned `claude`, or `None` when it is not installed (see [`PinnedCli::or_skip`]).
+pub fn claude_or_skip(test: &str) -> Result<Option<PathBuf>> {
+    CLAUDE.or_skip(test)
+}
+
+/// What marks a message Torch typed ("[torch message #3 from operator]", "[torch brief
+/// from operator]"): the CLIs' own additions never contain it.
+pub const MARK: &str = "[torch ";
+
+/// Waits until the prompts `turns()` reads (one per model turn, oldest first) that carry
+/// `text` number `n`; returns them all.
+pub fn wait_for_turns(
+    turns: impl Fn() -> Result<Vec<String>>,
+    text: &str,
+    n: usize,
+    secs: u64,
+) -> Result<Vec<String>> {
+    let mut seen = Vec::new();
+    let r = wait_until(
+        &format!("{n} turn(s) with {text:?}"),
+        Duration::from_secs(secs),
+        || {
+            seen = turns()?;
+            Ok(seen.iter().filter(|t| t.contains(text)).count() >= n)
+        },
     );
-    Ok(None)
+    r.map_err(|e| e.context(format!("turns: {seen:#?}")))?;
+    Ok(seen)
+}
+
+/// Five messages sent to `name` while the stand-in takes 5 s over a reply are held, then
+/// reach the model as five turns in order, one message each; no turn ever holds two
+/// messages. Returns every turn.
+pub fn five_during_a_slow_reply(
+    sb: &Sandbox,
+    llm: &Standin,
+    name: &str,
+    turns: impl Fn() -> Result<Vec<String>> + Copy,
+) -> Result<Vec<String>> {
+    llm.set_script(&serde_json::json!([
+        {"when": "SLOW-TURN", "reply": "slow done", "delay_ms": 5000}
+    ]))?;
+    sb.torch(&["send", name, "SLOW-TURN please"])?;
+    wait_for_turns(turns, "SLOW-TURN", 1, 60)?;
+    for i in 1..=5 {
+        sb.torch(&["send", name, &format!("DURING-{i}")])?;
+    }
+    let seen = wait_for_turns(turns, "DURING-", 5, 90)?;
+    let during: Vec<&String> = seen.iter().filter(|t| t.contains("DURING-")).collect();
+    if during.len() != 5 {
+        bail!("five messages made {} turns: {during:#?}", during.len());
+    }
+    for (i, turn) in during.iter().enumerate() {
+        if !turn.contains(&format!("DURING-{}", i + 1)) || turn.matches(MARK).count() != 1 {
+            bail!("turn {i}: {turn:?}\nall: {during:#?}");
+        }
+    }
+    if let Some(t) = seen.iter().find(|t| t.matches(MARK).count() > 1) {
+        bail!("two messages in one turn: {t:?}");
+    }
+    Ok(seen)
+}
+
+/// Kills agent `name`'s program, then its supervisor (each with `kill -9`); after each, once
+/// systemd restarted the agent, `after(text)` sends a message `text` and checks it reached
+/// the model within the same conversation. `idle` waits for the agent to be idle again.
+pub fn kill_program_then_supervisor(
+    sb: &Sandbox,
+    name: &str,
+    idle: impl Fn() -> Result<()>,
+    after: impl Fn(&str) -> Result<()>,
+) -> Result<()> {
+    idle()?;
+    let pid = sb.pane_pid(name)?;
+    sb.run(&["kill", "-KILL", pid.trim()])?;
+    sb.wait_active(name, 1, Duration::from_secs(60))?;
+    after("AFTER-PROGRAM-KILL")?;
+    idle()?;
+    let main = sb.unit_property(&format!("torch-agent@{name}.service"), "MainPID")?;
+    sb.run(&["kill", "-KILL", main.trim()])?;
+    sb.wait_active(name, 2, Duration::from_secs(60))?;
+    after("AFTER-SUPERVISOR-KILL")
 }
 
 /// `torch-test-llm` running in a sandbox as the transient unit `torch-test-llm.service`,
@@ -152,6 +287,19 @@ impl Standin {
             .requests()?
             .iter()
             .filter(|r| r["method"] == "POST" && r["path"] == "/v1/messages")
+            .map(|r| r["last_user_text"].as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// The prompt of every Gemini turn (`:streamGenerateContent`; the routing classifier's
+    /// calls left out), oldest first.
+    pub fn gemini_turns(&self) -> Result<Vec<String>> {
+        Ok(self
+            .requests()?
+            .iter()
+            .filter(|r| {
+                r["method"] == "POST" && r["path"].as_str().is_some_and(crate::gemini::is_stream)
+            })
             .map(|r| r["last_user_text"].as_str().unwrap_or_default().to_string())
             .collect())
     }

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
-use torch_tests::llm::{claude_or_skip, Standin, FAKE_API_KEY};
+use torch_tests::llm::{
+    claude_or_skip, five_during_a_slow_reply, kill_program_then_supervisor, Standin, FAKE_API_KEY,
+    MARK,
+};
 use torch_tests::{wait_until, Sandbox};
 
-/// What marks a message Torch typed ("[torch message #3 from operator]", "[torch brief
-/// from operator]"): Claude Code's own reminders never contain it.
-const MARK: &str = "[torch ";
 /// The agents' API key, as an admin keeps it: a file only root reads.
 const KEY_FILE: &str = "/root/claude.env";
 
@@ -98,17 +98,7 @@ fn turns(llm: &Standin) -> Result<Vec<String>> {
 
 /// Waits until the turns that carry `text` number `n`; returns all turns.
 fn wait_for_turns(llm: &Standin, text: &str, n: usize, secs: u64) -> Result<Vec<String>> {
-    let mut seen = Vec::new();
-    let r = wait_until(
-        &format!("{n} turn(s) with {text:?}"),
-        Duration::from_secs(secs),
-        || {
-            seen = turns(llm)?;
-            Ok(seen.iter().filter(|t| t.contains(text)).count() >= n)
-        },
-    );
-    r.map_err(|e| e.context(format!("turns: {seen:#?}")))?;
-    Ok(seen)
+    torch_tests::llm::wait_for_turns(|| turns(llm), text, n, secs)
 }
 
 /// The agent's screen, as `torch capture` prints it.
@@ -213,26 +203,7 @@ fn messages_reach_claude_whole_in_order_one_turn_each() -> Result<()> {
     sb.torch(&["send", "cc", "AFTER-WORDS"])?;
     wait_for_turns(&llm, "AFTER-WORDS", 1, 60)?;
     // Five messages while a reply takes 5 s: held, then one turn each, in order.
-    llm.set_script(&json!([{"when": "SLOW-TURN", "reply": "slow done", "delay_ms": 5000}]))?;
-    sb.torch(&["send", "cc", "SLOW-TURN please"])?;
-    wait_for_turns(&llm, "SLOW-TURN", 1, 60)?;
-    for i in 1..=5 {
-        sb.torch(&["send", "cc", &format!("DURING-{i}")])?;
-    }
-    let seen = wait_for_turns(&llm, "DURING-", 5, 90)?;
-    let during: Vec<&String> = seen.iter().filter(|t| t.contains("DURING-")).collect();
-    for (i, turn) in during.iter().enumerate() {
-        ensure!(
-            turn.contains(&format!("DURING-{}", i + 1)) && turn.matches(MARK).count() == 1,
-            "turn {i}: {turn:?}\nall: {during:#?}"
-        );
-    }
-    for t in &seen {
-        ensure!(
-            t.matches(MARK).count() <= 1,
-            "two messages in one turn: {t:?}"
-        );
-    }
+    five_during_a_slow_reply(&sb, &llm, "cc", || turns(&llm))?;
     leftover_input_is_cleared(&sb, &llm)?;
     explain_tokens_and_cost(&sb)
 }
@@ -458,21 +429,16 @@ fn a_killed_claude_or_supervisor_resumes_the_conversation() -> Result<()> {
     spawn(&sb, &claude, "mem", &[])?;
     sb.torch(&["send", "mem", "REMEMBER-alpha"])?;
     wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
-    wait_state(&sb, "mem", "idle", 30)?;
-    let pid = sb.pane_pid("mem")?;
-    sb.run(&["kill", "-KILL", &pid])?;
-    sb.wait_active("mem", 1, Duration::from_secs(60))?;
-    sb.torch(&["send", "mem", "AFTER-PROGRAM-KILL"])?;
-    wait_for_turns(&llm, "AFTER-PROGRAM-KILL", 1, 90)?;
-    ensure_remembered(&llm, "AFTER-PROGRAM-KILL")?;
-    wait_state(&sb, "mem", "idle", 30)?;
-
-    let main = sb.unit_property("torch-agent@mem.service", "MainPID")?;
-    sb.run(&["kill", "-KILL", main.trim()])?;
-    sb.wait_active("mem", 2, Duration::from_secs(60))?;
-    sb.torch(&["send", "mem", "AFTER-SUPERVISOR-KILL"])?;
-    wait_for_turns(&llm, "AFTER-SUPERVISOR-KILL", 1, 90)?;
-    ensure_remembered(&llm, "AFTER-SUPERVISOR-KILL")
+    kill_program_then_supervisor(
+        &sb,
+        "mem",
+        || wait_state(&sb, "mem", "idle", 30),
+        |text| {
+            sb.torch(&["send", "mem", text])?;
+            wait_for_turns(&llm, text, 1, 90)?;
+            ensure_remembered(&llm, text)
+        },
+    )
 }
 
 /// The request that carried `text` also carried the first turn: the conversation went on.

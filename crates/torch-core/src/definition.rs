@@ -132,9 +132,10 @@ impl Profile {
     }
 
     /// Whether the profile's CLI reports its state through hooks that the
-    /// supervisor installs (Claude Code), rather than only on its screen.
+    /// supervisor installs (Claude Code, Gemini CLI), rather than only on
+    /// its screen.
     pub fn has_hooks(self) -> bool {
-        self == Profile::Claude
+        matches!(self, Profile::Claude | Profile::Gemini)
     }
 
     /// The command run when a spawn gives none.

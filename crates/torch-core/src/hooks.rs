@@ -1,6 +1,6 @@
 //! What an agent CLI's hooks tell its supervisor, and the state they imply.
 //!
-//! A CLI with hooks (Claude Code) runs `torch-agent --hook SOCKET` at each
+//! A CLI with hooks (Claude Code, Gemini CLI) runs `torch-agent --hook SOCKET` at each
 //! event of its session, with the event as a JSON object on standard input;
 //! the supervisor reads the agent's state from these events before it
 //! believes its screen. The screen says what a TUI draws, which changes with
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::profile::Activity;
 
-/// The hook events Torch installs, in the CLI's own spelling.
+/// The hook events Torch installs in Claude Code, in its spelling.
 pub const EVENTS: [&str; 9] = [
     "SessionStart",
     "UserPromptSubmit",
@@ -21,6 +21,19 @@ pub const EVENTS: [&str; 9] = [
     "PermissionRequest",
     "Stop",
     "StopFailure",
+    "SessionEnd",
+];
+
+/// The hook events Torch installs in Gemini CLI, in its spelling: its
+/// `BeforeAgent` carries the prompt taken, as Claude's `UserPromptSubmit`,
+/// and `AfterAgent` ends a turn, as `Stop`.
+pub const GEMINI_EVENTS: [&str; 7] = [
+    "SessionStart",
+    "BeforeAgent",
+    "BeforeTool",
+    "AfterTool",
+    "Notification",
+    "AfterAgent",
     "SessionEnd",
 ];
 
@@ -36,6 +49,10 @@ pub enum HookEvent {
         session: String,
         /// Its transcript file.
         transcript: String,
+        /// Whether it resumes an earlier session (`source: "resume"`): Gemini
+        /// CLI reports that before it has loaded the history, and clears its
+        /// input box when it has.
+        resumed: bool,
     },
     /// The CLI took a prompt from its input box (also one typed while it
     /// works, which it queues).
@@ -91,11 +108,12 @@ impl HookEvent {
             "SessionStart" => HookEvent::SessionStart {
                 session: text(input, "session_id"),
                 transcript: text(input, "transcript_path"),
+                resumed: text(input, "source") == "resume",
             },
-            "UserPromptSubmit" => HookEvent::PromptSubmitted {
+            "UserPromptSubmit" | "BeforeAgent" => HookEvent::PromptSubmitted {
                 prompt: text(input, "prompt"),
             },
-            "PreToolUse" | "PostToolUse" => HookEvent::Tool,
+            "PreToolUse" | "PostToolUse" | "BeforeTool" | "AfterTool" => HookEvent::Tool,
             "Notification" => HookEvent::Notice {
                 kind: text(input, "notification_type"),
                 message: text(input, "message"),
@@ -103,7 +121,7 @@ impl HookEvent {
             "PermissionRequest" => HookEvent::PermissionRequest {
                 tool: text(input, "tool_name"),
             },
-            "Stop" => HookEvent::Stop,
+            "Stop" | "AfterAgent" => HookEvent::Stop,
             "StopFailure" => HookEvent::StopFailure {
                 error: first_text(input, &["error", "error_message", "message"]),
             },
@@ -181,6 +199,27 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn events_seen_from_gemini_cli_0_61_0_read_as_states() {
+        // Payloads as Gemini CLI 0.61.0 sent them in its TUI (ids shortened).
+        let start = json!({"session_id":"98f57a00","transcript_path":"/h/.gemini/tmp/w/chats/s.json",
+            "cwd":"/w","hook_event_name":"SessionStart","timestamp":"2026-11-27T09:58:05.791Z","source":"startup"});
+        let before =
+            json!({"session_id":"98f57a00","hook_event_name":"BeforeAgent","prompt":"hello there"});
+        let after = json!({"session_id":"98f57a00","hook_event_name":"AfterAgent","prompt":"hello there",
+            "prompt_response":"ok","stop_hook_active":false});
+        let read = |v: &Value| HookEvent::parse(v).unwrap();
+        assert_eq!(read(&start).activity(), Some(Activity::Idle));
+        assert_eq!(
+            read(&before),
+            HookEvent::PromptSubmitted {
+                prompt: "hello there".into()
+            }
+        );
+        assert_eq!(read(&before).activity(), Some(Activity::Working));
+        assert_eq!(read(&after), HookEvent::Stop);
+    }
+
+    #[test]
     fn events_seen_from_claude_code_2_1_332_read_as_states() {
         // Payloads as Claude Code 2.1.332 sent them (ids shortened).
         let start = json!({"session_id":"20cc8ea7","transcript_path":"/x.jsonl","cwd":"/w",
@@ -194,7 +233,8 @@ mod tests {
             e,
             HookEvent::SessionStart {
                 session: "20cc8ea7".into(),
-                transcript: "/x.jsonl".into()
+                transcript: "/x.jsonl".into(),
+                resumed: false,
             }
         );
         assert_eq!(e.activity(), Some(Activity::Idle));

@@ -139,7 +139,8 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
             chrome: None,
-            resume: vec![],
+            // Gemini CLI 0.61.0 takes the session id its SessionStart hook gave.
+            resume: strings(&["--resume", "{session}"]),
             placeholders: vec![],
         },
         Profile::Aider => ProfileRules {

@@ -13,13 +13,11 @@ use anyhow::Context;
 use serde_json::{json, Map, Value};
 use torch_core::{hooks, paths, AgentDefinition, AgentName};
 
+use crate::cli_config::{hook_command, install_hooks, object_at, update_json, Broken, HOOK_MARK};
+
 /// The Claude Code version whose first-run state Torch records (and that
 /// docs/compatibility.md lists as verified).
 pub const VERIFIED_VERSION: &str = "2.1.332";
-/// Ends each hook command Torch installs (a shell comment), so a later start
-/// finds and replaces them without a key of our own that Claude Code's
-/// settings schema might refuse.
-const HOOK_MARK: &str = "# installed by torch";
 /// Claude Code records an approved API key by its last characters.
 const KEY_SUFFIX_CHARS: usize = 20;
 
@@ -48,7 +46,7 @@ pub fn prepare(
     let hook = hook_command("--hook", control_socket)?;
     let status = hook_command("--status-line", control_socket)?;
     update_json(&dir.join("settings.json"), Broken::Refuse, |settings| {
-        install_hooks(settings, &hook);
+        install_claude_hooks(settings, &hook);
         install_status_line(settings, &status);
     })?;
     let mut env = Vec::new();
@@ -80,66 +78,6 @@ fn config_dir(name: &AgentName, def: &AgentDefinition) -> (PathBuf, bool) {
     }
 }
 
-fn hook_command(flag: &str, control_socket: &Path) -> anyhow::Result<String> {
-    let exe = std::env::current_exe().context("cannot find the supervisor's own binary")?;
-    Ok(format!(
-        "{} {flag} {} {HOOK_MARK}",
-        shell_quote(&exe.to_string_lossy()),
-        shell_quote(&control_socket.to_string_lossy())
-    ))
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// What to do with a file that is not a JSON object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Broken {
-    /// Claude's own state (a write cut short by a crash): keep it aside and
-    /// start from an empty one, so the agent still starts.
-    SetAside,
-    /// A file people edit: refuse, naming it.
-    Refuse,
-}
-
-/// Reads a JSON object file (missing or empty: `{}`), lets `change` edit
-/// it, and writes it back atomically.
-fn update_json(
-    path: &Path,
-    broken: Broken,
-    change: impl FnOnce(&mut Map<String, Value>),
-) -> anyhow::Result<()> {
-    let mut object = match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Object(o)) => o,
-            _ if broken == Broken::SetAside => {
-                let aside = path.with_extension("json.broken");
-                std::fs::rename(path, &aside)
-                    .with_context(|| format!("cannot move {} aside", path.display()))?;
-                tracing::warn!(
-                    "{} was not a JSON object; kept it as {} and started a new one",
-                    path.display(),
-                    aside.display()
-                );
-                Map::new()
-            }
-            _ => anyhow::bail!(
-                "{} is not a JSON object; fix or remove it so Torch can prepare Claude Code",
-                path.display()
-            ),
-        },
-        Ok(_) => Map::new(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Map::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    };
-    change(&mut object);
-    let tmp = path.with_extension("torch-tmp");
-    let text = serde_json::to_string_pretty(&Value::Object(object))?;
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
-}
-
 /// Records the first-run dialogs as answered: onboarding, the workdir's
 /// trust, the API key's approval, the auto-mode nudge.
 fn first_run_done(state: &mut Map<String, Value>, workdir: &Path, key: Option<&str>) {
@@ -169,20 +107,13 @@ fn first_run_done(state: &mut Map<String, Value>, workdir: &Path, key: Option<&s
 
 /// Makes sure each event Torch reads runs `command`, beside whatever hooks
 /// the user set.
-fn install_hooks(settings: &mut Map<String, Value>, command: &str) {
+fn install_claude_hooks(settings: &mut Map<String, Value>, command: &str) {
     let ours = json!({"type": "command", "command": command, "timeout": 5});
-    let all = object_at(settings, "hooks");
-    for event in hooks::EVENTS {
-        let groups = all.entry(event).or_insert(json!([]));
-        if !groups.is_array() {
-            *groups = json!([]);
-        }
-        if let Value::Array(groups) = groups {
-            // Ours from an earlier start (maybe another binary path) goes.
-            groups.retain(|g| !is_torch_group(g));
-            groups.push(json!({"matcher": "", "hooks": [ours.clone()]}));
-        }
-    }
+    install_hooks(
+        settings,
+        &hooks::EVENTS,
+        &json!({"matcher": "", "hooks": [ours]}),
+    );
 }
 
 /// Makes Claude's status line report the session's cost to the supervisor,
@@ -198,29 +129,6 @@ fn install_status_line(settings: &mut Map<String, Value>, command: &str) {
             "statusLine".into(),
             json!({"type": "command", "command": command}),
         );
-    }
-}
-
-fn is_torch_group(group: &Value) -> bool {
-    let commands = group.get("hooks").and_then(Value::as_array);
-    commands.is_some_and(|hooks| {
-        hooks.iter().any(|h| {
-            h.get("command")
-                .and_then(Value::as_str)
-                .is_some_and(|c| c.ends_with(HOOK_MARK))
-        })
-    })
-}
-
-/// The object under `key`, made one if it is missing or not an object.
-fn object_at<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let slot = map.entry(key).or_insert(json!({}));
-    if !slot.is_object() {
-        *slot = json!({});
-    }
-    match slot {
-        Value::Object(o) => o,
-        _ => unreachable!("just made an object"),
     }
 }
 
@@ -279,12 +187,12 @@ mod tests {
             "hooks": {"Stop": [{"matcher": "", "hooks": [{"type": "command", "command": "mine"}]}]}
         }))
         .unwrap();
-        install_hooks(
+        install_claude_hooks(
             &mut settings,
             &format!("/old/torch-agent --hook s {HOOK_MARK}"),
         );
         let now = format!("'/usr/libexec/torch/torch-agent' --hook 's' {HOOK_MARK}");
-        install_hooks(&mut settings, &now);
+        install_claude_hooks(&mut settings, &now);
         let v = Value::Object(settings.clone());
         assert_eq!(v["model"], "x");
         let stop = v["hooks"]["Stop"].as_array().unwrap();
@@ -299,7 +207,7 @@ mod tests {
                 "{event}"
             );
         }
-        assert_eq!(shell_quote("a'b"), "'a'\\''b'");
+        assert_eq!(crate::cli_config::shell_quote("a'b"), "'a'\\''b'");
         install_status_line(&mut settings, &now);
         let v = Value::Object(settings.clone());
         assert_eq!(v["statusLine"]["command"], now.as_str());

@@ -155,6 +155,9 @@ pub struct HookFeed {
     tokens: Mutex<TokenCounter>,
     /// The session's cost as the CLI computes it, in millionths of a dollar.
     cost: Mutex<Option<u64>>,
+    /// A resumed session began and nothing was typed since: the CLI may
+    /// still be loading its history.
+    resumed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for HookFeed {
@@ -173,6 +176,7 @@ impl Default for HookFeed {
             limited_until: Mutex::new(None),
             tokens: Mutex::new(TokenCounter::default()),
             cost: Mutex::new(None),
+            resumed: Default::default(),
         }
     }
 }
@@ -226,7 +230,12 @@ impl HookFeed {
             HookEvent::SessionStart {
                 session,
                 transcript,
-            } => self.session_started_as(session, transcript),
+                resumed,
+            } => {
+                self.resumed
+                    .store(*resumed, std::sync::atomic::Ordering::Relaxed);
+                self.session_started_as(session, transcript)
+            }
             HookEvent::PromptSubmitted { prompt } => {
                 self.set_limited(None);
                 // No receiver is fine: nobody is delivering just now.
@@ -371,6 +380,13 @@ impl HookFeed {
     /// reported it.
     pub fn cost_microusd(&self) -> Option<u64> {
         self.cost.lock().ok().and_then(|c| *c)
+    }
+
+    /// Whether a resumed session began since the last time this was asked
+    /// (the first delivery then waits for the screen to settle).
+    pub fn take_resumed(&self) -> bool {
+        self.resumed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether the CLI reported a session start since this supervisor began.

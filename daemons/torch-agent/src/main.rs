@@ -7,8 +7,10 @@
 
 mod attention;
 mod claude;
+mod cli_config;
 mod control;
 mod delivery;
+mod gemini;
 mod health;
 mod hooks;
 mod limits;

@@ -136,8 +136,8 @@ struct Program {
 
 impl Program {
     /// The definition's command and environment, with what its profile's
-    /// CLI needs: for Claude Code, its own config (hooks, no first-run
-    /// dialogs) and the last session resumed.
+    /// CLI needs: for Claude Code and Gemini CLI, their own config (hooks,
+    /// no first-run dialogs); for Claude Code, the last session resumed.
     fn prepare(
         name: &AgentName,
         def_path: &Path,
@@ -148,11 +148,16 @@ impl Program {
     ) -> anyhow::Result<Self> {
         let rules = config.profile_rules(def.profile);
         let mut env = agent_env(name, def);
-        if def.profile == torch_core::Profile::Claude {
-            env.extend(
+        match def.profile {
+            torch_core::Profile::Claude => env.extend(
                 crate::claude::prepare(name, def, workdir, control_path)
                     .context("cannot prepare Claude Code's config for this agent")?,
-            );
+            ),
+            torch_core::Profile::Gemini => env.extend(
+                crate::gemini::prepare(name, def, control_path)
+                    .context("cannot prepare Gemini CLI's settings for this agent")?,
+            ),
+            _ => {}
         }
         let mut command = def.command.clone();
         if !def.profile.has_hooks() {

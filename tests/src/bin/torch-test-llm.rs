@@ -1,6 +1,6 @@
-//! `torch-test-llm`: the tests' stand-in of the Anthropic Messages API, so integration tests
-//! can run the real Claude Code CLI without any model service (never a real one, never off
-//! the loopback).
+//! `torch-test-llm`: the tests' stand-in of the Anthropic Messages API and of the Gemini
+//! API, so integration tests can run the real Claude Code and Gemini CLIs without any model
+//! service (never a real one, never off the loopback).
 //!
 //! ```text
 //! torch-test-llm --record FILE [--script FILE] [--port N] [--port-file FILE]
@@ -9,7 +9,8 @@
 //! * Binds 127.0.0.1 only; `--port 0` (the default) picks a free port. The first line on
 //!   stdout is `listening on 127.0.0.1:PORT`; `--port-file` gets the port too.
 //! * `POST /v1/messages` (plain or `"stream": true`), `POST /v1/messages/count_tokens`;
-//!   anything else is a 404 with an API-style error body.
+//!   `POST /v1beta/models/M:generateContent` and `:streamGenerateContent` (see
+//!   `torch_tests::gemini`); anything else is a 404 with an API-style error body.
 //! * Every request is appended to the record file as one JSON line: `at_ms`, `method`,
 //!   `path`, `body` (JSON or null), `last_user_text`, `model`, and `request` (its number,
 //!   from 1). When a `/v1/messages` reply has been sent whole (a stream's last event handed
@@ -37,6 +38,7 @@ use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use serde_json::{json, Value};
 use torch_tests::anthropic::{self, Answer, Rule};
+use torch_tests::gemini;
 
 #[derive(Parser, Debug)]
 #[command(about = "A stand-in of the Anthropic Messages API for Torch's tests")]
@@ -129,7 +131,12 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
         serde_json::from_slice(&body).ok()
     };
     let json = parsed.clone().unwrap_or(Value::Null);
-    let text = anthropic::last_user_text(&json);
+    let is_gemini = gemini::is_model_call(uri.path());
+    let text = if is_gemini {
+        gemini::last_user_text(&json)
+    } else {
+        anthropic::last_user_text(&json)
+    };
     let model = json["model"].as_str().unwrap_or_default().to_string();
     let request = app.requests.fetch_add(1, Ordering::Relaxed);
     app.write_record(&json!({
@@ -148,6 +155,10 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
         (true, "/v1/messages", Some(req)) => {
             let size = body.len();
             app.messages(&req, &text, &model, size, request).await
+        }
+        (true, path, Some(req)) if is_gemini => {
+            app.gemini(&req, &text, gemini::is_stream(path), body.len(), request)
+                .await
         }
         _ => error(
             404,
@@ -241,6 +252,55 @@ impl App {
             (StatusCode::OK, axum::Json(msg)).into_response()
         }
     }
+}
+
+impl App {
+    /// A Gemini model call: the classifier gets its JSON at once; a turn gets the scripted
+    /// answer (text or error) after the rule's delay, streamed when asked.
+    async fn gemini(
+        self: &Arc<Self>,
+        req: &Value,
+        text: &str,
+        stream_it: bool,
+        size: usize,
+        request: u64,
+    ) -> Response {
+        if gemini::is_classifier(req) {
+            self.write_end(request);
+            return (StatusCode::OK, axum::Json(gemini::classifier_reply())).into_response();
+        }
+        let rule = match self.choose(req, text) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("torch-test-llm: {e}");
+                return gemini_error(500, &format!("stand-in script: {e}"));
+            }
+        };
+        let delay = Duration::from_millis(rule.as_ref().and_then(|r| r.delay_ms).unwrap_or(0));
+        tokio::time::sleep(delay).await;
+        let reply = match anthropic::answer(rule.as_ref()) {
+            Answer::Text(t) => t,
+            Answer::Bash(_) => "(the stand-in plays no tool calls for Gemini)".to_string(),
+            Answer::Error { status, .. } => {
+                return gemini_error(status, "scripted error from the stand-in")
+            }
+        };
+        let chunk = gemini::candidate(&reply, anthropic::tokens(size));
+        if stream_it {
+            let app = Arc::clone(self);
+            stream(vec![(Duration::ZERO, gemini::sse(&chunk))], move || {
+                app.write_end(request)
+            })
+        } else {
+            self.write_end(request);
+            (StatusCode::OK, axum::Json(chunk)).into_response()
+        }
+    }
+}
+
+fn gemini_error(status: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(gemini::error_body(status, message))).into_response()
 }
 
 /// A server-sent-event response that sends each event after its pause, then calls `ended`.

@@ -1,0 +1,163 @@
+//! The real Gemini CLI as a Torch agent, talking to our stand-in of the Gemini API
+//! (`torch-test-llm`) on the sandbox's loopback. Every delivery is judged by what the
+//! stand-in received: each message exactly once, whole, in order, one turn each.
+//!
+//! Torch prepares each agent's Gemini settings itself (API-key sign-in chosen, hooks
+//! installed, the workspace trusted); the tests give the agents' unit the API's address in
+//! a drop-in, as an admin would, and each agent its key in an environment file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use torch_tests::llm::{
+    five_during_a_slow_reply, kill_program_then_supervisor, Standin, FAKE_API_KEY, GEMINI, MARK,
+};
+use torch_tests::{wait_until, Sandbox};
+
+/// The agents' API key, as an admin keeps it: a file only root reads.
+const KEY_FILE: &str = "/root/gemini.env";
+
+/// A sandbox with the hub, the stand-in, and every agent unit pointed at the stand-in;
+/// `None` when the test is skipped for want of the pinned gemini.
+fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, PathBuf)>> {
+    let Some(gemini) = GEMINI.or_skip(test)? else {
+        return Ok(None);
+    };
+    let sb = Sandbox::boot(label)?;
+    sb.install_torch()?;
+    let llm = Standin::start(&sb)?;
+    sb.agent_dropin(&format!(
+        "[Service]\nEnvironment=GOOGLE_GEMINI_BASE_URL={}\n",
+        llm.base_url()
+    ))?;
+    let key = format!("GEMINI_API_KEY={FAKE_API_KEY}\n");
+    sb.write_file(KEY_FILE, key.as_bytes(), 0o600)?;
+    sb.start_hub()?;
+    Ok(Some((sb, llm, gemini)))
+}
+
+/// Spawns a gemini orchestrator through the hub, in a project directory of its own that
+/// Gemini never trusted, with `brief`.
+fn spawn(sb: &Sandbox, gemini: &Path, name: &str, brief: &str) -> Result<()> {
+    let dir = format!("/srv/{name}");
+    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", &dir])?;
+    let brief_file = format!("/root/{name}.brief");
+    sb.write_file(&brief_file, brief.as_bytes(), 0o600)?;
+    let gemini = gemini.to_string_lossy();
+    sb.torch(&[
+        "spawn",
+        name,
+        "--role",
+        "orchestrator",
+        "--workdir",
+        &dir,
+        "--profile",
+        "gemini",
+        "--env-file",
+        KEY_FILE,
+        "--brief",
+        &brief_file,
+        "--",
+        &gemini,
+    ])
+    .map(drop)
+}
+
+/// Waits until the turns that carry `text` number `n`; returns all turns.
+fn wait_for_turns(llm: &Standin, text: &str, n: usize, secs: u64) -> Result<Vec<String>> {
+    torch_tests::llm::wait_for_turns(|| llm.gemini_turns(), text, n, secs)
+}
+
+#[test]
+fn messages_reach_gemini_whole_in_order_one_turn_each() -> Result<()> {
+    let test = "messages_reach_gemini_whole_in_order_one_turn_each";
+    let Some((sb, llm, gemini)) = fleet(test, "gemini-msgs")? else {
+        return Ok(());
+    };
+    // Its brief is its first turn: no dialog stood in the way.
+    spawn(&sb, &gemini, "gm", "BRIEF-GM plan the work")?;
+    wait_for_turns(&llm, "BRIEF-GM", 1, 90)?;
+    sb.torch(&["send", "gm", "ONE-LINE hello"])?;
+    wait_for_turns(&llm, "ONE-LINE hello", 1, 60)?;
+    // Multi-line, with what a shell or tmux would take for commands or keys.
+    let multi = "MULTI first $(id) `uname`\n\tsecond \"quoted\" 'single'\nC-c third; rm -rf /nothing\nfourth line\nfifth";
+    sb.torch(&["send", "gm", multi])?;
+    let seen = wait_for_turns(&llm, "MULTI first", 1, 60)?;
+    let got = seen.iter().find(|t| t.contains("MULTI first")).cloned();
+    let got = got.unwrap_or_default();
+    ensure!(
+        got.contains(multi) || got.contains(&multi.replace('\t', "    ")),
+        "sent {multi:?}\ngot {got:?}"
+    );
+    // Five messages while a reply takes 5 s: held, then one turn each, in order.
+    let seen = five_during_a_slow_reply(&sb, &llm, "gm", || llm.gemini_turns())?;
+    // Exactly once each, and never two messages in one turn.
+    for text in ["BRIEF-GM", "ONE-LINE hello", "MULTI first", "SLOW-TURN"] {
+        let n = seen.iter().filter(|t| t.contains(text)).count();
+        ensure!(n == 1, "{text:?} reached the model {n} times: {seen:#?}");
+    }
+    for t in &seen {
+        ensure!(
+            t.matches(MARK).count() <= 1,
+            "two messages in one turn: {t:?}"
+        );
+    }
+    // Its state comes from its hooks: idle after the last turn.
+    wait_until("gm idle by its hooks", Duration::from_secs(30), || {
+        let out = sb.torch(&["explain", "gm"])?;
+        Ok(out.contains("state: idle, decided by hook AfterAgent"))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_killed_gemini_or_supervisor_resumes_the_conversation() -> Result<()> {
+    let test = "a_killed_gemini_or_supervisor_resumes_the_conversation";
+    let Some((sb, llm, gemini)) = fleet(test, "gemini-resume")? else {
+        return Ok(());
+    };
+    spawn(&sb, &gemini, "mem", "REMEMBER-alpha")?;
+    wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
+    kill_program_then_supervisor(
+        &sb,
+        "mem",
+        || wait_idle(&sb, "mem"),
+        |text| {
+            sb.torch(&["send", "mem", text])?;
+            if let Err(e) = wait_for_turns(&llm, text, 1, 60) {
+                let journal = sb.journal(&["-u", "torch-agent@mem.service", "-o", "cat"])?;
+                anyhow::bail!("{e:#}\njournal of mem:\n{journal}");
+            }
+            ensure_remembered(&llm, text)
+        },
+    )
+}
+
+/// Waits until `name` is idle by its hooks.
+fn wait_idle(sb: &Sandbox, name: &str) -> Result<()> {
+    wait_until(&format!("{name} idle"), Duration::from_secs(30), || {
+        Ok(sb
+            .torch(&["explain", name])?
+            .contains("state: idle, decided by hook"))
+    })
+}
+
+/// The turn that carried `text` also carried the first one: the conversation went on.
+fn ensure_remembered(llm: &Standin, text: &str) -> Result<()> {
+    let requests = llm.requests()?;
+    let turn = requests
+        .iter()
+        .find(|r| {
+            r["last_user_text"]
+                .as_str()
+                .is_some_and(|t| t.contains(text))
+        })
+        .map(|r| r["body"]["contents"].to_string())
+        .unwrap_or_default();
+    ensure!(
+        turn.contains("REMEMBER-alpha"),
+        "the conversation started afresh: {turn}"
+    );
+    Ok(())
+}
