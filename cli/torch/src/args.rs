@@ -166,6 +166,17 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What happens in the fleet, as it happens: messages queued,
+    /// delivered and failed, agents spawned and retired, tasks moving
+    /// (from the hub's signals; Ctrl-C stops)
+    Events {
+        /// Only events naming this agent.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        /// One JSON object a line (schema in docs/dbus.md).
+        #[arg(long)]
+        json: bool,
+    },
     /// The fleet as a tree, with unit state, agent state and queues.
     Status {
         /// Machine-readable output (schema in docs/dbus.md).

@@ -22,6 +22,7 @@ mod autocommit;
 mod checkins;
 mod config_check;
 mod docs;
+mod events;
 mod hub;
 mod send;
 mod show;
@@ -124,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("retired {name}; final transcript: {transcript}");
         }
         Cmd::Status { json } => show::status(json)?,
+        Cmd::Events { agent, json } => runtime()?.block_on(events::watch(agent, json))?,
         Cmd::Agents { skills, idle, json } => show::agents(&skills, idle, json)?,
         Cmd::Task { action } => tasks::run(action)?,
         Cmd::Explain { name } => show::explain(&agent(&name)?)?,

@@ -89,6 +89,33 @@ pub(crate) fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
 }
 
 impl Store {
+    /// Messages stored after message `after` (0: from the first), oldest
+    /// first, at most `limit`: (id, sender, recipient).
+    pub fn messages_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, sender, recipient FROM messages WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![after, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The id of the last message stored (0: none yet).
+    pub fn last_message(&self) -> Result<i64, StoreError> {
+        self.with(|c| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get(0)
+            })
+        })
+    }
+
     /// Stores a new queued message; returns its id once it is on disk.
     pub fn enqueue(
         &self,

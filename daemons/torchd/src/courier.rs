@@ -290,6 +290,8 @@ impl Courier {
 
     /// Wakes (starting if needed) the delivery task of `agent`.
     pub fn kick(self: &Arc<Self>, agent: &str) {
+        // Every message stored is followed by a kick: clients hear of it.
+        self.events.news();
         let Ok(mut wakers) = self.wakers.lock() else {
             return;
         };

@@ -40,18 +40,33 @@ pub trait Sink: Send + Sync {
 }
 
 /// Emits the hub's events once their sink exists (events before it, while
-/// the hub starts, have no listener anyway).
+/// the hub starts, have no listener anyway), and carries the news that the
+/// store holds something new to tell (see `signals`).
 #[derive(Clone, Default)]
-pub struct Events(Arc<OnceLock<Box<dyn Sink>>>);
+pub struct Events {
+    sink: Arc<OnceLock<Box<dyn Sink>>>,
+    news: Arc<tokio::sync::Notify>,
+}
 
 impl Events {
     /// Sets where events go.
     pub fn attach(&self, sink: Box<dyn Sink>) {
-        let _ = self.0.set(sink);
+        let _ = self.sink.set(sink);
+    }
+
+    /// The store holds something new for clients: a message, a change of
+    /// a task.
+    pub fn news(&self) {
+        self.news.notify_one();
+    }
+
+    /// Returns once there is news (or was, since the last call).
+    pub async fn news_arrived(&self) {
+        self.news.notified().await;
     }
 
     async fn emit(&self, event: Event<'_>) {
-        if let Some(sink) = self.0.get() {
+        if let Some(sink) = self.sink.get() {
             sink.emit(event).await;
         }
     }

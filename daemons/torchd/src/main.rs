@@ -24,6 +24,7 @@ mod retention;
 mod router;
 mod schedule;
 mod service;
+mod signals;
 mod stalls;
 
 use std::path::PathBuf;
@@ -166,6 +167,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Open tasks to idle agents with the skills; stalled tasks noticed.
     tokio::spawn(router::run(Arc::clone(&hub)));
     tokio::spawn(pools::run(Arc::clone(&hub)));
+    tokio::spawn(signals::run(Arc::clone(&hub)));
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

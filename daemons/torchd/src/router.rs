@@ -7,8 +7,7 @@
 //! in the same transaction as the assignment. A round runs after each
 //! change of the ledger and every [`TICK`], so a worker that turns idle
 //! is seen; each round also looks for stalled tasks (`stalls`), and then
-//! tells clients every change of a task since the last round (the
-//! `TaskChanged` signal), wherever it was made: each change wakes a round.
+//! brings news, so `signals` tells clients what changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,15 +33,8 @@ const ROUND_MAX: u32 = 10_000;
 /// Who the history says made an assignment.
 const ROUTER: &str = "hub";
 
-/// The most changes one round signals; the rest follow in the next.
-const SIGNAL_MAX: u32 = 1_000;
-
 /// Routes until the hub stops.
 pub async fn run(hub: Arc<Hub>) {
-    let h = Arc::clone(&hub);
-    let mut signalled = blocking(move || Ok(h.store.last_task_change()?))
-        .await
-        .unwrap_or(0);
     loop {
         tokio::select! {
             _ = hub.ledger_changed.notified() => {}
@@ -66,34 +58,7 @@ pub async fn run(hub: Arc<Hub>) {
             }
             Err(e) => tracing::warn!("task routing: {e}"),
         }
-        signalled = signal_changes(&hub, signalled).await;
-    }
-}
-
-/// Emits `TaskChanged` for each change after `after`, in pages of
-/// [`SIGNAL_MAX`]; the last one told.
-async fn signal_changes(hub: &Arc<Hub>, after: i64) -> i64 {
-    let mut last = after;
-    loop {
-        let (h, from) = (Arc::clone(hub), last);
-        let changes =
-            match blocking(move || Ok(h.store.task_changes_after(from, SIGNAL_MAX)?)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("task changes: {e}");
-                    return last;
-                }
-            };
-        let full = changes.len() == SIGNAL_MAX as usize;
-        for (change, task, event) in changes {
-            hub.events
-                .task_changed(task, &event.state, &event.actor)
-                .await;
-            last = change;
-        }
-        if !full {
-            return last;
-        }
+        hub.events.news();
     }
 }
 

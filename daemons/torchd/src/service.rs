@@ -62,7 +62,7 @@ pub async fn send(
         .to_string();
     let text = validate_message(text).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
     let (h, f, t) = (Arc::clone(hub), from.clone(), to.clone());
-    let (id, stored) = blocking(move || {
+    let id = blocking(move || {
         let fleet = h.fleet.agents();
         let recipient = fleet::check_route(&h.config, &fleet, &f, &t).map_err(HubError::Refused)?;
         // Refused here, not by the supervisor after the message was
@@ -77,12 +77,10 @@ pub async fn send(
         if stored {
             crate::fault::after_store(&text);
         }
-        Ok((id, stored))
+        Ok(id)
     })
     .await?;
-    if stored {
-        hub.events.queued(id, &from, &to).await;
-    }
+    // The kick also tells clients (MessageQueued, from `signals`).
     hub.courier.kick(&to);
     Ok(id)
 }

@@ -1,0 +1,155 @@
+//! `torch events`: what happens in the fleet as it happens, from the hub's
+//! D-Bus signals (no polling): messages queued, delivered and failed,
+//! agents spawned and retired, tasks changing state. A line each, or JSON.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+
+use crate::hub;
+
+/// One event as `torch events --json` prints it (a line each).
+#[derive(Debug, Serialize)]
+struct Event {
+    /// When this command received it, Unix milliseconds.
+    at_ms: u128,
+    /// `message_queued`, `message_delivered`, `message_failed`,
+    /// `fleet_changed` or `task_changed`.
+    kind: &'static str,
+    /// The message's or task's id (none for fleet changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
+    /// The agents concerned: sender then recipient, the agent spawned or
+    /// retired, or who moved the task.
+    agents: Vec<String>,
+    /// What changed: the fleet change, the task's new state, a failure's
+    /// reason.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    detail: String,
+}
+
+impl Event {
+    fn new(kind: &'static str, id: Option<i64>, agents: &[&str], detail: &str) -> Self {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Event {
+            at_ms,
+            kind,
+            id,
+            agents: agents.iter().map(|a| a.to_string()).collect(),
+            detail: detail.to_string(),
+        }
+    }
+
+    fn line(&self) -> String {
+        let id = self.id.map_or(String::new(), |i| format!("#{i}"));
+        let who = self.agents.join(" -> ");
+        match self.kind {
+            "message_queued" => format!("message {id} queued: {who}"),
+            "message_delivered" => format!("message {id} delivered to {who}"),
+            "message_failed" => format!("message {id} to {who} failed: {}", self.detail),
+            "fleet_changed" => format!("agent {who} {}", self.detail),
+            _ => format!("task {id} {} by {who}", self.detail),
+        }
+    }
+}
+
+/// Boxed, so the five signal streams go in one `select_all`.
+type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
+
+/// Prints events until interrupted (or the bus goes away); only those
+/// naming `agent`, when given.
+pub async fn watch(agent: Option<String>, json: bool) -> Result<()> {
+    let h = hub::connect().await?;
+    let streams: Vec<Events> = vec![
+        Box::pin(
+            h.receive_message_queued()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    Some(Event::new(
+                        "message_queued",
+                        Some(a.id),
+                        &[a.from, a.to],
+                        "",
+                    ))
+                }),
+        ),
+        Box::pin(
+            h.receive_message_delivered()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    Some(Event::new("message_delivered", Some(a.id), &[a.to], ""))
+                }),
+        ),
+        Box::pin(
+            h.receive_message_failed()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    Some(Event::new("message_failed", Some(a.id), &[a.to], a.reason))
+                }),
+        ),
+        Box::pin(
+            h.receive_fleet_changed()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    Some(Event::new("fleet_changed", None, &[a.agent], a.change))
+                }),
+        ),
+        Box::pin(
+            h.receive_task_changed()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    Some(Event::new("task_changed", Some(a.id), &[a.actor], a.state))
+                }),
+        ),
+    ];
+    eprintln!("torch: watching the hub's events (Ctrl-C to stop)");
+    let mut all = futures_util::stream::select_all(streams);
+    while let Some(event) = all.next().await {
+        if agent
+            .as_deref()
+            .is_some_and(|a| !event.agents.iter().any(|x| x == a))
+        {
+            continue;
+        }
+        if json {
+            println!("{}", serde_json::to_string(&event)?);
+        } else {
+            println!("{}", event.line());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_say_what_happened() {
+        let e = Event::new("message_queued", Some(3), &["pm", "dev1"], "");
+        assert_eq!(e.line(), "message #3 queued: pm -> dev1");
+        let e = Event::new("task_changed", Some(7), &["dev1"], "done");
+        assert_eq!(e.line(), "task #7 done by dev1");
+        let e = Event::new("fleet_changed", None, &["dev2"], "spawned");
+        assert_eq!(e.line(), "agent dev2 spawned");
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(
+            json.contains("\"kind\":\"fleet_changed\"") && !json.contains("\"id\""),
+            "{json}"
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! `torch events` on the real sandbox: each kind of event shows as it happens, from the
+//! hub's signals, and `--agent` keeps those naming one agent.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use serde_json::Value;
+use torch_api::{Message, Task};
+use torch_tests::fleet::boot_hub;
+use torch_tests::{wait_until, Sandbox};
+
+/// Starts `torch events ARGS` as a transient unit writing to `log`.
+fn watch(sb: &Sandbox, unit: &str, log: &str, args: &[&str]) -> Result<()> {
+    let output = format!("StandardOutput=file:{log}");
+    let mut argv = vec![
+        "systemd-run",
+        "--unit",
+        unit,
+        "-p",
+        &output,
+        "-p",
+        "StandardError=journal",
+        "torch",
+        "events",
+    ];
+    argv.extend_from_slice(args);
+    sb.run(&argv)?;
+    // Subscribed once it says so on its standard error (in the journal).
+    let mut said = String::new();
+    let r = wait_until("torch events to subscribe", Duration::from_secs(10), || {
+        said = sb.journal(&["-u", unit, "-o", "cat"])?;
+        Ok(said.contains("watching the hub's events"))
+    });
+    r.map_err(|e| e.context(format!("its journal: {said}")))
+}
+
+fn events(sb: &Sandbox, log: &str) -> Result<Vec<Value>> {
+    let raw = String::from_utf8_lossy(&sb.read_file(log)?).into_owned();
+    Ok(raw
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// The first event of `kind` with `id` (or naming `agent`, for fleet changes) and
+/// `detail`, waited for.
+fn seen(sb: &Sandbox, log: &str, kind: &str, key: &Value, detail: &str) -> Result<Value> {
+    let mut found = None;
+    wait_until(
+        &format!("{kind} {key} {detail}"),
+        Duration::from_secs(20),
+        || {
+            found = events(sb, log)?.into_iter().find(|e| {
+                e["kind"] == kind
+                    && (e["id"] == *key || e["agents"][0] == *key)
+                    && e["detail"].as_str().unwrap_or("") == detail
+            });
+            Ok(found.is_some())
+        },
+    )?;
+    Ok(found.unwrap_or_default())
+}
+
+#[test]
+fn torch_events_shows_what_happens_as_it_happens() -> Result<()> {
+    let sb = boot_hub("events", "")?;
+    let (all, mine) = ("/run/events-all.log", "/run/events-e2.log");
+    watch(&sb, "events-all", all, &["--json"])?;
+    watch(&sb, "events-e2", mine, &["--json", "--agent", "e2"])?;
+
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    sb.spawn_echo("e1", "engineer", Some("boss"))?;
+    sb.spawn_echo("e2", "engineer", Some("boss"))?;
+    seen(&sb, all, "fleet_changed", &"e1".into(), "spawned")?;
+
+    sb.torch(&["send", "--wait", "e1", "hello"])?;
+    let messages: Vec<Message> =
+        serde_json::from_str(&sb.torch(&["messages", "--agent", "e1", "--json"])?)?;
+    let m = messages
+        .into_iter()
+        .find(|m| m.body == "hello")
+        .ok_or_else(|| anyhow::anyhow!("no message hello"))?;
+    let queued = seen(&sb, all, "message_queued", &m.id.into(), "")?;
+    ensure!(
+        queued["agents"] == serde_json::json!(["operator", "e1"]),
+        "{queued}"
+    );
+    let delivered = seen(&sb, all, "message_delivered", &m.id.into(), "")?;
+    let lag_queued = queued["at_ms"].as_i64().unwrap_or(0) - m.created_ms;
+    let lag_delivered =
+        delivered["at_ms"].as_i64().unwrap_or(0) - m.delivered_ms.unwrap_or(i64::MAX);
+    eprintln!("event after the store: queued {lag_queued} ms, delivered {lag_delivered} ms");
+    ensure!(
+        lag_queued >= 0 && lag_delivered >= 0,
+        "{queued} {delivered} {m:?}"
+    );
+
+    let out = sb.torch(&["task", "add", "--title", "t", "--assign", "e1"])?;
+    let id: i64 = out.trim().trim_start_matches("task #").parse()?;
+    let t: Task = serde_json::from_str(&sb.torch(&["task", "show", &id.to_string(), "--json"])?)?;
+    let assigned = seen(&sb, all, "task_changed", &id.into(), "assigned")?;
+    let at = t
+        .history
+        .iter()
+        .find(|c| c.state == "assigned")
+        .map_or(0, |c| c.at_ms);
+    eprintln!(
+        "task event after the store: {} ms",
+        assigned["at_ms"].as_i64().unwrap_or(0) - at
+    );
+
+    sb.torch(&["retire", "e1"])?;
+    seen(&sb, all, "fleet_changed", &"e1".into(), "retired")?;
+
+    // --agent: only what names e2. Signals reach a watcher in the order the hub sent
+    // them, so once the last message to e2 shows, the one to boss between would have too.
+    for (to, text) in [
+        ("e2", "for e2"),
+        ("boss", "not for e2"),
+        ("e2", "last for e2"),
+    ] {
+        sb.torch(&["send", "--wait", to, text])?;
+    }
+    let to_e2: Vec<Message> =
+        serde_json::from_str(&sb.torch(&["messages", "--agent", "e2", "--json"])?)?;
+    let last = to_e2
+        .iter()
+        .find(|m| m.body == "last for e2")
+        .map(|m| m.id)
+        .unwrap_or_default();
+    let r = wait_until(
+        "e2's last delivery in its own watch",
+        Duration::from_secs(20),
+        || {
+            Ok(events(&sb, mine)?
+                .iter()
+                .any(|e| e["kind"] == "message_delivered" && e["id"] == last))
+        },
+    );
+    r.map_err(|e| e.context(format!("{:#?}", events(&sb, mine).unwrap_or_default())))?;
+    // Every message to e2 was seen queued and delivered there, whoever stored it (the
+    // task e1 held went back to the ledger when e1 retired, and to e2); nothing else.
+    let mine_seen = events(&sb, mine)?;
+    let names_e2 = |e: &Value| {
+        e["agents"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "e2"))
+    };
+    ensure!(mine_seen.iter().all(names_e2), "{mine_seen:#?}");
+    for m in to_e2.iter().filter(|m| m.recipient == "e2") {
+        for kind in ["message_queued", "message_delivered"] {
+            ensure!(
+                mine_seen
+                    .iter()
+                    .any(|e| e["kind"] == kind && e["id"] == m.id),
+                "no {kind} for #{} ({:?}): {mine_seen:#?}",
+                m.id,
+                m.body
+            );
+        }
+    }
+    Ok(())
+}
