@@ -87,8 +87,22 @@ fn a_pool_grows_with_waiting_tasks_and_shrinks_when_idle() -> Result<()> {
     );
 
     // Idle again: back to its minimum, the first member kept.
-    wait_until("the pool back to 1", Duration::from_secs(30), || {
+    let r = wait_until("the pool back to 1", Duration::from_secs(60), || {
         Ok(members(&sb)? == ["shop-dev-1"])
+    });
+    r.map_err(|e| {
+        let status = sb.torch(&["status"]).unwrap_or_default();
+        let hub = sb
+            .journal(&[
+                "-u",
+                "torch.service",
+                "-o",
+                "short-precise",
+                "--grep",
+                "pool|retire",
+            ])
+            .unwrap_or_default();
+        e.context(format!("{status}\nthe hub said:\n{hub}"))
     })?;
     // `torch status` shows the pool: name, size, target, bounds, why; the
     // tasks done, it keeps its minimum for want of work.

@@ -237,12 +237,17 @@ async fn shrink(hub: &Arc<Hub>, name: &str, pool: &Pool, look: &Look) -> u32 {
     let mut retired = 0;
     let members = look.members.clone();
     // Asking each supervisor blocks: off the async workers.
-    let idle: Vec<(String, bool)> = blocking(move || {
+    // A supervisor that does not answer (a busy machine) leaves its
+    // member's idle time as it was, rather than starting it again.
+    let idle: Vec<(String, Option<bool>)> = blocking(move || {
         Ok(members
             .into_iter()
             .rev()
             .map(|(m, held)| {
-                let idle = held == 0 && AgentName::parse(&m).is_ok_and(|a| service::is_idle(&a));
+                let activity = AgentName::parse(&m)
+                    .ok()
+                    .and_then(|a| service::activity(&a));
+                let idle = activity.map(|a| held == 0 && a == "idle");
                 (m, idle)
             })
             .collect())
@@ -250,7 +255,7 @@ async fn shrink(hub: &Arc<Hub>, name: &str, pool: &Pool, look: &Look) -> u32 {
     .await
     .unwrap_or_default();
     for (member, idle) in &idle {
-        let Some(for_how_long) = hub.pools.idle_for(member, *idle) else {
+        let Some(for_how_long) = idle.and_then(|i| hub.pools.idle_for(member, i)) else {
             continue;
         };
         if size <= pool.min || for_how_long < pool.idle_retire_after {
