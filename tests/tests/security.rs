@@ -312,6 +312,29 @@ fn an_agent_cannot_reach_another_below_the_hub() -> Result<()> {
     ensure!(ok, "{out}");
     let text = String::from_utf8(sb.read_file(notes)?)?;
     ensure!(text == "from mole\nfrom pal\nagain from mole\n", "{text:?}");
+
+    // The hub's signals (who messages whom, spawns, tasks) reach root and
+    // operators only: not an agent, not even of its own messages, nor a
+    // local user.
+    let (_, out) = sb.in_pane(
+        "mole",
+        11,
+        "timeout 4 torch events & sleep 1; torch send pm2 'heard by nobody'; wait",
+    )?;
+    // (`torch send` itself says "queued message #N"; an event would read
+    // "message #N queued: mole -> pm2".)
+    ensure!(
+        out.contains("watching") && !out.contains("queued:"),
+        "{out}"
+    );
+    let heard = sb.sh(
+        "useradd stranger; (runuser -u stranger -- timeout 4 torch events > /run/stranger.out 2>&1 &); \
+         sleep 1; torch send dev1 'not for strangers'; sleep 3; cat /run/stranger.out",
+    )?;
+    ensure!(
+        heard.contains("watching") && !heard.contains("queued:"),
+        "{heard}"
+    );
     Ok(())
 }
 

@@ -117,8 +117,9 @@ async fn send_once(hub: &hub::ManagerProxy<'_>, to: &str, text: &str) -> anyhow:
 
 /// Sends a message through the hub; with `wait`, returns once it was
 /// delivered or failed, told by the hub's signals (subscribed before the
-/// send, so none is missed), with a look at the store every few seconds in
-/// case the hub restarted meanwhile.
+/// send, so none is missed), with a look at the store every second: the
+/// bus gives the signals to root and operators only, not to agents, and the
+/// hub may have restarted meanwhile.
 async fn send_through_hub(to: &str, text: &str, wait: bool) -> anyhow::Result<()> {
     let hub = hub::connect().await?;
     let only_to = [(1, to)];
@@ -138,7 +139,7 @@ async fn send_through_hub(to: &str, text: &str, wait: bool) -> anyhow::Result<()
         return Ok(());
     };
     let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
-    let mut look = tokio::time::interval(Duration::from_secs(5));
+    let mut look = tokio::time::interval(Duration::from_secs(1));
     look.tick().await;
     let outcome = loop {
         tokio::select! {
