@@ -161,3 +161,30 @@ fn ensure_remembered(llm: &Standin, text: &str) -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn twenty_briefs_at_spawn_reach_gemini_once_each() -> Result<()> {
+    let test = "twenty_briefs_at_spawn_reach_gemini_once_each";
+    let Some((sb, llm, gemini)) = fleet(test, "gemini-briefs")? else {
+        return Ok(());
+    };
+    // Five at a time: each Gemini CLI is two node processes, and twenty
+    // starting at once on two cores took over five minutes.
+    for batch in 0..4 {
+        let names: Vec<String> = (1..=5).map(|i| format!("g{}", batch * 5 + i)).collect();
+        for name in &names {
+            spawn(&sb, &gemini, name, &format!("BRIEF-{name}-END"))?;
+        }
+        let seen = wait_for_turns(&llm, "-END", (batch + 1) * 5, 120)?;
+        for name in &names {
+            let mine: Vec<_> = seen
+                .iter()
+                .filter(|t| t.contains(&format!("BRIEF-{name}-END")))
+                .collect();
+            ensure!(mine.len() == 1, "{name}: {mine:#?}");
+            ensure!(mine[0].matches(MARK).count() == 1, "{name}: {}", mine[0]);
+            sb.torch(&["retire", name])?;
+        }
+    }
+    Ok(())
+}
