@@ -140,6 +140,24 @@ pub fn wait_for_turns(
     Ok(seen)
 }
 
+/// Each of `names` had its brief (`BRIEF-NAME-END`) in exactly one of the turns `seen`,
+/// alone in that turn (one message a turn: never glued to another).
+pub fn each_brief_once_alone(seen: &[String], names: &[String]) -> Result<()> {
+    for name in names {
+        let mine: Vec<_> = seen
+            .iter()
+            .filter(|t| t.contains(&format!("BRIEF-{name}-END")))
+            .collect();
+        if mine.len() != 1 {
+            bail!("{name}: {mine:#?}");
+        }
+        if mine[0].matches(MARK).count() != 1 {
+            bail!("{name}: {}", mine[0]);
+        }
+    }
+    Ok(())
+}
+
 /// Five messages sent to `name` while the stand-in takes 5 s over a reply are held, then
 /// reach the model as five turns in order, one message each; no turn ever holds two
 /// messages. Returns every turn.

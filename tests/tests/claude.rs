@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use torch_tests::llm::{
-    claude_or_skip, five_during_a_slow_reply, kill_program_then_supervisor, Standin, FAKE_API_KEY,
-    MARK,
+    claude_or_skip, each_brief_once_alone, five_during_a_slow_reply, kill_program_then_supervisor,
+    Standin, FAKE_API_KEY,
 };
 use torch_tests::{wait_until, Sandbox};
 
@@ -145,15 +145,7 @@ fn twenty_briefs_at_spawn_reach_claude_once_each() -> Result<()> {
         spawn(&sb, &claude, name, &["--brief", &brief])?;
     }
     let seen = wait_for_turns(&llm, "-END", names.len(), 240)?;
-    for name in &names {
-        let mine: Vec<_> = seen
-            .iter()
-            .filter(|t| t.contains(&format!("BRIEF-{name}-END")))
-            .collect();
-        ensure!(mine.len() == 1, "{name}: {mine:#?}");
-        // One message a turn: never glued to another.
-        ensure!(mine[0].matches(MARK).count() == 1, "{name}: {}", mine[0]);
-    }
+    each_brief_once_alone(&seen, &names)?;
     // The key reached every agent from its file, and nothing logged it.
     let journal = sb.journal(&["-o", "verbose"])?;
     ensure!(

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use torch_tests::llm::{
-    five_during_a_slow_reply, kill_program_then_supervisor, Standin, FAKE_API_KEY, GEMINI, MARK,
+    each_brief_once_alone, five_during_a_slow_reply, kill_program_then_supervisor, Standin,
+    FAKE_API_KEY, GEMINI, MARK,
 };
 use torch_tests::{wait_until, Sandbox};
 
@@ -176,13 +177,8 @@ fn twenty_briefs_at_spawn_reach_gemini_once_each() -> Result<()> {
             spawn(&sb, &gemini, name, &format!("BRIEF-{name}-END"))?;
         }
         let seen = wait_for_turns(&llm, "-END", (batch + 1) * 5, 120)?;
+        each_brief_once_alone(&seen, &names)?;
         for name in &names {
-            let mine: Vec<_> = seen
-                .iter()
-                .filter(|t| t.contains(&format!("BRIEF-{name}-END")))
-                .collect();
-            ensure!(mine.len() == 1, "{name}: {mine:#?}");
-            ensure!(mine[0].matches(MARK).count() == 1, "{name}: {}", mine[0]);
             sb.torch(&["retire", name])?;
         }
     }

@@ -59,19 +59,9 @@ pub fn prepare(name: &AgentName, def: &AgentDefinition, workdir: &Path) -> Resul
     std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
     let branch = paths::agent_branch(name);
     let target = path.to_string_lossy();
-    let exists = git(
-        &repo,
-        &[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("refs/heads/{branch}"),
-        ],
-    )
-    .is_ok();
     // Locked: other agents cannot see into this home, so to their git the
     // worktree looks gone, and a prune (`git gc` runs one) would drop it.
-    if exists {
+    if branch_exists(&repo, &branch) {
         // --force: a worktree whose directory went away (a home deleted by
         // hand) is still registered; pruning it here would, as this agent,
         // prune the other agents' worktrees too.
