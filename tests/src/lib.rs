@@ -26,6 +26,7 @@ pub mod anthropic;
 pub mod fleet;
 pub mod gemini;
 pub mod llm;
+pub mod openai;
 
 /// Parent directory of every sandbox's state directory.
 pub const SANDBOX_BASE: &str = "/tmp/torch-sdh";

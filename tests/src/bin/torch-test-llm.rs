@@ -1,5 +1,5 @@
-//! `torch-test-llm`: the tests' stand-in of the Anthropic Messages API and of the Gemini
-//! API, so integration tests can run the real Claude Code and Gemini CLIs without any model
+//! `torch-test-llm`: the tests' stand-in of the Anthropic Messages API, the Gemini API and
+//! the OpenAI Responses API, so integration tests can run the real Claude Code and Gemini CLIs without any model
 //! service (never a real one, never off the loopback).
 //!
 //! ```text
@@ -10,7 +10,7 @@
 //!   stdout is `listening on 127.0.0.1:PORT`; `--port-file` gets the port too.
 //! * `POST /v1/messages` (plain or `"stream": true`), `POST /v1/messages/count_tokens`;
 //!   `POST /v1beta/models/M:generateContent` and `:streamGenerateContent` (see
-//!   `torch_tests::gemini`); anything else is a 404 with an API-style error body.
+//!   `torch_tests::gemini`); `POST /v1/responses` (see `torch_tests::openai`); anything else is a 404 with an API-style error body.
 //! * Every request is appended to the record file as one JSON line: `at_ms`, `method`,
 //!   `path`, `body` (JSON or null), `last_user_text`, `model`, and `request` (its number,
 //!   from 1). When a `/v1/messages` reply has been sent whole (a stream's last event handed
@@ -38,10 +38,10 @@ use axum::response::{IntoResponse, Response};
 use clap::Parser;
 use serde_json::{json, Value};
 use torch_tests::anthropic::{self, Answer, Rule};
-use torch_tests::gemini;
+use torch_tests::{gemini, openai};
 
 #[derive(Parser, Debug)]
-#[command(about = "A stand-in of the Anthropic Messages API for Torch's tests")]
+#[command(about = "A stand-in of the model APIs the agent CLIs call, for Torch's tests")]
 struct Args {
     /// Append one JSON line per request to this file.
     #[arg(long)]
@@ -132,8 +132,11 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
     };
     let json = parsed.clone().unwrap_or(Value::Null);
     let is_gemini = gemini::is_model_call(uri.path());
+    let is_openai = uri.path() == openai::PATH;
     let text = if is_gemini {
         gemini::last_user_text(&json)
+    } else if is_openai {
+        openai::last_user_text(&json)
     } else {
         anthropic::last_user_text(&json)
     };
@@ -155,6 +158,10 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
         (true, "/v1/messages", Some(req)) => {
             let size = body.len();
             app.messages(&req, &text, &model, size, request).await
+        }
+        (true, _, Some(req)) if is_openai => {
+            app.responses(&req, &text, &model, body.len(), request)
+                .await
         }
         (true, path, Some(req)) if is_gemini => {
             app.gemini(&req, &text, gemini::is_stream(path), body.len(), request)
@@ -296,6 +303,63 @@ impl App {
             (StatusCode::OK, axum::Json(chunk)).into_response()
         }
     }
+}
+
+impl App {
+    /// An OpenAI Responses call (Codex CLI): a title request gets a title at once; a turn
+    /// gets the scripted answer (text or error) after the rule's delay, always streamed.
+    async fn responses(
+        self: &Arc<Self>,
+        req: &Value,
+        text: &str,
+        model: &str,
+        size: usize,
+        request: u64,
+    ) -> Response {
+        let id = format!("{:06}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let input = anthropic::tokens(size);
+        if openai::is_title(req) {
+            let events = openai::stream_events("Torch agent work", &id, model, input);
+            return self.responses_stream(events, request);
+        }
+        let rule = match self.choose(req, text) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("torch-test-llm: {e}");
+                return openai_error(500, &format!("stand-in script: {e}"), None);
+            }
+        };
+        let delay = Duration::from_millis(rule.as_ref().and_then(|r| r.delay_ms).unwrap_or(0));
+        tokio::time::sleep(delay).await;
+        let reply = match anthropic::answer(rule.as_ref()) {
+            Answer::Text(t) => t,
+            Answer::Bash(_) => "(the stand-in plays no tool calls for Codex)".to_string(),
+            Answer::Error {
+                status,
+                retry_after_s,
+            } => return openai_error(status, "scripted error from the stand-in", retry_after_s),
+        };
+        self.responses_stream(openai::stream_events(&reply, &id, model, input), request)
+    }
+
+    fn responses_stream(self: &Arc<Self>, events: Vec<Value>, request: u64) -> Response {
+        let frames = events
+            .iter()
+            .map(|e| (Duration::ZERO, openai::sse(e)))
+            .collect();
+        let app = Arc::clone(self);
+        stream(frames, move || app.write_end(request))
+    }
+}
+
+/// An OpenAI-style error; a 429 says when to come back in `retry-after`.
+fn openai_error(status: u16, message: &str, retry_after_s: Option<u64>) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (code, axum::Json(openai::error_body(status, message))).into_response();
+    if let Some(v) = retry_after_s.and_then(|s| HeaderValue::from_str(&s.to_string()).ok()) {
+        resp.headers_mut().insert("retry-after", v);
+    }
+    resp
 }
 
 fn gemini_error(status: u16, message: &str) -> Response {
