@@ -6,13 +6,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ "$(id -u)" = 0 ] || { echo "test: run as root (the integration tests boot a systemd sandbox)" >&2; exit 1; }
 scripts/setup-debian.sh
-# The pinned Claude Code CLI that tests/tests/claude.rs runs as a real agent
-# (against our stand-in of the model API); without it that test fails here
-# rather than skipping.
-scripts/setup-claude.sh
-# Likewise the pinned Gemini CLI (tests/tests/gemini.rs).
-scripts/setup-gemini.sh
-export TORCH_REQUIRE_CLAUDE=1 TORCH_REQUIRE_GEMINI=1
+# The pinned agent CLIs (scripts/agent-clis.pins) that tests/tests/claude.rs,
+# gemini.rs and codex.rs run as real agents (against our stand-in of their
+# model API); without them those tests fail here rather than skipping.
+scripts/setup-clis.sh
+export TORCH_REQUIRE_CLAUDE=1 TORCH_REQUIRE_GEMINI=1 TORCH_REQUIRE_CODEX=1
 # The integration tests install these binaries into each sandbox, and the
 # packaging tests install the .deb and inspect the .rpm.
 cargo build --workspace --bins

@@ -11,15 +11,15 @@ use serde_json::Value;
 
 use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
 
-/// A real agent CLI the tests run, installed at the version its setup script pins.
+/// The file that pins the agent CLIs the tests run, one row each.
+pub const PINS: &str = "scripts/agent-clis.pins";
+
+/// A real agent CLI the tests run, installed at the version `scripts/agent-clis.pins` pins.
 pub struct PinnedCli {
     /// Its name in messages.
     pub name: &'static str,
-    /// The script that installs it; its `VAR=` line is the pin.
-    script: &'static str,
-    /// The pin's variable in that script.
-    var: &'static str,
-    /// Where under `/opt/torch-test` it goes (a directory per version).
+    /// Its row in the pins file, and where under `/opt/torch-test` it goes (a directory per
+    /// version).
     dir: &'static str,
     /// Its command in `node_modules/.bin`.
     command: &'static str,
@@ -27,44 +27,44 @@ pub struct PinnedCli {
     require: &'static str,
 }
 
-/// Claude Code, pinned in `scripts/setup-claude.sh`.
+/// Claude Code.
 pub const CLAUDE: PinnedCli = PinnedCli {
     name: "Claude Code",
-    script: "scripts/setup-claude.sh",
-    var: "CLAUDE_CODE_VERSION",
     dir: "claude-code",
     command: "claude",
     require: "TORCH_REQUIRE_CLAUDE",
 };
 
-/// Gemini CLI, pinned in `scripts/setup-gemini.sh`.
+/// Gemini CLI.
 pub const GEMINI: PinnedCli = PinnedCli {
     name: "Gemini CLI",
-    script: "scripts/setup-gemini.sh",
-    var: "GEMINI_CLI_VERSION",
     dir: "gemini-cli",
     command: "gemini",
     require: "TORCH_REQUIRE_GEMINI",
+};
+
+/// Codex CLI.
+pub const CODEX: PinnedCli = PinnedCli {
+    name: "Codex CLI",
+    dir: "codex",
+    command: "codex",
+    require: "TORCH_REQUIRE_CODEX",
 };
 
 /// The fake API key the agents get; the stand-in accepts any.
 pub const FAKE_API_KEY: &str = "sk-ant-api03-torch-test-standin-key-0000000000000000";
 
 impl PinnedCli {
-    /// The pinned version, read from the setup script, so the pin lives in one place.
+    /// The pinned version, read from the pins file, so the pin lives in one place.
     pub fn version(&self) -> Result<String> {
-        let path = workspace_root().join(self.script);
+        let path = workspace_root().join(PINS);
         let text =
             fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let prefix = format!("{}=", self.var);
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix.as_str()))
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| anyhow!("no {prefix} line in {}", path.display()))
+        pinned_version(&text, self.dir)
+            .ok_or_else(|| anyhow!("no row {} in {}", self.dir, path.display()))
     }
 
-    /// Where the setup script puts the pinned command (the same path inside sandboxes).
+    /// Where `scripts/setup-clis.sh` puts the pinned command (the same path inside sandboxes).
     pub fn bin(&self) -> Result<PathBuf> {
         Ok(PathBuf::from(format!(
             "/opt/torch-test/{}/{}/node_modules/.bin/{}",
@@ -84,20 +84,29 @@ impl PinnedCli {
         }
         if std::env::var(self.require).is_ok_and(|v| v == "1") {
             bail!(
-                "{} is missing and {}=1; run {}",
+                "{} is missing and {}=1; run scripts/setup-clis.sh {}",
                 bin.display(),
                 self.require,
-                self.script
+                self.dir
             );
         }
         eprintln!(
-            "SKIPPED {test}: {} is not installed ({} installs it; {}=1 turns this skip into a failure)",
+            "SKIPPED {test}: {} is not installed (scripts/setup-clis.sh {} installs it; {}=1 turns this skip into a failure)",
             bin.display(),
-            self.script,
+            self.dir,
             self.require
         );
         Ok(None)
     }
+}
+
+/// The version column of the pins file's row `dir` (`dir package version command test`).
+fn pinned_version(pins: &str, dir: &str) -> Option<String> {
+    pins.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .map(str::split_whitespace)
+        .find_map(|mut cols| (cols.next() == Some(dir)).then(|| cols.nth(1)).flatten())
+        .map(str::to_string)
 }
 
 /// The pinned Claude Code version.
@@ -212,6 +221,86 @@ pub fn kill_program_then_supervisor(
     after("AFTER-SUPERVISOR-KILL")
 }
 
+/// Spawns orchestrator `name` of `profile` running `command` through the hub, in a
+/// project directory of its own that its CLI never trusted, with `brief`, and its API key
+/// from `env_file`.
+pub fn spawn_cli(
+    sb: &Sandbox,
+    profile: &str,
+    env_file: &str,
+    command: &[String],
+    name: &str,
+    brief: &str,
+) -> Result<()> {
+    let dir = format!("/srv/{name}");
+    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", &dir])?;
+    let brief_file = format!("/root/{name}.brief");
+    sb.write_file(&brief_file, brief.as_bytes(), 0o600)?;
+    let mut args = vec![
+        "spawn",
+        name,
+        "--role",
+        "orchestrator",
+        "--workdir",
+        &dir,
+        "--profile",
+        profile,
+        "--env-file",
+        env_file,
+        "--brief",
+        &brief_file,
+        "--",
+    ];
+    args.extend(command.iter().map(String::as_str));
+    sb.torch(&args).map(drop)
+}
+
+/// Waits until `name` is idle by its hooks, as `torch explain` says.
+pub fn wait_idle_by_hooks(sb: &Sandbox, name: &str) -> Result<()> {
+    wait_until(&format!("{name} idle"), Duration::from_secs(30), || {
+        Ok(sb
+            .torch(&["explain", name])?
+            .contains("state: idle, decided by hook"))
+    })
+}
+
+/// Agent `name`, whose first turn carried `REMEMBER-alpha`, goes on with the same
+/// conversation after `kill -9` of its program and then of its supervisor (see
+/// [`kill_program_then_supervisor`]): each message sent after reaches the model in a
+/// request that also carries the first turn. `turns` reads the CLI's turns.
+pub fn resumes_after_kills(
+    sb: &Sandbox,
+    llm: &Standin,
+    name: &str,
+    turns: impl Fn() -> Result<Vec<String>> + Copy,
+) -> Result<()> {
+    kill_program_then_supervisor(
+        sb,
+        name,
+        || wait_idle_by_hooks(sb, name),
+        |text| {
+            sb.torch(&["send", name, text])?;
+            if let Err(e) = wait_for_turns(turns, text, 1, 60) {
+                let unit = format!("torch-agent@{name}.service");
+                let journal = sb.journal(&["-u", &unit, "-o", "cat"])?;
+                bail!("{e:#}\njournal of {name}:\n{journal}");
+            }
+            let requests = llm.requests()?;
+            let request = requests.iter().find(|r| {
+                let mine = r["last_user_text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(text));
+                mine && !crate::openai::is_title(&r["body"])
+            });
+            let body = request.map(|r| r["body"].to_string()).unwrap_or_default();
+            if !body.contains("REMEMBER-alpha") {
+                bail!("the conversation started afresh: {body}");
+            }
+            Ok(())
+        },
+    )
+}
+
 /// `torch-test-llm` running in a sandbox as the transient unit `torch-test-llm.service`,
 /// with its record, script and port files in the sandbox's share directory (the same path
 /// inside and out).
@@ -322,6 +411,21 @@ impl Standin {
             .collect())
     }
 
+    /// The prompt of every Codex turn (`POST /v1/responses`; the thread-title requests
+    /// left out), oldest first.
+    pub fn codex_turns(&self) -> Result<Vec<String>> {
+        Ok(self
+            .requests()?
+            .iter()
+            .filter(|r| {
+                r["method"] == "POST"
+                    && r["path"] == crate::openai::PATH
+                    && !crate::openai::is_title(&r["body"])
+            })
+            .map(|r| r["last_user_text"].as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
     /// The user's text blocks in the conversation of the latest `POST /v1/messages` (see
     /// [`crate::anthropic::user_text_blocks`]); empty before the first.
     pub fn conversation(&self) -> Result<Vec<String>> {
@@ -375,6 +479,10 @@ mod tests {
     fn the_pin_is_read_from_the_setup_script() {
         let v = claude_version().unwrap();
         assert!(v.split('.').count() == 3, "{v}");
+        let pins = "# dir package version\ncodex  @openai/codex  0.1.2  codex  codex.rs\n";
+        assert_eq!(pinned_version(pins, "codex").as_deref(), Some("0.1.2"));
+        assert_eq!(pinned_version(pins, "#"), None);
+        assert_eq!(pinned_version(pins, "gemini-cli"), None);
         assert!(claude_bin().unwrap().to_string_lossy().contains(&v));
     }
 

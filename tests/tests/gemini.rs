@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Result};
 use torch_tests::llm::{
-    each_brief_once_alone, five_during_a_slow_reply, kill_program_then_supervisor, Standin,
+    each_brief_once_alone, five_during_a_slow_reply, resumes_after_kills, spawn_cli, Standin,
     FAKE_API_KEY, GEMINI, MARK,
 };
 use torch_tests::{wait_until, Sandbox};
@@ -38,31 +38,10 @@ fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, PathBuf)>>
     Ok(Some((sb, llm, gemini)))
 }
 
-/// Spawns a gemini orchestrator through the hub, in a project directory of its own that
-/// Gemini never trusted, with `brief`.
+/// Spawns a gemini orchestrator with `brief` (see [`spawn_cli`]).
 fn spawn(sb: &Sandbox, gemini: &Path, name: &str, brief: &str) -> Result<()> {
-    let dir = format!("/srv/{name}");
-    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", &dir])?;
-    let brief_file = format!("/root/{name}.brief");
-    sb.write_file(&brief_file, brief.as_bytes(), 0o600)?;
-    let gemini = gemini.to_string_lossy();
-    sb.torch(&[
-        "spawn",
-        name,
-        "--role",
-        "orchestrator",
-        "--workdir",
-        &dir,
-        "--profile",
-        "gemini",
-        "--env-file",
-        KEY_FILE,
-        "--brief",
-        &brief_file,
-        "--",
-        &gemini,
-    ])
-    .map(drop)
+    let command = [gemini.to_string_lossy().into_owned()];
+    spawn_cli(sb, "gemini", KEY_FILE, &command, name, brief)
 }
 
 /// Waits until the turns that carry `text` number `n`; returns all turns.
@@ -120,47 +99,7 @@ fn a_killed_gemini_or_supervisor_resumes_the_conversation() -> Result<()> {
     };
     spawn(&sb, &gemini, "mem", "REMEMBER-alpha")?;
     wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
-    kill_program_then_supervisor(
-        &sb,
-        "mem",
-        || wait_idle(&sb, "mem"),
-        |text| {
-            sb.torch(&["send", "mem", text])?;
-            if let Err(e) = wait_for_turns(&llm, text, 1, 60) {
-                let journal = sb.journal(&["-u", "torch-agent@mem.service", "-o", "cat"])?;
-                anyhow::bail!("{e:#}\njournal of mem:\n{journal}");
-            }
-            ensure_remembered(&llm, text)
-        },
-    )
-}
-
-/// Waits until `name` is idle by its hooks.
-fn wait_idle(sb: &Sandbox, name: &str) -> Result<()> {
-    wait_until(&format!("{name} idle"), Duration::from_secs(30), || {
-        Ok(sb
-            .torch(&["explain", name])?
-            .contains("state: idle, decided by hook"))
-    })
-}
-
-/// The turn that carried `text` also carried the first one: the conversation went on.
-fn ensure_remembered(llm: &Standin, text: &str) -> Result<()> {
-    let requests = llm.requests()?;
-    let turn = requests
-        .iter()
-        .find(|r| {
-            r["last_user_text"]
-                .as_str()
-                .is_some_and(|t| t.contains(text))
-        })
-        .map(|r| r["body"]["contents"].to_string())
-        .unwrap_or_default();
-    ensure!(
-        turn.contains("REMEMBER-alpha"),
-        "the conversation started afresh: {turn}"
-    );
-    Ok(())
+    resumes_after_kills(&sb, &llm, "mem", || llm.gemini_turns())
 }
 
 #[test]

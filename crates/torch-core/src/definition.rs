@@ -135,7 +135,14 @@ impl Profile {
     /// supervisor installs (Claude Code, Gemini CLI), rather than only on
     /// its screen.
     pub fn has_hooks(self) -> bool {
-        matches!(self, Profile::Claude | Profile::Gemini)
+        matches!(self, Profile::Claude | Profile::Gemini | Profile::Codex)
+    }
+
+    /// Whether the CLI reports its session only when it takes its first
+    /// prompt (Codex CLI's SessionStart hook fires then), so its hooks are
+    /// trusted from the start rather than after a session report.
+    pub fn reports_session_at_first_prompt(self) -> bool {
+        self == Profile::Codex
     }
 
     /// The command run when a spawn gives none.

@@ -1,6 +1,6 @@
 //! What an agent CLI's hooks tell its supervisor, and the state they imply.
 //!
-//! A CLI with hooks (Claude Code, Gemini CLI) runs `torch-agent --hook SOCKET` at each
+//! A CLI with hooks (Claude Code, Gemini CLI, Codex CLI) runs `torch-agent --hook SOCKET` at each
 //! event of its session, with the event as a JSON object on standard input;
 //! the supervisor reads the agent's state from these events before it
 //! believes its screen. The screen says what a TUI draws, which changes with
@@ -34,6 +34,18 @@ pub const GEMINI_EVENTS: [&str; 7] = [
     "AfterTool",
     "Notification",
     "AfterAgent",
+    "SessionEnd",
+];
+
+/// The hook events Torch installs in Codex CLI (its `hooks.json`), which
+/// names them as Claude Code does and sends the same fields.
+pub const CODEX_EVENTS: [&str; 7] = [
+    "SessionStart",
+    "UserPromptSubmit",
+    "PreToolUse",
+    "PermissionRequest",
+    "PostToolUse",
+    "Stop",
     "SessionEnd",
 ];
 

@@ -122,14 +122,19 @@ pub fn builtin(profile: Profile) -> ProfileRules {
                 "Resend your message to try again",
             ]),
         },
+        // Codex CLI 0.171.0 (field notes): its footer reads `? for
+        // shortcuts` at the prompt and `esc to interrupt` while it works.
+        // Its TUI has no rule framing the input box, so no screen pattern
+        // says `asking`: a question's words could be any reply's, and an
+        // asking screen holds messages. Its PermissionRequest hook says it.
         Profile::Codex => ProfileRules {
-            idle: strings(&["(?i)send a message", "(?m)^▌"]),
-            working: strings(&["(?i)esc to interrupt", "(?i)\\bworking\\b"]),
-            asking: strings(&["(?i)allow command", "(?i)approve"]),
+            idle: strings(&["\\? for shortcuts"]),
+            working: strings(&["(?i)esc to interrupt"]),
+            asking: vec![],
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
             chrome: None,
-            resume: vec![],
+            resume: strings(&["resume", "{session}"]),
             placeholders: vec![],
         },
         Profile::Gemini => ProfileRules {

@@ -160,8 +160,8 @@ pub async fn deliver(
     if let Some(hooks) = hooks {
         wait_until_idle(screen, hooks, output).await?;
     }
-    // A CLI that never reported its session is confirmed by its screen.
-    let hooks = hooks.filter(|h| h.session_started());
+    // A CLI whose hooks are not heard is confirmed by its screen.
+    let hooks = hooks.filter(|h| h.confirms_prompts());
     if hooks.is_some() {
         clear_input(screen, output).await?;
     }
@@ -338,6 +338,7 @@ async fn submit_to_cli(
             }
         }
     }
+    hooks.prompt_unreported();
     Err(DeliveryError::NotTaken)
 }
 

@@ -138,6 +138,11 @@ pub struct HookFeed {
     session: Mutex<Option<String>>,
     prompts: broadcast::Sender<String>,
     grace_said: std::sync::atomic::AtomicBool,
+    /// The CLI reports its session with its first prompt, not at start.
+    at_first_prompt: bool,
+    /// It did not report a prompt it was to confirm, and no hook was ever
+    /// heard: the screen decides.
+    silent: std::sync::atomic::AtomicBool,
     /// Where a reported session is kept for the next start to resume.
     sessions: Option<SessionStore>,
     /// What to answer when the CLI asks permission for a tool.
@@ -168,6 +173,8 @@ impl Default for HookFeed {
             session: Mutex::new(None),
             prompts: broadcast::channel(64).0,
             grace_said: Default::default(),
+            at_first_prompt: false,
+            silent: Default::default(),
             sessions: None,
             permission: PermissionPolicy::Escalate,
             question: Mutex::new(None),
@@ -197,6 +204,32 @@ impl HookFeed {
             agent: agent.to_string(),
             limits,
             ..Self::default()
+        }
+    }
+
+    /// For a CLI that reports its session only with its first prompt: its
+    /// hooks confirm deliveries from the start.
+    pub fn session_at_first_prompt(mut self) -> Self {
+        self.at_first_prompt = true;
+        self
+    }
+
+    /// Whether the hooks confirm a delivery now: the CLI reported its
+    /// session, or reports it with its first prompt and has not yet failed
+    /// to report one.
+    pub fn confirms_prompts(&self) -> bool {
+        self.session_started()
+            || (self.at_first_prompt && !self.silent.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// A delivery the hooks were to confirm was not reported: when no hook
+    /// was ever heard, they are not installed or fail, and the screen
+    /// decides from now on.
+    pub fn prompt_unreported(&self) {
+        if self.at_first_prompt && self.last().is_none() {
+            self.silent
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!("the agent's CLI reported no prompt through its hooks (are they installed?); its state is read from its screen");
         }
     }
 
@@ -398,7 +431,7 @@ impl HookFeed {
     /// reported its session, or it never will (no hook within
     /// [`SESSION_GRACE`], said once in the journal).
     pub fn ready_for_input(&self) -> bool {
-        if self.session_started() {
+        if self.confirms_prompts() {
             return true;
         }
         if self.created.elapsed() < SESSION_GRACE {

@@ -8,6 +8,7 @@
 mod attention;
 mod claude;
 mod cli_config;
+mod codex;
 mod control;
 mod delivery;
 mod gemini;

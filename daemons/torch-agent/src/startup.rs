@@ -136,8 +136,8 @@ struct Program {
 
 impl Program {
     /// The definition's command and environment, with what its profile's
-    /// CLI needs: for Claude Code and Gemini CLI, their own config (hooks,
-    /// no first-run dialogs); for Claude Code, the last session resumed.
+    /// CLI needs: for Claude Code, Gemini CLI and Codex CLI, their own
+    /// config (hooks, no first-run dialogs) and the last session resumed.
     fn prepare(
         name: &AgentName,
         def_path: &Path,
@@ -148,6 +148,7 @@ impl Program {
     ) -> anyhow::Result<Self> {
         let rules = config.profile_rules(def.profile);
         let mut env = agent_env(name, def);
+        let mut args = Vec::new();
         match def.profile {
             torch_core::Profile::Claude => env.extend(
                 crate::claude::prepare(name, def, workdir, control_path)
@@ -156,6 +157,10 @@ impl Program {
             torch_core::Profile::Gemini => env.extend(
                 crate::gemini::prepare(name, def, control_path)
                     .context("cannot prepare Gemini CLI's settings for this agent")?,
+            ),
+            torch_core::Profile::Codex => args.extend(
+                crate::codex::prepare(name, def, workdir, control_path)
+                    .context("cannot prepare Codex CLI's hooks for this agent")?,
             ),
             _ => {}
         }
@@ -173,9 +178,15 @@ impl Program {
             tracing::info!("resuming the agent's session {session}");
             command.extend(resume_args(&rules.resume, &session));
         }
+        // After a resume's subcommand (Codex's `resume ID`), which takes them too.
+        command.extend(args);
         let permission = config.permissions.for_role(def.role);
         let limits = config.limits.clone();
-        let hooks = Arc::new(HookFeed::new(name.as_str(), sessions, permission, limits));
+        let mut hooks = HookFeed::new(name.as_str(), sessions, permission, limits);
+        if def.profile.reports_session_at_first_prompt() {
+            hooks = hooks.session_at_first_prompt();
+        }
+        let hooks = Arc::new(hooks);
         Ok(Self {
             command,
             env,

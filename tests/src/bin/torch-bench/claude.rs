@@ -36,7 +36,7 @@ pub fn run(sb: &Sandbox, r: &mut Report, turns: usize, briefs: usize) -> Result<
     if !claude.exists() {
         r.line("");
         r.line(format!(
-            "Claude Code as an agent: **not measured**: {} is not installed (scripts/setup-claude.sh installs it; scripts/bench.sh runs that first).",
+            "Claude Code as an agent: **not measured**: {} is not installed (scripts/setup-clis.sh claude-code installs it; scripts/bench.sh runs that first).",
             claude.display()
         ));
         return Ok(());

@@ -1,0 +1,65 @@
+#!/bin/bash
+# Installs the pinned agent CLIs (scripts/agent-clis.pins) that the
+# integration tests run as real agents, each into
+# /opt/torch-test/DIR/VERSION, once. The sandboxes are an overlay of the host
+# root, so what is under /opt before they boot is there inside too. Needs
+# Node.js 20 or later with npm (installed from Debian's packages if npm is
+# missing). Run as root:  scripts/setup-clis.sh [DIR...]   (default: all)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PINS=scripts/agent-clis.pins
+
+# Prints "package version command" of the pin named DIR.
+pin() { awk -v d="$1" '$1 == d { print $2, $3, $4; found = 1 } END { exit !found }' "$PINS"; }
+
+installed() { [ -x "$1" ] && "$1" --version 2>/dev/null | grep -q "\b$2\b"; }
+
+need_node() {
+  if ! command -v npm >/dev/null; then
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+  fi
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [ "$major" -ge 20 ] || { echo "setup-clis: the agent CLIs need Node.js 20 or later; node is $(node --version 2>/dev/null || echo missing)" >&2; exit 1; }
+}
+
+# Claude Code's package script would put the native binary of this platform
+# over the placeholder bin/claude.exe; package scripts stay off, so we do it.
+claude_native() {
+  local dir=$1 platform
+  case "$(uname -m)" in
+    x86_64) platform=linux-x64 ;;
+    aarch64) platform=linux-arm64 ;;
+    *) echo "setup-clis: no Claude Code build for $(uname -m)" >&2; exit 1 ;;
+  esac
+  local native=$dir/node_modules/@anthropic-ai/claude-code-$platform/claude
+  [ -x "$native" ] || { echo "setup-clis: $native missing after npm install" >&2; exit 1; }
+  ln -f "$native" "$dir/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
+}
+
+install_one() {
+  local name=$1 package version command
+  read -r package version command < <(pin "$name") || { echo "setup-clis: no pin named $name in $PINS" >&2; exit 1; }
+  local dir=/opt/torch-test/$name/$version
+  local bin=$dir/node_modules/.bin/$command
+  installed "$bin" "$version" && return 0
+  need_node
+  mkdir -p "$dir"
+  # Package scripts stay off: we run no code from the registry at install time.
+  npm install --prefix "$dir" --no-audit --no-fund --ignore-scripts "$package@$version"
+  [ "$name" = claude-code ] && claude_native "$dir"
+  if ! installed "$bin" "$version"; then
+    echo "setup-clis: $bin --version does not say $version:" >&2
+    "$bin" --version >&2 || true
+    exit 1
+  fi
+  echo "setup-clis: $package $version in $dir"
+}
+
+if [ $# = 0 ]; then
+  set -- $(awk '!/^#/ && NF { print $1 }' "$PINS")
+fi
+for name in "$@"; do
+  install_one "$name"
+done

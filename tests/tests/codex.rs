@@ -1,0 +1,126 @@
+//! The real Codex CLI as a Torch agent, talking to our stand-in of the OpenAI Responses API
+//! (`torch-test-llm`) on the sandbox's loopback. Every delivery is judged by what the
+//! stand-in received: each message exactly once, whole, in order, one turn each.
+//!
+//! Torch prepares each agent's Codex itself (signed in with the key of its environment
+//! file, hooks installed, the workdir trusted); the tests give the agents' unit the API's
+//! address in a drop-in, as an admin would, and each agent its key in an environment file.
+
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
+use torch_tests::llm::{
+    each_brief_once_alone, five_during_a_slow_reply, resumes_after_kills, spawn_cli, Standin,
+    CODEX, FAKE_API_KEY, MARK,
+};
+use torch_tests::{wait_until, Sandbox};
+
+/// The agents' API key, as an admin keeps it: a file only root reads.
+const KEY_FILE: &str = "/root/codex.env";
+
+/// A sandbox with the hub and the stand-in, and the agents' command: the pinned codex with
+/// the stand-in as its model provider, as a user points Codex at an OpenAI-compatible
+/// service (`-c` options, or `model_providers` in `config.toml`); `None` when the test is
+/// skipped for want of the pinned codex.
+fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, Vec<String>)>> {
+    let Some(codex) = CODEX.or_skip(test)? else {
+        return Ok(None);
+    };
+    let sb = Sandbox::boot(label)?;
+    sb.install_torch()?;
+    let llm = Standin::start(&sb)?;
+    let key = format!("OPENAI_API_KEY={FAKE_API_KEY}\n");
+    sb.write_file(KEY_FILE, key.as_bytes(), 0o600)?;
+    sb.start_hub()?;
+    let provider = format!(
+        "model_providers.standin={{name=\"stand-in\",base_url=\"{}/v1\",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}}",
+        llm.base_url()
+    );
+    let command = vec![
+        codex.to_string_lossy().into_owned(),
+        "-c".into(),
+        "model_provider=\"standin\"".into(),
+        "-c".into(),
+        provider,
+    ];
+    Ok(Some((sb, llm, command)))
+}
+
+/// Spawns a codex orchestrator with `brief` (see [`spawn_cli`]).
+fn spawn(sb: &Sandbox, command: &[String], name: &str, brief: &str) -> Result<()> {
+    spawn_cli(sb, "codex", KEY_FILE, command, name, brief)
+}
+
+/// Waits until the turns that carry `text` number `n`; returns all turns.
+fn wait_for_turns(llm: &Standin, text: &str, n: usize, secs: u64) -> Result<Vec<String>> {
+    torch_tests::llm::wait_for_turns(|| llm.codex_turns(), text, n, secs)
+}
+
+#[test]
+fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
+    let test = "messages_reach_codex_whole_in_order_one_turn_each";
+    let Some((sb, llm, command)) = fleet(test, "codex-msgs")? else {
+        return Ok(());
+    };
+    // Its brief is its first turn: no dialog stood in the way.
+    spawn(&sb, &command, "cx", "BRIEF-CX plan the work")?;
+    wait_for_turns(&llm, "BRIEF-CX", 1, 90)?;
+    sb.torch(&["send", "cx", "ONE-LINE hello"])?;
+    wait_for_turns(&llm, "ONE-LINE hello", 1, 60)?;
+    // Multi-line, with what a shell or tmux would take for commands or keys.
+    let multi = "MULTI first $(id) `uname`\n\tsecond \"quoted\" 'single'\nC-c third; rm -rf /nothing\nfourth line\nfifth";
+    sb.torch(&["send", "cx", multi])?;
+    let seen = wait_for_turns(&llm, "MULTI first", 1, 60)?;
+    let got = seen.iter().find(|t| t.contains("MULTI first")).cloned();
+    let got = got.unwrap_or_default();
+    ensure!(
+        got.contains(multi) || got.contains(&multi.replace('\t', "    ")),
+        "sent {multi:?}\ngot {got:?}"
+    );
+    // Five messages while a reply takes 5 s: held, then one turn each, in order.
+    let seen = five_during_a_slow_reply(&sb, &llm, "cx", || llm.codex_turns())?;
+    // Exactly once each, and never two messages in one turn.
+    for text in ["BRIEF-CX", "ONE-LINE hello", "MULTI first", "SLOW-TURN"] {
+        let n = seen.iter().filter(|t| t.contains(text)).count();
+        ensure!(n == 1, "{text:?} reached the model {n} times: {seen:#?}");
+    }
+    for t in &seen {
+        ensure!(
+            t.matches(MARK).count() <= 1,
+            "two messages in one turn: {t:?}"
+        );
+    }
+    // Its state comes from its hooks: idle after the last turn.
+    wait_until("cx idle by its hooks", Duration::from_secs(30), || {
+        let out = sb.torch(&["explain", "cx"])?;
+        Ok(out.contains("state: idle, decided by hook Stop"))
+    })?;
+    Ok(())
+}
+
+#[test]
+fn a_killed_codex_or_supervisor_resumes_the_conversation() -> Result<()> {
+    let test = "a_killed_codex_or_supervisor_resumes_the_conversation";
+    let Some((sb, llm, command)) = fleet(test, "codex-resume")? else {
+        return Ok(());
+    };
+    spawn(&sb, &command, "mem", "REMEMBER-alpha")?;
+    wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
+    resumes_after_kills(&sb, &llm, "mem", || llm.codex_turns())
+}
+
+#[test]
+fn twenty_briefs_at_spawn_reach_codex_once_each() -> Result<()> {
+    let test = "twenty_briefs_at_spawn_reach_codex_once_each";
+    let Some((sb, llm, command)) = fleet(test, "codex-briefs")? else {
+        return Ok(());
+    };
+    // All twenty at once: Codex CLI is one native process each.
+    let names: Vec<String> = (1..=20).map(|i| format!("c{i}")).collect();
+    for name in &names {
+        spawn(&sb, &command, name, &format!("BRIEF-{name}-END"))?;
+    }
+    let seen = wait_for_turns(&llm, "-END", 20, 240)?;
+    each_brief_once_alone(&seen, &names)?;
+    Ok(())
+}
