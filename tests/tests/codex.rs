@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
+use serde_json::Value;
 use torch_tests::llm::{
     each_brief_once_alone, five_during_a_slow_reply, resumes_after_kills, spawn_cli, Standin,
     CODEX, FAKE_API_KEY, MARK,
@@ -95,6 +96,15 @@ fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
         let out = sb.torch(&["explain", "cx"])?;
         Ok(out.contains("state: idle, decided by hook Stop"))
     })?;
+    // Tokens from the transcript's token counts: the stand-in reports each turn's input as
+    // its body's size over four, so several turns of Codex's long prompt pass 10,000.
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    let tokens = &status["agents"][0]["tokens"];
+    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
+    ensure!(
+        input.is_some_and(|n| n > 10_000) && output.is_some_and(|n| n >= 9),
+        "tokens: {tokens}"
+    );
     Ok(())
 }
 

@@ -1,8 +1,10 @@
-//! Tokens an agent's conversation used, from Claude Code's transcript: each
-//! assistant message records the API's `usage`. The transcript is read
-//! incrementally (from where the last read stopped), and a message written
-//! as several lines (one per content block, each with the same id and
-//! usage) counts once.
+//! Tokens an agent's conversation used, from its CLI's transcript, read
+//! incrementally (from where the last read stopped):
+//! - Claude Code's: each assistant message records the API's `usage`; a
+//!   message written as several lines (one per content block, each with the
+//!   same id and usage) counts once.
+//! - Codex CLI's: each `token_count` event holds the thread's totals so far
+//!   (`total_token_usage`), whose `input_tokens` include the cached ones.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -22,6 +24,23 @@ fn from_usage(u: &Value) -> Tokens {
         cache_read: n("cache_read_input_tokens"),
         cache_write: n("cache_creation_input_tokens"),
     }
+}
+
+/// The totals a Codex `token_count` event holds, if `entry` is one.
+fn codex_totals(entry: &Value) -> Option<Tokens> {
+    let payload = &entry["payload"];
+    if entry["type"] != "event_msg" || payload["type"] != "token_count" {
+        return None;
+    }
+    let u = payload.pointer("/info/total_token_usage")?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("cached_input_tokens");
+    Some(Tokens {
+        input: n("input_tokens").saturating_sub(cached),
+        output: n("output_tokens"),
+        cache_read: cached,
+        cache_write: n("cache_write_input_tokens"),
+    })
 }
 
 fn add(all: &mut Tokens, o: Tokens) {
@@ -90,6 +109,11 @@ impl TokenCounter {
         let Ok(entry) = serde_json::from_slice::<Value>(line) else {
             return;
         };
+        if let Some(totals) = codex_totals(&entry) {
+            self.done = totals;
+            self.current = None;
+            return;
+        }
         if entry.get("type").and_then(Value::as_str) != Some("assistant") {
             return;
         }
@@ -146,5 +170,29 @@ mod tests {
         c.follow(path.clone());
         assert_eq!(c.totals().unwrap().output, 8, "same file: kept");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn codex_token_counts_are_the_threads_totals() {
+        let count = |i: u64, cached: u64, o: u64| {
+            serde_json::json!({"type": "event_msg", "payload": {"type": "token_count", "info": {
+                "total_token_usage": {"input_tokens": i, "cached_input_tokens": cached, "output_tokens": o},
+                "last_token_usage": {"input_tokens": 1, "output_tokens": 1}}}})
+            .to_string()
+        };
+        let mut c = TokenCounter::default();
+        c.take_line(br#"{"type":"event_msg","payload":{"type":"token_count","info":null}}"#);
+        c.take_line(count(100, 40, 3).as_bytes());
+        c.take_line(br#"{"type":"response_item","payload":{"type":"message"}}"#);
+        c.take_line(count(250, 90, 8).as_bytes());
+        assert_eq!(
+            c.done,
+            Tokens {
+                input: 160,
+                output: 8,
+                cache_read: 90,
+                cache_write: 0
+            }
+        );
     }
 }
