@@ -255,6 +255,45 @@ pub fn spawn_cli(
     sb.torch(&args).map(drop)
 }
 
+/// Agent `name`, spawned with a brief holding `BRIEF-NAME` (in capitals), gets it as its
+/// first turn (no dialog stood in the way), then one line, a hostile five-line text, and
+/// five messages during a slow reply: each reaches the model exactly once, whole, in
+/// order, never two in one turn. Then its hooks say it is idle, by `stop_event`.
+pub fn messages_scenario(
+    sb: &Sandbox,
+    llm: &Standin,
+    name: &str,
+    turns: impl Fn() -> Result<Vec<String>> + Copy,
+    stop_event: &str,
+) -> Result<()> {
+    let brief = format!("BRIEF-{}", name.to_uppercase());
+    wait_for_turns(turns, &brief, 1, 90)?;
+    sb.torch(&["send", name, "ONE-LINE hello"])?;
+    wait_for_turns(turns, "ONE-LINE hello", 1, 60)?;
+    // Multi-line, with what a shell or tmux would take for commands or keys.
+    let multi = "MULTI first $(id) `uname`\n\tsecond \"quoted\" 'single'\nC-c third; rm -rf /nothing\nfourth line\nfifth";
+    sb.torch(&["send", name, multi])?;
+    let seen = wait_for_turns(turns, "MULTI first", 1, 60)?;
+    let got = seen.iter().find(|t| t.contains("MULTI first"));
+    let got = got.cloned().unwrap_or_default();
+    if !(got.contains(multi) || got.contains(&multi.replace('\t', "    "))) {
+        bail!("sent {multi:?}\ngot {got:?}");
+    }
+    let seen = five_during_a_slow_reply(sb, llm, name, turns)?;
+    for text in [brief.as_str(), "ONE-LINE hello", "MULTI first", "SLOW-TURN"] {
+        let n = seen.iter().filter(|t| t.contains(text)).count();
+        if n != 1 {
+            bail!("{text:?} reached the model {n} times: {seen:#?}");
+        }
+    }
+    let idle = format!("state: idle, decided by hook {stop_event}");
+    wait_until(
+        &format!("{name} idle by its hooks"),
+        Duration::from_secs(30),
+        || Ok(sb.torch(&["explain", name])?.contains(&idle)),
+    )
+}
+
 /// Waits until `name` is idle by its hooks, as `torch explain` says.
 pub fn wait_idle_by_hooks(sb: &Sandbox, name: &str) -> Result<()> {
     wait_until(&format!("{name} idle"), Duration::from_secs(30), || {

@@ -6,15 +6,13 @@
 //! file, hooks installed, the workdir trusted); the tests give the agents' unit the API's
 //! address in a drop-in, as an admin would, and each agent its key in an environment file.
 
-use std::time::Duration;
-
 use anyhow::{ensure, Result};
 use serde_json::Value;
 use torch_tests::llm::{
-    each_brief_once_alone, five_during_a_slow_reply, resumes_after_kills, spawn_cli, Standin,
-    CODEX, FAKE_API_KEY, MARK,
+    each_brief_once_alone, messages_scenario, resumes_after_kills, spawn_cli, Standin, CODEX,
+    FAKE_API_KEY,
 };
-use torch_tests::{wait_until, Sandbox};
+use torch_tests::Sandbox;
 
 /// The agents' API key, as an admin keeps it: a file only root reads.
 const KEY_FILE: &str = "/root/codex.env";
@@ -65,37 +63,7 @@ fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
     };
     // Its brief is its first turn: no dialog stood in the way.
     spawn(&sb, &command, "cx", "BRIEF-CX plan the work")?;
-    wait_for_turns(&llm, "BRIEF-CX", 1, 90)?;
-    sb.torch(&["send", "cx", "ONE-LINE hello"])?;
-    wait_for_turns(&llm, "ONE-LINE hello", 1, 60)?;
-    // Multi-line, with what a shell or tmux would take for commands or keys.
-    let multi = "MULTI first $(id) `uname`\n\tsecond \"quoted\" 'single'\nC-c third; rm -rf /nothing\nfourth line\nfifth";
-    sb.torch(&["send", "cx", multi])?;
-    let seen = wait_for_turns(&llm, "MULTI first", 1, 60)?;
-    let got = seen.iter().find(|t| t.contains("MULTI first")).cloned();
-    let got = got.unwrap_or_default();
-    ensure!(
-        got.contains(multi) || got.contains(&multi.replace('\t', "    ")),
-        "sent {multi:?}\ngot {got:?}"
-    );
-    // Five messages while a reply takes 5 s: held, then one turn each, in order.
-    let seen = five_during_a_slow_reply(&sb, &llm, "cx", || llm.codex_turns())?;
-    // Exactly once each, and never two messages in one turn.
-    for text in ["BRIEF-CX", "ONE-LINE hello", "MULTI first", "SLOW-TURN"] {
-        let n = seen.iter().filter(|t| t.contains(text)).count();
-        ensure!(n == 1, "{text:?} reached the model {n} times: {seen:#?}");
-    }
-    for t in &seen {
-        ensure!(
-            t.matches(MARK).count() <= 1,
-            "two messages in one turn: {t:?}"
-        );
-    }
-    // Its state comes from its hooks: idle after the last turn.
-    wait_until("cx idle by its hooks", Duration::from_secs(30), || {
-        let out = sb.torch(&["explain", "cx"])?;
-        Ok(out.contains("state: idle, decided by hook Stop"))
-    })?;
+    messages_scenario(&sb, &llm, "cx", || llm.codex_turns(), "Stop")?;
     // Tokens from the transcript's token counts: the stand-in reports each turn's input as
     // its body's size over four, so several turns of Codex's long prompt pass 10,000.
     let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;

@@ -7,14 +7,13 @@
 //! a drop-in, as an admin would, and each agent its key in an environment file.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::Result;
 use torch_tests::llm::{
-    each_brief_once_alone, five_during_a_slow_reply, resumes_after_kills, spawn_cli, Standin,
-    FAKE_API_KEY, GEMINI, MARK,
+    each_brief_once_alone, messages_scenario, resumes_after_kills, spawn_cli, Standin,
+    FAKE_API_KEY, GEMINI,
 };
-use torch_tests::{wait_until, Sandbox};
+use torch_tests::Sandbox;
 
 /// The agents' API key, as an admin keeps it: a file only root reads.
 const KEY_FILE: &str = "/root/gemini.env";
@@ -57,37 +56,7 @@ fn messages_reach_gemini_whole_in_order_one_turn_each() -> Result<()> {
     };
     // Its brief is its first turn: no dialog stood in the way.
     spawn(&sb, &gemini, "gm", "BRIEF-GM plan the work")?;
-    wait_for_turns(&llm, "BRIEF-GM", 1, 90)?;
-    sb.torch(&["send", "gm", "ONE-LINE hello"])?;
-    wait_for_turns(&llm, "ONE-LINE hello", 1, 60)?;
-    // Multi-line, with what a shell or tmux would take for commands or keys.
-    let multi = "MULTI first $(id) `uname`\n\tsecond \"quoted\" 'single'\nC-c third; rm -rf /nothing\nfourth line\nfifth";
-    sb.torch(&["send", "gm", multi])?;
-    let seen = wait_for_turns(&llm, "MULTI first", 1, 60)?;
-    let got = seen.iter().find(|t| t.contains("MULTI first")).cloned();
-    let got = got.unwrap_or_default();
-    ensure!(
-        got.contains(multi) || got.contains(&multi.replace('\t', "    ")),
-        "sent {multi:?}\ngot {got:?}"
-    );
-    // Five messages while a reply takes 5 s: held, then one turn each, in order.
-    let seen = five_during_a_slow_reply(&sb, &llm, "gm", || llm.gemini_turns())?;
-    // Exactly once each, and never two messages in one turn.
-    for text in ["BRIEF-GM", "ONE-LINE hello", "MULTI first", "SLOW-TURN"] {
-        let n = seen.iter().filter(|t| t.contains(text)).count();
-        ensure!(n == 1, "{text:?} reached the model {n} times: {seen:#?}");
-    }
-    for t in &seen {
-        ensure!(
-            t.matches(MARK).count() <= 1,
-            "two messages in one turn: {t:?}"
-        );
-    }
-    // Its state comes from its hooks: idle after the last turn.
-    wait_until("gm idle by its hooks", Duration::from_secs(30), || {
-        let out = sb.torch(&["explain", "gm"])?;
-        Ok(out.contains("state: idle, decided by hook AfterAgent"))
-    })?;
+    messages_scenario(&sb, &llm, "gm", || llm.gemini_turns(), "AfterAgent")?;
     Ok(())
 }
 
