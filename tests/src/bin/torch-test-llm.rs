@@ -262,6 +262,18 @@ impl App {
 }
 
 impl App {
+    /// The scripted answer, after the rule's delay; a broken script is an error to answer
+    /// with a 500, so it shows in the test rather than as a silent "ok".
+    async fn delayed_answer(&self, req: &Value, text: &str) -> Result<Answer, String> {
+        let rule = self.choose(req, text).map_err(|e| {
+            eprintln!("torch-test-llm: {e}");
+            format!("stand-in script: {e}")
+        })?;
+        let delay = Duration::from_millis(rule.as_ref().and_then(|r| r.delay_ms).unwrap_or(0));
+        tokio::time::sleep(delay).await;
+        Ok(anthropic::answer(rule.as_ref()))
+    }
+
     /// A Gemini model call: the classifier gets its JSON at once; a turn gets the scripted
     /// answer (text or error) after the rule's delay, streamed when asked.
     async fn gemini(
@@ -276,21 +288,13 @@ impl App {
             self.write_end(request);
             return (StatusCode::OK, axum::Json(gemini::classifier_reply())).into_response();
         }
-        let rule = match self.choose(req, text) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("torch-test-llm: {e}");
-                return gemini_error(500, &format!("stand-in script: {e}"));
-            }
-        };
-        let delay = Duration::from_millis(rule.as_ref().and_then(|r| r.delay_ms).unwrap_or(0));
-        tokio::time::sleep(delay).await;
-        let reply = match anthropic::answer(rule.as_ref()) {
-            Answer::Text(t) => t,
-            Answer::Bash(_) => "(the stand-in plays no tool calls for Gemini)".to_string(),
-            Answer::Error { status, .. } => {
+        let reply = match self.delayed_answer(req, text).await {
+            Ok(Answer::Error { status, .. }) => {
                 return gemini_error(status, "scripted error from the stand-in")
             }
+            Ok(Answer::Text(t)) => t,
+            Ok(Answer::Bash(_)) => "(the stand-in plays no tool calls for Gemini)".to_string(),
+            Err(e) => return gemini_error(500, &e),
         };
         let chunk = gemini::candidate(&reply, anthropic::tokens(size));
         if stream_it {
@@ -322,22 +326,14 @@ impl App {
             let events = openai::stream_events("Torch agent work", &id, model, input);
             return self.responses_stream(events, request);
         }
-        let rule = match self.choose(req, text) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("torch-test-llm: {e}");
-                return openai_error(500, &format!("stand-in script: {e}"), None);
-            }
-        };
-        let delay = Duration::from_millis(rule.as_ref().and_then(|r| r.delay_ms).unwrap_or(0));
-        tokio::time::sleep(delay).await;
-        let reply = match anthropic::answer(rule.as_ref()) {
-            Answer::Text(t) => t,
-            Answer::Bash(_) => "(the stand-in plays no tool calls for Codex)".to_string(),
-            Answer::Error {
+        let reply = match self.delayed_answer(req, text).await {
+            Ok(Answer::Error {
                 status,
                 retry_after_s,
-            } => return openai_error(status, "scripted error from the stand-in", retry_after_s),
+            }) => return openai_error(status, "scripted error from the stand-in", retry_after_s),
+            Ok(Answer::Text(t)) => t,
+            Ok(Answer::Bash(_)) => "(the stand-in plays no tool calls for Codex)".to_string(),
+            Err(e) => return openai_error(500, &e, None),
         };
         self.responses_stream(openai::stream_events(&reply, &id, model, input), request)
     }
