@@ -24,18 +24,31 @@ need_node() {
   [ "$major" -ge 20 ] || { echo "setup-clis: the agent CLIs need Node.js 20 or later; node is $(node --version 2>/dev/null || echo missing)" >&2; exit 1; }
 }
 
-# Claude Code's package script would put the native binary of this platform
-# over the placeholder bin/claude.exe; package scripts stay off, so we do it.
-claude_native() {
-  local dir=$1 platform
+# Claude Code's and opencode's package scripts would put the native binary of
+# this platform over a placeholder; package scripts stay off, so we do it.
+native() {
+  local dir=$1 name=$2 platform
   case "$(uname -m)" in
     x86_64) platform=linux-x64 ;;
     aarch64) platform=linux-arm64 ;;
-    *) echo "setup-clis: no Claude Code build for $(uname -m)" >&2; exit 1 ;;
+    *) echo "setup-clis: no $name build for $(uname -m)" >&2; exit 1 ;;
   esac
-  local native=$dir/node_modules/@anthropic-ai/claude-code-$platform/claude
-  [ -x "$native" ] || { echo "setup-clis: $native missing after npm install" >&2; exit 1; }
-  ln -f "$native" "$dir/node_modules/@anthropic-ai/claude-code/bin/claude.exe"
+  local from to
+  case "$name" in
+    claude-code)
+      from=$dir/node_modules/@anthropic-ai/claude-code-$platform/claude
+      to=$dir/node_modules/@anthropic-ai/claude-code/bin/claude.exe ;;
+    opencode)
+      # Its build for x86_64 needs AVX2; the baseline build runs without.
+      if [ "$platform" = linux-x64 ] && ! grep -qw avx2 /proc/cpuinfo; then
+        platform=linux-x64-baseline
+      fi
+      from=$dir/node_modules/opencode-$platform/bin/opencode
+      to=$dir/node_modules/opencode-ai/bin/opencode.exe ;;
+    *) return 0 ;;
+  esac
+  [ -x "$from" ] || { echo "setup-clis: $from missing after npm install" >&2; exit 1; }
+  ln -f "$from" "$to"
 }
 
 install_one() {
@@ -48,7 +61,7 @@ install_one() {
   mkdir -p "$dir"
   # Package scripts stay off: we run no code from the registry at install time.
   npm install --prefix "$dir" --no-audit --no-fund --ignore-scripts "$package@$version"
-  [ "$name" = claude-code ] && claude_native "$dir"
+  native "$dir" "$name"
   if ! installed "$bin" "$version"; then
     echo "setup-clis: $bin --version does not say $version:" >&2
     "$bin" --version >&2 || true

@@ -51,6 +51,14 @@ pub const CODEX: PinnedCli = PinnedCli {
     require: "TORCH_REQUIRE_CODEX",
 };
 
+/// opencode.
+pub const OPENCODE: PinnedCli = PinnedCli {
+    name: "opencode",
+    dir: "opencode",
+    command: "opencode",
+    require: "TORCH_REQUIRE_OPENCODE",
+};
+
 /// The fake API key the agents get; the stand-in accepts any.
 pub const FAKE_API_KEY: &str = "sk-ant-api03-torch-test-standin-key-0000000000000000";
 
@@ -232,25 +240,36 @@ pub fn spawn_cli(
     name: &str,
     brief: &str,
 ) -> Result<()> {
-    let dir = format!("/srv/{name}");
-    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", &dir])?;
     let brief_file = format!("/root/{name}.brief");
     sb.write_file(&brief_file, brief.as_bytes(), 0o600)?;
-    let mut args = vec![
-        "spawn",
-        name,
-        "--role",
-        "orchestrator",
+    let place = ["--role", "orchestrator", "--brief", &brief_file];
+    spawn_cli_as(sb, profile, env_file, command, name, &place)
+}
+
+/// Spawns `name` of `profile` running `command` through the hub, at `place` (`--role R
+/// --parent P`, maybe `--brief FILE`), in a project directory of its own (`/srv/NAME`,
+/// which its CLI never trusted), with `env_file`.
+pub fn spawn_cli_as(
+    sb: &Sandbox,
+    profile: &str,
+    env_file: &str,
+    command: &[String],
+    name: &str,
+    place: &[&str],
+) -> Result<()> {
+    let dir = format!("/srv/{name}");
+    sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", &dir])?;
+    let mut args = vec!["spawn", name];
+    args.extend_from_slice(place);
+    args.extend([
         "--workdir",
         &dir,
         "--profile",
         profile,
         "--env-file",
         env_file,
-        "--brief",
-        &brief_file,
         "--",
-    ];
+    ]);
     args.extend(command.iter().map(String::as_str));
     sb.torch(&args).map(drop)
 }
@@ -296,7 +315,7 @@ pub fn messages_scenario(
 
 /// Waits until `name` is idle by its hooks, as `torch explain` says.
 pub fn wait_idle_by_hooks(sb: &Sandbox, name: &str) -> Result<()> {
-    wait_until(&format!("{name} idle"), Duration::from_secs(30), || {
+    wait_until(&format!("{name} idle"), Duration::from_secs(60), || {
         Ok(sb
             .torch(&["explain", name])?
             .contains("state: idle, decided by hook"))
@@ -319,7 +338,7 @@ pub fn resumes_after_kills(
         || wait_idle_by_hooks(sb, name),
         |text| {
             sb.torch(&["send", name, text])?;
-            if let Err(e) = wait_for_turns(turns, text, 1, 60) {
+            if let Err(e) = wait_for_turns(turns, text, 1, 120) {
                 let unit = format!("torch-agent@{name}.service");
                 let journal = sb.journal(&["-u", &unit, "-o", "cat"])?;
                 bail!("{e:#}\njournal of {name}:\n{journal}");
@@ -329,7 +348,9 @@ pub fn resumes_after_kills(
                 let mine = r["last_user_text"]
                     .as_str()
                     .is_some_and(|t| t.contains(text));
-                mine && !crate::openai::is_title(&r["body"])
+                let title =
+                    crate::openai::is_title(&r["body"]) || crate::openai::is_chat_title(&r["body"]);
+                mine && !title
             });
             let body = request.map(|r| r["body"].to_string()).unwrap_or_default();
             if !body.contains("REMEMBER-alpha") {
@@ -460,6 +481,21 @@ impl Standin {
                 r["method"] == "POST"
                     && r["path"] == crate::openai::PATH
                     && !crate::openai::is_title(&r["body"])
+            })
+            .map(|r| r["last_user_text"].as_str().unwrap_or_default().to_string())
+            .collect())
+    }
+
+    /// The prompt of every opencode turn (`POST /v1/chat/completions`; the session-title
+    /// requests left out), oldest first.
+    pub fn opencode_turns(&self) -> Result<Vec<String>> {
+        Ok(self
+            .requests()?
+            .iter()
+            .filter(|r| {
+                r["method"] == "POST"
+                    && r["path"] == crate::openai::CHAT_PATH
+                    && !crate::openai::is_chat_title(&r["body"])
             })
             .map(|r| r["last_user_text"].as_str().unwrap_or_default().to_string())
             .collect())

@@ -406,7 +406,7 @@ pub struct SpawnArgs {
     /// Its working directory.
     #[arg(long)]
     pub workdir: PathBuf,
-    /// claude, codex, gemini, aider or shell (default).
+    /// claude, codex, gemini, opencode, aider or shell (default).
     #[arg(long, default_value = "")]
     pub profile: String,
     /// A file whose text is delivered as the agent's first message.

@@ -96,6 +96,8 @@ pub enum Profile {
     Codex,
     /// Gemini CLI.
     Gemini,
+    /// opencode.
+    Opencode,
     /// Aider.
     Aider,
     /// Any other terminal program.
@@ -105,10 +107,11 @@ pub enum Profile {
 
 impl Profile {
     /// Every profile.
-    pub const ALL: [Profile; 5] = [
+    pub const ALL: [Profile; 6] = [
         Profile::Claude,
         Profile::Codex,
         Profile::Gemini,
+        Profile::Opencode,
         Profile::Aider,
         Profile::Shell,
     ];
@@ -119,6 +122,7 @@ impl Profile {
             Profile::Claude => "claude",
             Profile::Codex => "codex",
             Profile::Gemini => "gemini",
+            Profile::Opencode => "opencode",
             Profile::Aider => "aider",
             Profile::Shell => "shell",
         }
@@ -135,14 +139,18 @@ impl Profile {
     /// supervisor installs (Claude Code, Gemini CLI), rather than only on
     /// its screen.
     pub fn has_hooks(self) -> bool {
-        matches!(self, Profile::Claude | Profile::Gemini | Profile::Codex)
+        matches!(
+            self,
+            Profile::Claude | Profile::Gemini | Profile::Codex | Profile::Opencode
+        )
     }
 
     /// Whether the CLI reports its session only when it takes its first
-    /// prompt (Codex CLI's SessionStart hook fires then), so its hooks are
+    /// prompt (Codex CLI's SessionStart hook fires then; opencode makes its
+    /// session then), so its hooks are
     /// trusted from the start rather than after a session report.
     pub fn reports_session_at_first_prompt(self) -> bool {
-        self == Profile::Codex
+        matches!(self, Profile::Codex | Profile::Opencode)
     }
 
     /// The command run when a spawn gives none.
@@ -151,6 +159,7 @@ impl Profile {
             Profile::Claude => &["claude"],
             Profile::Codex => &["codex"],
             Profile::Gemini => &["gemini"],
+            Profile::Opencode => &["opencode"],
             Profile::Aider => &["aider"],
             Profile::Shell => &["bash", "-i"],
         };
@@ -165,11 +174,12 @@ impl std::str::FromStr for Profile {
             "claude" => Profile::Claude,
             "codex" => Profile::Codex,
             "gemini" => Profile::Gemini,
+            "opencode" => Profile::Opencode,
             "aider" => Profile::Aider,
             "shell" => Profile::Shell,
             _ => {
                 return Err(format!(
-                    "unknown profile {s:?}; use claude, codex, gemini, aider or shell"
+                    "unknown profile {s:?}; use claude, codex, gemini, opencode, aider or shell"
                 ))
             }
         })

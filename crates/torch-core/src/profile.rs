@@ -1,6 +1,6 @@
 //! Reading an agent's state from its screen, per terminal program.
 //!
-//! Each profile (claude, codex, gemini, aider, shell) has regular
+//! Each profile (claude, codex, gemini, opencode, aider, shell) has regular
 //! expressions for four states, tried on the bottom of the screen in this
 //! order: `trouble` (crash text, rate limits), `asking` (a permission
 //! question), `working`, `idle` (at its prompt). `torch.toml` may replace a
@@ -146,6 +146,21 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             chrome: None,
             // Gemini CLI 0.61.0 takes the session id its SessionStart hook gave.
             resume: strings(&["--resume", "{session}"]),
+            placeholders: vec![],
+        },
+        // opencode 1.18.33 (field notes): in a session its bottom row reads
+        // `ctrl+p commands` and its version, and `esc interrupt` while it
+        // works; its first screen has its input box in the middle, and its
+        // version ends the bottom row. As for Codex, no screen pattern says
+        // `asking`; its plugin reports permissions.
+        Profile::Opencode => ProfileRules {
+            idle: strings(&["ctrl\\+p commands", "\\b\\d+\\.\\d+\\.\\d+\\z"]),
+            working: strings(&["esc interrupt"]),
+            asking: vec![],
+            trouble: strings(&common_trouble),
+            otherwise: Some(Activity::Unknown),
+            chrome: None,
+            resume: strings(&["--session", "{session}"]),
             placeholders: vec![],
         },
         Profile::Aider => ProfileRules {
@@ -378,6 +393,26 @@ mod tests {
     }
 
     #[test]
+    fn opencode_screens_as_captured() {
+        let c = Classifier::new(&builtin(Profile::Opencode)).unwrap();
+        let blank = || std::iter::repeat_n(String::new(), 20);
+        // The first screen: the input box and its footer mid-screen, the version below.
+        let mut first = vec!["  ┃  Ask anything… \"Fix a TODO in the codebase\"".to_string()];
+        first.push("      tab agents  ctrl+p commands".into());
+        first.extend(blank());
+        first.push("  /srv/oc                                      1.18.33".into());
+        assert_eq!(c.classify(&first), Activity::Idle);
+        let session = "   /srv/oc        8.1K  ctrl+p commands    • OpenCode 1.18.33";
+        assert_eq!(
+            c.classify(&rows(&format!("ok\n{session}\n"))),
+            Activity::Idle
+        );
+        let working =
+            "  ⬝⬝⬝⬝⬝⬝⬝⬝  esc interrupt\n   /srv/oc    ctrl+p commands    • OpenCode 1.18.33\n";
+        assert_eq!(c.classify(&rows(working)), Activity::Working);
+    }
+
+    #[test]
     fn only_the_bottom_counts_and_bad_patterns_are_named() {
         let c = Classifier::new(&builtin(Profile::Shell)).unwrap();
         let mut screen = vec!["$ make".to_string()];
@@ -387,6 +422,7 @@ mod tests {
             Profile::Claude,
             Profile::Codex,
             Profile::Gemini,
+            Profile::Opencode,
             Profile::Aider,
             Profile::Shell,
         ] {

@@ -17,6 +17,7 @@ mod hooks;
 mod limits;
 mod logging;
 mod notify;
+mod opencode;
 mod output;
 mod proc;
 mod screen;

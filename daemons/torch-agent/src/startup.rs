@@ -158,6 +158,8 @@ impl Program {
                 crate::gemini::prepare(name, def, control_path)
                     .context("cannot prepare Gemini CLI's settings for this agent")?,
             ),
+            torch_core::Profile::Opencode => crate::opencode::prepare(name, def, control_path)
+                .context("cannot prepare opencode's plugin for this agent")?,
             torch_core::Profile::Codex => args.extend(
                 crate::codex::prepare(name, def, workdir, control_path)
                     .context("cannot prepare Codex CLI's hooks for this agent")?,

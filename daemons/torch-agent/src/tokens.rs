@@ -63,8 +63,13 @@ pub struct TokenCounter {
 
 impl TokenCounter {
     /// Counts `path` from its start (a new session's transcript); the same
-    /// path again keeps counting where it was.
+    /// path again keeps counting where it was. Only JSON lines files are
+    /// read: a CLI that keeps its sessions in a database (opencode) names
+    /// that instead.
     pub fn follow(&mut self, path: PathBuf) {
+        if path.extension().is_none_or(|e| e != "jsonl") {
+            return;
+        }
         if self.path.as_ref() != Some(&path) {
             *self = Self {
                 path: Some(path),
@@ -143,6 +148,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("torch-tokens-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.jsonl");
+        let mut db = TokenCounter::default();
+        db.follow(dir.join("opencode.db"));
+        assert!(db.path().is_none(), "only JSON lines are read");
         let line = |id: &str, i: u64, o: u64| {
             format!(
                 r#"{{"type":"assistant","message":{{"id":"{id}","usage":{{"input_tokens":{i},"output_tokens":{o},"cache_read_input_tokens":2}}}}}}"#

@@ -1,6 +1,6 @@
 //! `torch-test-llm`: the tests' stand-in of the Anthropic Messages API, the Gemini API and
-//! the OpenAI Responses API, so integration tests can run the real Claude Code and Gemini CLIs without any model
-//! service (never a real one, never off the loopback).
+//! the OpenAI Responses and Chat Completions APIs, so integration tests can run the real
+//! agent CLIs without any model service (never a real one, never off the loopback).
 //!
 //! ```text
 //! torch-test-llm --record FILE [--script FILE] [--port N] [--port-file FILE]
@@ -10,7 +10,8 @@
 //!   stdout is `listening on 127.0.0.1:PORT`; `--port-file` gets the port too.
 //! * `POST /v1/messages` (plain or `"stream": true`), `POST /v1/messages/count_tokens`;
 //!   `POST /v1beta/models/M:generateContent` and `:streamGenerateContent` (see
-//!   `torch_tests::gemini`); `POST /v1/responses` (see `torch_tests::openai`); anything else is a 404 with an API-style error body.
+//!   `torch_tests::gemini`); `POST /v1/responses` and `POST /v1/chat/completions` (see
+//!   `torch_tests::openai`); anything else is a 404 with an API-style error body.
 //! * Every request is appended to the record file as one JSON line: `at_ms`, `method`,
 //!   `path`, `body` (JSON or null), `last_user_text`, `model`, and `request` (its number,
 //!   from 1). When a `/v1/messages` reply has been sent whole (a stream's last event handed
@@ -133,10 +134,13 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
     let json = parsed.clone().unwrap_or(Value::Null);
     let is_gemini = gemini::is_model_call(uri.path());
     let is_openai = uri.path() == openai::PATH;
+    let is_chat = uri.path() == openai::CHAT_PATH;
     let text = if is_gemini {
         gemini::last_user_text(&json)
     } else if is_openai {
         openai::last_user_text(&json)
+    } else if is_chat {
+        openai::last_chat_user_text(&json)
     } else {
         anthropic::last_user_text(&json)
     };
@@ -159,6 +163,7 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
             let size = body.len();
             app.messages(&req, &text, &model, size, request).await
         }
+        (true, _, Some(req)) if is_chat => app.chat(&req, &text, &model, body.len(), request).await,
         (true, _, Some(req)) if is_openai => {
             app.responses(&req, &text, &model, body.len(), request)
                 .await
@@ -204,7 +209,9 @@ impl App {
     fn choose(&self, req: &Value, text: &str) -> Result<Option<Rule>, String> {
         let script = self.script()?;
         let mut fired = self.fired.lock().map_err(|_| "rule counts poisoned")?;
-        let tool_result = anthropic::carries_tool_result(req);
+        let tool_result = anthropic::carries_tool_result(req)
+            || openai::carries_tool_result(req)
+            || openai::chat_carries_tool_result(req);
         let Some((key, rule)) = anthropic::pick(&script, text, tool_result, &fired) else {
             return Ok(None);
         };
@@ -311,7 +318,8 @@ impl App {
 
 impl App {
     /// An OpenAI Responses call (Codex CLI): a title request gets a title at once; a turn
-    /// gets the scripted answer (text or error) after the rule's delay, always streamed.
+    /// gets the scripted answer (text, an `exec_command` call, or an error) after the
+    /// rule's delay, always streamed.
     async fn responses(
         self: &Arc<Self>,
         req: &Value,
@@ -331,11 +339,55 @@ impl App {
                 status,
                 retry_after_s,
             }) => return openai_error(status, "scripted error from the stand-in", retry_after_s),
-            Ok(Answer::Text(t)) => t,
-            Ok(Answer::Bash(_)) => "(the stand-in plays no tool calls for Codex)".to_string(),
+            Ok(Answer::Text(t)) => openai::stream_events(&t, &id, model, input),
+            Ok(Answer::Bash(tool)) => openai::tool_call_events(&tool.command, &id, model, input),
             Err(e) => return openai_error(500, &e, None),
         };
-        self.responses_stream(openai::stream_events(&reply, &id, model, input), request)
+        self.responses_stream(reply, request)
+    }
+
+    /// A Chat Completions call (opencode): a title request gets a title at once; a turn
+    /// gets the scripted answer (text, a `bash` call, or an error) after the rule's delay,
+    /// streamed.
+    async fn chat(
+        self: &Arc<Self>,
+        req: &Value,
+        text: &str,
+        model: &str,
+        size: usize,
+        request: u64,
+    ) -> Response {
+        let id = format!("{:06}", self.seq.fetch_add(1, Ordering::Relaxed));
+        let input = anthropic::tokens(size);
+        let frames = if openai::is_chat_title(req) {
+            openai::chat_stream(
+                openai::chat_text("Torch agent work"),
+                "stop",
+                &id,
+                model,
+                input,
+            )
+        } else {
+            match self.delayed_answer(req, text).await {
+                Ok(Answer::Error {
+                    status,
+                    retry_after_s,
+                }) => {
+                    return openai_error(status, "scripted error from the stand-in", retry_after_s)
+                }
+                Ok(Answer::Text(t)) => {
+                    openai::chat_stream(openai::chat_text(&t), "stop", &id, model, input)
+                }
+                Ok(Answer::Bash(tool)) => {
+                    let call = openai::chat_bash_call(&tool.command, &id);
+                    openai::chat_stream(call, "tool_calls", &id, model, input)
+                }
+                Err(e) => return openai_error(500, &e, None),
+            }
+        };
+        let frames = frames.into_iter().map(|f| (Duration::ZERO, f)).collect();
+        let app = Arc::clone(self);
+        stream(frames, move || app.write_end(request))
     }
 
     fn responses_stream(self: &Arc<Self>, events: Vec<Value>, request: u64) -> Response {

@@ -1,0 +1,95 @@
+// Written by Torch's agent supervisor at each start; edits are lost.
+// Tells the supervisor what opencode does, in the shape of Claude Code's
+// hook events, by running its hook command with the event on standard input.
+import { spawn } from "node:child_process";
+
+const HOOK = HOOK_ARGV;
+// Where opencode keeps its sessions: the supervisor resumes one only while it is there.
+const STORE = `${process.env.XDG_DATA_HOME || `${process.env.HOME}/.local/share`}/opencode/opencode.db`;
+
+function tell(event) {
+  return new Promise((resolve) => {
+    let out = "";
+    let child;
+    try {
+      child = spawn(HOOK[0], HOOK.slice(1), { stdio: ["pipe", "pipe", "ignore"] });
+    } catch {
+      resolve("");
+      return;
+    }
+    child.stdout.on("data", (d) => (out += d));
+    child.on("error", () => resolve(""));
+    child.on("close", () => resolve(out));
+    child.stdin.on("error", () => {});
+    child.stdin.end(JSON.stringify(event));
+  });
+}
+
+function errorText(error) {
+  if (!error) return "";
+  const data = error.data || {};
+  const status = data.statusCode ? ` ${data.statusCode}` : "";
+  return `${error.name || "error"}${status}: ${data.message || ""}`;
+}
+
+// The supervisor's answer to a permission request (Claude Code's
+// PermissionRequest output), handed to opencode; no answer leaves opencode's
+// own dialog for a person (`torch answer`).
+async function answer(client, request, out) {
+  let behavior;
+  try {
+    behavior = JSON.parse(out).hookSpecificOutput.decision.behavior;
+  } catch {
+    return;
+  }
+  const response = behavior === "allow" ? "once" : "reject";
+  await client.postSessionIdPermissionsPermissionId({
+    path: { id: request.sessionID, permissionID: request.id },
+    body: { response },
+  });
+}
+
+export const TorchSupervisor = async ({ client }) => ({
+  event: async ({ event }) => {
+    const p = event.properties || {};
+    switch (event.type) {
+      case "session.created":
+        if (!p.info?.parentID) {
+          await tell({
+            hook_event_name: "SessionStart",
+            session_id: p.info?.id || "",
+            transcript_path: STORE,
+          });
+        }
+        break;
+      case "session.idle":
+        await tell({ hook_event_name: "Stop", session_id: p.sessionID || "" });
+        break;
+      case "session.error":
+        await tell({ hook_event_name: "StopFailure", error: errorText(p.error) });
+        break;
+      case "permission.asked": {
+        const out = await tell({
+          hook_event_name: "PermissionRequest",
+          tool_name: p.permission || "",
+          tool_input: { command: (p.patterns || []).join(" ") },
+        });
+        await answer(client, p, out).catch(() => {});
+        break;
+      }
+    }
+  },
+  "chat.message": async (input, output) => {
+    const text = (output.parts || [])
+      .filter((part) => part.type === "text" && !part.synthetic)
+      .map((part) => part.text)
+      .join("\n");
+    await tell({ hook_event_name: "UserPromptSubmit", session_id: input.sessionID, prompt: text });
+  },
+  "tool.execute.before": async (input) => {
+    await tell({ hook_event_name: "PreToolUse", tool_name: input.tool });
+  },
+  "tool.execute.after": async (input) => {
+    await tell({ hook_event_name: "PostToolUse", tool_name: input.tool });
+  },
+});
