@@ -313,6 +313,77 @@ pub fn messages_scenario(
     )
 }
 
+/// The permission policy of the permission scenario: qa approves, reviewers deny, the
+/// rest (engineers) escalate.
+const PERMISSIONS: &str = "[permissions]\ndefault = \"escalate\"\n\
+                           [permissions.roles]\nqa = \"approve\"\nreviewer = \"deny\"\n";
+
+/// Agents whose CLI asks before it runs a shell command follow `[permissions]`: `spawn(name,
+/// place)` starts one at `place` (`--role R --parent P`) under a project manager; the CLI
+/// names its shell tool `tool`. A qa agent's command is approved and runs, nobody asked; a
+/// reviewer's is denied and the agent takes its next message; an engineer's is escalated:
+/// the dialog stays, a message waits, and `torch answer yes` lets the command run.
+pub fn permissions_scenario(
+    sb: &Sandbox,
+    llm: &Standin,
+    spawn: impl Fn(&str, &[&str]) -> Result<()>,
+    turns: impl Fn() -> Result<Vec<String>> + Copy,
+    tool: &str,
+) -> Result<()> {
+    let toml = "/etc/torch/torch.toml.d/50-test.toml";
+    sb.write_file(toml, PERMISSIONS.as_bytes(), 0o644)?;
+    sb.spawn_echo("boss", "orchestrator", None)?;
+    sb.spawn_echo("pm", "project-manager", Some("boss"))?;
+    for (name, role) in [
+        ("approver", "qa"),
+        ("denier", "reviewer"),
+        ("asker", "engineer"),
+    ] {
+        spawn(name, &["--role", role, "--parent", "pm"])?;
+    }
+    llm.set_script(&serde_json::json!([
+        {"when": "APPROVE-TOOL", "tool_use": {"command": "touch approved.txt"}, "times": 1},
+        {"when": "DENY-TOOL", "tool_use": {"command": "touch denied.txt"}, "times": 1},
+        {"when": "ASK-TOOL", "tool_use": {"command": "touch asked.txt"}, "times": 1}
+    ]))?;
+    let exists = |path: &str| sb.run(&["test", "-e", path]).is_ok();
+    sb.torch(&["send", "approver", "APPROVE-TOOL now"])?;
+    wait_until("approved.txt", Duration::from_secs(120), || {
+        Ok(exists("/srv/approver/approved.txt"))
+    })?;
+    sb.torch(&["send", "denier", "DENY-TOOL now"])?;
+    wait_for_turns(turns, "DENY-TOOL", 1, 120)?;
+    wait_idle_by_hooks(sb, "denier")?;
+    sb.torch(&["send", "denier", "AFTER-DENY"])?;
+    wait_for_turns(turns, "AFTER-DENY", 1, 60)?;
+    if exists("/srv/denier/denied.txt") {
+        bail!("a denied command ran");
+    }
+    for (name, said) in [("approver", "approved"), ("denier", "denied")] {
+        let journal = sb.journal(&["-u", &format!("torch-agent@{name}.service")])?;
+        let want = format!("{said} by the permission policy: {tool}: touch {said}.txt");
+        if !journal.contains(&want) {
+            bail!("{name}: no {want:?} in\n{journal}");
+        }
+    }
+    sb.torch(&["send", "asker", "ASK-TOOL now"])?;
+    let asks = format!("asks: permission to use {tool}: touch asked.txt");
+    wait_until("asker asking", Duration::from_secs(120), || {
+        Ok(sb.torch(&["status"])?.contains(&asks))
+    })?;
+    sb.torch(&["send", "asker", "HELD-while-asking"])?;
+    std::thread::sleep(Duration::from_secs(2));
+    if turns()?.iter().any(|t| t.contains("HELD-while-asking")) {
+        bail!("typed into a permission dialog");
+    }
+    sb.torch(&["answer", "asker", "yes"])?;
+    wait_for_turns(turns, "HELD-while-asking", 1, 60)?;
+    if !exists("/srv/asker/asked.txt") {
+        bail!("the approved command did not run");
+    }
+    Ok(())
+}
+
 /// Waits until `name` is idle by its hooks, as `torch explain` says.
 pub fn wait_idle_by_hooks(sb: &Sandbox, name: &str) -> Result<()> {
     wait_until(&format!("{name} idle"), Duration::from_secs(60), || {

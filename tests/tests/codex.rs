@@ -7,15 +7,13 @@
 //! environment file, and the stand-in as its model provider on its command line, as a user
 //! points Codex at an OpenAI-compatible service.
 
-use std::time::Duration;
-
 use anyhow::{ensure, Result};
-use serde_json::{json, Value};
+use serde_json::Value;
 use torch_tests::llm::{
-    each_brief_once_alone, messages_scenario, resumes_after_kills, spawn_cli, spawn_cli_as,
-    wait_idle_by_hooks, Standin, CODEX, FAKE_API_KEY,
+    each_brief_once_alone, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
+    spawn_cli_as, Standin, CODEX, FAKE_API_KEY,
 };
-use torch_tests::{wait_until, Sandbox};
+use torch_tests::Sandbox;
 
 /// The agents' API key, as an admin keeps it: a file only root reads.
 const KEY_FILE: &str = "/root/codex.env";
@@ -106,83 +104,17 @@ fn twenty_briefs_at_spawn_reach_codex_once_each() -> Result<()> {
     Ok(())
 }
 
-/// The permission policy for the permission test: qa approves, reviewers deny, the rest
-/// (engineers) escalate.
-const PERMISSIONS: &str =
-    "[permissions]\ndefault = \"escalate\"\n[permissions.roles]\nqa = \"approve\"\nreviewer = \"deny\"\n";
-
 #[test]
 fn codex_permission_requests_follow_the_policy() -> Result<()> {
     let test = "codex_permission_requests_follow_the_policy";
     let Some((sb, llm, command)) = fleet(test, "codex-ask")? else {
         return Ok(());
     };
-    sb.write_file(
-        "/etc/torch/torch.toml.d/50-test.toml",
-        PERMISSIONS.as_bytes(),
-        0o644,
-    )?;
-    sb.spawn_echo("boss", "orchestrator", None)?;
-    sb.spawn_echo("pm", "project-manager", Some("boss"))?;
-    // Codex asks before a command leaves its sandbox only with this approval policy (its
-    // default here refuses such a command without asking).
+    // The model asks to run a command outside Codex's sandbox. Codex asks for approval of
+    // such a command only with this approval policy (its default here refuses it unasked).
     let mut asking = command.clone();
-    asking.extend([
-        "-c".to_string(),
-        "approval_policy=\"on-request\"".to_string(),
-    ]);
-    for (name, role) in [
-        ("approver", "qa"),
-        ("denier", "reviewer"),
-        ("asker", "engineer"),
-    ] {
-        let place = ["--role", role, "--parent", "pm"];
-        spawn_cli_as(&sb, "codex", KEY_FILE, &asking, name, &place)?;
-    }
-    // The model asks to run a command outside Codex's sandbox.
-    llm.set_script(&json!([
-        {"when": "APPROVE-TOOL", "tool_use": {"command": "touch approved.txt"}, "times": 1},
-        {"when": "DENY-TOOL", "tool_use": {"command": "touch denied.txt"}, "times": 1},
-        {"when": "ASK-TOOL", "tool_use": {"command": "touch asked.txt"}, "times": 1}
-    ]))?;
-    let exists = |path: &str| sb.run(&["test", "-e", path]).is_ok();
-    // Approved by policy: the command runs and nobody is asked.
-    sb.torch(&["send", "approver", "APPROVE-TOOL now"])?;
-    wait_until("approved.txt", Duration::from_secs(90), || {
-        Ok(exists("/srv/approver/approved.txt"))
-    })?;
-    // Denied by policy: it does not run, and the agent takes the next message.
-    sb.torch(&["send", "denier", "DENY-TOOL now"])?;
-    wait_for_turns(&llm, "DENY-TOOL", 1, 90)?;
-    wait_idle_by_hooks(&sb, "denier")?;
-    sb.torch(&["send", "denier", "AFTER-DENY"])?;
-    wait_for_turns(&llm, "AFTER-DENY", 1, 60)?;
-    ensure!(!exists("/srv/denier/denied.txt"), "a denied command ran");
-    for (name, said) in [("approver", "approved"), ("denier", "denied")] {
-        let journal = sb.journal(&["-u", &format!("torch-agent@{name}.service")])?;
-        let want = format!("{said} by the permission policy: Bash: touch {said}.txt");
-        ensure!(journal.contains(&want), "{name}: no {want:?} in\n{journal}");
-    }
-    // Escalated: the dialog stays, messages wait, `torch answer` answers it.
-    sb.torch(&["send", "asker", "ASK-TOOL now"])?;
-    wait_until("asker asking", Duration::from_secs(60), || {
-        Ok(sb
-            .torch(&["status"])?
-            .contains("asks: permission to use Bash: touch asked.txt"))
-    })?;
-    sb.torch(&["send", "asker", "HELD-while-asking"])?;
-    std::thread::sleep(Duration::from_secs(2));
-    ensure!(
-        !llm.codex_turns()?
-            .iter()
-            .any(|t| t.contains("HELD-while-asking")),
-        "typed into a permission dialog"
-    );
-    sb.torch(&["answer", "asker", "yes"])?;
-    wait_for_turns(&llm, "HELD-while-asking", 1, 60)?;
-    ensure!(
-        exists("/srv/asker/asked.txt"),
-        "the approved command did not run"
-    );
-    Ok(())
+    asking.extend(["-c".into(), "approval_policy=\"on-request\"".into()]);
+    let spawn =
+        |name: &str, place: &[&str]| spawn_cli_as(&sb, "codex", KEY_FILE, &asking, name, place);
+    permissions_scenario(&sb, &llm, spawn, || llm.codex_turns(), "Bash")
 }
