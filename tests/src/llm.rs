@@ -59,6 +59,19 @@ pub const OPENCODE: PinnedCli = PinnedCli {
     require: "TORCH_REQUIRE_OPENCODE",
 };
 
+/// How to spawn an agent of a pinned CLI that talks to the stand-in (see
+/// [`PinnedCli::prepare_agents`]).
+#[derive(Debug, Clone)]
+pub struct CliAgents {
+    /// The profile.
+    pub profile: &'static str,
+    /// The agents' environment file: the key and what the CLI needs offline.
+    pub env_file: String,
+    /// The command: the pinned CLI, with the stand-in as its model provider where the CLI
+    /// takes that on its command line.
+    pub command: Vec<String>,
+}
+
 /// The fake API key the agents get; the stand-in accepts any.
 pub const FAKE_API_KEY: &str = "sk-ant-api03-torch-test-standin-key-0000000000000000";
 
@@ -80,6 +93,59 @@ impl PinnedCli {
             self.version()?,
             self.command
         )))
+    }
+
+    /// Points the agents of this CLI in `sb` at `llm`, as an admin would point them at an
+    /// API service, and returns how to spawn one. `settings` (a JSON object) goes into
+    /// opencode's config; the other CLIs take none. Not for Claude Code, whose tests and
+    /// benchmark part set up their own.
+    pub fn prepare_agents(
+        &self,
+        sb: &Sandbox,
+        llm: &Standin,
+        settings: &Value,
+    ) -> Result<CliAgents> {
+        let bin = self.bin()?.to_string_lossy().into_owned();
+        let env_file = format!("/root/{}.env", self.dir);
+        let (profile, env, command) = match self.dir {
+            // The API's address from the agents' unit, as an admin sets it in a drop-in.
+            "gemini-cli" => {
+                let dropin = format!(
+                    "[Service]\nEnvironment=GOOGLE_GEMINI_BASE_URL={}\n",
+                    llm.base_url()
+                );
+                sb.agent_dropin(&dropin)?;
+                (
+                    "gemini",
+                    format!("GEMINI_API_KEY={FAKE_API_KEY}\n"),
+                    vec![bin],
+                )
+            }
+            // A model provider on the command line, as a user points Codex at an
+            // OpenAI-compatible service.
+            "codex" => {
+                let provider = format!(
+                    "model_providers.standin={{name=\"stand-in\",base_url=\"{}/v1\",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}}",
+                    llm.base_url()
+                );
+                let command = vec![
+                    bin,
+                    "-c".into(),
+                    "model_provider=\"standin\"".into(),
+                    "-c".into(),
+                    provider,
+                ];
+                ("codex", format!("OPENAI_API_KEY={FAKE_API_KEY}\n"), command)
+            }
+            "opencode" => ("opencode", opencode_env(llm, settings), vec![bin]),
+            other => bail!("no agent set-up for {other}"),
+        };
+        sb.write_file(&env_file, env.as_bytes(), 0o600)?;
+        Ok(CliAgents {
+            profile,
+            env_file,
+            command,
+        })
     }
 
     /// The pinned command, or `None` (with the reason printed) when it is not installed and
@@ -105,6 +171,43 @@ impl PinnedCli {
             self.require
         );
         Ok(None)
+    }
+}
+
+/// opencode's environment file: the key, the stand-in as an OpenAI-compatible provider with
+/// `settings` beside it (`OPENCODE_CONFIG_CONTENT`), and the machine's being offline: no
+/// list of models fetched, and npm told so (else opencode waits about 70 s at each start
+/// for its plugin loader's dependency to install, before it loads any plugin).
+fn opencode_env(llm: &Standin, settings: &Value) -> String {
+    let mut config = serde_json::json!({
+        "model": "standin/fake-model",
+        "provider": {"standin": {
+            "npm": "@ai-sdk/openai-compatible", "name": "Stand-in",
+            "options": {"baseURL": format!("{}/v1", llm.base_url()), "apiKey": "{env:OPENAI_API_KEY}"},
+            "models": {"fake-model": {"name": "Fake Model"}}
+        }}
+    });
+    if let (Some(c), Some(more)) = (config.as_object_mut(), settings.as_object()) {
+        c.extend(more.clone());
+    }
+    format!(
+        "OPENAI_API_KEY={FAKE_API_KEY}\nOPENCODE_CONFIG_CONTENT={config}\n\
+         OPENCODE_DISABLE_MODELS_FETCH=1\nnpm_config_offline=true\n"
+    )
+}
+
+/// Whether a line of the stand-in's record is a model turn of one of the CLIs: not a
+/// reply's end, not Gemini CLI's routing classifier, not a title Codex or opencode asks for.
+pub fn is_turn(line: &Value) -> bool {
+    if line["method"] != "POST" {
+        return false;
+    }
+    let body = &line["body"];
+    match line["path"].as_str().unwrap_or_default() {
+        "/v1/messages" => true,
+        crate::openai::PATH => !crate::openai::is_title(body),
+        crate::openai::CHAT_PATH => !crate::openai::is_chat_title(body),
+        p => crate::gemini::is_model_call(p) && crate::gemini::is_stream(p),
     }
 }
 
@@ -229,48 +332,46 @@ pub fn kill_program_then_supervisor(
     after("AFTER-SUPERVISOR-KILL")
 }
 
-/// Spawns orchestrator `name` of `profile` running `command` through the hub, in a
-/// project directory of its own that its CLI never trusted, with `brief`, and its API key
-/// from `env_file`.
-pub fn spawn_cli(
-    sb: &Sandbox,
-    profile: &str,
-    env_file: &str,
-    command: &[String],
-    name: &str,
-    brief: &str,
-) -> Result<()> {
+/// A sandbox with the hub and the stand-in, and the agents of `cli` pointed at it (see
+/// [`PinnedCli::prepare_agents`], which `settings` goes to); `None` when `test` is skipped
+/// for want of the pinned CLI.
+pub fn cli_fleet(
+    cli: &PinnedCli,
+    test: &str,
+    label: &str,
+    settings: &Value,
+) -> Result<Option<(Sandbox, Standin, CliAgents)>> {
+    if cli.or_skip(test)?.is_none() {
+        return Ok(None);
+    }
+    let sb = Sandbox::boot(label)?;
+    sb.install_torch()?;
+    let llm = Standin::start(&sb)?;
+    let agents = cli.prepare_agents(&sb, &llm, settings)?;
+    sb.start_hub()?;
+    Ok(Some((sb, llm, agents)))
+}
+
+/// Spawns orchestrator `name` of `agents` through the hub, in a project directory of its
+/// own that its CLI never trusted, with `brief`.
+pub fn spawn_cli(sb: &Sandbox, agents: &CliAgents, name: &str, brief: &str) -> Result<()> {
     let brief_file = format!("/root/{name}.brief");
     sb.write_file(&brief_file, brief.as_bytes(), 0o600)?;
     let place = ["--role", "orchestrator", "--brief", &brief_file];
-    spawn_cli_as(sb, profile, env_file, command, name, &place)
+    spawn_cli_as(sb, agents, name, &place)
 }
 
-/// Spawns `name` of `profile` running `command` through the hub, at `place` (`--role R
-/// --parent P`, maybe `--brief FILE`), in a project directory of its own (`/srv/NAME`,
-/// which its CLI never trusted), with `env_file`.
-pub fn spawn_cli_as(
-    sb: &Sandbox,
-    profile: &str,
-    env_file: &str,
-    command: &[String],
-    name: &str,
-    place: &[&str],
-) -> Result<()> {
+/// Spawns `name` of `agents` through the hub, at `place` (`--role R --parent P`, maybe
+/// `--brief FILE`), in a project directory of its own (`/srv/NAME`, which its CLI never
+/// trusted).
+pub fn spawn_cli_as(sb: &Sandbox, agents: &CliAgents, name: &str, place: &[&str]) -> Result<()> {
     let dir = format!("/srv/{name}");
     sb.run(&["install", "-d", "-g", "torch-agent", "-m", "2770", &dir])?;
     let mut args = vec!["spawn", name];
     args.extend_from_slice(place);
-    args.extend([
-        "--workdir",
-        &dir,
-        "--profile",
-        profile,
-        "--env-file",
-        env_file,
-        "--",
-    ]);
-    args.extend(command.iter().map(String::as_str));
+    args.extend(["--workdir", &dir, "--profile", agents.profile]);
+    args.extend(["--env-file", &agents.env_file, "--"]);
+    args.extend(agents.command.iter().map(String::as_str));
     sb.torch(&args).map(drop)
 }
 
@@ -318,15 +419,14 @@ pub fn messages_scenario(
 const PERMISSIONS: &str = "[permissions]\ndefault = \"escalate\"\n\
                            [permissions.roles]\nqa = \"approve\"\nreviewer = \"deny\"\n";
 
-/// Agents whose CLI asks before it runs a shell command follow `[permissions]`: `spawn(name,
-/// place)` starts one at `place` (`--role R --parent P`) under a project manager; the CLI
-/// names its shell tool `tool`. A qa agent's command is approved and runs, nobody asked; a
+/// Agents whose CLI asks before it runs a shell command follow `[permissions]`: `agents`
+/// are spawned under a project manager; the CLI names its shell tool `tool`. A qa agent's command is approved and runs, nobody asked; a
 /// reviewer's is denied and the agent takes its next message; an engineer's is escalated:
 /// the dialog stays, a message waits, and `torch answer yes` lets the command run.
 pub fn permissions_scenario(
     sb: &Sandbox,
     llm: &Standin,
-    spawn: impl Fn(&str, &[&str]) -> Result<()>,
+    agents: &CliAgents,
     turns: impl Fn() -> Result<Vec<String>> + Copy,
     tool: &str,
 ) -> Result<()> {
@@ -339,7 +439,7 @@ pub fn permissions_scenario(
         ("denier", "reviewer"),
         ("asker", "engineer"),
     ] {
-        spawn(name, &["--role", role, "--parent", "pm"])?;
+        spawn_cli_as(sb, agents, name, &["--role", role, "--parent", "pm"])?;
     }
     llm.set_script(&serde_json::json!([
         {"when": "APPROVE-TOOL", "tool_use": {"command": "touch approved.txt"}, "times": 1},

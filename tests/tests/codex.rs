@@ -8,47 +8,17 @@
 //! points Codex at an OpenAI-compatible service.
 
 use anyhow::{ensure, Result};
-use serde_json::Value;
+use serde_json::{json, Value};
 use torch_tests::llm::{
-    each_brief_once_alone, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
-    spawn_cli_as, Standin, CODEX, FAKE_API_KEY,
+    cli_fleet, each_brief_once_alone, messages_scenario, permissions_scenario, resumes_after_kills,
+    spawn_cli, CliAgents, Standin, CODEX,
 };
 use torch_tests::Sandbox;
 
-/// The agents' API key, as an admin keeps it: a file only root reads.
-const KEY_FILE: &str = "/root/codex.env";
-
-/// A sandbox with the hub and the stand-in, and the agents' command: the pinned codex with
-/// the stand-in as its model provider, as a user points Codex at an OpenAI-compatible
-/// service (`-c` options, or `model_providers` in `config.toml`); `None` when the test is
-/// skipped for want of the pinned codex.
-fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, Vec<String>)>> {
-    let Some(codex) = CODEX.or_skip(test)? else {
-        return Ok(None);
-    };
-    let sb = Sandbox::boot(label)?;
-    sb.install_torch()?;
-    let llm = Standin::start(&sb)?;
-    let key = format!("OPENAI_API_KEY={FAKE_API_KEY}\n");
-    sb.write_file(KEY_FILE, key.as_bytes(), 0o600)?;
-    sb.start_hub()?;
-    let provider = format!(
-        "model_providers.standin={{name=\"stand-in\",base_url=\"{}/v1\",env_key=\"OPENAI_API_KEY\",wire_api=\"responses\"}}",
-        llm.base_url()
-    );
-    let command = vec![
-        codex.to_string_lossy().into_owned(),
-        "-c".into(),
-        "model_provider=\"standin\"".into(),
-        "-c".into(),
-        provider,
-    ];
-    Ok(Some((sb, llm, command)))
-}
-
-/// Spawns a codex orchestrator with `brief` (see [`spawn_cli`]).
-fn spawn(sb: &Sandbox, command: &[String], name: &str, brief: &str) -> Result<()> {
-    spawn_cli(sb, "codex", KEY_FILE, command, name, brief)
+/// A sandbox with the hub, the stand-in, and codex agents pointed at it; `None` when the
+/// test is skipped for want of the pinned codex.
+fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, CliAgents)>> {
+    cli_fleet(&CODEX, test, label, &json!({}))
 }
 
 /// Waits until the turns that carry `text` number `n`; returns all turns.
@@ -59,11 +29,11 @@ fn wait_for_turns(llm: &Standin, text: &str, n: usize, secs: u64) -> Result<Vec<
 #[test]
 fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
     let test = "messages_reach_codex_whole_in_order_one_turn_each";
-    let Some((sb, llm, command)) = fleet(test, "codex-msgs")? else {
+    let Some((sb, llm, agents)) = fleet(test, "codex-msgs")? else {
         return Ok(());
     };
     // Its brief is its first turn: no dialog stood in the way.
-    spawn(&sb, &command, "cx", "BRIEF-CX plan the work")?;
+    spawn_cli(&sb, &agents, "cx", "BRIEF-CX plan the work")?;
     messages_scenario(&sb, &llm, "cx", || llm.codex_turns(), "Stop")?;
     // Tokens from the transcript's token counts: the stand-in reports each turn's input as
     // its body's size over four, so several turns of Codex's long prompt pass 10,000.
@@ -80,10 +50,10 @@ fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
 #[test]
 fn a_killed_codex_or_supervisor_resumes_the_conversation() -> Result<()> {
     let test = "a_killed_codex_or_supervisor_resumes_the_conversation";
-    let Some((sb, llm, command)) = fleet(test, "codex-resume")? else {
+    let Some((sb, llm, agents)) = fleet(test, "codex-resume")? else {
         return Ok(());
     };
-    spawn(&sb, &command, "mem", "REMEMBER-alpha")?;
+    spawn_cli(&sb, &agents, "mem", "REMEMBER-alpha")?;
     wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
     resumes_after_kills(&sb, &llm, "mem", || llm.codex_turns())
 }
@@ -91,13 +61,13 @@ fn a_killed_codex_or_supervisor_resumes_the_conversation() -> Result<()> {
 #[test]
 fn twenty_briefs_at_spawn_reach_codex_once_each() -> Result<()> {
     let test = "twenty_briefs_at_spawn_reach_codex_once_each";
-    let Some((sb, llm, command)) = fleet(test, "codex-briefs")? else {
+    let Some((sb, llm, agents)) = fleet(test, "codex-briefs")? else {
         return Ok(());
     };
     // All twenty at once: Codex CLI is one native process each.
     let names: Vec<String> = (1..=20).map(|i| format!("c{i}")).collect();
     for name in &names {
-        spawn(&sb, &command, name, &format!("BRIEF-{name}-END"))?;
+        spawn_cli(&sb, &agents, name, &format!("BRIEF-{name}-END"))?;
     }
     let seen = wait_for_turns(&llm, "-END", 20, 240)?;
     each_brief_once_alone(&seen, &names)?;
@@ -107,14 +77,14 @@ fn twenty_briefs_at_spawn_reach_codex_once_each() -> Result<()> {
 #[test]
 fn codex_permission_requests_follow_the_policy() -> Result<()> {
     let test = "codex_permission_requests_follow_the_policy";
-    let Some((sb, llm, command)) = fleet(test, "codex-ask")? else {
+    let Some((sb, llm, agents)) = fleet(test, "codex-ask")? else {
         return Ok(());
     };
     // The model asks to run a command outside Codex's sandbox. Codex asks for approval of
     // such a command only with this approval policy (its default here refuses it unasked).
-    let mut asking = command.clone();
-    asking.extend(["-c".into(), "approval_policy=\"on-request\"".into()]);
-    let spawn =
-        |name: &str, place: &[&str]| spawn_cli_as(&sb, "codex", KEY_FILE, &asking, name, place);
-    permissions_scenario(&sb, &llm, spawn, || llm.codex_turns(), "Bash")
+    let mut asking = agents.clone();
+    asking
+        .command
+        .extend(["-c".into(), "approval_policy=\"on-request\"".into()]);
+    permissions_scenario(&sb, &llm, &asking, || llm.codex_turns(), "Bash")
 }

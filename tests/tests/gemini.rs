@@ -6,41 +6,17 @@
 //! installed, the workspace trusted); the tests give the agents' unit the API's address in
 //! a drop-in, as an admin would, and each agent its key in an environment file.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::Result;
 use torch_tests::llm::{
-    each_brief_once_alone, messages_scenario, resumes_after_kills, spawn_cli, Standin,
-    FAKE_API_KEY, GEMINI,
+    cli_fleet, each_brief_once_alone, messages_scenario, resumes_after_kills, spawn_cli, CliAgents,
+    Standin, GEMINI,
 };
 use torch_tests::Sandbox;
 
-/// The agents' API key, as an admin keeps it: a file only root reads.
-const KEY_FILE: &str = "/root/gemini.env";
-
-/// A sandbox with the hub, the stand-in, and every agent unit pointed at the stand-in;
-/// `None` when the test is skipped for want of the pinned gemini.
-fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, PathBuf)>> {
-    let Some(gemini) = GEMINI.or_skip(test)? else {
-        return Ok(None);
-    };
-    let sb = Sandbox::boot(label)?;
-    sb.install_torch()?;
-    let llm = Standin::start(&sb)?;
-    sb.agent_dropin(&format!(
-        "[Service]\nEnvironment=GOOGLE_GEMINI_BASE_URL={}\n",
-        llm.base_url()
-    ))?;
-    let key = format!("GEMINI_API_KEY={FAKE_API_KEY}\n");
-    sb.write_file(KEY_FILE, key.as_bytes(), 0o600)?;
-    sb.start_hub()?;
-    Ok(Some((sb, llm, gemini)))
-}
-
-/// Spawns a gemini orchestrator with `brief` (see [`spawn_cli`]).
-fn spawn(sb: &Sandbox, gemini: &Path, name: &str, brief: &str) -> Result<()> {
-    let command = [gemini.to_string_lossy().into_owned()];
-    spawn_cli(sb, "gemini", KEY_FILE, &command, name, brief)
+/// A sandbox with the hub, the stand-in, and gemini agents pointed at it; `None` when the
+/// test is skipped for want of the pinned gemini.
+fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, CliAgents)>> {
+    cli_fleet(&GEMINI, test, label, &serde_json::json!({}))
 }
 
 /// Waits until the turns that carry `text` number `n`; returns all turns.
@@ -51,11 +27,11 @@ fn wait_for_turns(llm: &Standin, text: &str, n: usize, secs: u64) -> Result<Vec<
 #[test]
 fn messages_reach_gemini_whole_in_order_one_turn_each() -> Result<()> {
     let test = "messages_reach_gemini_whole_in_order_one_turn_each";
-    let Some((sb, llm, gemini)) = fleet(test, "gemini-msgs")? else {
+    let Some((sb, llm, agents)) = fleet(test, "gemini-msgs")? else {
         return Ok(());
     };
     // Its brief is its first turn: no dialog stood in the way.
-    spawn(&sb, &gemini, "gm", "BRIEF-GM plan the work")?;
+    spawn_cli(&sb, &agents, "gm", "BRIEF-GM plan the work")?;
     messages_scenario(&sb, &llm, "gm", || llm.gemini_turns(), "AfterAgent")?;
     Ok(())
 }
@@ -63,10 +39,10 @@ fn messages_reach_gemini_whole_in_order_one_turn_each() -> Result<()> {
 #[test]
 fn a_killed_gemini_or_supervisor_resumes_the_conversation() -> Result<()> {
     let test = "a_killed_gemini_or_supervisor_resumes_the_conversation";
-    let Some((sb, llm, gemini)) = fleet(test, "gemini-resume")? else {
+    let Some((sb, llm, agents)) = fleet(test, "gemini-resume")? else {
         return Ok(());
     };
-    spawn(&sb, &gemini, "mem", "REMEMBER-alpha")?;
+    spawn_cli(&sb, &agents, "mem", "REMEMBER-alpha")?;
     wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
     resumes_after_kills(&sb, &llm, "mem", || llm.gemini_turns())
 }
@@ -74,7 +50,7 @@ fn a_killed_gemini_or_supervisor_resumes_the_conversation() -> Result<()> {
 #[test]
 fn twenty_briefs_at_spawn_reach_gemini_once_each() -> Result<()> {
     let test = "twenty_briefs_at_spawn_reach_gemini_once_each";
-    let Some((sb, llm, gemini)) = fleet(test, "gemini-briefs")? else {
+    let Some((sb, llm, agents)) = fleet(test, "gemini-briefs")? else {
         return Ok(());
     };
     // Five at a time: each Gemini CLI is two node processes, and twenty
@@ -82,7 +58,7 @@ fn twenty_briefs_at_spawn_reach_gemini_once_each() -> Result<()> {
     for batch in 0..4 {
         let names: Vec<String> = (1..=5).map(|i| format!("g{}", batch * 5 + i)).collect();
         for name in &names {
-            spawn(&sb, &gemini, name, &format!("BRIEF-{name}-END"))?;
+            spawn_cli(&sb, &agents, name, &format!("BRIEF-{name}-END"))?;
         }
         let seen = wait_for_turns(&llm, "-END", (batch + 1) * 5, 120)?;
         each_brief_once_alone(&seen, &names)?;

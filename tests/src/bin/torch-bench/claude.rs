@@ -148,7 +148,7 @@ fn retire(sb: &Sandbox, names: &[String]) -> Result<()> {
 }
 
 /// Sorted milliseconds of `later - earlier` over the turns that have both.
-fn gaps(turns: &Value, earlier: &str, later: &str) -> Vec<f64> {
+pub(crate) fn gaps(turns: &Value, earlier: &str, later: &str) -> Vec<f64> {
     let mut v: Vec<f64> = turns["turns"]
         .as_array()
         .map(|a| {
@@ -162,13 +162,13 @@ fn gaps(turns: &Value, earlier: &str, later: &str) -> Vec<f64> {
 }
 
 /// The `p` quantile (0..=1) of sorted values.
-fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
+pub(crate) fn quantile(sorted: &[f64], p: f64) -> Option<f64> {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted.get(i.min(sorted.len().saturating_sub(1))).copied()
 }
 
 /// The `p` quantile as "12.3"; "-" for none.
-fn pct(sorted: &[f64], p: f64) -> String {
+pub(crate) fn pct(sorted: &[f64], p: f64) -> String {
     quantile(sorted, p).map_or("-".into(), |v| format!("{v:.1}"))
 }
 

@@ -1,8 +1,8 @@
-//! The Claude Code part's timing, run inside the sandbox (like the other
-//! inner parts, so entering its namespaces is not counted): messages to a
-//! real `claude` agent by `torch send` or by the naive tmux sender, and
-//! briefs at spawn, each timed to the request the stand-in of the model API
-//! recorded. The wall clock here and the stand-in's `at_ms`/`ended_ms` are
+//! The agent CLI parts' timing, run inside the sandbox (like the other inner
+//! parts, so entering its namespaces is not counted): messages to a real CLI
+//! agent (Claude Code, or another pinned CLI) by `torch send` or by the naive
+//! tmux sender, and Claude Code briefs at spawn, each timed to the turn the
+//! stand-in of the model API recorded. The wall clock here and the stand-in's `at_ms`/`ended_ms` are
 //! the same machine's clock.
 
 use std::collections::HashMap;
@@ -29,7 +29,7 @@ fn now_ms() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
 }
 
-/// One `POST /v1/messages` the stand-in recorded, without its body.
+/// One model turn the stand-in recorded, without its body.
 struct Req {
     n: u64,
     at_ms: f64,
@@ -84,7 +84,7 @@ impl Tail {
         let n = v["request"].as_u64().unwrap_or_default();
         if let Some(end) = v["ended_ms"].as_f64() {
             self.ended.insert(n, end);
-        } else if v["method"] == "POST" && v["path"] == "/v1/messages" {
+        } else if torch_tests::llm::is_turn(v) {
             self.requests.push(Req {
                 n,
                 at_ms: v["at_ms"].as_f64().unwrap_or_default(),

@@ -12,6 +12,7 @@
 mod checks;
 mod claude;
 mod claude_inner;
+mod clis;
 mod fleet;
 mod inner;
 mod ledger;
@@ -68,6 +69,10 @@ struct Args {
     /// Claude Code agents spawned in a row with a brief.
     #[arg(long, default_value_t = 20)]
     claude_briefs: usize,
+    /// Messages to one agent of each other pinned CLI (Gemini CLI, Codex CLI,
+    /// opencode) by `torch send`, each after the last turn ended (0 skips them).
+    #[arg(long, default_value_t = 20)]
+    cli_turns: usize,
     /// Workers of the work ledger part (0 skips it).
     #[arg(long, default_value_t = 200)]
     ledger_workers: usize,
@@ -77,7 +82,7 @@ struct Args {
     /// Tasks timed from ready to an idle agent's screen.
     #[arg(long, default_value_t = 50)]
     ledger_samples: usize,
-    /// Run only these parts (repeatable): latency, contention, claude,
+    /// Run only these parts (repeatable): latency, contention, claude, clis,
     /// fleet, recovery, schedules, ledger. Default: all.
     #[arg(long, value_name = "PART")]
     only: Vec<String>,
@@ -124,6 +129,14 @@ fn main() -> Result<()> {
             args.claude_turns,
             args.claude_briefs,
         )?;
+    }
+    if part("clis") {
+        if !part("claude") {
+            sb.start_hub()?;
+        }
+        clis::run(&sb, &mut claude_report, args.cli_turns)?;
+    }
+    if part("claude") || part("clis") {
         sb.systemctl(&["stop", "torch.service"])?;
         empty_store(&state)?;
     }
