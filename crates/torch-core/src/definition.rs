@@ -136,8 +136,8 @@ impl Profile {
     }
 
     /// Whether the profile's CLI reports its state through hooks that the
-    /// supervisor installs (Claude Code, Gemini CLI), rather than only on
-    /// its screen.
+    /// supervisor installs (Claude Code, Gemini CLI, Codex CLI; opencode's
+    /// plugin), rather than only on its screen.
     pub fn has_hooks(self) -> bool {
         matches!(
             self,
@@ -147,8 +147,8 @@ impl Profile {
 
     /// Whether the CLI reports its session only when it takes its first
     /// prompt (Codex CLI's SessionStart hook fires then; opencode makes its
-    /// session then), so its hooks are
-    /// trusted from the start rather than after a session report.
+    /// session then), so its hooks are trusted from the start rather than
+    /// after a session report.
     pub fn reports_session_at_first_prompt(self) -> bool {
         matches!(self, Profile::Codex | Profile::Opencode)
     }

@@ -1,8 +1,9 @@
 //! What an agent CLI's hooks tell its supervisor, and the state they imply.
 //!
-//! A CLI with hooks (Claude Code, Gemini CLI, Codex CLI) runs `torch-agent --hook SOCKET` at each
-//! event of its session, with the event as a JSON object on standard input;
-//! the supervisor reads the agent's state from these events before it
+//! A CLI with hooks (Claude Code, Gemini CLI, Codex CLI; opencode through
+//! Torch's plugin) runs `torch-agent --hook SOCKET` at each event of its
+//! session, with the event as a JSON object on standard input; the
+//! supervisor reads the agent's state from these events before it
 //! believes its screen. The screen says what a TUI draws, which changes with
 //! every release and includes whatever the conversation prints; a hook says
 //! what the CLI did.
