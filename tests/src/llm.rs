@@ -278,6 +278,30 @@ pub fn each_brief_once_alone(seen: &[String], names: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Twenty agents of `agents`, named `PREFIX1` to `PREFIX20`, spawned `at_once` at a time
+/// (each batch retired once its briefs came), each with a brief `BRIEF-NAME-END`: each brief
+/// reached the model in exactly one turn, alone in it (see [`each_brief_once_alone`]).
+pub fn twenty_briefs(
+    sb: &Sandbox,
+    agents: &CliAgents,
+    prefix: &str,
+    at_once: usize,
+    turns: impl Fn() -> Result<Vec<String>> + Copy,
+) -> Result<()> {
+    let names: Vec<String> = (1..=20).map(|i| format!("{prefix}{i}")).collect();
+    for (batch, group) in names.chunks(at_once.max(1)).enumerate() {
+        for name in group {
+            spawn_cli(sb, agents, name, &format!("BRIEF-{name}-END"))?;
+        }
+        let seen = wait_for_turns(turns, "-END", batch * at_once + group.len(), 240)?;
+        each_brief_once_alone(&seen, group)?;
+        for name in group {
+            sb.torch(&["retire", name])?;
+        }
+    }
+    Ok(())
+}
+
 /// Five messages sent to `name` while the stand-in takes 5 s over a reply are held, then
 /// reach the model as five turns in order, one message each; no turn ever holds two
 /// messages. Returns every turn.

@@ -10,8 +10,8 @@
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
 use torch_tests::llm::{
-    cli_fleet, each_brief_once_alone, messages_scenario, permissions_scenario, resumes_after_kills,
-    spawn_cli, CliAgents, Standin, CODEX,
+    cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
+    twenty_briefs, CliAgents, Standin, CODEX,
 };
 use torch_tests::Sandbox;
 
@@ -65,13 +65,7 @@ fn twenty_briefs_at_spawn_reach_codex_once_each() -> Result<()> {
         return Ok(());
     };
     // All twenty at once: Codex CLI is one native process each.
-    let names: Vec<String> = (1..=20).map(|i| format!("c{i}")).collect();
-    for name in &names {
-        spawn_cli(&sb, &agents, name, &format!("BRIEF-{name}-END"))?;
-    }
-    let seen = wait_for_turns(&llm, "-END", 20, 240)?;
-    each_brief_once_alone(&seen, &names)?;
-    Ok(())
+    twenty_briefs(&sb, &agents, "c", 20, || llm.codex_turns())
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use anyhow::Result;
 use torch_tests::llm::{
-    cli_fleet, each_brief_once_alone, messages_scenario, resumes_after_kills, spawn_cli, CliAgents,
+    cli_fleet, messages_scenario, resumes_after_kills, spawn_cli, twenty_briefs, CliAgents,
     Standin, GEMINI,
 };
 use torch_tests::Sandbox;
@@ -55,16 +55,5 @@ fn twenty_briefs_at_spawn_reach_gemini_once_each() -> Result<()> {
     };
     // Five at a time: each Gemini CLI is two node processes, and twenty
     // starting at once on two cores took over five minutes.
-    for batch in 0..4 {
-        let names: Vec<String> = (1..=5).map(|i| format!("g{}", batch * 5 + i)).collect();
-        for name in &names {
-            spawn_cli(&sb, &agents, name, &format!("BRIEF-{name}-END"))?;
-        }
-        let seen = wait_for_turns(&llm, "-END", (batch + 1) * 5, 120)?;
-        each_brief_once_alone(&seen, &names)?;
-        for name in &names {
-            sb.torch(&["retire", name])?;
-        }
-    }
-    Ok(())
+    twenty_briefs(&sb, &agents, "g", 5, || llm.gemini_turns())
 }

@@ -10,8 +10,8 @@
 use anyhow::Result;
 use serde_json::json;
 use torch_tests::llm::{
-    cli_fleet, each_brief_once_alone, messages_scenario, permissions_scenario, resumes_after_kills,
-    spawn_cli, CliAgents, Standin, OPENCODE,
+    cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
+    twenty_briefs, CliAgents, Standin, OPENCODE,
 };
 use torch_tests::Sandbox;
 
@@ -60,18 +60,7 @@ fn twenty_briefs_at_spawn_reach_opencode_once_each() -> Result<()> {
     };
     // Five at a time, as for Gemini CLI: twenty opencode processes starting at once
     // starve the other tests of the two cores for minutes.
-    for batch in 0..4 {
-        let names: Vec<String> = (1..=5).map(|i| format!("o{}", batch * 5 + i)).collect();
-        for name in &names {
-            spawn_cli(&sb, &agents, name, &format!("BRIEF-{name}-END"))?;
-        }
-        let seen = wait_for_turns(&llm, "-END", (batch + 1) * 5, 120)?;
-        each_brief_once_alone(&seen, &names)?;
-        for name in &names {
-            sb.torch(&["retire", name])?;
-        }
-    }
-    Ok(())
+    twenty_briefs(&sb, &agents, "o", 5, || llm.opencode_turns())
 }
 
 #[test]
