@@ -11,6 +11,7 @@
 use serde_json::Value;
 
 use crate::profile::Activity;
+use crate::protocol::Tokens;
 
 /// The hook events Torch installs in Claude Code, in its spelling.
 pub const EVENTS: [&str; 9] = [
@@ -98,11 +99,16 @@ pub enum HookEvent {
     /// The session ended (the program is exiting).
     SessionEnd,
     /// Claude Code's status line input (not a hook: its `statusLine`
-    /// command, which Torch also installs), with the session's cost.
+    /// command, which Torch also installs), with the session's cost; Torch's
+    /// opencode plugin sends the same, with the session's tokens.
     StatusLine {
         /// The session's cost so far in millionths of a US dollar, as the
         /// CLI computes it.
         cost_microusd: Option<u64>,
+        /// The session's tokens so far, when the CLI keeps no transcript
+        /// Torch reads (`tokens`: `input`, `output`, `cache_read`,
+        /// `cache_write`).
+        tokens: Option<Tokens>,
     },
     /// An event Torch does not read.
     Other(String),
@@ -145,6 +151,10 @@ impl HookEvent {
                     .and_then(Value::as_f64)
                     .filter(|c| c.is_finite() && *c >= 0.0)
                     .map(|c| (c * 1e6).round() as u64),
+                tokens: input
+                    .get("tokens")
+                    .filter(|t| t.is_object())
+                    .and_then(|t| serde_json::from_value(t.clone()).ok()),
             },
             other => HookEvent::Other(other.to_string()),
         })
@@ -292,7 +302,23 @@ mod tests {
         assert_eq!(
             HookEvent::parse(&line),
             Some(HookEvent::StatusLine {
-                cost_microusd: Some(56_496)
+                cost_microusd: Some(56_496),
+                tokens: None,
+            })
+        );
+        let line = json!({"hook_event_name": STATUS_LINE, "cost": {"total_cost_usd": 0},
+                          "tokens": {"input": 12, "output": 3, "cache_read": 4}});
+        let tokens = Tokens {
+            input: 12,
+            output: 3,
+            cache_read: 4,
+            cache_write: 0,
+        };
+        assert_eq!(
+            HookEvent::parse(&line),
+            Some(HookEvent::StatusLine {
+                cost_microusd: Some(0),
+                tokens: Some(tokens),
             })
         );
         assert_eq!(HookEvent::parse(&json!("SessionStart")), None);

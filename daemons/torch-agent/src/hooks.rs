@@ -138,6 +138,9 @@ pub struct HookFeed {
     session: Mutex<Option<String>>,
     prompts: broadcast::Sender<String>,
     grace_said: std::sync::atomic::AtomicBool,
+    /// The session's tokens as the CLI reported them, when it keeps no
+    /// transcript Torch reads.
+    reported_tokens: Mutex<Option<torch_core::protocol::Tokens>>,
     /// The CLI reports its session with its first prompt, not at start.
     at_first_prompt: bool,
     /// It did not report a prompt it was to confirm, and no hook was ever
@@ -183,6 +186,7 @@ impl Default for HookFeed {
             limited_until: Mutex::new(None),
             tokens: Mutex::new(TokenCounter::default()),
             cost: Mutex::new(None),
+            reported_tokens: Mutex::new(None),
             resumed: Default::default(),
         }
     }
@@ -287,9 +291,15 @@ impl HookFeed {
                 self.set_question(Some(message.clone()));
             }
             HookEvent::SessionEnd if !self.session_started() => self.resume_failed(),
-            HookEvent::StatusLine { cost_microusd } => {
+            HookEvent::StatusLine {
+                cost_microusd,
+                tokens,
+            } => {
                 if let (Some(c), Ok(mut cost)) = (cost_microusd, self.cost.lock()) {
                     *cost = Some(*c);
+                }
+                if let (Some(t), Ok(mut reported)) = (tokens, self.reported_tokens.lock()) {
+                    *reported = Some(*t);
                 }
                 // Not an event of the session: the question stands.
                 return None;
@@ -404,8 +414,12 @@ impl HookFeed {
         }
     }
 
-    /// The tokens of the session so far, when its CLI keeps a transcript.
+    /// The tokens of the session so far: as the CLI reported them (opencode's
+    /// plugin), else from its transcript when it keeps one.
     pub fn tokens(&self) -> Option<torch_core::protocol::Tokens> {
+        if let Some(t) = self.reported_tokens.lock().ok().and_then(|t| *t) {
+            return Some(t);
+        }
         self.tokens.lock().ok()?.totals()
     }
 

@@ -49,6 +49,25 @@ async function answer(client, request, out) {
   });
 }
 
+// Each assistant message's tokens and cost, by message id: opencode reports a
+// message again as it grows, so the session's totals are the sum of the last
+// report of each.
+const usage = new Map();
+
+function usageOf(info) {
+  usage.set(info.id, { tokens: info.tokens || {}, cost: info.cost || 0 });
+  const total = { input: 0, output: 0, cache_read: 0, cache_write: 0 };
+  let cost = 0;
+  for (const u of usage.values()) {
+    total.input += u.tokens.input || 0;
+    total.output += (u.tokens.output || 0) + (u.tokens.reasoning || 0);
+    total.cache_read += u.tokens.cache?.read || 0;
+    total.cache_write += u.tokens.cache?.write || 0;
+    cost += u.cost;
+  }
+  return { hook_event_name: "StatusLine", cost: { total_cost_usd: cost }, tokens: total };
+}
+
 export const TorchSupervisor = async ({ client }) => ({
   event: async ({ event }) => {
     const p = event.properties || {};
@@ -60,6 +79,11 @@ export const TorchSupervisor = async ({ client }) => ({
             session_id: p.info?.id || "",
             transcript_path: STORE,
           });
+        }
+        break;
+      case "message.updated":
+        if (p.info?.role === "assistant" && p.info?.time?.completed) {
+          await tell(usageOf(p.info));
         }
         break;
       case "session.idle":
