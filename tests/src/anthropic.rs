@@ -14,7 +14,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 /// The text of the last user message: its text blocks joined with `\n`. Tool results are
-/// left out, so a turn that only carries a tool's output has no text.
+/// left out, so a turn that only carries a tool's output has no text. OpenAI's Chat
+/// Completions messages have the same shape and are read the same way.
 pub fn last_user_text(body: &Value) -> String {
     let Some(msg) = body["messages"]
         .as_array()

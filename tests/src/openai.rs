@@ -151,26 +151,6 @@ pub const CHAT_PATH: &str = "/v1/chat/completions";
 /// What opencode's title request says first.
 const CHAT_TITLE_ASK: &str = "You are a title generator";
 
-/// The prompt of the last user message of a Chat Completions request: its text, or its
-/// text parts joined.
-pub fn last_chat_user_text(body: &Value) -> String {
-    let Some(msg) = body["messages"]
-        .as_array()
-        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
-    else {
-        return String::new();
-    };
-    match &msg["content"] {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p["text"].as_str())
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// Whether a Chat Completions request asks for a session's title rather than a turn.
 pub fn is_chat_title(body: &Value) -> bool {
     body["messages"].as_array().is_some_and(|m| {
@@ -270,7 +250,10 @@ mod tests {
             {"role": "assistant", "content": "ok"},
             {"role": "tool", "tool_call_id": "c", "content": "done"}
         ]});
-        assert_eq!(last_chat_user_text(&turn), "line one\nline two ");
+        assert_eq!(
+            crate::anthropic::last_user_text(&turn),
+            "line one\nline two "
+        );
         assert!(chat_carries_tool_result(&turn) && !is_chat_title(&turn));
         let title = json!({"messages": [{"role": "system", "content": "You are a title generator. ..."},
                                         {"role": "user", "content": "hi"}]});

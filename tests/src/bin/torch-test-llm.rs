@@ -135,12 +135,12 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
     let is_gemini = gemini::is_model_call(uri.path());
     let is_openai = uri.path() == openai::PATH;
     let is_chat = uri.path() == openai::CHAT_PATH;
+    // Chat Completions messages have the Messages API's shape: a role, and content as a
+    // string or a list of parts of type "text".
     let text = if is_gemini {
         gemini::last_user_text(&json)
     } else if is_openai {
         openai::last_user_text(&json)
-    } else if is_chat {
-        openai::last_chat_user_text(&json)
     } else {
         anthropic::last_user_text(&json)
     };
