@@ -137,20 +137,19 @@ impl Profile {
 
     /// Whether the profile's CLI reports its state through hooks that the
     /// supervisor installs (Claude Code, Gemini CLI, Codex CLI; opencode's
-    /// plugin), rather than only on its screen.
+    /// plugin; Aider's input history and notifications), rather than only
+    /// on its screen.
     pub fn has_hooks(self) -> bool {
-        matches!(
-            self,
-            Profile::Claude | Profile::Gemini | Profile::Codex | Profile::Opencode
-        )
+        self != Profile::Shell
     }
 
     /// Whether the CLI reports its session only when it takes its first
     /// prompt (Codex CLI's SessionStart hook fires then; opencode makes its
-    /// session then), so its hooks are trusted from the start rather than
-    /// after a session report.
+    /// session then; Aider has none, and Torch says it began with the first
+    /// prompt), so its hooks are trusted from the start rather than after a
+    /// session report.
     pub fn reports_session_at_first_prompt(self) -> bool {
-        matches!(self, Profile::Codex | Profile::Opencode)
+        matches!(self, Profile::Codex | Profile::Opencode | Profile::Aider)
     }
 
     /// The command run when a spawn gives none.

@@ -163,14 +163,17 @@ pub fn builtin(profile: Profile) -> ProfileRules {
             resume: strings(&["--session", "{session}"]),
             placeholders: vec![],
         },
+        // Aider 0.86.2 (field notes): its prompt is `> ` (`ask> `, `multi> `
+        // in other modes) under a rule; its questions end `(Y)es/(N)o ...
+        // [Yes]: `. A restart restores the agent's own chat history file.
         Profile::Aider => ProfileRules {
             idle: strings(&["(?m)^[\\w./-]*> ?\\z"]),
             working: strings(&["(?i)waiting for", "(?i)thinking"]),
-            asking: strings(&["(?i)\\(Y\\)es/\\(N\\)o"]),
+            asking: strings(&["\\(Y\\)es/\\(N\\)o.*\\]: ?\\z"]),
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
             chrome: None,
-            resume: vec![],
+            resume: strings(&["--restore-chat-history"]),
             placeholders: vec![],
         },
         Profile::Shell => ProfileRules {

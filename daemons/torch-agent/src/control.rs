@@ -143,9 +143,7 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
 
 /// Queues `text` for typing and waits for the outcome; with `if_idle`,
 /// answers Busy instead when the screen shows the agent busy.
-/// Answers the question on the agent's screen with the keys its CLI reads:
-/// Enter takes the highlighted first choice (yes), Escape refuses, a digit
-/// picks that choice.
+/// Answers the question on the agent's screen with the keys its CLI reads.
 async fn answer_question(choice: &str, shared: &Shared) -> Response {
     let activity = shared.activity().await;
     if activity != Activity::Asking {
@@ -154,24 +152,49 @@ async fn answer_question(choice: &str, shared: &Shared) -> Response {
             activity.as_str()
         ));
     }
-    let key = match choice.trim().to_ascii_lowercase().as_str() {
-        "yes" | "y" => "Enter".to_string(),
-        "no" | "n" => "Escape".to_string(),
-        d if d.len() == 1 && d.chars().all(|c| c.is_ascii_digit() && c != '0') => d.to_string(),
+    let keys = match answer_keys(shared.profile, choice) {
+        Ok(keys) => keys,
+        Err(refusal) => return refusal,
+    };
+    for key in &keys {
+        if let Err(e) = shared.tmux.send_key(&shared.pane, key).await {
+            return Response::error(format!("cannot type the answer: {e}"));
+        }
+    }
+    tracing::info!(
+        "answered the agent's question with {choice:?} ({})",
+        keys.join(" ")
+    );
+    shared.poke.notify_one();
+    Response::Answered
+}
+
+/// The keys that answer `choice`: in the menus of Claude Code, Codex and
+/// opencode, Enter takes the highlighted first choice (yes), Escape
+/// refuses, a digit picks that choice; Aider reads a typed `y` or `n`.
+fn answer_keys(profile: torch_core::Profile, choice: &str) -> Result<Vec<String>, Response> {
+    let aider = profile == torch_core::Profile::Aider;
+    let choice = choice.trim().to_ascii_lowercase();
+    let keys: Vec<&str> = match choice.as_str() {
+        "yes" | "y" if aider => vec!["y", "Enter"],
+        "no" | "n" if aider => vec!["n", "Enter"],
+        "yes" | "y" => vec!["Enter"],
+        "no" | "n" => vec!["Escape"],
+        d if !aider && d.len() == 1 && d.chars().all(|c| c.is_ascii_digit() && c != '0') => {
+            vec![d]
+        }
         other => {
-            return Response::refusal(format!(
-                "cannot answer {other:?}: say yes, no, or the number of a choice (1-9)"
-            ))
+            return Err(Response::refusal(format!(
+                "cannot answer {other:?}: say yes, no{}",
+                if aider {
+                    ""
+                } else {
+                    ", or the number of a choice (1-9)"
+                }
+            )))
         }
     };
-    match shared.tmux.send_key(&shared.pane, &key).await {
-        Ok(()) => {
-            tracing::info!("answered the agent's question with {choice:?} ({key})");
-            shared.poke.notify_one();
-            Response::Answered
-        }
-        Err(e) => Response::error(format!("cannot type the answer: {e}")),
-    }
+    Ok(keys.into_iter().map(String::from).collect())
 }
 
 async fn deliver(

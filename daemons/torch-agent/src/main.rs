@@ -5,6 +5,7 @@
 //! the journal and delivers messages. See `docs/supervisor.md` for what it
 //! does in each failure case.
 
+mod aider;
 mod attention;
 mod claude;
 mod cli_config;

@@ -79,13 +79,23 @@ pub async fn start(
     let rules = config.profile_rules(def.profile);
     let program = Program::prepare(name, def_path, def, &config, &workdir, &control_path)?;
     let pane = start_program(name, def, &tmux, &workdir, &fifo, &program).await?;
+    if let Some(files) = program.aider.clone() {
+        tokio::spawn(crate::aider::watch(files, Arc::clone(&program.hooks)));
+    }
     if let Err(e) = tmux.connect_control(&pane).await {
         tracing::warn!("no tmux control connection ({e}); using a tmux process per command");
     }
     let server_pid = tmux.server_pid().await.unwrap_or(0);
     let classifier = profile_classifier(def, &rules);
     let watch = crate::attention::Watch::new(config.attention.clone());
-    let shared = Arc::new(Shared::new(tmux, pane, classifier, program.hooks, watch));
+    let shared = Arc::new(Shared::new(
+        tmux,
+        pane,
+        classifier,
+        program.hooks,
+        watch,
+        def.profile,
+    ));
     let listener = listen(&control_path)?;
     Ok(Started {
         shared,
@@ -132,12 +142,14 @@ struct Program {
     command: Vec<String>,
     env: Vec<(String, String)>,
     hooks: Arc<HookFeed>,
+    /// Aider's files that stand for hooks, to watch once it runs.
+    aider: Option<crate::aider::Files>,
 }
 
 impl Program {
     /// The definition's command and environment, with what its profile's
-    /// CLI needs: for Claude Code, Gemini CLI and Codex CLI, their own
-    /// config (hooks, no first-run dialogs) and the last session resumed.
+    /// CLI needs: its own config (hooks or the files that stand for them,
+    /// no first-run dialogs) and the last session resumed.
     fn prepare(
         name: &AgentName,
         def_path: &Path,
@@ -149,6 +161,7 @@ impl Program {
         let rules = config.profile_rules(def.profile);
         let mut env = agent_env(name, def);
         let mut args = Vec::new();
+        let mut aider = None;
         match def.profile {
             torch_core::Profile::Claude => env.extend(
                 crate::claude::prepare(name, def, workdir, control_path)
@@ -164,6 +177,12 @@ impl Program {
                 crate::codex::prepare(name, def, workdir, control_path)
                     .context("cannot prepare Codex CLI's hooks for this agent")?,
             ),
+            torch_core::Profile::Aider => {
+                let (a, files) = crate::aider::prepare(name, workdir, control_path)
+                    .context("cannot prepare Aider's files for this agent")?;
+                args.extend(a);
+                aider = Some(files);
+            }
             _ => {}
         }
         let mut command = def.command.clone();
@@ -173,6 +192,7 @@ impl Program {
                 command,
                 env,
                 hooks,
+                aider,
             });
         }
         let sessions = SessionStore::new(&paths::agent_state_dir(name), name, def_path);
@@ -193,6 +213,7 @@ impl Program {
             command,
             env,
             hooks,
+            aider,
         })
     }
 }

@@ -64,6 +64,8 @@ pub struct Shared {
     pub poke: Notify,
     /// What the CLI's hooks reported (nothing for CLIs without hooks).
     pub hooks: Arc<HookFeed>,
+    /// The agent's profile, whose CLI decides the keys of an answer.
+    pub profile: torch_core::Profile,
     /// How long the agent has waited on a question or in trouble.
     attention: Mutex<Watch>,
     state: AtomicU8,
@@ -87,6 +89,7 @@ impl Shared {
         classifier: Classifier,
         hooks: Arc<HookFeed>,
         attention: Watch,
+        profile: torch_core::Profile,
     ) -> Self {
         let output_reads = watch::Sender::new(0);
         let screen = Arc::new(ScreenReader::new(
@@ -101,6 +104,7 @@ impl Shared {
             screen,
             poke: Notify::new(),
             hooks,
+            profile,
             attention: Mutex::new(attention),
             state: AtomicU8::new(AgentState::Starting as u8),
             pid: AtomicU32::new(0),
