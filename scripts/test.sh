@@ -7,14 +7,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ "$(id -u)" = 0 ] || { echo "test: run as root (the integration tests boot a systemd sandbox)" >&2; exit 1; }
 scripts/setup-debian.sh
 # The pinned agent CLIs (scripts/agent-clis.pins) that tests/tests/claude.rs,
-# gemini.rs, codex.rs and opencode.rs run as real agents (against our
+# gemini.rs, codex.rs, opencode.rs and aider.rs run as real agents (against our
 # stand-in of their model API); without them those tests fail here rather
 # than skipping.
 scripts/setup-clis.sh
-export TORCH_REQUIRE_CLAUDE=1 TORCH_REQUIRE_GEMINI=1 TORCH_REQUIRE_CODEX=1 TORCH_REQUIRE_OPENCODE=1
+export TORCH_REQUIRE_CLAUDE=1 TORCH_REQUIRE_GEMINI=1 TORCH_REQUIRE_CODEX=1 TORCH_REQUIRE_OPENCODE=1 TORCH_REQUIRE_AIDER=1
 # The integration tests install these binaries into each sandbox, and the
 # packaging tests install the .deb and inspect the .rpm.
 cargo build --workspace --bins
 scripts/package.sh
-# Sandboxes boot in parallel; more threads than cores only adds noise.
+# Sandboxes boot in parallel; more threads than cores only adds noise. The
+# tests of the real CLIs record what they verified in target/compat.
+rm -rf target/compat
 cargo test --workspace -- --test-threads="${TORCH_TEST_THREADS:-3}"
+# The matrix of docs/compatibility.md is what this run verified.
+target/debug/torch-compat --check docs/compatibility.md

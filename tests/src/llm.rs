@@ -21,8 +21,10 @@ pub struct PinnedCli {
     /// Its row in the pins file, and where under `/opt/torch-test` it goes (a directory per
     /// version).
     dir: &'static str,
-    /// Its command in `node_modules/.bin`.
+    /// Its command in `node_modules/.bin` (`bin` for a CLI from PyPI).
     command: &'static str,
+    /// Whether it comes from PyPI, into a virtual environment.
+    pypi: bool,
     /// The variable that makes its absence an error rather than a skip.
     require: &'static str,
 }
@@ -31,6 +33,7 @@ pub struct PinnedCli {
 pub const CLAUDE: PinnedCli = PinnedCli {
     name: "Claude Code",
     dir: "claude-code",
+    pypi: false,
     command: "claude",
     require: "TORCH_REQUIRE_CLAUDE",
 };
@@ -39,6 +42,7 @@ pub const CLAUDE: PinnedCli = PinnedCli {
 pub const GEMINI: PinnedCli = PinnedCli {
     name: "Gemini CLI",
     dir: "gemini-cli",
+    pypi: false,
     command: "gemini",
     require: "TORCH_REQUIRE_GEMINI",
 };
@@ -47,6 +51,7 @@ pub const GEMINI: PinnedCli = PinnedCli {
 pub const CODEX: PinnedCli = PinnedCli {
     name: "Codex CLI",
     dir: "codex",
+    pypi: false,
     command: "codex",
     require: "TORCH_REQUIRE_CODEX",
 };
@@ -55,9 +60,22 @@ pub const CODEX: PinnedCli = PinnedCli {
 pub const OPENCODE: PinnedCli = PinnedCli {
     name: "opencode",
     dir: "opencode",
+    pypi: false,
     command: "opencode",
     require: "TORCH_REQUIRE_OPENCODE",
 };
+
+/// Aider.
+pub const AIDER: PinnedCli = PinnedCli {
+    name: "Aider",
+    dir: "aider",
+    pypi: true,
+    command: "aider",
+    require: "TORCH_REQUIRE_AIDER",
+};
+
+/// Every pinned CLI, in the order of the compatibility matrix.
+pub const ALL_CLIS: [&PinnedCli; 5] = [&CLAUDE, &GEMINI, &CODEX, &OPENCODE, &AIDER];
 
 /// How to spawn an agent of a pinned CLI that talks to the stand-in (see
 /// [`PinnedCli::prepare_agents`]).
@@ -85,10 +103,20 @@ impl PinnedCli {
             .ok_or_else(|| anyhow!("no row {} in {}", self.dir, path.display()))
     }
 
+    /// Its row in the pins file.
+    pub fn dir(&self) -> &'static str {
+        self.dir
+    }
+
     /// Where `scripts/setup-clis.sh` puts the pinned command (the same path inside sandboxes).
     pub fn bin(&self) -> Result<PathBuf> {
+        let bin = if self.pypi {
+            "bin"
+        } else {
+            "node_modules/.bin"
+        };
         Ok(PathBuf::from(format!(
-            "/opt/torch-test/{}/{}/node_modules/.bin/{}",
+            "/opt/torch-test/{}/{}/{bin}/{}",
             self.dir,
             self.version()?,
             self.command
@@ -138,6 +166,7 @@ impl PinnedCli {
                 ("codex", format!("OPENAI_API_KEY={FAKE_API_KEY}\n"), command)
             }
             "opencode" => ("opencode", opencode_env(llm, settings), vec![bin]),
+            "aider" => ("aider", aider_env(llm), vec![bin]),
             other => bail!("no agent set-up for {other}"),
         };
         sb.write_file(&env_file, env.as_bytes(), 0o600)?;
@@ -193,6 +222,16 @@ fn opencode_env(llm: &Standin, settings: &Value) -> String {
     format!(
         "OPENAI_API_KEY={FAKE_API_KEY}\nOPENCODE_CONFIG_CONTENT={config}\n\
          OPENCODE_DISABLE_MODELS_FETCH=1\nnpm_config_offline=true\n"
+    )
+}
+
+/// Aider's environment file: the key, the stand-in as its OpenAI-compatible API and model,
+/// and the machine's being offline (no price list fetched at each turn).
+fn aider_env(llm: &Standin) -> String {
+    format!(
+        "OPENAI_API_KEY={FAKE_API_KEY}\nOPENAI_API_BASE={}/v1\nAIDER_MODEL=openai/fake-model\n\
+         LITELLM_LOCAL_MODEL_COST_MAP=True\n",
+        llm.base_url()
     )
 }
 
@@ -681,9 +720,9 @@ impl Standin {
             .collect())
     }
 
-    /// The prompt of every opencode turn (`POST /v1/chat/completions`; the session-title
-    /// requests left out), oldest first.
-    pub fn opencode_turns(&self) -> Result<Vec<String>> {
+    /// The prompt of every turn of a CLI that speaks Chat Completions (opencode, Aider:
+    /// `POST /v1/chat/completions`; opencode's session-title requests left out), oldest first.
+    pub fn chat_turns(&self) -> Result<Vec<String>> {
         Ok(self
             .requests()?
             .iter()

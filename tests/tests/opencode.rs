@@ -9,6 +9,7 @@
 
 use anyhow::Result;
 use serde_json::json;
+use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
     twenty_briefs, CliAgents, Standin, OPENCODE,
@@ -28,7 +29,7 @@ fn fleet(
 
 /// Waits until the turns that carry `text` number `n`; returns all turns.
 fn wait_for_turns(llm: &Standin, text: &str, n: usize, secs: u64) -> Result<Vec<String>> {
-    torch_tests::llm::wait_for_turns(|| llm.opencode_turns(), text, n, secs)
+    torch_tests::llm::wait_for_turns(|| llm.chat_turns(), text, n, secs)
 }
 
 #[test]
@@ -38,7 +39,7 @@ fn messages_reach_opencode_whole_in_order_one_turn_each() -> Result<()> {
         return Ok(());
     };
     spawn_cli(&sb, &agents, "oc", "BRIEF-OC plan the work")?;
-    messages_scenario(&sb, &llm, "oc", || llm.opencode_turns(), "Stop")?;
+    messages_scenario(&sb, &llm, "oc", || llm.chat_turns(), "Stop")?;
     // Tokens as the plugin reported them from opencode's messages: the stand-in reports each
     // turn's input as its body's size over four, and one output token.
     let status: serde_json::Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
@@ -48,6 +49,15 @@ fn messages_reach_opencode_whole_in_order_one_turn_each() -> Result<()> {
         input.is_some_and(|n| n > 1000) && output.is_some_and(|n| n >= 9),
         "tokens: {tokens}"
     );
+    compat::verified(
+        &OPENCODE,
+        &[
+            Capability::StartsReady,
+            Capability::Messages,
+            Capability::OwnChannel,
+            Capability::Tokens,
+        ],
+    )?;
     Ok(())
 }
 
@@ -59,7 +69,9 @@ fn a_killed_opencode_or_supervisor_resumes_the_conversation() -> Result<()> {
     };
     spawn_cli(&sb, &agents, "mem", "REMEMBER-alpha")?;
     wait_for_turns(&llm, "REMEMBER-alpha", 1, 180)?;
-    resumes_after_kills(&sb, &llm, "mem", || llm.opencode_turns())
+    resumes_after_kills(&sb, &llm, "mem", || llm.chat_turns())?;
+    compat::verified(&OPENCODE, &[Capability::Resume])?;
+    Ok(())
 }
 
 #[test]
@@ -70,7 +82,9 @@ fn twenty_briefs_at_spawn_reach_opencode_once_each() -> Result<()> {
     };
     // Five at a time, as for Gemini CLI: twenty opencode processes starting at once
     // starve the other tests of the two cores for minutes.
-    twenty_briefs(&sb, &agents, "o", 5, || llm.opencode_turns())
+    twenty_briefs(&sb, &agents, "o", 5, || llm.chat_turns())?;
+    compat::record(&OPENCODE, Capability::TwentyBriefs, "20/20")?;
+    Ok(())
 }
 
 #[test]
@@ -81,5 +95,7 @@ fn opencode_permission_requests_follow_the_policy() -> Result<()> {
     let Some((sb, llm, agents)) = fleet(test, "opencode-ask", ask)? else {
         return Ok(());
     };
-    permissions_scenario(&sb, &llm, &agents, || llm.opencode_turns(), "bash")
+    permissions_scenario(&sb, &llm, &agents, || llm.chat_turns(), "bash")?;
+    compat::verified(&OPENCODE, &[Capability::Policy, Capability::Answer])?;
+    Ok(())
 }

@@ -1,13 +1,15 @@
-//! The other pinned agent CLIs as agents (Gemini CLI, Codex CLI, opencode), as
-//! the Claude Code part measures Claude: each CLI in Torch's units, talking to
+//! The other pinned agent CLIs as agents (Gemini CLI, Codex CLI, opencode,
+//! Aider), as the Claude Code part measures Claude: each CLI in Torch's units, talking to
 //! the stand-in of its model API on the sandbox's loopback; messages by
 //! `torch send`, each after the last turn ended, timed to the turn the
 //! stand-in recorded, and how soon `torch status` shows what the CLI's hooks
-//! (opencode: its plugin) said.
+//! (opencode: its plugin; Aider: its input history and notifications) said.
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use torch_tests::llm::{spawn_cli_as, PinnedCli, Standin, CODEX, GEMINI, OPENCODE, STANDIN_UNIT};
+use torch_tests::llm::{
+    spawn_cli_as, PinnedCli, Standin, AIDER, CODEX, GEMINI, OPENCODE, STANDIN_UNIT,
+};
 use torch_tests::{wait_until, Sandbox};
 
 use crate::checks::inside;
@@ -25,7 +27,7 @@ pub fn run(sb: &Sandbox, r: &mut Report, turns: usize) -> Result<()> {
     }
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    for cli in [&GEMINI, &CODEX, &OPENCODE] {
+    for cli in [&GEMINI, &CODEX, &OPENCODE, &AIDER] {
         let version = cli.version()?;
         if !cli.bin()?.exists() {
             notes.push(format!(

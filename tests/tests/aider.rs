@@ -1,0 +1,123 @@
+//! The real Aider (from PyPI) as a Torch agent, talking to our stand-in of the OpenAI Chat
+//! Completions API (`torch-test-llm`) on the sandbox's loopback. Every delivery is judged by
+//! what the stand-in received: each message exactly once, whole, in order, one turn each.
+//!
+//! Torch prepares each agent's Aider itself (its input history, notifications and event
+//! log as the channels Torch reads, no question at start); the tests give each agent its
+//! key, the API's address and the model in an environment file, as an admin would.
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Result};
+use serde_json::{json, Value};
+use torch_tests::compat::{self, Capability};
+use torch_tests::llm::{
+    cli_fleet, messages_scenario, resumes_after_kills, spawn_cli, spawn_cli_as, twenty_briefs,
+    CliAgents, Standin, AIDER,
+};
+use torch_tests::{wait_until, Sandbox};
+
+/// A sandbox with the hub, the stand-in, and Aider agents pointed at it; `None` when the
+/// test is skipped for want of the pinned Aider.
+fn fleet(test: &str, label: &str) -> Result<Option<(Sandbox, Standin, CliAgents)>> {
+    cli_fleet(&AIDER, test, label, &json!({}))
+}
+
+/// Waits until the turns that carry `text` number `n`; returns all turns.
+fn wait_for_turns(llm: &Standin, text: &str, n: usize, secs: u64) -> Result<Vec<String>> {
+    torch_tests::llm::wait_for_turns(|| llm.chat_turns(), text, n, secs)
+}
+
+#[test]
+fn messages_reach_aider_whole_in_order_one_turn_each() -> Result<()> {
+    let test = "messages_reach_aider_whole_in_order_one_turn_each";
+    let Some((sb, llm, agents)) = fleet(test, "aider-msgs")? else {
+        return Ok(());
+    };
+    // Its brief is its first turn: no question (git, analytics, update) stood in the way.
+    spawn_cli(&sb, &agents, "ai", "BRIEF-AI plan the work")?;
+    messages_scenario(&sb, &llm, "ai", || llm.chat_turns(), "Stop")?;
+    // Tokens from Aider's event log: each turn sends its system prompt (over 500 tokens
+    // by the stand-in's count) and gets at least one token back.
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    let tokens = &status["agents"][0]["tokens"];
+    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
+    ensure!(
+        input.is_some_and(|n| n > 2_000) && output.is_some_and(|n| n >= 5),
+        "tokens: {tokens}"
+    );
+    compat::verified(
+        &AIDER,
+        &[
+            Capability::StartsReady,
+            Capability::Messages,
+            Capability::OwnChannel,
+            Capability::Tokens,
+        ],
+    )?;
+    Ok(())
+}
+
+#[test]
+fn a_killed_aider_or_supervisor_resumes_the_conversation() -> Result<()> {
+    let test = "a_killed_aider_or_supervisor_resumes_the_conversation";
+    let Some((sb, llm, agents)) = fleet(test, "aider-resume")? else {
+        return Ok(());
+    };
+    spawn_cli(&sb, &agents, "mem", "REMEMBER-alpha")?;
+    wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
+    resumes_after_kills(&sb, &llm, "mem", || llm.chat_turns())?;
+    compat::verified(&AIDER, &[Capability::Resume])?;
+    Ok(())
+}
+
+#[test]
+fn twenty_briefs_at_spawn_reach_aider_once_each() -> Result<()> {
+    let test = "twenty_briefs_at_spawn_reach_aider_once_each";
+    let Some((sb, llm, agents)) = fleet(test, "aider-briefs")? else {
+        return Ok(());
+    };
+    // Five at a time: each Aider is a Python process that takes a core for seconds to start.
+    twenty_briefs(&sb, &agents, "a", 5, || llm.chat_turns())?;
+    compat::record(&AIDER, Capability::TwentyBriefs, "20/20")?;
+    Ok(())
+}
+
+/// Aider asks before it runs a shell command the model proposed. The question reads
+/// `asking` from the screen, holds messages, and `torch answer` answers it.
+#[test]
+fn an_aider_question_holds_messages_until_torch_answer() -> Result<()> {
+    let test = "an_aider_question_holds_messages_until_torch_answer";
+    let Some((sb, llm, agents)) = fleet(test, "aider-ask")? else {
+        return Ok(());
+    };
+    // Aider finds shell blocks in replies in its diff edit format.
+    let mut diff = agents.clone();
+    diff.command.extend(["--edit-format".into(), "diff".into()]);
+    llm.set_script(&json!([
+        {"when": "ASK-TOOL", "reply": "Run this:\n\n```bash\ntouch asked.txt\n```\n"}
+    ]))?;
+    spawn_cli_as(&sb, &diff, "asker", &["--role", "orchestrator"])?;
+    sb.torch(&["send", "asker", "ASK-TOOL now"])?;
+    wait_until("asker asking", Duration::from_secs(120), || {
+        let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+        Ok(status["agents"][0]["agent_state"] == "asking")
+    })?;
+    sb.torch(&["send", "asker", "HELD-while-asking"])?;
+    std::thread::sleep(Duration::from_secs(2));
+    if llm
+        .chat_turns()?
+        .iter()
+        .any(|t| t.contains("HELD-while-asking"))
+    {
+        bail!("typed into Aider's question");
+    }
+    let asked = sb.torch(&["capture", "asker"])?;
+    sb.torch(&["answer", "asker", "yes"])?;
+    wait_for_turns(&llm, "HELD-while-asking", 1, 60)
+        .map_err(|e| e.context(format!("the screen that asked:\n{asked}")))?;
+    let ran = sb.run(&["test", "-e", "/srv/asker/asked.txt"]).is_ok();
+    ensure!(ran, "the command Aider was allowed to run did not run");
+    compat::verified(&AIDER, &[Capability::Answer])?;
+    Ok(())
+}
