@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 
 pub mod anthropic;
+pub mod compat;
 pub mod fleet;
 pub mod gemini;
 pub mod llm;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
+use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     claude_or_skip, each_brief_once_alone, five_during_a_slow_reply, kill_program_then_supervisor,
     Standin, FAKE_API_KEY,
@@ -163,6 +164,8 @@ fn twenty_briefs_at_spawn_reach_claude_once_each() -> Result<()> {
         second.len() == 1 && !second[0].contains("BRIEF"),
         "{second:#?}"
     );
+    compat::record(&torch_tests::llm::CLAUDE, Capability::TwentyBriefs, "20/20")?;
+    compat::verified(&torch_tests::llm::CLAUDE, &[Capability::StartsReady])?;
     Ok(())
 }
 
@@ -197,7 +200,17 @@ fn messages_reach_claude_whole_in_order_one_turn_each() -> Result<()> {
     // Five messages while a reply takes 5 s: held, then one turn each, in order.
     five_during_a_slow_reply(&sb, &llm, "cc", || turns(&llm))?;
     leftover_input_is_cleared(&sb, &llm)?;
-    explain_tokens_and_cost(&sb)
+    explain_tokens_and_cost(&sb)?;
+    compat::verified(
+        &torch_tests::llm::CLAUDE,
+        &[
+            Capability::Messages,
+            Capability::OwnChannel,
+            Capability::Tokens,
+            Capability::Cost,
+        ],
+    )?;
+    Ok(())
 }
 
 /// Text left in the input box (typed by hand, never sent) is cleared, not glued to the
@@ -373,6 +386,10 @@ fn permission_prompts_follow_the_policy_and_escalate_to_the_parent() -> Result<(
         exists("/srv/asker/asked.txt"),
         "the approved tool did not run"
     );
+    compat::verified(
+        &torch_tests::llm::CLAUDE,
+        &[Capability::Policy, Capability::Answer],
+    )?;
     Ok(())
 }
 
@@ -409,6 +426,7 @@ fn a_rate_limited_agent_holds_messages_and_continues_after_the_reset() -> Result
     wait_for_turns(&llm, "has reset: continue where you left off", 1, 60)?;
     let schedules = sb.torch(&["schedules", "--agent", "lim"])?;
     ensure!(!schedules.contains("continue where"), "{schedules}");
+    compat::verified(&torch_tests::llm::CLAUDE, &[Capability::RateLimit])?;
     Ok(())
 }
 
@@ -430,7 +448,9 @@ fn a_killed_claude_or_supervisor_resumes_the_conversation() -> Result<()> {
             wait_for_turns(&llm, text, 1, 90)?;
             ensure_remembered(&llm, text)
         },
-    )
+    )?;
+    compat::verified(&torch_tests::llm::CLAUDE, &[Capability::Resume])?;
+    Ok(())
 }
 
 /// The request that carried `text` also carried the first turn: the conversation went on.

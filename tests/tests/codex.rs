@@ -9,6 +9,7 @@
 
 use anyhow::{ensure, Result};
 use serde_json::{json, Value};
+use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
     twenty_briefs, CliAgents, Standin, CODEX,
@@ -44,6 +45,15 @@ fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
         input.is_some_and(|n| n > 10_000) && output.is_some_and(|n| n >= 9),
         "tokens: {tokens}"
     );
+    compat::verified(
+        &CODEX,
+        &[
+            Capability::StartsReady,
+            Capability::Messages,
+            Capability::OwnChannel,
+            Capability::Tokens,
+        ],
+    )?;
     Ok(())
 }
 
@@ -55,7 +65,9 @@ fn a_killed_codex_or_supervisor_resumes_the_conversation() -> Result<()> {
     };
     spawn_cli(&sb, &agents, "mem", "REMEMBER-alpha")?;
     wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
-    resumes_after_kills(&sb, &llm, "mem", || llm.codex_turns())
+    resumes_after_kills(&sb, &llm, "mem", || llm.codex_turns())?;
+    compat::verified(&CODEX, &[Capability::Resume])?;
+    Ok(())
 }
 
 #[test]
@@ -65,7 +77,9 @@ fn twenty_briefs_at_spawn_reach_codex_once_each() -> Result<()> {
         return Ok(());
     };
     // All twenty at once: Codex CLI is one native process each.
-    twenty_briefs(&sb, &agents, "c", 20, || llm.codex_turns())
+    twenty_briefs(&sb, &agents, "c", 20, || llm.codex_turns())?;
+    compat::record(&CODEX, Capability::TwentyBriefs, "20/20")?;
+    Ok(())
 }
 
 #[test]
@@ -80,5 +94,7 @@ fn codex_permission_requests_follow_the_policy() -> Result<()> {
     asking
         .command
         .extend(["-c".into(), "approval_policy=\"on-request\"".into()]);
-    permissions_scenario(&sb, &llm, &asking, || llm.codex_turns(), "Bash")
+    permissions_scenario(&sb, &llm, &asking, || llm.codex_turns(), "Bash")?;
+    compat::verified(&CODEX, &[Capability::Policy, Capability::Answer])?;
+    Ok(())
 }

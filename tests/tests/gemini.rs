@@ -7,6 +7,7 @@
 //! a drop-in, as an admin would, and each agent its key in an environment file.
 
 use anyhow::Result;
+use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, resumes_after_kills, spawn_cli, twenty_briefs, CliAgents,
     Standin, GEMINI,
@@ -33,6 +34,14 @@ fn messages_reach_gemini_whole_in_order_one_turn_each() -> Result<()> {
     // Its brief is its first turn: no dialog stood in the way.
     spawn_cli(&sb, &agents, "gm", "BRIEF-GM plan the work")?;
     messages_scenario(&sb, &llm, "gm", || llm.gemini_turns(), "AfterAgent")?;
+    compat::verified(
+        &GEMINI,
+        &[
+            Capability::StartsReady,
+            Capability::Messages,
+            Capability::OwnChannel,
+        ],
+    )?;
     Ok(())
 }
 
@@ -44,7 +53,9 @@ fn a_killed_gemini_or_supervisor_resumes_the_conversation() -> Result<()> {
     };
     spawn_cli(&sb, &agents, "mem", "REMEMBER-alpha")?;
     wait_for_turns(&llm, "REMEMBER-alpha", 1, 90)?;
-    resumes_after_kills(&sb, &llm, "mem", || llm.gemini_turns())
+    resumes_after_kills(&sb, &llm, "mem", || llm.gemini_turns())?;
+    compat::verified(&GEMINI, &[Capability::Resume])?;
+    Ok(())
 }
 
 #[test]
@@ -55,5 +66,7 @@ fn twenty_briefs_at_spawn_reach_gemini_once_each() -> Result<()> {
     };
     // Five at a time: each Gemini CLI is two node processes, and twenty
     // starting at once on two cores took over five minutes.
-    twenty_briefs(&sb, &agents, "g", 5, || llm.gemini_turns())
+    twenty_briefs(&sb, &agents, "g", 5, || llm.gemini_turns())?;
+    compat::record(&GEMINI, Capability::TwentyBriefs, "20/20")?;
+    Ok(())
 }
