@@ -154,7 +154,7 @@ async fn answer_question(choice: &str, shared: &Shared) -> Response {
     }
     let keys = match answer_keys(shared.profile, choice) {
         Ok(keys) => keys,
-        Err(refusal) => return refusal,
+        Err(why) => return Response::refusal(why),
     };
     for key in &keys {
         if let Err(e) = shared.tmux.send_key(&shared.pane, key).await {
@@ -172,7 +172,7 @@ async fn answer_question(choice: &str, shared: &Shared) -> Response {
 /// The keys that answer `choice`: in the menus of Claude Code, Codex and
 /// opencode, Enter takes the highlighted first choice (yes), Escape
 /// refuses, a digit picks that choice; Aider reads a typed `y` or `n`.
-fn answer_keys(profile: torch_core::Profile, choice: &str) -> Result<Vec<String>, Response> {
+fn answer_keys(profile: torch_core::Profile, choice: &str) -> Result<Vec<String>, String> {
     let aider = profile == torch_core::Profile::Aider;
     let choice = choice.trim().to_ascii_lowercase();
     let keys: Vec<&str> = match choice.as_str() {
@@ -184,14 +184,14 @@ fn answer_keys(profile: torch_core::Profile, choice: &str) -> Result<Vec<String>
             vec![d]
         }
         other => {
-            return Err(Response::refusal(format!(
+            return Err(format!(
                 "cannot answer {other:?}: say yes, no{}",
                 if aider {
                     ""
                 } else {
                     ", or the number of a choice (1-9)"
                 }
-            )))
+            ))
         }
     };
     Ok(keys.into_iter().map(String::from).collect())
@@ -226,4 +226,22 @@ async fn deliver(
     rx.await.unwrap_or_else(|_| {
         Response::error("the supervisor stopped before delivering; message not delivered")
     })
+}
+
+#[cfg(test)]
+mod answer_tests {
+    use super::answer_keys;
+    use torch_core::Profile;
+
+    #[test]
+    fn answers_are_the_keys_each_cli_reads() {
+        assert_eq!(answer_keys(Profile::Claude, " Yes ").unwrap(), ["Enter"]);
+        assert_eq!(answer_keys(Profile::Codex, "no").unwrap(), ["Escape"]);
+        assert_eq!(answer_keys(Profile::Opencode, "2").unwrap(), ["2"]);
+        assert_eq!(answer_keys(Profile::Aider, "y").unwrap(), ["y", "Enter"]);
+        assert_eq!(answer_keys(Profile::Aider, "NO").unwrap(), ["n", "Enter"]);
+        assert!(answer_keys(Profile::Aider, "2").is_err());
+        assert!(answer_keys(Profile::Claude, "0").is_err());
+        assert!(answer_keys(Profile::Claude, "maybe").is_err());
+    }
 }
