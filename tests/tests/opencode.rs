@@ -7,14 +7,16 @@
 //! OpenAI-compatible service as opencode documents it, in its environment file, as an admin
 //! would.
 
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{ensure, Result};
 use serde_json::json;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
     twenty_briefs, CliAgents, Standin, OPENCODE,
 };
-use torch_tests::Sandbox;
+use torch_tests::{wait_until, Sandbox};
 
 /// A sandbox with the hub, the stand-in, and opencode agents pointed at it, with
 /// `settings` in their config; `None` when the test is skipped for want of the pinned
@@ -97,5 +99,47 @@ fn opencode_permission_requests_follow_the_policy() -> Result<()> {
     };
     permissions_scenario(&sb, &llm, &agents, || llm.chat_turns(), "bash")?;
     compat::verified(&OPENCODE, &[Capability::Policy, Capability::Answer])?;
+    Ok(())
+}
+
+/// A 429 with a retry-after: opencode waits and retries by itself; its plugin says until
+/// when, the agent reads `limited` and messages wait, then go on after the retry.
+#[test]
+fn a_rate_limited_opencode_holds_messages_until_its_retry() -> Result<()> {
+    let test = "a_rate_limited_opencode_holds_messages_until_its_retry";
+    let Some((sb, llm, agents)) = fleet(test, "opencode-limit", json!({}))? else {
+        return Ok(());
+    };
+    llm.set_script(&json!([{"when": "LIMIT-ME", "status": 429, "retry_after_s": 20, "times": 1}]))?;
+    spawn_cli(&sb, &agents, "lim", "BRIEF-LIM plan")?;
+    wait_for_turns(&llm, "BRIEF-LIM", 1, 90)?;
+    sb.torch(&["send", "lim", "LIMIT-ME please"])?;
+    wait_until("lim limited", Duration::from_secs(60), || {
+        Ok(sb.torch(&["explain", "lim"])?.contains("state: limited"))
+    })?;
+    // Until the reset the 429 gave, as opencode counts it.
+    let explained = sb.torch(&["explain", "lim"])?;
+    let secs: Option<u64> = explained
+        .split("continues in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok());
+    ensure!(secs.is_some_and(|s| s <= 20), "{explained}");
+    sb.torch(&["send", "lim", "WHILE-LIMITED"])?;
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(
+        !llm.chat_turns()?
+            .iter()
+            .any(|t| t.contains("WHILE-LIMITED")),
+        "typed into a limited agent"
+    );
+    let journal = sb.journal(&["-u", "torch-agent@lim.service", "TORCH_ALERT=1"])?;
+    ensure!(journal.contains("its CLI retries in"), "{journal}");
+    // opencode retried the refused call by itself, then took the held message.
+    let seen = wait_for_turns(&llm, "WHILE-LIMITED", 1, 60)?;
+    let limit = seen.iter().position(|t| t.contains("LIMIT-ME"));
+    let held = seen.iter().position(|t| t.contains("WHILE-LIMITED"));
+    ensure!(limit < held, "{seen:#?}");
+    compat::verified(&OPENCODE, &[Capability::RateLimit])?;
     Ok(())
 }

@@ -54,6 +54,12 @@ pub const CODEX_EVENTS: [&str; 7] = [
 /// The event name Torch gives the status line's input, which names none.
 pub const STATUS_LINE: &str = "StatusLine";
 
+/// The event Torch's opencode plugin sends when the CLI waits to retry a
+/// model call its API refused (a 429 with its reset, an overload), with
+/// when it retries (`retry_at_ms`, Unix time in milliseconds) and the API's
+/// message.
+pub const API_RETRY: &str = "ApiRetry";
+
 /// One hook event, as far as Torch reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookEvent {
@@ -110,6 +116,14 @@ pub enum HookEvent {
         /// `cache_write`).
         tokens: Option<Tokens>,
     },
+    /// The CLI waits until `at_ms` (Unix time in milliseconds) to retry a
+    /// model call its API refused; it retries by itself.
+    ApiRetry {
+        /// When it retries.
+        at_ms: u64,
+        /// What the API said.
+        message: String,
+    },
     /// An event Torch does not read.
     Other(String),
 }
@@ -156,6 +170,10 @@ impl HookEvent {
                     .filter(|t| t.is_object())
                     .and_then(|t| serde_json::from_value(t.clone()).ok()),
             },
+            API_RETRY => HookEvent::ApiRetry {
+                at_ms: input.get("retry_at_ms").and_then(Value::as_u64)?,
+                message: text(input, "message"),
+            },
             other => HookEvent::Other(other.to_string()),
         })
     }
@@ -175,7 +193,7 @@ impl HookEvent {
                 _ => None,
             },
             HookEvent::SessionEnd => Some(Activity::Unknown),
-            HookEvent::StatusLine { .. } => None,
+            HookEvent::StatusLine { .. } | HookEvent::ApiRetry { .. } => None,
             HookEvent::Other(_) => None,
         }
     }

@@ -279,6 +279,10 @@ impl HookFeed {
                 let _ = self.prompts.send(prompt.clone());
             }
             HookEvent::StopFailure { error } if error == "rate_limit" => self.limited(),
+            HookEvent::ApiRetry { at_ms, message } => {
+                self.retrying(*at_ms, message);
+                return None;
+            }
             HookEvent::StopFailure { error } => tracing::warn!(
                 TORCH_ALERT = 1,
                 "the agent's last turn failed ({error}); it is back at its prompt"
@@ -364,6 +368,22 @@ impl HookFeed {
             let agent = self.agent.clone();
             tokio::spawn(async move { limits::schedule_continue(&agent, at).await });
         }
+    }
+
+    /// The CLI waits to retry a call its API refused: messages wait until
+    /// then. It retries by itself, so no check-in is needed to go on.
+    fn retrying(&self, at_ms: u64, message: &str) {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms);
+        let secs = at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .as_secs();
+        tracing::warn!(
+            TORCH_ALERT = 1,
+            "the agent's model API refused its call ({}); its CLI retries in {secs} s, and messages wait until then",
+            message.trim()
+        );
+        self.set_limited(Some(at));
     }
 
     fn set_limited(&self, until: Option<SystemTime>) {

@@ -89,6 +89,16 @@ export const TorchSupervisor = async ({ client }) => ({
       case "session.idle":
         await tell({ hook_event_name: "Stop", session_id: p.sessionID || "" });
         break;
+      case "session.status":
+        // Waiting to retry a call the API refused (a 429 until its reset).
+        if (p.status?.type === "retry" && Number.isFinite(p.status.next)) {
+          await tell({
+            hook_event_name: "ApiRetry",
+            retry_at_ms: p.status.next,
+            message: p.status.message || "",
+          });
+        }
+        break;
       case "session.error":
         await tell({ hook_event_name: "StopFailure", error: errorText(p.error) });
         break;

@@ -9,7 +9,8 @@
 //! Claude Code's hooks have: a new session (SessionStart), a prompt taken
 //! (UserPromptSubmit), tools, a permission asked (PermissionRequest, whose
 //! answer the plugin gives opencode), the session idle (Stop) or failed
-//! (StopFailure). `opencode.json` beside it gets no auto-update and no
+//! (StopFailure), and a model call opencode waits to retry (a 429 until its
+//! reset: ApiRetry, which holds messages until then). `opencode.json` beside it gets no auto-update and no
 //! sharing, keeping what else the user set.
 
 use std::path::{Path, PathBuf};
