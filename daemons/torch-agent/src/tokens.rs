@@ -5,6 +5,9 @@
 //!   same id and usage) counts once.
 //! - Codex CLI's: each `token_count` event holds the thread's totals so far
 //!   (`total_token_usage`), whose `input_tokens` include the cached ones.
+//! - Gemini CLI's: each answer (`type: "gemini"`) records its `tokens`,
+//!   whose `input` includes the cached ones; its thoughts are billed as
+//!   output, its tool-use prompt as input.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
@@ -41,6 +44,25 @@ fn codex_totals(entry: &Value) -> Option<Tokens> {
         cache_read: cached,
         cache_write: n("cache_write_input_tokens"),
     })
+}
+
+/// The id and tokens of a Gemini CLI answer, if `entry` is one.
+fn gemini_answer(entry: &Value) -> Option<(&str, Tokens)> {
+    if entry["type"] != "gemini" {
+        return None;
+    }
+    let u = entry.get("tokens")?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("cached");
+    Some((
+        entry["id"].as_str()?,
+        Tokens {
+            input: (n("input") + n("tool")).saturating_sub(cached),
+            output: n("output") + n("thoughts"),
+            cache_read: cached,
+            cache_write: 0,
+        },
+    ))
 }
 
 fn add(all: &mut Tokens, o: Tokens) {
@@ -119,14 +141,19 @@ impl TokenCounter {
             self.current = None;
             return;
         }
-        if entry.get("type").and_then(Value::as_str) != Some("assistant") {
-            return;
-        }
-        let message = &entry["message"];
-        let (Some(id), Some(usage)) = (message["id"].as_str(), message.get("usage")) else {
-            return;
+        let (id, tokens) = match gemini_answer(&entry) {
+            Some(answer) => answer,
+            None => {
+                if entry.get("type").and_then(Value::as_str) != Some("assistant") {
+                    return;
+                }
+                let message = &entry["message"];
+                let (Some(id), Some(usage)) = (message["id"].as_str(), message.get("usage")) else {
+                    return;
+                };
+                (id, from_usage(usage))
+            }
         };
-        let tokens = from_usage(usage);
         match &mut self.current {
             Some((cur, t)) if cur == id => *t = tokens,
             _ => {
@@ -177,6 +204,32 @@ mod tests {
         assert_eq!((t.input, t.output, t.cache_read), (17, 8, 4));
         c.follow(path.clone());
         assert_eq!(c.totals().unwrap().output, 8, "same file: kept");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn gemini_answers_count_once_each() {
+        let dir = std::env::temp_dir().join(format!("torch-tokens-gemini-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("session.jsonl");
+        let answer = |id: &str, input: u64| {
+            serde_json::json!({"id": id, "type": "gemini", "content": "ok",
+                "tokens": {"input": input, "output": 1, "cached": 100, "thoughts": 2, "tool": 5, "total": input + 3}})
+            .to_string()
+        };
+        let lines = [
+            r#"{"sessionId":"s","kind":"main"}"#.to_string(),
+            r#"{"id":"u1","type":"user","content":[{"text":"hi"}]}"#.to_string(),
+            answer("g1", 12060),
+            r#"{"$set":{"lastUpdated":"2026-11-27T15:33:49.666Z"}}"#.to_string(),
+            answer("g2", 12100),
+            answer("g2", 12100),
+        ];
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let mut c = TokenCounter::default();
+        c.follow(path);
+        let t = c.totals().unwrap();
+        assert_eq!((t.input, t.output, t.cache_read), (11965 + 12005, 6, 200));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
