@@ -61,6 +61,24 @@ pub fn candidate(text: &str, input_tokens: u64) -> Value {
     })
 }
 
+/// One response asking to run `command` with Gemini CLI's shell tool, finished.
+pub fn shell_call(command: &str, input_tokens: u64) -> Value {
+    let mut chunk = candidate("", input_tokens);
+    chunk["candidates"][0]["content"]["parts"] = json!([{
+        "functionCall": {"name": "run_shell_command", "args": {"command": command}}
+    }]);
+    chunk
+}
+
+/// Whether the request's last turn hands back a tool's result.
+pub fn carries_tool_result(body: &Value) -> bool {
+    body["contents"]
+        .as_array()
+        .and_then(|c| c.last())
+        .and_then(|turn| turn["parts"].as_array())
+        .is_some_and(|parts| parts.iter().any(|p| p.get("functionResponse").is_some()))
+}
+
 /// The server-sent event carrying `chunk`.
 pub fn sse(chunk: &Value) -> String {
     format!("data: {chunk}\r\n\r\n")

@@ -9,8 +9,8 @@
 use anyhow::Result;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
-    cli_fleet, messages_scenario, resumes_after_kills, spawn_cli, twenty_briefs, CliAgents,
-    Standin, GEMINI,
+    cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
+    twenty_briefs, CliAgents, Standin, GEMINI,
 };
 use torch_tests::Sandbox;
 
@@ -78,5 +78,18 @@ fn twenty_briefs_at_spawn_reach_gemini_once_each() -> Result<()> {
     // starting at once on two cores took over five minutes.
     twenty_briefs(&sb, &agents, "g", 5, || llm.gemini_turns())?;
     compat::record(&GEMINI, Capability::TwentyBriefs, "20/20")?;
+    Ok(())
+}
+
+#[test]
+fn gemini_permission_requests_follow_the_policy() -> Result<()> {
+    let test = "gemini_permission_requests_follow_the_policy";
+    let Some((sb, llm, agents)) = fleet(test, "gemini-ask")? else {
+        return Ok(());
+    };
+    // Gemini CLI's Notification hook announces its confirmation dialog; the supervisor
+    // answers it with the dialog's keys when the policy decides.
+    permissions_scenario(&sb, &llm, &agents, || llm.gemini_turns(), "Shell")?;
+    compat::verified(&GEMINI, &[Capability::Policy, Capability::Answer])?;
     Ok(())
 }

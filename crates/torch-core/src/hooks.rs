@@ -60,6 +60,18 @@ pub const STATUS_LINE: &str = "StatusLine";
 /// message.
 pub const API_RETRY: &str = "ApiRetry";
 
+/// The `notification_type` of Gemini CLI's Notification hook when it shows
+/// a tool's confirmation dialog. The hook cannot answer it; the dialog's
+/// keys do.
+pub const GEMINI_TOOL_PERMISSION: &str = "ToolPermission";
+
+/// Whether `input` is an event whose permission question the CLI takes
+/// only from its screen (Gemini CLI's confirmation dialog).
+pub fn answered_on_screen(input: &Value) -> bool {
+    input["hook_event_name"] == "Notification"
+        && input["notification_type"] == GEMINI_TOOL_PERMISSION
+}
+
 /// One hook event, as far as Torch reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookEvent {
@@ -188,7 +200,8 @@ impl HookEvent {
             HookEvent::PromptSubmitted { .. } | HookEvent::Tool => Some(Activity::Working),
             HookEvent::PermissionRequest { .. } => Some(Activity::Asking),
             HookEvent::Notice { kind, .. } => match kind.as_str() {
-                "permission_prompt" => Some(Activity::Asking),
+                // Claude Code's, and Gemini CLI's confirmation dialog.
+                "permission_prompt" | GEMINI_TOOL_PERMISSION => Some(Activity::Asking),
                 "idle_prompt" => Some(Activity::Idle),
                 _ => None,
             },

@@ -46,7 +46,7 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, jobs: mpsc::Send
 
 async fn handle(
     stream: UnixStream,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     jobs: &mpsc::Sender<Job>,
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred().ok();
@@ -122,7 +122,7 @@ fn from_own_unit(peer: Option<i32>) -> bool {
     }
 }
 
-async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Response {
+async fn answer(req: Request, shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>) -> Response {
     match req {
         Request::Deliver { text, id } => deliver(text, id, false, shared, jobs).await,
         Request::DeliverIfIdle { text, id } => deliver(text, id, true, shared, jobs).await,
@@ -134,6 +134,12 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
         }
         Request::Status => shared.status_response().await,
         Request::Hook { event } => match shared.hooks.hear(&event) {
+            // The CLI shows its dialog once the hook returned: answer it then.
+            Some(decision) if torch_core::hooks::answered_on_screen(&event) => {
+                let shared = Arc::clone(shared);
+                tokio::spawn(async move { answer_on_screen(decision, &shared).await });
+                Response::Noted
+            }
             Some(decision) => decision.response(),
             None => Response::Noted,
         },
@@ -143,6 +149,28 @@ async fn answer(req: Request, shared: &Shared, jobs: &mpsc::Sender<Job>) -> Resp
 
 /// Queues `text` for typing and waits for the outcome; with `if_idle`,
 /// answers Busy instead when the screen shows the agent busy.
+/// How long a dialog announced by a hook has to show on screen.
+const DIALOG_SHOWS: Duration = Duration::from_secs(10);
+
+/// Answers a dialog the policy decided, once the screen shows it.
+async fn answer_on_screen(decision: crate::hooks::Decision, shared: &Shared) {
+    let until = tokio::time::Instant::now() + DIALOG_SHOWS;
+    while shared.activity().await != Activity::Asking {
+        if tokio::time::Instant::now() >= until {
+            tracing::warn!("the permission dialog the agent's CLI announced did not show within {DIALOG_SHOWS:?}; nothing was typed");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let choice = match decision {
+        crate::hooks::Decision::Allow => "yes",
+        crate::hooks::Decision::Deny => "no",
+    };
+    if let Response::Error { message, .. } = answer_question(choice, shared).await {
+        tracing::warn!("cannot answer the permission dialog: {message}");
+    }
+}
+
 /// Answers the question on the agent's screen with the keys its CLI reads.
 async fn answer_question(choice: &str, shared: &Shared) -> Response {
     let activity = shared.activity().await;

@@ -288,6 +288,9 @@ impl HookFeed {
                 "the agent's last turn failed ({error}); it is back at its prompt"
             ),
             HookEvent::PermissionRequest { tool } => return self.permission_asked(input, tool),
+            HookEvent::Notice { kind, .. } if kind == hooks::GEMINI_TOOL_PERMISSION => {
+                return self.decide(gemini_permission(input));
+            }
             // The permission request said more (the tool and its command).
             HookEvent::Notice { kind, message }
                 if kind == "permission_prompt" && self.question().is_none() =>
@@ -325,6 +328,12 @@ impl HookFeed {
             Some(command) => format!("{tool}: {command}"),
             None => tool.to_string(),
         };
+        self.decide(what)
+    }
+
+    /// The policy's answer to a request to use `what`, or `None` when a
+    /// human answers.
+    fn decide(&self, what: String) -> Option<Decision> {
         match self.permission {
             PermissionPolicy::Approve => {
                 tracing::info!("approved by the permission policy: {what}");
@@ -517,6 +526,25 @@ impl HookFeed {
     }
 }
 
+/// What Gemini CLI's confirmation dialog asks to run: `Shell: COMMAND` for a
+/// command, else the dialog's title and what it names.
+fn gemini_permission(input: &serde_json::Value) -> String {
+    let details = &input["details"];
+    let text = |k: &str| details[k].as_str().unwrap_or_default();
+    let tool = match text("type") {
+        "exec" => "Shell",
+        _ if !text("title").is_empty() => text("title"),
+        _ => "a tool",
+    };
+    let subject = [text("command"), text("fileName"), text("url")]
+        .into_iter()
+        .find(|s| !s.is_empty());
+    match subject {
+        Some(s) => format!("{tool}: {s}"),
+        None => tool.to_string(),
+    }
+}
+
 fn combine(h: &Heard, screen: Activity) -> Activity {
     match (h.activity, screen) {
         // A dialog the hooks did not announce (or not yet).
@@ -540,6 +568,24 @@ fn combine(h: &Heard, screen: Activity) -> Activity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemini_dialogs_name_what_they_ask_to_run() {
+        let shell = serde_json::json!({"hook_event_name": "Notification",
+            "notification_type": "ToolPermission", "message": "Tool Confirm Shell Command requires execution",
+            "details": {"type": "exec", "title": "Confirm Shell Command", "command": "touch asked.txt", "rootCommand": "touch"}});
+        assert!(torch_core::hooks::answered_on_screen(&shell));
+        assert_eq!(gemini_permission(&shell), "Shell: touch asked.txt");
+        let edit = serde_json::json!({"details": {"type": "edit", "title": "Confirm Edit", "fileName": "a.rs"}});
+        assert_eq!(gemini_permission(&edit), "Confirm Edit: a.rs");
+        assert_eq!(gemini_permission(&serde_json::json!({})), "a tool");
+        let feed = HookFeed::default();
+        assert_eq!(feed.hear(&shell), None, "escalated: a human answers");
+        assert_eq!(
+            feed.question().as_deref(),
+            Some("permission to use Shell: touch asked.txt")
+        );
+    }
     use serde_json::json;
 
     fn heard(activity: Activity, ago: Duration) -> Heard {

@@ -211,7 +211,8 @@ impl App {
         let mut fired = self.fired.lock().map_err(|_| "rule counts poisoned")?;
         let tool_result = anthropic::carries_tool_result(req)
             || openai::carries_tool_result(req)
-            || openai::chat_carries_tool_result(req);
+            || openai::chat_carries_tool_result(req)
+            || gemini::carries_tool_result(req);
         let Some((key, rule)) = anthropic::pick(&script, text, tool_result, &fired) else {
             return Ok(None);
         };
@@ -282,7 +283,8 @@ impl App {
     }
 
     /// A Gemini model call: the classifier gets its JSON at once; a turn gets the scripted
-    /// answer (text or error) after the rule's delay, streamed when asked.
+    /// answer (text, a `run_shell_command` call, or an error) after the rule's delay,
+    /// streamed when asked.
     async fn gemini(
         self: &Arc<Self>,
         req: &Value,
@@ -295,15 +297,15 @@ impl App {
             self.write_end(request);
             return (StatusCode::OK, axum::Json(gemini::classifier_reply())).into_response();
         }
-        let reply = match self.delayed_answer(req, text).await {
+        let input = anthropic::tokens(size);
+        let chunk = match self.delayed_answer(req, text).await {
             Ok(Answer::Error { status, .. }) => {
                 return gemini_error(status, "scripted error from the stand-in")
             }
-            Ok(Answer::Text(t)) => t,
-            Ok(Answer::Bash(_)) => "(the stand-in plays no tool calls for Gemini)".to_string(),
+            Ok(Answer::Text(t)) => gemini::candidate(&t, input),
+            Ok(Answer::Bash(tool)) => gemini::shell_call(&tool.command, input),
             Err(e) => return gemini_error(500, &e),
         };
-        let chunk = gemini::candidate(&reply, anthropic::tokens(size));
         if stream_it {
             let app = Arc::clone(self);
             stream(vec![(Duration::ZERO, gemini::sse(&chunk))], move || {
