@@ -59,7 +59,8 @@ native() {
 PYTHON=/usr/bin/python3
 
 need_venv() {
-  if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
+  # Debian's python3 has the venv module without ensurepip, which python3-venv adds.
+  if ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3 python3-venv
   fi
