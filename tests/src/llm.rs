@@ -547,6 +547,18 @@ pub fn permissions_scenario(
     Ok(())
 }
 
+/// The first agent of `torch status --json` counted more than `min_input` input tokens and
+/// at least `min_output` output tokens; returns the status.
+pub fn ensure_tokens(sb: &Sandbox, min_input: u64, min_output: u64) -> Result<Value> {
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    let tokens = &status["agents"][0]["tokens"];
+    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
+    if !(input.is_some_and(|n| n > min_input) && output.is_some_and(|n| n >= min_output)) {
+        bail!("tokens: {tokens}");
+    }
+    Ok(status)
+}
+
 /// Waits until `name` is idle by its hooks, as `torch explain` says.
 pub fn wait_idle_by_hooks(sb: &Sandbox, name: &str) -> Result<()> {
     wait_until(&format!("{name} idle"), Duration::from_secs(60), || {

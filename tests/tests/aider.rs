@@ -39,13 +39,7 @@ fn messages_reach_aider_whole_in_order_one_turn_each() -> Result<()> {
     messages_scenario(&sb, &llm, "ai", || llm.chat_turns(), "Stop")?;
     // Tokens from Aider's event log: each turn sends its system prompt (over 500 tokens
     // by the stand-in's count) and gets at least one token back.
-    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
-    let tokens = &status["agents"][0]["tokens"];
-    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
-    ensure!(
-        input.is_some_and(|n| n > 2_000) && output.is_some_and(|n| n >= 5),
-        "tokens: {tokens}"
-    );
+    torch_tests::llm::ensure_tokens(&sb, 2_000, 5)?;
     compat::verified(
         &AIDER,
         &[

@@ -266,13 +266,7 @@ fn explain_tokens_and_cost(sb: &Sandbox) -> Result<()> {
             && explained.contains("its screen alone reads "),
         "{explained}"
     );
-    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
-    let tokens = &status["agents"][0]["tokens"];
-    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
-    ensure!(
-        input.is_some_and(|n| n > 1000) && output.is_some_and(|n| n >= 9),
-        "tokens: {tokens}"
-    );
+    let status = torch_tests::llm::ensure_tokens(sb, 1000, 9)?;
     let cost = status["agents"][0]["cost_microusd"].as_u64();
     ensure!(cost.is_some_and(|c| c > 0), "cost: {cost:?}");
     let explained = sb.torch(&["explain", "cc"])?;

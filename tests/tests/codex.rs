@@ -7,8 +7,8 @@
 //! environment file, and the stand-in as its model provider on its command line, as a user
 //! points Codex at an OpenAI-compatible service.
 
-use anyhow::{ensure, Result};
-use serde_json::{json, Value};
+use anyhow::Result;
+use serde_json::json;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
@@ -38,13 +38,7 @@ fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
     messages_scenario(&sb, &llm, "cx", || llm.codex_turns(), "Stop")?;
     // Tokens from the transcript's token counts: the stand-in reports each turn's input as
     // its body's size over four, so several turns of Codex's long prompt pass 10,000.
-    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
-    let tokens = &status["agents"][0]["tokens"];
-    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
-    ensure!(
-        input.is_some_and(|n| n > 10_000) && output.is_some_and(|n| n >= 9),
-        "tokens: {tokens}"
-    );
+    torch_tests::llm::ensure_tokens(&sb, 10_000, 9)?;
     compat::verified(
         &CODEX,
         &[

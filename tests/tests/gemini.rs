@@ -36,13 +36,7 @@ fn messages_reach_gemini_whole_in_order_one_turn_each() -> Result<()> {
     messages_scenario(&sb, &llm, "gm", || llm.gemini_turns(), "AfterAgent")?;
     // Tokens from the transcript's answers: the stand-in reports each turn's input as its
     // body's size over four, and Gemini CLI's prompt passes 10,000 by that count.
-    let status: serde_json::Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
-    let tokens = &status["agents"][0]["tokens"];
-    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
-    anyhow::ensure!(
-        input.is_some_and(|n| n > 10_000) && output.is_some_and(|n| n >= 5),
-        "tokens: {tokens}"
-    );
+    torch_tests::llm::ensure_tokens(&sb, 10_000, 5)?;
     compat::verified(
         &GEMINI,
         &[

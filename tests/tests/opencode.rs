@@ -44,13 +44,7 @@ fn messages_reach_opencode_whole_in_order_one_turn_each() -> Result<()> {
     messages_scenario(&sb, &llm, "oc", || llm.chat_turns(), "Stop")?;
     // Tokens as the plugin reported them from opencode's messages: the stand-in reports each
     // turn's input as its body's size over four, and one output token.
-    let status: serde_json::Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
-    let tokens = &status["agents"][0]["tokens"];
-    let (input, output) = (tokens["input"].as_u64(), tokens["output"].as_u64());
-    anyhow::ensure!(
-        input.is_some_and(|n| n > 1000) && output.is_some_and(|n| n >= 9),
-        "tokens: {tokens}"
-    );
+    torch_tests::llm::ensure_tokens(&sb, 1000, 9)?;
     compat::verified(
         &OPENCODE,
         &[

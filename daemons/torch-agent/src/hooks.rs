@@ -359,10 +359,7 @@ impl HookFeed {
         let transcript = self.tokens.lock().ok().and_then(|t| t.path().cloned());
         let reset = transcript.and_then(|t| limits::reset_from_transcript(&t));
         let at = limits::continue_at(reset, SystemTime::now(), &self.limits, &self.agent);
-        let secs = at
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .as_secs();
+        let secs = secs_until(at);
         tracing::warn!(
             TORCH_ALERT = 1,
             "a rate or usage limit stopped the agent's turn; it continues in {secs} s ({})",
@@ -383,14 +380,11 @@ impl HookFeed {
     /// then. It retries by itself, so no check-in is needed to go on.
     fn retrying(&self, at_ms: u64, message: &str) {
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms);
-        let secs = at
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .as_secs();
         tracing::warn!(
             TORCH_ALERT = 1,
-            "the agent's model API refused its call ({}); its CLI retries in {secs} s, and messages wait until then",
-            message.trim()
+            "the agent's model API refused its call ({}); its CLI retries in {} s, and messages wait until then",
+            message.trim(),
+            secs_until(at)
         );
         self.set_limited(Some(at));
     }
@@ -516,14 +510,20 @@ impl HookFeed {
     /// age, or the screen.
     pub fn signal(&self) -> String {
         if let Some(until) = self.limited_until() {
-            let secs = until.duration_since(SystemTime::now()).unwrap_or_default();
-            return format!("limit: continues in {} s", secs.as_secs());
+            return format!("limit: continues in {} s", secs_until(until));
         }
         match self.last() {
             Some(h) => format!("hook {} {} s ago", h.event, h.at.elapsed().as_secs()),
             None => "screen".to_string(),
         }
     }
+}
+
+/// Whole seconds from now until `at` (0 when past).
+fn secs_until(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .as_secs()
 }
 
 /// What Gemini CLI's confirmation dialog asks to run: `Shell: COMMAND` for a
