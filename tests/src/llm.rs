@@ -518,7 +518,15 @@ pub fn permissions_scenario(
     wait_for_turns(turns, "DENY-TOOL", 1, 120)?;
     wait_idle_by_hooks(sb, "denier")?;
     sb.torch(&["send", "denier", "AFTER-DENY"])?;
-    wait_for_turns(turns, "AFTER-DENY", 1, 60)?;
+    wait_for_turns(turns, "AFTER-DENY", 1, 120).map_err(|e| {
+        let journal = sb.journal(&["-u", "torch-agent@denier.service", "-o", "cat"]);
+        let screen = sb.torch(&["capture", "denier"]);
+        e.context(format!(
+            "journal of denier:\n{}\nscreen:\n{}",
+            journal.unwrap_or_default(),
+            screen.unwrap_or_default()
+        ))
+    })?;
     if exists("/srv/denier/denied.txt") {
         bail!("a denied command ran");
     }

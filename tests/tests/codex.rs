@@ -92,3 +92,37 @@ fn codex_permission_requests_follow_the_policy() -> Result<()> {
     compat::verified(&CODEX, &[Capability::Policy, Capability::Answer])?;
     Ok(())
 }
+
+/// A 429 with a retry-after: Codex waits it out and retries by itself, reporting the wait
+/// through no hook or file, so the agent reads working: messages wait, then go on.
+#[test]
+fn a_rate_limited_codex_holds_messages_until_its_retry() -> Result<()> {
+    let test = "a_rate_limited_codex_holds_messages_until_its_retry";
+    let Some((sb, llm, agents)) = fleet(test, "codex-limit")? else {
+        return Ok(());
+    };
+    llm.set_script(&json!([
+        {"when": "LIMIT-ME", "status": 429, "retry_after_s": 15, "times": 1}
+    ]))?;
+    spawn_cli(&sb, &agents, "lim", "BRIEF-LIM plan")?;
+    wait_for_turns(&llm, "BRIEF-LIM", 1, 90)?;
+    sb.torch(&["send", "lim", "LIMIT-ME please"])?;
+    wait_for_turns(&llm, "LIMIT-ME", 1, 60)?;
+    sb.torch(&["send", "lim", "WHILE-LIMITED"])?;
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let seen = llm.codex_turns()?;
+    anyhow::ensure!(
+        !seen.iter().any(|t| t.contains("WHILE-LIMITED")),
+        "typed while Codex waited out the 429: {seen:#?}"
+    );
+    // Codex retried the refused call itself, then took the held message.
+    let seen = wait_for_turns(&llm, "WHILE-LIMITED", 1, 60)?;
+    let limit = seen.iter().rposition(|t| t.contains("LIMIT-ME"));
+    let held = seen.iter().position(|t| t.contains("WHILE-LIMITED"));
+    anyhow::ensure!(
+        seen.iter().filter(|t| t.contains("LIMIT-ME")).count() == 2 && limit < held,
+        "{seen:#?}"
+    );
+    compat::record(&CODEX, Capability::RateLimit, "held as working (no signal)")?;
+    Ok(())
+}
