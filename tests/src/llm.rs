@@ -504,10 +504,16 @@ pub fn permissions_scenario(
     ] {
         spawn_cli_as(sb, agents, name, &["--role", role, "--parent", "pm"])?;
     }
+    // A tool call; Aider, which calls no tools, finds the command in a reply's shell block.
+    let rule = |when: &str, command: &str| match agents.profile {
+        "aider" => serde_json::json!({"when": when, "times": 1,
+            "reply": format!("Run this:\n\n```bash\n{command}\n```\n")}),
+        _ => serde_json::json!({"when": when, "times": 1, "tool_use": {"command": command}}),
+    };
     llm.set_script(&serde_json::json!([
-        {"when": "APPROVE-TOOL", "tool_use": {"command": "touch approved.txt"}, "times": 1},
-        {"when": "DENY-TOOL", "tool_use": {"command": "touch denied.txt"}, "times": 1},
-        {"when": "ASK-TOOL", "tool_use": {"command": "touch asked.txt"}, "times": 1}
+        rule("APPROVE-TOOL", "touch approved.txt"),
+        rule("DENY-TOOL", "touch denied.txt"),
+        rule("ASK-TOOL", "touch asked.txt")
     ]))?;
     let exists = |path: &str| sb.run(&["test", "-e", path]).is_ok();
     sb.torch(&["send", "approver", "APPROVE-TOOL now"])?;

@@ -6,16 +6,14 @@
 //! log as the channels Torch reads, no question at start); the tests give each agent its
 //! key, the API's address and the model in an environment file, as an admin would.
 
-use std::time::Duration;
-
-use anyhow::{bail, ensure, Result};
-use serde_json::{json, Value};
+use anyhow::Result;
+use serde_json::json;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
-    cli_fleet, messages_scenario, resumes_after_kills, spawn_cli, spawn_cli_as, twenty_briefs,
-    CliAgents, Standin, AIDER,
+    cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
+    twenty_briefs, CliAgents, Standin, AIDER,
 };
-use torch_tests::{wait_until, Sandbox};
+use torch_tests::Sandbox;
 
 /// A sandbox with the hub, the stand-in, and Aider agents pointed at it; `None` when the
 /// test is skipped for want of the pinned Aider.
@@ -77,41 +75,19 @@ fn twenty_briefs_at_spawn_reach_aider_once_each() -> Result<()> {
     Ok(())
 }
 
-/// Aider asks before it runs a shell command the model proposed. The question reads
-/// `asking` from the screen, holds messages, and `torch answer` answers it.
+/// Aider asks before it runs a shell command the model proposed (in its diff edit format,
+/// which finds shell blocks in replies). The supervisor reads the question on the screen
+/// and answers it as `[permissions]` says; escalated, it holds messages until `torch
+/// answer`.
 #[test]
-fn an_aider_question_holds_messages_until_torch_answer() -> Result<()> {
-    let test = "an_aider_question_holds_messages_until_torch_answer";
+fn aider_questions_follow_the_policy() -> Result<()> {
+    let test = "aider_questions_follow_the_policy";
     let Some((sb, llm, agents)) = fleet(test, "aider-ask")? else {
         return Ok(());
     };
-    // Aider finds shell blocks in replies in its diff edit format.
     let mut diff = agents.clone();
     diff.command.extend(["--edit-format".into(), "diff".into()]);
-    llm.set_script(&json!([
-        {"when": "ASK-TOOL", "reply": "Run this:\n\n```bash\ntouch asked.txt\n```\n"}
-    ]))?;
-    spawn_cli_as(&sb, &diff, "asker", &["--role", "orchestrator"])?;
-    sb.torch(&["send", "asker", "ASK-TOOL now"])?;
-    wait_until("asker asking", Duration::from_secs(120), || {
-        let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
-        Ok(status["agents"][0]["agent_state"] == "asking")
-    })?;
-    sb.torch(&["send", "asker", "HELD-while-asking"])?;
-    std::thread::sleep(Duration::from_secs(2));
-    if llm
-        .chat_turns()?
-        .iter()
-        .any(|t| t.contains("HELD-while-asking"))
-    {
-        bail!("typed into Aider's question");
-    }
-    let asked = sb.torch(&["capture", "asker"])?;
-    sb.torch(&["answer", "asker", "yes"])?;
-    wait_for_turns(&llm, "HELD-while-asking", 1, 60)
-        .map_err(|e| e.context(format!("the screen that asked:\n{asked}")))?;
-    let ran = sb.run(&["test", "-e", "/srv/asker/asked.txt"]).is_ok();
-    ensure!(ran, "the command Aider was allowed to run did not run");
-    compat::verified(&AIDER, &[Capability::Answer])?;
+    permissions_scenario(&sb, &llm, &diff, || llm.chat_turns(), "Run shell command")?;
+    compat::verified(&AIDER, &[Capability::Policy, Capability::Answer])?;
     Ok(())
 }

@@ -22,6 +22,10 @@
 //! than asking to add them to `.gitignore`.
 //! With `--chat-history-file` kept per agent, a restart resumes the
 //! conversation with `--restore-chat-history`.
+//!
+//! Aider's questions (run a shell command, add or create a file) show on
+//! its screen only; [`answer_questions`] reads them there and answers them
+//! as `[permissions]` says, with the keys Aider reads.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -34,7 +38,9 @@ use serde_json::json;
 use torch_core::{hooks, paths, AgentName};
 
 use crate::cli_config::{hook_command, shell_quote};
-use crate::hooks::HookFeed;
+use crate::hooks::{Decision, HookFeed};
+use crate::state::Shared;
+use torch_core::profile::Activity;
 
 /// The files Aider writes for Torch to read.
 #[derive(Debug, Clone)]
@@ -170,6 +176,70 @@ pub async fn watch(files: Files, hooks: Arc<HookFeed>) {
     }
 }
 
+/// How often the screen is looked at for a question (read again only
+/// after new output, so an idle agent costs nothing).
+const QUESTION_POLL: Duration = Duration::from_millis(250);
+
+/// Answers each question Aider asks on its screen as the agent's
+/// `[permissions]` say: approve types `y`, deny `n`; escalated, the
+/// question stays for `torch answer` and is named in `torch status`.
+pub async fn answer_questions(shared: Arc<Shared>) {
+    let mut decided: Option<String> = None;
+    loop {
+        tokio::time::sleep(QUESTION_POLL).await;
+        if shared.activity().await != Activity::Asking {
+            if decided.take().is_some() {
+                shared.hooks.question_gone();
+            }
+            continue;
+        }
+        let Ok(screen) = shared.screen.read().await else {
+            continue;
+        };
+        let Some(what) = question_of(&screen.rows) else {
+            continue;
+        };
+        if decided.as_deref() == Some(what.as_str()) {
+            continue;
+        }
+        decided = Some(what.clone());
+        let choice = match shared.hooks.decide_question(what) {
+            Some(Decision::Allow) => "yes",
+            Some(Decision::Deny) => "no",
+            None => continue,
+        };
+        if let torch_core::protocol::Response::Error { message, .. } =
+            crate::control::answer_question(choice, &shared).await
+        {
+            tracing::warn!("cannot answer Aider's question: {message}");
+        }
+    }
+}
+
+/// What the question at the bottom of `rows` asks: its words before the
+/// choices, and the line above it, where Aider names what it asks about
+/// (`Run shell command: touch x`).
+fn question_of(rows: &[String]) -> Option<String> {
+    let mut lines = rows
+        .iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .rev();
+    let question = lines.next()?;
+    let asked = question
+        .split(" (Y)es/(N)o")
+        .next()?
+        .trim_end_matches('?')
+        .trim();
+    if asked.is_empty() || asked == question {
+        return None;
+    }
+    match lines.next() {
+        Some(subject) if !subject.starts_with('─') => Some(format!("{asked}: {subject}")),
+        _ => Some(asked.to_string()),
+    }
+}
+
 /// A file read from an offset on.
 struct Tail {
     path: PathBuf,
@@ -283,6 +353,25 @@ impl Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn questions_name_what_they_ask_about() {
+        let rows = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let shell = rows(&[
+            "Tokens: 2.3k sent, 12 received.",
+            "touch asked.txt",
+            "Run shell command? (Y)es/(N)o/(D)on't ask again [Yes]: ",
+            "",
+        ]);
+        assert_eq!(
+            question_of(&shell).as_deref(),
+            Some("Run shell command: touch asked.txt")
+        );
+        let bare = rows(&["─────", "Create new file? (Y)es/(N)o [Yes]:"]);
+        assert_eq!(question_of(&bare).as_deref(), Some("Create new file"));
+        assert_eq!(question_of(&rows(&["diff> "])), None);
+        assert_eq!(question_of(&rows(&[])), None);
+    }
 
     #[test]
     fn history_entries_are_prompts_whole() {

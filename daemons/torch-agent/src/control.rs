@@ -172,7 +172,7 @@ async fn answer_on_screen(decision: crate::hooks::Decision, shared: &Shared) {
 }
 
 /// Answers the question on the agent's screen with the keys its CLI reads.
-async fn answer_question(choice: &str, shared: &Shared) -> Response {
+pub async fn answer_question(choice: &str, shared: &Shared) -> Response {
     let activity = shared.activity().await;
     if activity != Activity::Asking {
         return Response::refusal(format!(

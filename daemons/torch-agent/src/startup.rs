@@ -96,6 +96,9 @@ pub async fn start(
         watch,
         def.profile,
     ));
+    if def.profile == torch_core::Profile::Aider {
+        tokio::spawn(crate::aider::answer_questions(Arc::clone(&shared)));
+    }
     let listener = listen(&control_path)?;
     Ok(Started {
         shared,
