@@ -147,8 +147,6 @@ async fn answer(req: Request, shared: &Arc<Shared>, jobs: &mpsc::Sender<Job>) ->
     }
 }
 
-/// Queues `text` for typing and waits for the outcome; with `if_idle`,
-/// answers Busy instead when the screen shows the agent busy.
 /// How long a dialog announced by a hook has to show on screen.
 const DIALOG_SHOWS: Duration = Duration::from_secs(10);
 
@@ -225,6 +223,8 @@ fn answer_keys(profile: torch_core::Profile, choice: &str) -> Result<Vec<String>
     Ok(keys.into_iter().map(String::from).collect())
 }
 
+/// Queues `text` for typing and waits for the outcome; with `if_idle`,
+/// answers Busy instead when the screen shows the agent busy.
 async fn deliver(
     text: String,
     id: Option<String>,

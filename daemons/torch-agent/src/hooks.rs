@@ -331,20 +331,14 @@ impl HookFeed {
         self.decide(what)
     }
 
-    /// The policy's answer to a question the CLI shows on its screen only
-    /// (Aider's), asking to use `what`; `None` when a human answers.
-    pub fn decide_question(&self, what: String) -> Option<Decision> {
-        self.decide(what)
-    }
-
     /// The question on screen went away: it was answered.
     pub fn question_gone(&self) {
         self.set_question(None);
     }
 
-    /// The policy's answer to a request to use `what`, or `None` when a
-    /// human answers.
-    fn decide(&self, what: String) -> Option<Decision> {
+    /// The policy's answer to a request to use `what` (from a hook, or a
+    /// question read off the screen), or `None` when a human answers.
+    pub fn decide(&self, what: String) -> Option<Decision> {
         match self.permission {
             PermissionPolicy::Approve => {
                 tracing::info!("approved by the permission policy: {what}");
