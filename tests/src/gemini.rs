@@ -85,14 +85,21 @@ pub fn sse(chunk: &Value) -> String {
 }
 
 /// An API-style error body.
-pub fn error_body(status: u16, message: &str) -> Value {
+pub fn error_body(status: u16, message: &str, retry_after_s: Option<u64>) -> Value {
     let kind = match status {
         429 => "RESOURCE_EXHAUSTED",
         400 => "INVALID_ARGUMENT",
         404 => "NOT_FOUND",
         _ => "INTERNAL",
     };
-    json!({"error": {"code": status, "message": message, "status": kind}})
+    // The API says when to come back in the error's details, not in a header.
+    let details = match retry_after_s {
+        Some(s) => {
+            json!([{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{s}s")}])
+        }
+        None => json!([]),
+    };
+    json!({"error": {"code": status, "message": message, "status": kind, "details": details}})
 }
 
 #[cfg(test)]

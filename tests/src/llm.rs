@@ -166,7 +166,10 @@ impl PinnedCli {
                 ("codex", format!("OPENAI_API_KEY={FAKE_API_KEY}\n"), command)
             }
             "opencode" => ("opencode", opencode_env(llm, settings), vec![bin]),
-            "aider" => ("aider", aider_env(llm), vec![bin]),
+            "aider" => {
+                sb.write_file(AIDER_MODELS, AIDER_PRICE.as_bytes(), 0o644)?;
+                ("aider", aider_env(llm), vec![bin])
+            }
             other => bail!("no agent set-up for {other}"),
         };
         sb.write_file(&env_file, env.as_bytes(), 0o600)?;
@@ -203,7 +206,9 @@ impl PinnedCli {
     }
 }
 
-/// opencode's environment file: the key, the stand-in as an OpenAI-compatible provider with
+/// opencode's environment file: the key, the stand-in as an OpenAI-compatible provider (its
+/// model priced at $3 and $15 per million tokens in and out, as an admin prices a model
+/// opencode does not know) with
 /// `settings` beside it (`OPENCODE_CONFIG_CONTENT`), and the machine's being offline: no
 /// list of models fetched, and npm told so (else opencode waits about 70 s at each start
 /// for its plugin loader's dependency to install, before it loads any plugin).
@@ -213,7 +218,7 @@ fn opencode_env(llm: &Standin, settings: &Value) -> String {
         "provider": {"standin": {
             "npm": "@ai-sdk/openai-compatible", "name": "Stand-in",
             "options": {"baseURL": format!("{}/v1", llm.base_url()), "apiKey": "{env:OPENAI_API_KEY}"},
-            "models": {"fake-model": {"name": "Fake Model"}}
+            "models": {"fake-model": {"name": "Fake Model", "cost": {"input": 3, "output": 15}}}
         }}
     });
     if let (Some(c), Some(more)) = (config.as_object_mut(), settings.as_object()) {
@@ -225,12 +230,22 @@ fn opencode_env(llm: &Standin, settings: &Value) -> String {
     )
 }
 
-/// Aider's environment file: the key, the stand-in as its OpenAI-compatible API and model,
-/// and the machine's being offline (no price list fetched at each turn).
+/// Where the tests give Aider the stand-in model's metadata.
+const AIDER_MODELS: &str = "/etc/torch/aider-models.json";
+
+/// The stand-in model's metadata as Aider reads it (litellm's format): priced at $3 and $15
+/// per million tokens in and out, as a user prices a model Aider does not know.
+const AIDER_PRICE: &str = r#"{"openai/fake-model": {"max_input_tokens": 128000, "max_output_tokens": 4096,
+ "input_cost_per_token": 0.000003, "output_cost_per_token": 0.000015,
+ "litellm_provider": "openai", "mode": "chat"}}"#;
+
+/// Aider's environment file: the key, the stand-in as its OpenAI-compatible API and model
+/// with the model's price, and the machine's being offline (no price list fetched at each
+/// turn).
 fn aider_env(llm: &Standin) -> String {
     format!(
         "OPENAI_API_KEY={FAKE_API_KEY}\nOPENAI_API_BASE={}/v1\nAIDER_MODEL=openai/fake-model\n\
-         LITELLM_LOCAL_MODEL_COST_MAP=True\n",
+         AIDER_MODEL_METADATA_FILE={AIDER_MODELS}\nLITELLM_LOCAL_MODEL_COST_MAP=True\n",
         llm.base_url()
     )
 }
@@ -571,6 +586,66 @@ pub fn ensure_tokens(sb: &Sandbox, min_input: u64, min_output: u64) -> Result<Va
         bail!("tokens: {tokens}");
     }
     Ok(status)
+}
+
+/// A 429 the CLI waits out by itself, saying so through no channel Torch reads: agent
+/// `lim` (spawned here with a brief holding `BRIEF-LIM`) is refused `times` times, told to
+/// come back in `retry_after_s` s. It reads working all along, so a message sent meanwhile
+/// waits, and reaches the model only after the CLI's own retry was answered.
+pub fn waited_out_429(
+    sb: &Sandbox,
+    llm: &Standin,
+    agents: &CliAgents,
+    turns: impl Fn() -> Result<Vec<String>> + Copy,
+    (retry_after_s, times): (u64, u32),
+) -> Result<()> {
+    llm.set_script(&serde_json::json!([
+        {"when": "LIMIT-ME", "status": 429, "retry_after_s": retry_after_s, "times": times}
+    ]))?;
+    spawn_cli(sb, agents, "lim", "BRIEF-LIM plan")?;
+    wait_for_turns(turns, "BRIEF-LIM", 1, 90)?;
+    sb.torch(&["send", "lim", "LIMIT-ME please"])?;
+    wait_for_turns(turns, "LIMIT-ME", 1, 60)?;
+    sb.torch(&["send", "lim", "WHILE-LIMITED"])?;
+    std::thread::sleep(Duration::from_secs(5));
+    let seen = turns()?;
+    if seen.iter().any(|t| t.contains("WHILE-LIMITED")) {
+        bail!("typed while the CLI waited out the 429: {seen:#?}");
+    }
+    let seen = wait_for_turns(turns, "WHILE-LIMITED", 1, 90)?;
+    let tries = seen.iter().filter(|t| t.contains("LIMIT-ME")).count();
+    let last_try = seen.iter().rposition(|t| t.contains("LIMIT-ME"));
+    let held = seen.iter().position(|t| t.contains("WHILE-LIMITED"));
+    if tries <= times as usize || last_try > held {
+        bail!("{tries} calls for LIMIT-ME, refused {times} times: {seen:#?}");
+    }
+    Ok(())
+}
+
+/// The first agent's cost is above zero in `torch status --json` and `torch explain NAME`
+/// shows it.
+pub fn ensure_cost(sb: &Sandbox, name: &str) -> Result<()> {
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    let cost = status["agents"][0]["cost_microusd"].as_u64();
+    if !cost.is_some_and(|c| c > 0) {
+        bail!("cost: {cost:?} in {status}");
+    }
+    let explained = sb.torch(&["explain", name])?;
+    if !explained.contains("cost: $") {
+        bail!("no cost in: {explained}");
+    }
+    Ok(())
+}
+
+/// The first agent has no cost in `torch status --json`: for a CLI that does not say it,
+/// Torch shows none rather than a made-up figure.
+pub fn ensure_no_cost(sb: &Sandbox) -> Result<()> {
+    let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    let cost = &status["agents"][0]["cost_microusd"];
+    if !cost.is_null() {
+        bail!("a cost for a CLI that does not say it: {cost}");
+    }
+    Ok(())
 }
 
 /// Waits until `name` is idle by its hooks, as `torch explain` says.

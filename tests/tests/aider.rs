@@ -11,7 +11,7 @@ use serde_json::json;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
-    twenty_briefs, CliAgents, Standin, AIDER,
+    twenty_briefs, waited_out_429, CliAgents, Standin, AIDER,
 };
 use torch_tests::Sandbox;
 
@@ -38,6 +38,8 @@ fn messages_reach_aider_whole_in_order_one_turn_each() -> Result<()> {
     // Tokens from Aider's event log: each turn sends its system prompt (over 500 tokens
     // by the stand-in's count) and gets at least one token back.
     torch_tests::llm::ensure_tokens(&sb, 2_000, 5)?;
+    // Cost as the CLI computed it from the price it was given.
+    torch_tests::llm::ensure_cost(&sb, "ai")?;
     compat::verified(
         &AIDER,
         &[
@@ -45,6 +47,7 @@ fn messages_reach_aider_whole_in_order_one_turn_each() -> Result<()> {
             Capability::Messages,
             Capability::OwnChannel,
             Capability::Tokens,
+            Capability::Cost,
         ],
     )?;
     Ok(())
@@ -89,5 +92,19 @@ fn aider_questions_follow_the_policy() -> Result<()> {
     diff.command.extend(["--edit-format".into(), "diff".into()]);
     permissions_scenario(&sb, &llm, &diff, || llm.chat_turns(), "Run shell command")?;
     compat::verified(&AIDER, &[Capability::Policy, Capability::Answer])?;
+    Ok(())
+}
+
+/// 429s: Aider retries by itself, doubling its wait from an eighth of a second (not the
+/// API's retry-after), saying so through no channel, so the agent reads working: messages
+/// wait, then go on.
+#[test]
+fn a_rate_limited_aider_holds_messages_until_its_retry() -> Result<()> {
+    let test = "a_rate_limited_aider_holds_messages_until_its_retry";
+    let Some((sb, llm, agents)) = fleet(test, "aider-limit")? else {
+        return Ok(());
+    };
+    waited_out_429(&sb, &llm, &agents, || llm.chat_turns(), (5, 6))?;
+    compat::record(&AIDER, Capability::RateLimit, "held as working (no signal)")?;
     Ok(())
 }

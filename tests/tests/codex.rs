@@ -12,7 +12,7 @@ use serde_json::json;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
-    twenty_briefs, CliAgents, Standin, CODEX,
+    twenty_briefs, waited_out_429, CliAgents, Standin, CODEX,
 };
 use torch_tests::Sandbox;
 
@@ -39,6 +39,8 @@ fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
     // Tokens from the transcript's token counts: the stand-in reports each turn's input as
     // its body's size over four, so several turns of Codex's long prompt pass 10,000.
     torch_tests::llm::ensure_tokens(&sb, 10_000, 9)?;
+    torch_tests::llm::ensure_no_cost(&sb)?;
+    compat::record(&CODEX, Capability::Cost, "not said by the CLI")?;
     compat::verified(
         &CODEX,
         &[
@@ -101,28 +103,7 @@ fn a_rate_limited_codex_holds_messages_until_its_retry() -> Result<()> {
     let Some((sb, llm, agents)) = fleet(test, "codex-limit")? else {
         return Ok(());
     };
-    llm.set_script(&json!([
-        {"when": "LIMIT-ME", "status": 429, "retry_after_s": 15, "times": 1}
-    ]))?;
-    spawn_cli(&sb, &agents, "lim", "BRIEF-LIM plan")?;
-    wait_for_turns(&llm, "BRIEF-LIM", 1, 90)?;
-    sb.torch(&["send", "lim", "LIMIT-ME please"])?;
-    wait_for_turns(&llm, "LIMIT-ME", 1, 60)?;
-    sb.torch(&["send", "lim", "WHILE-LIMITED"])?;
-    std::thread::sleep(std::time::Duration::from_secs(5));
-    let seen = llm.codex_turns()?;
-    anyhow::ensure!(
-        !seen.iter().any(|t| t.contains("WHILE-LIMITED")),
-        "typed while Codex waited out the 429: {seen:#?}"
-    );
-    // Codex retried the refused call itself, then took the held message.
-    let seen = wait_for_turns(&llm, "WHILE-LIMITED", 1, 60)?;
-    let limit = seen.iter().rposition(|t| t.contains("LIMIT-ME"));
-    let held = seen.iter().position(|t| t.contains("WHILE-LIMITED"));
-    anyhow::ensure!(
-        seen.iter().filter(|t| t.contains("LIMIT-ME")).count() == 2 && limit < held,
-        "{seen:#?}"
-    );
+    waited_out_429(&sb, &llm, &agents, || llm.codex_turns(), (15, 1))?;
     compat::record(&CODEX, Capability::RateLimit, "held as working (no signal)")?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use anyhow::Result;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
     cli_fleet, messages_scenario, permissions_scenario, resumes_after_kills, spawn_cli,
-    twenty_briefs, CliAgents, Standin, GEMINI,
+    twenty_briefs, waited_out_429, CliAgents, Standin, GEMINI,
 };
 use torch_tests::Sandbox;
 
@@ -37,6 +37,8 @@ fn messages_reach_gemini_whole_in_order_one_turn_each() -> Result<()> {
     // Tokens from the transcript's answers: the stand-in reports each turn's input as its
     // body's size over four, and Gemini CLI's prompt passes 10,000 by that count.
     torch_tests::llm::ensure_tokens(&sb, 10_000, 5)?;
+    torch_tests::llm::ensure_no_cost(&sb)?;
+    compat::record(&GEMINI, Capability::Cost, "not said by the CLI")?;
     compat::verified(
         &GEMINI,
         &[
@@ -85,5 +87,22 @@ fn gemini_permission_requests_follow_the_policy() -> Result<()> {
     // answers it with the dialog's keys when the policy decides.
     permissions_scenario(&sb, &llm, &agents, || llm.gemini_turns(), "Shell")?;
     compat::verified(&GEMINI, &[Capability::Policy, Capability::Answer])?;
+    Ok(())
+}
+
+/// A 429 with the API's RetryInfo: Gemini CLI waits it out and retries by itself, saying so
+/// through no hook, so the agent reads working: messages wait, then go on.
+#[test]
+fn a_rate_limited_gemini_holds_messages_until_its_retry() -> Result<()> {
+    let test = "a_rate_limited_gemini_holds_messages_until_its_retry";
+    let Some((sb, llm, agents)) = fleet(test, "gemini-limit")? else {
+        return Ok(());
+    };
+    waited_out_429(&sb, &llm, &agents, || llm.gemini_turns(), (15, 1))?;
+    compat::record(
+        &GEMINI,
+        Capability::RateLimit,
+        "held as working (no signal)",
+    )?;
     Ok(())
 }

@@ -45,6 +45,8 @@ fn messages_reach_opencode_whole_in_order_one_turn_each() -> Result<()> {
     // Tokens as the plugin reported them from opencode's messages: the stand-in reports each
     // turn's input as its body's size over four, and one output token.
     torch_tests::llm::ensure_tokens(&sb, 1000, 9)?;
+    // Cost as the CLI computed it from the price it was given.
+    torch_tests::llm::ensure_cost(&sb, "oc")?;
     compat::verified(
         &OPENCODE,
         &[
@@ -52,6 +54,7 @@ fn messages_reach_opencode_whole_in_order_one_turn_each() -> Result<()> {
             Capability::Messages,
             Capability::OwnChannel,
             Capability::Tokens,
+            Capability::Cost,
         ],
     )?;
     Ok(())

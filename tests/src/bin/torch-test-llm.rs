@@ -299,12 +299,13 @@ impl App {
         }
         let input = anthropic::tokens(size);
         let chunk = match self.delayed_answer(req, text).await {
-            Ok(Answer::Error { status, .. }) => {
-                return gemini_error(status, "scripted error from the stand-in")
-            }
+            Ok(Answer::Error {
+                status,
+                retry_after_s,
+            }) => return gemini_error(status, "scripted error from the stand-in", retry_after_s),
             Ok(Answer::Text(t)) => gemini::candidate(&t, input),
             Ok(Answer::Bash(tool)) => gemini::shell_call(&tool.command, input),
-            Err(e) => return gemini_error(500, &e),
+            Err(e) => return gemini_error(500, &e, None),
         };
         if stream_it {
             let app = Arc::clone(self);
@@ -412,9 +413,11 @@ fn openai_error(status: u16, message: &str, retry_after_s: Option<u64>) -> Respo
     resp
 }
 
-fn gemini_error(status: u16, message: &str) -> Response {
+/// A Gemini-style error; a 429 says when to come back in its details.
+fn gemini_error(status: u16, message: &str, retry_after_s: Option<u64>) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (code, axum::Json(gemini::error_body(status, message))).into_response()
+    let body = gemini::error_body(status, message, retry_after_s);
+    (code, axum::Json(body)).into_response()
 }
 
 /// A server-sent-event response that sends each event after its pause, then calls `ended`.
