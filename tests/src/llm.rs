@@ -627,7 +627,7 @@ pub fn waited_out_429(
 pub fn ensure_cost(sb: &Sandbox, name: &str) -> Result<()> {
     let status: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
     let cost = status["agents"][0]["cost_microusd"].as_u64();
-    if !cost.is_some_and(|c| c > 0) {
+    if cost.is_none_or(|c| c == 0) {
         bail!("cost: {cost:?} in {status}");
     }
     let explained = sb.torch(&["explain", name])?;
