@@ -26,6 +26,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The metrics test has the real Prometheus scrape the hub's metrics. Only its
+# binary is taken out of Debian's package (a static Go program): installing
+# the package would start a Prometheus server on this machine.
+PROMETHEUS=/opt/torch-test/prometheus/usr/bin/prometheus
+if ! [ -x "$PROMETHEUS" ]; then
+  [ "$(id -u)" = 0 ] || { echo "setup: need root to unpack prometheus" >&2; exit 1; }
+  echo "setup: unpacking prometheus from Debian's package"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download -qq prometheus >/dev/null 2>&1) || {
+    apt-get update -qq
+    (cd "$tmp" && apt-get download -qq prometheus >/dev/null)
+  }
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  install -D -m755 "$tmp/x/usr/bin/prometheus" "$PROMETHEUS"
+  rm -rf "$tmp"
+fi
 command -v cargo >/dev/null || {
   echo "setup: no Rust toolchain found; install one with rustup (https://rustup.rs), then run this again" >&2
   exit 1

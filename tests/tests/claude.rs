@@ -271,6 +271,16 @@ fn explain_tokens_and_cost(sb: &Sandbox) -> Result<()> {
     ensure!(cost.is_some_and(|c| c > 0), "cost: {cost:?}");
     let explained = sb.torch(&["explain", "cc"])?;
     ensure!(explained.contains("cost: $"), "{explained}");
+    // The same in the fleet's metrics.
+    let metrics = sb.torch(&["metrics"])?;
+    for line in [
+        "# TYPE torch_agent_tokens counter\n",
+        "torch_agent_tokens_total{agent=\"cc\",kind=\"input\"} ",
+        "# TYPE torch_agent_cost_usd counter\n",
+        "torch_agent_cost_usd_total{agent=\"cc\"} ",
+    ] {
+        ensure!(metrics.contains(line), "no {line} in:\n{metrics}");
+    }
     Ok(())
 }
 

@@ -177,6 +177,9 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The fleet's metrics as Prometheus reads them (the text
+    /// torch-metrics.socket serves at /metrics; names in metrics.md)
+    Metrics,
     /// The fleet as a tree, with unit state, agent state and queues.
     Status {
         /// Machine-readable output (schema in docs/dbus.md).

@@ -125,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("retired {name}; final transcript: {transcript}");
         }
         Cmd::Status { json } => show::status(json)?,
+        Cmd::Metrics => print!("{}", hub_call(async |h| h.metrics().await)?),
         Cmd::Events { agent, json } => runtime()?.block_on(events::watch(agent, json))?,
         Cmd::Agents { skills, idle, json } => show::agents(&skills, idle, json)?,
         Cmd::Task { action } => tasks::run(action)?,

@@ -179,6 +179,11 @@ manager_interface! {
         /// bounds and why, as JSON (schema in docs/dbus.md).
         fn pools() -> String;
 
+        /// The fleet's metrics in the Prometheus (OpenMetrics) text format
+        /// (names in docs/metrics.md), for the operator and the
+        /// `torch-metrics` user, whose unit serves them over HTTP.
+        fn metrics() -> String;
+
         /// Messages to or from `agent` ("" for all) older than id `before`
         /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.
         fn messages(agent: &str, before: i64, limit: u32) -> String;

@@ -97,6 +97,9 @@ pub const OPERATOR_GROUP: &str = "torch";
 /// The group every agent's user is in: its members may call the hub, as
 /// the agent whose unit they run in.
 pub const AGENTS_GROUP: &str = "torch-agent";
+/// The user `torch-metrics.service` runs as: the hub answers it `Metrics`
+/// and nothing else.
+pub const METRICS_USER: &str = "torch-metrics";
 
 /// The supervisor's control socket, in the agent's runtime directory.
 pub const CONTROL_SOCKET: &str = "control.sock";

@@ -72,6 +72,17 @@ pub trait Unit {
     fn id(&self) -> zbus::Result<String>;
 }
 
+/// A service unit's restart count.
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+pub trait Service {
+    /// Restarts systemd made since the unit was last started by hand.
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> zbus::Result<u32>;
+}
+
 /// A timer unit's next elapse times.
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Timer",
@@ -207,6 +218,17 @@ impl Systemd {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         Ok(Some(now_real_us + mono.saturating_sub(now_mono_us)))
+    }
+
+    /// How many times systemd restarted the service `unit` (after a
+    /// crash, a watchdog timeout) since it was last started by hand.
+    pub async fn restarts(&self, unit: &str) -> Result<u32, SystemdError> {
+        let path = self.manager.get_unit(unit).await?;
+        let service = ServiceProxy::builder(self.manager.inner().connection())
+            .path(path)?
+            .build()
+            .await?;
+        Ok(service.n_restarts().await?)
     }
 
     async fn subscribe(&self) -> Result<(), SystemdError> {

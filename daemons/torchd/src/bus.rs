@@ -28,7 +28,7 @@ use crate::error::HubError;
 use crate::events::{Emitting, Event, Sink};
 use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
-use crate::{access, ledger, lifecycle, moves, schedule, service};
+use crate::{access, ledger, lifecycle, metrics, moves, schedule, service};
 
 /// The hub's side of `org.torch.Manager1`, served as a [`Server`].
 pub struct Manager {
@@ -320,6 +320,18 @@ impl ManagerService for Manager {
         let hub = &self.hub;
         let op = |_| async move { Ok::<_, HubError>(hub.pools.status()) };
         json(Ok(self.guarded(caller, "Pools", op).await?))
+    }
+
+    async fn metrics(&self, caller: Caller) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let result = match caller.may_read_metrics() {
+            Ok(()) => metrics::render(hub).await,
+            Err(e) => {
+                audit(&caller, "Metrics", &format!("refused: {e}"));
+                Err(e)
+            }
+        };
+        result.map_err(fdo::Error::from)
     }
 
     async fn status(&self, caller: Caller) -> fdo::Result<String> {

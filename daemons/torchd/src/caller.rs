@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use torch_core::paths::OPERATOR_GROUP;
+use torch_core::paths::{METRICS_USER, OPERATOR_GROUP};
 use torch_core::policy::OPERATOR;
 use torch_core::AgentName;
 use torch_systemd::{Systemd, SystemdError};
@@ -64,6 +64,21 @@ impl Caller {
             None if self.operator => Ok(None),
             None => Err(self.not_placed()),
         }
+    }
+
+    /// Whether the caller may read the fleet's metrics: the operator, or
+    /// the metrics user outside any agent's unit. An agent may not: the
+    /// metrics name the whole fleet.
+    pub fn may_read_metrics(&self) -> Result<(), HubError> {
+        if let Some(agent) = &self.agent {
+            return Err(HubError::AccessDenied(format!(
+                "agent {agent} may not read the fleet's metrics; they are the operator's and {METRICS_USER}'s"
+            )));
+        }
+        if self.operator || (self.uid.is_some() && self.uid == metrics_uid()) {
+            return Ok(());
+        }
+        Err(self.not_placed())
     }
 
     /// Neither an agent's process nor an operator: an agent's process that
@@ -133,6 +148,17 @@ impl Callers {
         }
         caller
     }
+}
+
+/// The uid of the metrics user, if it exists (looked up once).
+fn metrics_uid() -> Option<u32> {
+    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+    *UID.get_or_init(|| {
+        nix::unistd::User::from_name(METRICS_USER)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw())
+    })
 }
 
 /// Whether `uid` is root or a member of the operators' group.

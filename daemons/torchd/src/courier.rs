@@ -466,7 +466,7 @@ impl Courier {
                         msg.sender
                     );
                 }
-                self.events.delivered(id, agent).await;
+                self.events.delivered(id, agent, msg.created_ms).await;
                 lane.backoff = FIRST_BACKOFF;
             }
             Step::AgentDown => {

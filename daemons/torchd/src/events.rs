@@ -46,6 +46,8 @@ pub trait Sink: Send + Sync {
 pub struct Events {
     sink: Arc<OnceLock<Box<dyn Sink>>>,
     news: Arc<tokio::sync::Notify>,
+    /// Each delivery's latency, for the metrics.
+    pub latency: crate::metrics::Latency,
 }
 
 impl Events {
@@ -76,8 +78,10 @@ impl Events {
         self.emit(Event::Queued { id, from, to }).await;
     }
 
-    /// A message was confirmed on the recipient's screen.
-    pub async fn delivered(&self, id: i64, to: &str) {
+    /// A message stored at `queued_ms` (Unix ms) was confirmed on the
+    /// recipient's screen.
+    pub async fn delivered(&self, id: i64, to: &str, queued_ms: i64) {
+        self.latency.observe(to, queued_ms);
         self.emit(Event::Delivered { id, to }).await;
     }
 

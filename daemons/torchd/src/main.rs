@@ -18,6 +18,7 @@ mod fleet;
 mod hub;
 mod ledger;
 mod lifecycle;
+mod metrics;
 mod moves;
 mod pools;
 mod retention;
