@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use torch_api::{Message, Task};
 use torch_tests::fleet::boot_hub;
@@ -61,6 +61,74 @@ fn seen(sb: &Sandbox, log: &str, kind: &str, key: &Value, detail: &str) -> Resul
     Ok(found.unwrap_or_default())
 }
 
+/// Runs `busctl call` of the hub's `Report` from inside agent `agent`'s unit, `times`
+/// times in a row, as a process in its pane would.
+fn report_from(sb: &Sandbox, agent: &str, args: &str, times: u32) -> Result<()> {
+    let cg = sb.unit_property(&format!("torch-agent@{agent}.service"), "ControlGroup")?;
+    let call = format!(
+        "busctl call {} {} {} Report sss {args}",
+        torch_api::BUS_NAME,
+        torch_api::OBJECT_PATH,
+        torch_api::INTERFACE
+    );
+    let script = format!(
+        "echo $$ > '/sys/fs/cgroup{cg}/cgroup.procs' && for i in $(seq {times}); do {call} || exit 1; done"
+    );
+    sb.run(&["sh", "-c", &script]).map(drop)
+}
+
+/// A check-in fired; an alert and a state an agent reports (its supervisor does, and
+/// so could anything in its pane) go out under its own name, at most 20 a second.
+fn checkins_and_reports(sb: &Sandbox, log: &str) -> Result<()> {
+    let out = sb.torch(&["schedule", "e2", "--in", "1s", "--note", "tick"])?;
+    let id: i64 = out
+        .split('#')
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no check-in id in {out:?}"))?;
+    let mut fired = None;
+    wait_until("check-in fired", Duration::from_secs(20), || {
+        fired = events(sb, log)?
+            .into_iter()
+            .find(|e| e["kind"] == "checkin_fired" && e["id"] == id);
+        Ok(fired.is_some())
+    })?;
+    let fired = fired.unwrap_or_default();
+    ensure!(
+        fired["agents"][0] == "e2"
+            && fired["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("message #")),
+        "{fired}"
+    );
+    let before = now_ms();
+    report_from(sb, "e2", "alert '' 'disk full'", 1)?;
+    let alert = seen(sb, log, "alert", &"e2".into(), "disk full")?;
+    eprintln!(
+        "alert event {} ms after the report began",
+        alert["at_ms"].as_i64().unwrap_or(0) - before
+    );
+    // A flood: 30 reports in a row, of which the hub passes on 20 a second.
+    report_from(sb, "e2", "alert '' flood", 30)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let floods = events(sb, log)?
+        .iter()
+        .filter(|e| e["kind"] == "alert" && e["detail"] == "flood")
+        .count();
+    ensure!(
+        (1..=20).contains(&floods),
+        "{floods} flood alerts passed on"
+    );
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 #[test]
 fn torch_events_shows_what_happens_as_it_happens() -> Result<()> {
     let sb = boot_hub("events", "")?;
@@ -108,6 +176,11 @@ fn torch_events_shows_what_happens_as_it_happens() -> Result<()> {
         "task event after the store: {} ms",
         assigned["at_ms"].as_i64().unwrap_or(0) - at
     );
+
+    // Each supervisor tells its agent's state, which its spawn changed.
+    let state = seen(&sb, all, "agent_changed", &"e2".into(), "idle")?;
+    ensure!(!state["why"].as_str().unwrap_or("").is_empty(), "{state}");
+    checkins_and_reports(&sb, all)?;
 
     sb.torch(&["retire", "e1"])?;
     seen(&sb, all, "fleet_changed", &"e1".into(), "retired")?;

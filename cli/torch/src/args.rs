@@ -167,8 +167,9 @@ pub enum Cmd {
         json: bool,
     },
     /// What happens in the fleet, as it happens: messages queued,
-    /// delivered and failed, agents spawned and retired, tasks moving
-    /// (from the hub's signals; Ctrl-C stops)
+    /// delivered and failed, agents spawned and retired, their states,
+    /// alerts, check-ins fired, tasks moving (from the hub's signals;
+    /// Ctrl-C stops)
     Events {
         /// Only events naming this agent.
         #[arg(long, value_name = "NAME")]

@@ -1,6 +1,7 @@
 //! `torch events`: what happens in the fleet as it happens, from the hub's
 //! D-Bus signals (no polling): messages queued, delivered and failed,
-//! agents spawned and retired, tasks changing state. A line each, or JSON.
+//! agents spawned and retired, their states, alerts, check-ins fired,
+//! tasks changing state. A line each, or JSON.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -16,18 +17,24 @@ struct Event {
     /// When this command received it, Unix milliseconds.
     at_ms: u128,
     /// `message_queued`, `message_delivered`, `message_failed`,
-    /// `fleet_changed` or `task_changed`.
+    /// `fleet_changed`, `agent_changed`, `alert`, `checkin_fired` or
+    /// `task_changed`.
     kind: &'static str,
-    /// The message's or task's id (none for fleet changes).
+    /// The message's, task's or check-in's id (none for an agent's changes
+    /// and alerts).
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<i64>,
     /// The agents concerned: sender then recipient, the agent spawned or
     /// retired, or who moved the task.
     agents: Vec<String>,
-    /// What changed: the fleet change, the task's new state, a failure's
-    /// reason.
+    /// What changed: the fleet change, the agent's or task's new state, a
+    /// failure's reason, the alert's text, a check-in's message id.
     #[serde(skip_serializing_if = "String::is_empty")]
     detail: String,
+    /// For an agent's new state: what decided it (`hook Stop`, `screen`, a
+    /// limit) or what it asks.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    why: String,
 }
 
 impl Event {
@@ -41,6 +48,7 @@ impl Event {
             id,
             agents: agents.iter().map(|a| a.to_string()).collect(),
             detail: detail.to_string(),
+            why: String::new(),
         }
     }
 
@@ -52,12 +60,16 @@ impl Event {
             "message_delivered" => format!("message {id} delivered to {who}"),
             "message_failed" => format!("message {id} to {who} failed: {}", self.detail),
             "fleet_changed" => format!("agent {who} {}", self.detail),
+            "agent_changed" if self.why.is_empty() => format!("agent {who} is {}", self.detail),
+            "agent_changed" => format!("agent {who} is {} ({})", self.detail, self.why),
+            "alert" => format!("ALERT {who}: {}", self.detail),
+            "checkin_fired" => format!("check-in {id} of {who} fired: {}", self.detail),
             _ => format!("task {id} {} by {who}", self.detail),
         }
     }
 }
 
-/// Boxed, so the five signal streams go in one `select_all`.
+/// Boxed, so the signal streams go in one `select_all`.
 type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 
 /// Prints events until interrupted (or the bus goes away); only those
@@ -104,6 +116,36 @@ pub async fn watch(agent: Option<String>, json: bool) -> Result<()> {
                 .filter_map(|s| async move {
                     let a = s.args().ok()?;
                     Some(Event::new("fleet_changed", None, &[a.agent], a.change))
+                }),
+        ),
+        Box::pin(
+            h.receive_agent_changed()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    let mut e = Event::new("agent_changed", None, &[a.agent], a.state);
+                    e.why = a.detail.to_string();
+                    Some(e)
+                }),
+        ),
+        Box::pin(
+            h.receive_alert()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    Some(Event::new("alert", None, &[a.agent], a.text))
+                }),
+        ),
+        Box::pin(
+            h.receive_checkin_fired()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    let detail = format!("message #{}", a.message);
+                    Some(Event::new("checkin_fired", Some(a.id), &[a.agent], &detail))
                 }),
         ),
         Box::pin(

@@ -184,6 +184,13 @@ manager_interface! {
         /// `torch-metrics` user, whose unit serves them over HTTP.
         fn metrics() -> String;
 
+        /// From an agent's supervisor, about its own agent (the hub knows
+        /// which by the caller's unit): `kind` `state` with the state read
+        /// and `detail` (what decided it, or the question), or `alert` with
+        /// the alert's text in `detail`. The hub signals `AgentChanged` or
+        /// `Alert`; at most 20 reports a second per agent are taken.
+        fn report(kind: &str, value: &str, detail: &str) -> ();
+
         /// Messages to or from `agent` ("" for all) older than id `before`
         /// (0: the newest), newest last, at most `limit` (up to [`PAGE_MAX`]), as JSON.
         fn messages(agent: &str, before: i64, limit: u32) -> String;
@@ -255,5 +262,18 @@ manager_interface! {
         /// done, blocked, cancelled), moved by `actor` (an agent, `operator`
         /// or `hub`).
         fn task_changed(id: i64, state: &str, actor: &str);
+
+        /// `agent`'s supervisor reads it in `state` (idle, working,
+        /// asking, trouble, limited, unknown); `detail` says what decided
+        /// it, or what it asks.
+        fn agent_changed(agent: &str, state: &str, detail: &str);
+
+        /// Something a person should look at, about `agent`: it waited too
+        /// long for an answer, was in trouble or limited, a task it holds
+        /// stalled.
+        fn alert(agent: &str, text: &str);
+
+        /// Check-in `id` of `agent` fired: `message` is its stored message.
+        fn checkin_fired(id: i64, agent: &str, message: i64);
     }
 }

@@ -89,7 +89,7 @@ pub fn alert_text(agent: &str, overdue: &Overdue, question: Option<&str>) -> Str
 /// Tells the operator (journal) and the parent (a message) that `agent`
 /// has waited too long.
 pub async fn raise(agent: &str, parent: Option<&str>, text: String) {
-    tracing::warn!(TORCH_ALERT = 1, "{text}");
+    crate::report::raise(&text);
     let Some(parent) = parent else {
         return;
     };

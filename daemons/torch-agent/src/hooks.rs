@@ -20,6 +20,7 @@ use torch_core::profile::Activity;
 use torch_core::protocol::{self, Request, Response};
 
 use crate::limits;
+use crate::report;
 use crate::session::SessionStore;
 use crate::tokens::TokenCounter;
 
@@ -158,6 +159,8 @@ pub struct HookFeed {
     limits: Limits,
     /// Until when a rate or usage limit stops the agent.
     limited_until: Mutex<Option<SystemTime>>,
+    /// Woken at each event heard, for whoever follows the agent's state.
+    heard_one: tokio::sync::Notify,
     /// The tokens of the session, from its transcript (whose path is also
     /// where Claude records a limit's reset).
     tokens: Mutex<TokenCounter>,
@@ -188,6 +191,7 @@ impl Default for HookFeed {
             cost: Mutex::new(None),
             reported_tokens: Mutex::new(None),
             resumed: Default::default(),
+            heard_one: Default::default(),
         }
     }
 }
@@ -258,7 +262,13 @@ impl HookFeed {
                 at: Instant::now(),
             });
         }
+        self.heard_one.notify_one();
         decision
+    }
+
+    /// Returns once an event was heard (or was, since the last call).
+    pub async fn next_heard(&self) {
+        self.heard_one.notified().await;
     }
 
     /// Acts on what an event says beyond the state it implies.
@@ -283,10 +293,9 @@ impl HookFeed {
                 self.retrying(*at_ms, message);
                 return None;
             }
-            HookEvent::StopFailure { error } => tracing::warn!(
-                TORCH_ALERT = 1,
+            HookEvent::StopFailure { error } => report::raise(&format!(
                 "the agent's last turn failed ({error}); it is back at its prompt"
-            ),
+            )),
             HookEvent::PermissionRequest { tool } => return self.permission_asked(input, tool),
             HookEvent::Notice { kind, .. } if kind == hooks::GEMINI_TOOL_PERMISSION => {
                 return self.decide(gemini_permission(input));
@@ -365,15 +374,14 @@ impl HookFeed {
         let reset = transcript.and_then(|t| limits::reset_from_transcript(&t));
         let at = limits::continue_at(reset, SystemTime::now(), &self.limits, &self.agent);
         let secs = secs_until(at);
-        tracing::warn!(
-            TORCH_ALERT = 1,
+        report::raise(&format!(
             "a rate or usage limit stopped the agent's turn; it continues in {secs} s ({})",
             if reset.is_some() {
                 "the limit's reset"
             } else {
                 "no reset time given: [limits] wait"
             }
-        );
+        ));
         self.set_limited(Some(at));
         if !self.agent.is_empty() {
             let agent = self.agent.clone();
@@ -385,12 +393,11 @@ impl HookFeed {
     /// then. It retries by itself, so no check-in is needed to go on.
     fn retrying(&self, at_ms: u64, message: &str) {
         let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms);
-        tracing::warn!(
-            TORCH_ALERT = 1,
+        report::raise(&format!(
             "the agent's model API refused its call ({}); its CLI retries in {} s, and messages wait until then",
             message.trim(),
             secs_until(at)
-        );
+        ));
         self.set_limited(Some(at));
     }
 
@@ -508,6 +515,18 @@ impl HookFeed {
         match self.last() {
             None => screen,
             Some(h) => combine(&h, screen),
+        }
+    }
+
+    /// What decides the state, without its age: `hook EVENT`, a limit, or
+    /// `screen`.
+    pub fn decided_by(&self) -> String {
+        if let Some(until) = self.limited_until() {
+            return format!("limit: continues in {} s", secs_until(until));
+        }
+        match self.last() {
+            Some(h) => format!("hook {}", h.event),
+            None => "screen".to_string(),
         }
     }
 

@@ -83,16 +83,12 @@ pub async fn schedule_continue(agent: &str, at: SystemTime) {
         Ok(Ok(out)) if out.status.success() => {
             tracing::info!("a check-in in {wait} s will tell the agent to continue")
         }
-        Ok(Ok(out)) => tracing::warn!(
-            TORCH_ALERT = 1,
+        Ok(Ok(out)) => crate::report::raise(&format!(
             "cannot schedule the agent's continue check-in: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Ok(Err(e)) => tracing::warn!(TORCH_ALERT = 1, "cannot run torch schedule: {e}"),
-        Err(_) => tracing::warn!(
-            TORCH_ALERT = 1,
-            "torch schedule took over {SCHEDULE_TIMEOUT:?}"
-        ),
+        )),
+        Ok(Err(e)) => crate::report::raise(&format!("cannot run torch schedule: {e}")),
+        Err(_) => crate::report::raise(&format!("torch schedule took over {SCHEDULE_TIMEOUT:?}")),
     }
 }
 

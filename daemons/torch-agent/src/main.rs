@@ -21,6 +21,7 @@ mod notify;
 mod opencode;
 mod output;
 mod proc;
+mod report;
 mod screen;
 mod session;
 mod startup;

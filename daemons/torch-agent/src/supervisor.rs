@@ -85,6 +85,7 @@ async fn supervise(
         move |delivered, id| counter.attempted(delivered, id),
     ));
     tokio::spawn(control::serve(listener, Arc::clone(&shared), jobs_tx));
+    tokio::spawn(crate::report::run(Arc::clone(&shared)));
     let code = health::watch(name, def, shared, server_pid).await;
     if def.worktree && paths::retiring_marker(name).exists() {
         match crate::worktree::put_away(name, def) {

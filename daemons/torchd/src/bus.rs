@@ -28,7 +28,7 @@ use crate::error::HubError;
 use crate::events::{Emitting, Event, Sink};
 use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
-use crate::{access, ledger, lifecycle, metrics, moves, schedule, service};
+use crate::{access, ledger, lifecycle, metrics, moves, reports, schedule, service};
 
 /// The hub's side of `org.torch.Manager1`, served as a [`Server`].
 pub struct Manager {
@@ -334,6 +334,25 @@ impl ManagerService for Manager {
         result.map_err(fdo::Error::from)
     }
 
+    async fn report(
+        &self,
+        caller: Caller,
+        kind: &str,
+        value: &str,
+        detail: &str,
+    ) -> fdo::Result<()> {
+        let Some(agent) = caller.agent() else {
+            let e = HubError::AccessDenied(
+                "only an agent's supervisor reports, from the agent's unit".into(),
+            );
+            audit(&caller, "Report", &format!("refused: {e}"));
+            return Err(e.into());
+        };
+        let report = reports::parse(kind, value, detail)?;
+        reports::take(&self.hub, agent, report).await;
+        Ok(())
+    }
+
     async fn status(&self, caller: Caller) -> fdo::Result<String> {
         let hub = &self.hub;
         let op = |actor| async move { service::status(hub, actor).await };
@@ -514,6 +533,15 @@ impl Sink for Signals {
                 }
                 Event::TaskChanged { id, state, actor } => {
                     Server::task_changed(&e, id, state, actor).await
+                }
+                Event::AgentChanged {
+                    agent,
+                    state,
+                    detail,
+                } => Server::agent_changed(&e, agent, state, detail).await,
+                Event::Alert { agent, text } => Server::alert(&e, agent, text).await,
+                Event::CheckinFired { id, agent, message } => {
+                    Server::checkin_fired(&e, id, agent, message).await
                 }
             };
         })

@@ -27,6 +27,20 @@ pub enum Event<'a> {
         state: &'a str,
         actor: &'a str,
     },
+    /// An agent's supervisor reads it in a new state.
+    AgentChanged {
+        agent: &'a str,
+        state: &'a str,
+        detail: &'a str,
+    },
+    /// Something a person should look at (`TORCH_ALERT=1` in the journal).
+    Alert { agent: &'a str, text: &'a str },
+    /// A check-in fired: its message is stored.
+    CheckinFired {
+        id: i64,
+        agent: &'a str,
+        message: i64,
+    },
 }
 
 /// The future of one [`Sink::emit`].
@@ -98,5 +112,32 @@ impl Events {
     /// A task entered `state`.
     pub async fn task_changed(&self, id: i64, state: &str, actor: &str) {
         self.emit(Event::TaskChanged { id, state, actor }).await;
+    }
+
+    /// `agent`'s supervisor reads it `state` (`detail`: what decided, or
+    /// what it asks).
+    pub async fn agent_changed(&self, agent: &str, state: &str, detail: &str) {
+        let event = Event::AgentChanged {
+            agent,
+            state,
+            detail,
+        };
+        self.emit(event).await;
+    }
+
+    /// An alert about `agent`.
+    pub async fn alert(&self, agent: &str, text: &str) {
+        self.emit(Event::Alert { agent, text }).await;
+    }
+
+    /// An alert about `agent`, from code that cannot wait for it to go out.
+    pub fn alert_soon(&self, agent: String, text: String) {
+        let events = self.clone();
+        tokio::spawn(async move { events.alert(&agent, &text).await });
+    }
+
+    /// Check-in `id` of `agent` fired as message `message`.
+    pub async fn checkin_fired(&self, id: i64, agent: &str, message: i64) {
+        self.emit(Event::CheckinFired { id, agent, message }).await;
     }
 }

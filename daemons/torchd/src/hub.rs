@@ -32,6 +32,8 @@ pub struct Hub {
     pub ledger_changed: tokio::sync::Notify,
     /// What the pools are doing.
     pub pools: crate::pools::Pools,
+    /// How fast each agent's supervisor reports.
+    pub reports: crate::reports::Reports,
 }
 
 /// Now, in Unix milliseconds (0 before 1970, which no clock shows).

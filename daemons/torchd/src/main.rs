@@ -21,6 +21,7 @@ mod lifecycle;
 mod metrics;
 mod moves;
 mod pools;
+mod reports;
 mod retention;
 mod router;
 mod schedule;
@@ -145,6 +146,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         fleet,
         ledger_changed: tokio::sync::Notify::new(),
         pools: Default::default(),
+        reports: Default::default(),
     });
     system
         .object_server()

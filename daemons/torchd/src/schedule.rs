@@ -236,6 +236,7 @@ pub async fn fire(hub: &Hub, s: &Schedule) -> Result<Option<i64>, HubError> {
         return Ok(None);
     };
     tracing::info!("check-in #{} fired for {}: message #{msg}", s.id, s.agent);
+    hub.events.checkin_fired(s.id, &s.agent, msg).await;
     hub.courier.kick(&s.agent);
     if let Some(next) = next {
         arm(hub, next).await?;

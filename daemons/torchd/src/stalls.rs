@@ -99,12 +99,12 @@ fn nudge(
     if t.stalled {
         return Ok(None);
     }
-    tracing::warn!(
-        torch_alert = 1,
+    let alert = format!(
         "task #{} stalled: {holder} has been idle with it for {idle} after {} nudges",
-        t.id,
-        t.nudges
+        t.id, t.nudges
     );
+    tracing::warn!(torch_alert = 1, "{alert}");
+    hub.events.alert_soon(holder.to_string(), alert);
     let Some(parent) = parent else {
         hub.store.nudge_task(
             t.id,
