@@ -184,6 +184,33 @@ impl Default for Attention {
     }
 }
 
+/// Where alerts go besides the journal: `torch-alerts.service` posts each
+/// to a webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Alerts {
+    /// The URL (http or https) each alert is posted to as JSON; empty for
+    /// none. Agents read `torch.toml`: a URL holding a secret belongs in
+    /// `/etc/torch/alerts.env` (`TORCH_ALERTS_WEBHOOK=`), which wins.
+    pub webhook: String,
+    /// How long one try may take.
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+    /// Tries per alert (the waits between them double from 1 s) before
+    /// it is given up, with a line in the journal.
+    pub tries: u32,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            webhook: String::new(),
+            timeout: Duration::from_secs(10),
+            tries: 5,
+        }
+    }
+}
+
 /// What happens when an agent's CLI stops on a rate or usage limit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -313,6 +340,8 @@ pub struct Config {
     pub schedules: Schedules,
     /// When a waiting agent's parent is told.
     pub attention: Attention,
+    /// Where alerts go besides the journal.
+    pub alerts: Alerts,
     /// Answers to an agent CLI's permission questions.
     pub permissions: Permissions,
     /// Continuing after rate and usage limits.

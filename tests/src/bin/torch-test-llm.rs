@@ -11,7 +11,8 @@
 //! * `POST /v1/messages` (plain or `"stream": true`), `POST /v1/messages/count_tokens`;
 //!   `POST /v1beta/models/M:generateContent` and `:streamGenerateContent` (see
 //!   `torch_tests::gemini`); `POST /v1/responses` and `POST /v1/chat/completions` (see
-//!   `torch_tests::openai`); anything else is a 404 with an API-style error body.
+//!   `torch_tests::openai`); `POST /webhook` (any JSON, answered 200: a webhook's receiver
+//!   for `torch-alerts`); anything else is a 404 with an API-style error body.
 //! * Every request is appended to the record file as one JSON line: `at_ms`, `method`,
 //!   `path`, `body` (JSON or null), `last_user_text`, `model`, and `request` (its number,
 //!   from 1). When a `/v1/messages` reply has been sent whole (a stream's last event handed
@@ -168,6 +169,8 @@ async fn handle(State(app): State<Shared>, method: Method, uri: Uri, body: Bytes
             app.responses(&req, &text, &model, body.len(), request)
                 .await
         }
+        // A webhook's receiver, for torch-alerts: the record keeps the body.
+        (true, "/webhook", Some(_)) => (StatusCode::OK, "ok\n").into_response(),
         (true, path, Some(req)) if is_gemini => {
             app.gemini(&req, &text, gemini::is_stream(path), body.len(), request)
                 .await
