@@ -123,6 +123,31 @@ fn checkins_and_reports(sb: &Sandbox, log: &str) -> Result<()> {
     Ok(())
 }
 
+/// `--since` reads back what happened before it started, at the time it happened: the
+/// message `m` queued and delivered, task `task` assigned; then goes on live.
+fn replayed_since(sb: &Sandbox, m: &Message, task: i64) -> Result<()> {
+    let log = "/run/events-since.log";
+    watch(sb, "events-since", log, &["--json", "--since", "10m"])?;
+    let seen = events(sb, log)?;
+    let at = |kind: &str, id: i64| {
+        seen.iter()
+            .find(|e| e["kind"] == kind && e["id"] == id)
+            .and_then(|e| e["at_ms"].as_i64())
+    };
+    ensure!(
+        at("message_queued", m.id) == Some(m.created_ms)
+            && at("message_delivered", m.id).is_some()
+            && at("task_changed", task).is_some(),
+        "{seen:#?}"
+    );
+    sb.torch(&["send", "--wait", "e2", "after the replay"])?;
+    wait_until(
+        "a live event after the replay",
+        Duration::from_secs(20),
+        || Ok(events(sb, log)?.len() > seen.len()),
+    )
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -213,6 +238,7 @@ fn torch_events_shows_what_happens_as_it_happens() -> Result<()> {
     r.map_err(|e| e.context(format!("{:#?}", events(&sb, mine).unwrap_or_default())))?;
     // Every message to e2 was seen queued and delivered there, whoever stored it (the
     // task e1 held went back to the ledger when e1 retired, and to e2); nothing else.
+    replayed_since(&sb, &m, id)?;
     let mine_seen = events(&sb, mine)?;
     let names_e2 = |e: &Value| {
         e["agents"]

@@ -174,6 +174,11 @@ pub enum Cmd {
         /// Only events naming this agent.
         #[arg(long, value_name = "NAME")]
         agent: Option<String>,
+        /// First what happened in this last while (90s, 15m, 2h), read
+        /// back from the store: messages and tasks (states, alerts and
+        /// check-ins fired show live only).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
         /// One JSON object a line (schema in docs/dbus.md).
         #[arg(long)]
         json: bool,

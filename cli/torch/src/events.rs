@@ -13,13 +13,14 @@ use crate::hub;
 
 /// One event as `torch events --json` prints it (a line each).
 #[derive(Debug, Serialize)]
-struct Event {
-    /// When this command received it, Unix milliseconds.
-    at_ms: u128,
+pub struct Event {
+    /// When this command received it, Unix milliseconds; for one read back
+    /// from the store (`--since`), when it happened there.
+    pub at_ms: i64,
     /// `message_queued`, `message_delivered`, `message_failed`,
     /// `fleet_changed`, `agent_changed`, `alert`, `checkin_fired` or
     /// `task_changed`.
-    kind: &'static str,
+    pub kind: &'static str,
     /// The message's, task's or check-in's id (none for an agent's changes
     /// and alerts).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -39,9 +40,20 @@ struct Event {
 
 impl Event {
     fn new(kind: &'static str, id: Option<i64>, agents: &[&str], detail: &str) -> Self {
-        let at_ms = SystemTime::now()
+        let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+            .map_or(0, |d| d.as_millis() as i64);
+        Self::at(now, kind, id, agents, detail)
+    }
+
+    /// An event that happened at `at_ms`.
+    pub fn at(
+        at_ms: i64,
+        kind: &'static str,
+        id: Option<i64>,
+        agents: &[&str],
+        detail: &str,
+    ) -> Self {
         Event {
             at_ms,
             kind,
@@ -50,6 +62,30 @@ impl Event {
             detail: detail.to_string(),
             why: String::new(),
         }
+    }
+
+    /// What identifies an event the store also holds, to show it once
+    /// when it is both read back and heard live.
+    fn stored_key(&self) -> Option<(&'static str, i64, String)> {
+        match self.kind {
+            "message_queued" | "message_delivered" | "message_failed" | "task_changed" => {
+                Some((self.kind, self.id?, self.detail.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    fn names(&self, agent: Option<&str>) -> bool {
+        agent.is_none_or(|a| self.agents.iter().any(|x| x == a))
+    }
+
+    fn print(&self, json: bool) -> Result<()> {
+        if json {
+            println!("{}", serde_json::to_string(self)?);
+        } else {
+            println!("{}", self.line());
+        }
+        Ok(())
     }
 
     fn line(&self) -> String {
@@ -69,12 +105,22 @@ impl Event {
     }
 }
 
+/// The Unix ms `ago` (a duration: 90s, 15m, 2h) before now.
+pub fn since_ms(ago: &str) -> Result<i64> {
+    let ago = torch_core::schedule::parse_duration(ago).map_err(anyhow::Error::msg)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(now - ago.as_millis() as i64)
+}
+
 /// Boxed, so the signal streams go in one `select_all`.
 type Events = std::pin::Pin<Box<dyn Stream<Item = Event> + Send>>;
 
 /// Prints events until interrupted (or the bus goes away); only those
-/// naming `agent`, when given.
-pub async fn watch(agent: Option<String>, json: bool) -> Result<()> {
+/// naming `agent`, when given; first those since `since_ms`, read back
+/// from the store.
+pub async fn watch(agent: Option<String>, json: bool, since_ms: Option<i64>) -> Result<()> {
     let h = hub::connect().await?;
     let streams: Vec<Events> = vec![
         Box::pin(
@@ -158,20 +204,29 @@ pub async fn watch(agent: Option<String>, json: bool) -> Result<()> {
                 }),
         ),
     ];
+    // Subscribed before reading back: nothing falls between the two, and
+    // what is in both shows once.
+    let mut shown = std::collections::HashSet::new();
+    if let Some(since) = since_ms {
+        for event in crate::replay::since(&h, since).await? {
+            if event.names(agent.as_deref()) {
+                event.print(json)?;
+            }
+            if let Some(key) = event.stored_key() {
+                shown.insert(key);
+            }
+        }
+    }
     eprintln!("torch: watching the hub's events (Ctrl-C to stop)");
     let mut all = futures_util::stream::select_all(streams);
     while let Some(event) = all.next().await {
-        if agent
-            .as_deref()
-            .is_some_and(|a| !event.agents.iter().any(|x| x == a))
-        {
+        if !event.names(agent.as_deref()) {
             continue;
         }
-        if json {
-            println!("{}", serde_json::to_string(&event)?);
-        } else {
-            println!("{}", event.line());
+        if event.stored_key().is_some_and(|k| shown.remove(&k)) {
+            continue;
         }
+        event.print(json)?;
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ mod config_check;
 mod docs;
 mod events;
 mod hub;
+mod replay;
 mod send;
 mod show;
 mod tasks;
@@ -126,7 +127,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Cmd::Status { json } => show::status(json)?,
         Cmd::Metrics => print!("{}", hub_call(async |h| h.metrics().await)?),
-        Cmd::Events { agent, json } => runtime()?.block_on(events::watch(agent, json))?,
+        Cmd::Events { agent, json, since } => {
+            let since_ms = since.as_deref().map(events::since_ms).transpose()?;
+            runtime()?.block_on(events::watch(agent, json, since_ms))?
+        }
         Cmd::Agents { skills, idle, json } => show::agents(&skills, idle, json)?,
         Cmd::Task { action } => tasks::run(action)?,
         Cmd::Explain { name } => show::explain(&agent(&name)?)?,
