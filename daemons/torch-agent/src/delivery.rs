@@ -24,6 +24,7 @@ use torch_core::protocol::Response;
 use torch_tmux::{Screen, TmuxError};
 
 use crate::hooks::HookFeed;
+use crate::output::PasteMode;
 use crate::screen::ScreenReader;
 use crate::typed::Outcome;
 pub use crate::typed::TypedIds;
@@ -79,6 +80,12 @@ pub enum DeliveryError {
     /// The CLI's hooks never reported the prompt as taken.
     #[error("the agent's CLI did not report taking the message after {HOOK_SUBMIT_ATTEMPTS} Enter presses; the text may sit unsent in its input box")]
     NotTaken,
+    /// The program reads pastes bracketed, but did not turn that on again.
+    #[error("the agent's program did not ask for bracketed paste again within {secs} s (it does at its prompt), so the lines of a message would each be taken for Enter; message not delivered")]
+    NoBracketedPaste {
+        /// How long we waited.
+        secs: u64,
+    },
     /// The CLI never came to its prompt.
     #[error("the agent did not come to its prompt within {secs} s (it reads {activity}); message not delivered")]
     NeverIdle {
@@ -107,6 +114,8 @@ pub struct Gate {
     pub ready_pattern: Option<String>,
     /// The CLI's hooks, for CLIs that report through them.
     pub hooks: Option<std::sync::Arc<HookFeed>>,
+    /// Whether the program reads pasted text bracketed just now.
+    pub paste_mode: Option<std::sync::Arc<PasteMode>>,
 }
 
 /// A message waiting for the worker: text, the hub's id, the channel for
@@ -169,6 +178,13 @@ pub async fn deliver(
         Some(_) => (1, HOOKED_PASTE_TIMEOUT),
         None => (PASTE_ATTEMPTS, PASTE_UNCHANGED_TIMEOUT),
     };
+    // The CLIs Torch knows turn bracketed paste on at their prompt; a
+    // plain program or shell is typed into as before.
+    if text.contains('\n') && gate.hooks.is_some() {
+        if let Some(mode) = gate.paste_mode.as_deref() {
+            wait_for_bracketed_paste(mode, output).await?;
+        }
+    }
     let (pasted, text_seen) = paste(screen, text, output, typed, (attempts, patience)).await?;
     let pasted_at = Instant::now();
     before_enter();
@@ -263,6 +279,31 @@ async fn submit(
 
 /// Waits until the CLI, by its hooks and its chrome, is idle at its prompt
 /// (after a start: once it reported its session).
+/// Waits, for a text of several lines, until a program that reads pastes
+/// bracketed has its bracketed paste on again: one that turned it off is
+/// between two prompts (it showed its prompt a moment before asking for
+/// it), and would take each newline for Enter. A program that never asked
+/// for it is not waited for.
+async fn wait_for_bracketed_paste(
+    mode: &PasteMode,
+    output: &mut watch::Receiver<u64>,
+) -> Result<(), DeliveryError> {
+    let start = Instant::now();
+    let deadline = start + READY_TIMEOUT;
+    if mode.get() == Some(false) {
+        tracing::debug!("waiting for the program to turn bracketed paste on again");
+    }
+    while mode.get() == Some(false) {
+        if Instant::now() >= deadline {
+            return Err(DeliveryError::NoBracketedPaste {
+                secs: READY_TIMEOUT.as_secs(),
+            });
+        }
+        next_output(output).await;
+    }
+    Ok(())
+}
+
 async fn wait_until_idle(
     screen: &ScreenReader,
     hooks: &HookFeed,

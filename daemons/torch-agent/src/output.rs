@@ -7,6 +7,7 @@
 //! a chatty agent loses lines (and we say how many), the journal does not
 //! drown.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
@@ -34,6 +35,9 @@ struct Lines {
     chars: usize,
     after_cr: bool,
     done: Vec<String>,
+    /// Whether the program last asked for bracketed paste (DECSET 2004) or
+    /// stopped it; `None` before it said either.
+    paste: Option<bool>,
 }
 
 impl Lines {
@@ -78,7 +82,10 @@ impl vte::Perform for Lines {
         }
     }
 
-    fn csi_dispatch(&mut self, _: &vte::Params, _: &[u8], _: bool, action: char) {
+    fn csi_dispatch(&mut self, params: &vte::Params, marks: &[u8], _: bool, action: char) {
+        if marks == b"?" && matches!(action, 'h' | 'l') && params.iter().any(|p| p == [2004]) {
+            self.paste = Some(action == 'h');
+        }
         // Full-screen programs place text with cursor moves instead of
         // newlines; an absolute move or "next line" ends the text before it.
         if matches!(action, 'H' | 'f' | 'd' | 'E') && !self.current.trim().is_empty() {
@@ -88,6 +95,11 @@ impl vte::Perform for Lines {
 }
 
 impl LineSplitter {
+    /// Whether the program wants pasted text bracketed, as it last said.
+    pub fn bracketed_paste(&self) -> Option<bool> {
+        self.sink.paste
+    }
+
     /// Feeds bytes; returns the lines they completed.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<String> {
         self.parser.advance(&mut self.sink, bytes);
@@ -128,9 +140,39 @@ impl RateLimit {
     }
 }
 
+/// Whether the program in the pane reads pasted text bracketed (its input
+/// prompt asked for it with DECSET 2004), as its output last said. A
+/// program between prompts (its bracketed paste off) would take each
+/// newline of a paste for Enter.
+#[derive(Debug, Default)]
+pub struct PasteMode(AtomicU8);
+
+impl PasteMode {
+    pub fn set(&self, on: Option<bool>) {
+        let v = match on {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// `None` while the program never said.
+    pub fn get(&self) -> Option<bool> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(v == 2),
+        }
+    }
+}
+
 /// Reads the pane's output FIFO until it fails, writing lines to the journal
-/// and calling `on_output` for each read (activity tracking).
-pub async fn pump(mut fifo: pipe::Receiver, on_output: impl Fn()) -> std::io::Result<()> {
+/// and calling `on_output` for each read (activity tracking) with the
+/// program's bracketed paste as it said so far.
+pub async fn pump(
+    mut fifo: pipe::Receiver,
+    on_output: impl Fn(Option<bool>),
+) -> std::io::Result<()> {
     let mut splitter = LineSplitter::default();
     let mut limit = RateLimit::new(Instant::now());
     let mut buf = vec![0u8; 16 * 1024];
@@ -140,8 +182,9 @@ pub async fn pump(mut fifo: pipe::Receiver, on_output: impl Fn()) -> std::io::Re
             // We hold the FIFO open for writing too, so EOF means trouble.
             return Ok(());
         }
-        on_output();
-        for line in splitter.feed(&buf[..n]) {
+        let lines = splitter.feed(&buf[..n]);
+        on_output(splitter.bracketed_paste());
+        for line in lines {
             let now = Instant::now();
             if !limit.admit(now) {
                 continue;
@@ -163,6 +206,19 @@ pub async fn pump(mut fifo: pipe::Receiver, on_output: impl Fn()) -> std::io::Re
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn bracketed_paste_follows_what_the_program_asked() {
+        let mut s = LineSplitter::default();
+        s.feed(b"plain output\r\n");
+        assert_eq!(s.bracketed_paste(), None);
+        s.feed(b"\x1b[?2004h> ");
+        assert_eq!(s.bracketed_paste(), Some(true));
+        s.feed(b"\x1b[?25l\x1b[?2004l\r\nworking");
+        assert_eq!(s.bracketed_paste(), Some(false));
+        s.feed(b"\x1b[2004h");
+        assert_eq!(s.bracketed_paste(), Some(false), "not a private mode");
+    }
 
     #[test]
     fn escapes_are_removed_even_when_split_across_reads() {

@@ -66,6 +66,8 @@ pub struct Shared {
     pub hooks: Arc<HookFeed>,
     /// The agent's profile, whose CLI decides the keys of an answer.
     pub profile: torch_core::Profile,
+    /// Whether the program reads pasted text bracketed just now.
+    pub paste_mode: Arc<crate::output::PasteMode>,
     /// How long the agent has waited on a question or in trouble.
     attention: Mutex<Watch>,
     state: AtomicU8,
@@ -105,6 +107,7 @@ impl Shared {
             poke: Notify::new(),
             hooks,
             profile,
+            paste_mode: Default::default(),
             attention: Mutex::new(attention),
             state: AtomicU8::new(AgentState::Starting as u8),
             pid: AtomicU32::new(0),
@@ -135,8 +138,10 @@ impl Shared {
         self.pid.store(pid, Ordering::Relaxed);
     }
 
-    /// Notes a read of pane output.
-    pub fn output_seen(&self) {
+    /// Notes a read of pane output, after which the program reads pasted
+    /// text bracketed or not as `paste` says.
+    pub fn output_seen(&self, paste: Option<bool>) {
+        self.paste_mode.set(paste);
         let ms = self.started.elapsed().as_millis() as u64;
         self.last_output_ms.store(ms, Ordering::Relaxed);
         self.output_reads.send_modify(|n| *n = n.wrapping_add(1));

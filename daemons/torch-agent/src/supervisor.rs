@@ -73,6 +73,7 @@ async fn supervise(
     let gate = delivery::Gate {
         ready_pattern: def.ready_pattern.clone(),
         hooks: def.profile.has_hooks().then(|| Arc::clone(&shared.hooks)),
+        paste_mode: Some(Arc::clone(&shared.paste_mode)),
     };
     tokio::spawn(delivery::worker(
         Arc::clone(&shared.screen),
@@ -87,6 +88,7 @@ async fn supervise(
     tokio::spawn(control::serve(listener, Arc::clone(&shared), jobs_tx));
     tokio::spawn(crate::report::run(Arc::clone(&shared)));
     let code = health::watch(name, def, shared, server_pid).await;
+    crate::report::going_down("its unit stops").await;
     if def.worktree && paths::retiring_marker(name).exists() {
         match crate::worktree::put_away(name, def) {
             Ok(what) => tracing::info!("retired: {what}"),
@@ -99,7 +101,7 @@ async fn supervise(
 /// Streams the pane's output into the journal, counting each read for the
 /// screen reader, until the pipe fails.
 async fn pump_output(fifo: pipe::Receiver, shared: Arc<Shared>) {
-    if let Err(e) = output::pump(fifo, || shared.output_seen()).await {
+    if let Err(e) = output::pump(fifo, |paste| shared.output_seen(paste)).await {
         tracing::warn!("pane output no longer reaches the journal: {e}");
     }
     shared.output_lost();
