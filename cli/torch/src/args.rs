@@ -183,6 +183,11 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A full-screen dashboard of the fleet: the tree with each agent's
+    /// state, queue and last output; the selected agent's screen, inbox and
+    /// journal; keys to send, answer, restart and attach (refreshed from
+    /// the hub's signals)
+    Top,
     /// The fleet's metrics as Prometheus reads them (the text
     /// torch-metrics.socket serves at /metrics; names in metrics.md)
     Metrics,

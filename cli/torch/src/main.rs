@@ -28,6 +28,7 @@ mod replay;
 mod send;
 mod show;
 mod tasks;
+mod top;
 mod work;
 
 /// How long `torch send` waits: the supervisor may wait up to a minute for
@@ -126,6 +127,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("retired {name}; final transcript: {transcript}");
         }
         Cmd::Status { json } => show::status(json)?,
+        Cmd::Top => runtime()?.block_on(top::run())?,
         Cmd::Metrics => print!("{}", hub_call(async |h| h.metrics().await)?),
         Cmd::Events { agent, json, since } => {
             let since_ms = since.as_deref().map(events::since_ms).transpose()?;

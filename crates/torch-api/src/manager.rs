@@ -264,8 +264,8 @@ manager_interface! {
         fn task_changed(id: i64, state: &str, actor: &str);
 
         /// `agent`'s supervisor reads it in `state` (idle, working,
-        /// asking, trouble, limited, unknown); `detail` says what decided
-        /// it, or what it asks.
+        /// asking, trouble, limited, unknown; down as its unit stops);
+        /// `detail` says what decided it, or what it asks.
         fn agent_changed(agent: &str, state: &str, detail: &str);
 
         /// Something a person should look at, about `agent`: it waited too

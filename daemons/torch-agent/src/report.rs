@@ -78,6 +78,17 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// The longest the last report may hold up the supervisor's exit.
+const LAST_REPORT: Duration = Duration::from_millis(500);
+
+/// Tells the hub the agent is going down (its unit stops), so those who
+/// watch see it at once; a crash says nothing, and the agent shows down in
+/// `torch status` when its supervisor no longer answers.
+pub async fn going_down(why: &str) {
+    let mut hub = HubLink::default();
+    let _ = tokio::time::timeout(LAST_REPORT, hub.report("state", "down", why)).await;
+}
+
 /// The bus connection to the hub, made when first needed and again after
 /// it failed.
 #[derive(Default)]

@@ -20,8 +20,11 @@ const WINDOW: Duration = Duration::from_secs(1);
 /// The longest detail or alert text passed on.
 const MAX_TEXT: usize = 2048;
 
-/// The states a supervisor reads (`torch_core::profile::Activity`).
-const STATES: [&str; 6] = ["idle", "working", "asking", "trouble", "limited", "unknown"];
+/// The states a supervisor reads (`torch_core::profile::Activity`), and
+/// `down` as it stops.
+const STATES: [&str; 7] = [
+    "idle", "working", "asking", "trouble", "limited", "unknown", "down",
+];
 
 /// One report, checked.
 #[derive(Debug, PartialEq, Eq)]
