@@ -16,6 +16,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ "$(id -u)" = 0 ] || { echo "bench: run as root (it boots a systemd sandbox)" >&2; exit 1; }
 scripts/setup-debian.sh
 scripts/setup-clis.sh
-cargo build --release -p torch -p torch-agent -p torchd -p torch-metrics -p torch-alerts -p torch-tests --bins
+cargo build --release -p torch -p torch-agent -p torchd -p torch-metrics -p torch-alerts -p torch-web -p torch-tests --bins
 TORCH_BIN_DIR=$PWD/target/release TORCH_BENCH_COMMAND="scripts/bench.sh${*:+ $*}" \
   target/release/torch-bench --write docs/benchmarks.md "$@"

@@ -14,7 +14,7 @@ have_version cargo-deb "$CARGO_DEB_VERSION" || cargo install --locked cargo-deb 
 have_version cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION" || cargo install --locked cargo-generate-rpm --version "$CARGO_GENERATE_RPM_VERSION"
 
 echo "package: building release binaries"
-cargo build --release --bins -p torch -p torch-agent -p torchd -p torch-metrics -p torch-alerts
+cargo build --release --bins -p torch -p torch-agent -p torchd -p torch-metrics -p torch-alerts -p torch-web
 gen=target/release/generated
 rm -rf "$gen"
 target/release/torch generate-docs "$gen"

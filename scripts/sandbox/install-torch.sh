@@ -11,7 +11,7 @@ H=${SDH_DIR:-/tmp/systemd-sandbox}
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BIN=${TORCH_BIN_DIR:-$TOP/target/debug}
 R=$SDH_ROOT
-for b in torch-agent torchd torch torch-metrics torch-alerts; do
+for b in torch-agent torchd torch torch-metrics torch-alerts torch-web; do
   [ -x "$BIN/$b" ] || { echo "install-torch: $BIN/$b missing; run cargo build --workspace first" >&2; exit 1; }
 done
 install -D -m755 "$BIN/torch-agent" "$R/usr/libexec/torch/torch-agent"
@@ -19,6 +19,7 @@ install -D -m755 "$BIN/torchd" "$R/usr/libexec/torch/torchd"
 install -D -m755 "$BIN/torch" "$R/usr/bin/torch"
 install -D -m755 "$BIN/torch-metrics" "$R/usr/libexec/torch/torch-metrics"
 install -D -m755 "$BIN/torch-alerts" "$R/usr/libexec/torch/torch-alerts"
+install -D -m755 "$BIN/torch-web" "$R/usr/libexec/torch/torch-web"
 # The scripted test agents, when built (never a real LLM in tests or the demo).
 for agent in "$BIN/torch-test-agent" "$TOP/target/debug/torch-test-agent"; do
   if [ -x "$agent" ]; then

@@ -225,6 +225,7 @@ fn rpm_lists_scripts_requires_and_installs_into_a_scratch_root() -> Result<()> {
             "/usr/libexec/torch/torchd",
             "/usr/libexec/torch/torch-metrics",
             "/usr/libexec/torch/torch-alerts",
+            "/usr/libexec/torch/torch-web",
             "/usr/libexec/torch/torch-agent",
             "/usr/share/man/man1/torch.1.gz",
             "/usr/share/doc/torch/dbus.md",

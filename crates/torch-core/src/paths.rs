@@ -100,6 +100,9 @@ pub const AGENTS_GROUP: &str = "torch-agent";
 /// The user `torch-metrics.service` runs as: the hub answers it `Metrics`
 /// and nothing else.
 pub const METRICS_USER: &str = "torch-metrics";
+/// The user `torch-web.service` runs as: the hub answers it `Status` and
+/// nothing else.
+pub const WEB_USER: &str = "torch-web";
 
 /// The supervisor's control socket, in the agent's runtime directory.
 pub const CONTROL_SOCKET: &str = "control.sock";

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -37,18 +37,7 @@ async fn main() -> Result<()> {
         .route("/metrics", get(scrape))
         .route("/", get(index))
         .with_state(hub);
-    let mut fds = listenfd::ListenFd::from_env();
-    if let Ok(Some(l)) = fds.take_tcp_listener(0) {
-        l.set_nonblocking(true)?;
-        axum::serve(tokio::net::TcpListener::from_std(l)?, app).await?;
-    } else if let Ok(Some(l)) = fds.take_unix_listener(0) {
-        l.set_nonblocking(true)?;
-        axum::serve(tokio::net::UnixListener::from_std(l)?, app).await?;
-    } else {
-        bail!(
-            "no listening socket from systemd; enable the socket instead of running this program: systemctl enable --now torch-metrics.socket"
-        );
-    }
+    torch_listen::serve(app, "torch-metrics.socket").await?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use torch_core::paths::{METRICS_USER, OPERATOR_GROUP};
+use torch_core::paths::{METRICS_USER, OPERATOR_GROUP, WEB_USER};
 use torch_core::policy::OPERATOR;
 use torch_core::AgentName;
 use torch_systemd::{Systemd, SystemdError};
@@ -75,10 +75,20 @@ impl Caller {
                 "agent {agent} may not read the fleet's metrics; they are the operator's and {METRICS_USER}'s"
             )));
         }
-        if self.operator || (self.uid.is_some() && self.uid == metrics_uid()) {
+        if self.operator || self.is_user(METRICS_USER) {
             return Ok(());
         }
         Err(self.not_placed())
+    }
+
+    /// Whether the caller is the read-only web dashboard's user, outside
+    /// any agent's unit.
+    pub fn is_web_viewer(&self) -> bool {
+        self.agent.is_none() && self.is_user(WEB_USER)
+    }
+
+    fn is_user(&self, name: &str) -> bool {
+        self.uid.is_some() && self.uid == system_uid(name)
     }
 
     /// Neither an agent's process nor an operator: an agent's process that
@@ -150,15 +160,23 @@ impl Callers {
     }
 }
 
-/// The uid of the metrics user, if it exists (looked up once).
-fn metrics_uid() -> Option<u32> {
-    static UID: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-    *UID.get_or_init(|| {
-        nix::unistd::User::from_name(METRICS_USER)
-            .ok()
-            .flatten()
-            .map(|u| u.uid.as_raw())
-    })
+/// The uid of the metrics or the web user, if it exists (looked up once
+/// each).
+fn system_uid(name: &str) -> Option<u32> {
+    static UIDS: std::sync::OnceLock<[Option<u32>; 2]> = std::sync::OnceLock::new();
+    let uids = UIDS.get_or_init(|| {
+        [METRICS_USER, WEB_USER].map(|n| {
+            nix::unistd::User::from_name(n)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        })
+    });
+    match name {
+        METRICS_USER => uids[0],
+        WEB_USER => uids[1],
+        _ => None,
+    }
 }
 
 /// Whether `uid` is root or a member of the operators' group.
