@@ -18,6 +18,9 @@ have git || missing+=(git)
 # Package checks: lintian for the .deb, Debian's rpm tools for the .rpm.
 have lintian || missing+=(lintian)
 have rpm || missing+=(rpm)
+# The web dashboard's browser test: Debian's headless Chromium and its
+# WebDriver.
+{ have /usr/bin/chromium && have /usr/bin/chromedriver; } || missing+=(chromium chromium-driver)
 # The hub links the system SQLite.
 { [ -e /usr/include/sqlite3.h ] && have pkg-config; } || missing+=(libsqlite3-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then

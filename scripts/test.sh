@@ -12,6 +12,8 @@ scripts/setup-debian.sh
 # than skipping.
 scripts/setup-clis.sh
 export TORCH_REQUIRE_CLAUDE=1 TORCH_REQUIRE_GEMINI=1 TORCH_REQUIRE_CODEX=1 TORCH_REQUIRE_OPENCODE=1 TORCH_REQUIRE_AIDER=1
+# setup-debian.sh installed Chromium for the web dashboard's browser test.
+export TORCH_REQUIRE_CHROMIUM=1
 # The integration tests install these binaries into each sandbox, and the
 # packaging tests install the .deb and inspect the .rpm.
 cargo build --workspace --bins
