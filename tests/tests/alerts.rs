@@ -52,6 +52,27 @@ fn a_stalled_agent_alerts_the_webhook() -> Result<()> {
                 .is_some_and(|t| t.starts_with("Torch alert on ")),
         "{alert:#}"
     );
+    // An agent whose unit fails (here a program that does not exist: a broken
+    // definition stops it at once, as a crash loop does after five starts).
+    sb.define_agent(
+        "broken",
+        "command = [\"/nonexistent/program\"]\nworkdir = \"/srv\"\n",
+    )?;
+    let _ = sb.systemctl(&["start", "torch-agent@broken.service"]);
+    let r = wait_until(
+        "the webhook got the failure",
+        Duration::from_secs(60),
+        || {
+            Ok(receiver.requests()?.iter().any(|r| {
+                r["path"] == "/webhook"
+                    && r["body"]["agent"] == "broken"
+                    && r["body"]["alert"]
+                        .as_str()
+                        .is_some_and(|t| t.contains("failed"))
+            }))
+        },
+    );
+    r.map_err(|e| e.context(format!("{:#?}", receiver.requests().unwrap_or_default())))?;
     Ok(())
 }
 

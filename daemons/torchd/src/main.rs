@@ -25,6 +25,7 @@ mod reports;
 mod retention;
 mod router;
 mod schedule;
+mod sentinel;
 mod service;
 mod signals;
 mod stalls;
@@ -171,6 +172,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(router::run(Arc::clone(&hub)));
     tokio::spawn(pools::run(Arc::clone(&hub)));
     tokio::spawn(signals::run(Arc::clone(&hub)));
+    tokio::spawn(sentinel::run(Arc::clone(&hub)));
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.
