@@ -16,6 +16,59 @@ fn get(sb: &Sandbox, path: &str) -> Result<String> {
     sb.run(&["curl", "-sSf", "--max-time", "15", &format!("{BASE}{path}")])
 }
 
+/// `POST /api/act` with `body` and `token`: the HTTP status and the answer.
+fn act(sb: &Sandbox, token: &str, body: &Value) -> Result<(u16, String)> {
+    let auth = format!("Authorization: Bearer {token}");
+    let data = body.to_string();
+    let url = format!("{BASE}/api/act");
+    let out = sb.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "15",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-H",
+        &auth,
+        "-d",
+        &data,
+        &url,
+    ])?;
+    let (text, code) = out.trim_end().rsplit_once('\n').unwrap_or(("", out.trim()));
+    Ok((code.parse()?, text.to_string()))
+}
+
+/// Actions need the token of /etc/torch/web-token, which only the hub reads.
+fn acting_takes_the_token(sb: &Sandbox) -> Result<()> {
+    let send = serde_json::json!({"action": "send", "agent": "boss", "text": "from the web"});
+    let (code, said) = act(sb, "", &send)?;
+    ensure!(code == 403 && said.contains("read-only"), "{code} {said}");
+    let token = "a-token-of-the-admins-0123456789";
+    sb.write_file("/etc/torch/web-token", token.as_bytes(), 0o640)?;
+    sb.run(&["chgrp", "torch", "/etc/torch/web-token"])?;
+    let (code, said) = act(sb, "not-the-token-0123456789", &send)?;
+    ensure!(code == 403 && said.contains("wrong token"), "{code} {said}");
+    let (code, said) = act(sb, token, &send)?;
+    ensure!(
+        code == 200 && said.contains("to boss stored"),
+        "{code} {said}"
+    );
+    wait_until("boss got it", Duration::from_secs(20), || {
+        Ok(sb
+            .records("boss")?
+            .iter()
+            .any(|r| r.contains("from the web")))
+    })?;
+    let bad = serde_json::json!({"action": "retire", "agent": "boss"});
+    let (code, said) = act(sb, token, &bad)?;
+    ensure!(code == 400, "{code} {said}");
+    Ok(())
+}
+
 #[test]
 fn the_web_dashboard_serves_the_fleet_live_and_read_only() -> Result<()> {
     let sb = boot_hub("web", "")?;
@@ -64,6 +117,7 @@ fn the_web_dashboard_serves_the_fleet_live_and_read_only() -> Result<()> {
         }))
     });
     r.map_err(|e| e.context(seen.clone()))?;
+    acting_takes_the_token(&sb)?;
     // Read-only: its user may not send, nor read an agent's screen.
     for args in ["send boss hi", "capture boss"] {
         let out = sb.exec(&["sh", "-c", &format!("runuser -u torch-web -- torch {args}")])?;

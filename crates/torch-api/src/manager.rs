@@ -184,6 +184,12 @@ manager_interface! {
         /// `torch-metrics` user, whose unit serves them over HTTP.
         fn metrics() -> String;
 
+        /// For the web dashboard's service only: does `action` (`send`
+        /// `text`, `answer` with `text` yes or no, `restart`) on `agent` as
+        /// the operator, when `token` is the one in /etc/torch/web-token;
+        /// returns what was done.
+        fn web_act(token: &str, action: &str, agent: &str, text: &str) -> String;
+
         /// From an agent's supervisor, about its own agent (the hub knows
         /// which by the caller's unit): `kind` `state` with the state read
         /// and `detail` (what decided it, or the question), or `alert` with

@@ -4,8 +4,11 @@
 //! the socket systemd passes it (`torch-web.socket`: loopback by default,
 //! or a unix socket for a reverse proxy).
 //!
-//! It is read-only: it runs as the `torch-web` user, whom the bus lets call
-//! `Status` and hear the hub's signals, and nothing else.
+//! It is read-only unless a browser presents the token of
+//! `/etc/torch/web-token`: it runs as the `torch-web` user, whom the bus
+//! lets call `Status` and `WebAct` and hear the hub's signals, and nothing
+//! else; `WebAct` passes the browser's token to the hub, which alone reads
+//! the file and acts.
 
 mod signals;
 
@@ -47,6 +50,7 @@ async fn main() -> Result<()> {
         .route("/", get(page))
         .route("/api/status", get(status))
         .route("/api/events", get(live))
+        .route("/api/act", axum::routing::post(act))
         .with_state(App { hub, events });
     torch_listen::serve(app, "torch-web.socket").await?;
     Ok(())
@@ -68,6 +72,42 @@ async fn page() -> Response {
 async fn status(State(app): State<App>) -> Response {
     match tokio::time::timeout(HUB_TIMEOUT, app.hub.status()).await {
         Ok(Ok(json)) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Ok(Err(e)) => unavailable(format!("the Torch hub did not answer: {e}")),
+        Err(_) => unavailable("the Torch hub did not answer in time".into()),
+    }
+}
+
+/// What a browser asks to do (`POST /api/act`, its token as `Authorization:
+/// Bearer TOKEN`).
+#[derive(serde::Deserialize)]
+struct Act {
+    action: String,
+    agent: String,
+    #[serde(default)]
+    text: String,
+}
+
+async fn act(
+    State(app): State<App>,
+    headers: axum::http::HeaderMap,
+    axum::Json(req): axum::Json<Act>,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let call = app.hub.web_act(token, &req.action, &req.agent, &req.text);
+    match tokio::time::timeout(HUB_TIMEOUT, call).await {
+        Ok(Ok(done)) => (StatusCode::OK, format!("{done}\n")).into_response(),
+        Ok(Err(zbus::Error::MethodError(name, msg, _))) => {
+            let code = match name.as_str() {
+                "org.freedesktop.DBus.Error.AccessDenied" => StatusCode::FORBIDDEN,
+                "org.freedesktop.DBus.Error.InvalidArgs" => StatusCode::BAD_REQUEST,
+                _ => StatusCode::CONFLICT,
+            };
+            (code, format!("{}\n", msg.unwrap_or_default())).into_response()
+        }
         Ok(Err(e)) => unavailable(format!("the Torch hub did not answer: {e}")),
         Err(_) => unavailable("the Torch hub did not answer in time".into()),
     }

@@ -28,7 +28,7 @@ use crate::error::HubError;
 use crate::events::{Emitting, Event, Sink};
 use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
-use crate::{access, ledger, lifecycle, metrics, moves, reports, schedule, service};
+use crate::{access, ledger, lifecycle, metrics, moves, reports, schedule, service, web};
 
 /// The hub's side of `org.torch.Manager1`, served as a [`Server`].
 pub struct Manager {
@@ -331,6 +331,34 @@ impl ManagerService for Manager {
                 Err(e)
             }
         };
+        result.map_err(fdo::Error::from)
+    }
+
+    async fn web_act(
+        &self,
+        caller: Caller,
+        token: &str,
+        action: &str,
+        agent: &str,
+        text: &str,
+    ) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let result = if caller.is_web_viewer() {
+            match web::check_token(token) {
+                Ok(()) => web::act(hub, action, agent, text).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            Err(HubError::AccessDenied(
+                "only the web dashboard's service acts through WebAct; use the other methods"
+                    .into(),
+            ))
+        };
+        let outcome = match &result {
+            Ok(done) => format!("web dashboard: {done}"),
+            Err(e) => format!("web dashboard: {action} {agent} refused or failed: {e}"),
+        };
+        audit(&caller, "WebAct", &outcome);
         result.map_err(fdo::Error::from)
     }
 

@@ -29,6 +29,7 @@ mod sentinel;
 mod service;
 mod signals;
 mod stalls;
+mod web;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
