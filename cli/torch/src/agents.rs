@@ -152,6 +152,7 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
     let env = req.env_file.as_deref().map(read_env_file).transpose()?;
     let caller = hub::caller();
     let r = &req;
+    let progress = Progress::start(&format!("spawning {}: starting its unit", req.name));
     if !req.skills.is_empty() || req.capacity.is_some() || req.worktree {
         let spec = torch_api::SpawnSpec {
             name: r.name.clone(),
@@ -168,6 +169,7 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
         let spec = serde_json::to_string(&spec)?;
         let env = env.unwrap_or_default();
         let unit = hub_call(async |h| h.spawn_agent(&spec, &brief, &env).await)?;
+        drop(progress);
         println!("spawned {} ({unit})", req.name);
         return Ok(());
     }
@@ -202,8 +204,54 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
             .await
         }
     })?;
+    drop(progress);
     println!("spawned {} ({unit})", req.name);
     Ok(())
+}
+
+/// A line on a terminal's standard error saying what is awaited and for
+/// how long, redrawn each second, cleared when dropped. Nothing when
+/// standard error is not a terminal (a script, a pipe).
+pub struct Progress {
+    done: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub fn start(what: &str) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress {
+                done: None,
+                thread: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let what = what.to_string();
+        let thread = std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            // The first second says nothing: most waits are shorter.
+            while rx.recv_timeout(std::time::Duration::from_secs(1)).is_err() {
+                eprint!("\r{what} ({} s)\x1b[K", start.elapsed().as_secs());
+            }
+            eprint!("\r\x1b[K");
+        });
+        Progress {
+            done: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// An environment file's text, checked here so an error names the file.

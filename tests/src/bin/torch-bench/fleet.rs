@@ -161,7 +161,110 @@ pub fn run(sb: &Sandbox, r: &mut Report, args: &Args) -> Result<()> {
         format!("{idle:.2}%"),
         Some(idle <= 1.0),
     );
+    watched(sb, r, n, args.idle_secs, (hub_cpu, hub))?;
     throughput(sb, r, args.throughput_agents.min(n), args.per_agent)
+}
+
+/// The idle fleet of `n` again, with a web dashboard (its event stream open)
+/// and a Prometheus-like scraper (every 5 s) attached: the hub's CPU and
+/// memory against `without` (idle CPU share, memory) measured just before,
+/// and what the two services themselves cost.
+fn watched(
+    sb: &Sandbox,
+    r: &mut Report,
+    n: usize,
+    secs: u64,
+    without: (f64, crate::report::Mem),
+) -> Result<()> {
+    sb.systemctl(&["start", "torch-metrics.socket", "torch-web.socket"])?;
+    let scrape = || -> Result<Duration> {
+        let t = std::time::Instant::now();
+        sb.run(&[
+            "curl",
+            "-sSf",
+            "-o",
+            "/dev/null",
+            "http://127.0.0.1:9466/metrics",
+        ])?;
+        Ok(t.elapsed())
+    };
+    // The first scrape starts the service; the second is timed.
+    scrape()?;
+    let one_scrape = scrape()?;
+    sb.run(&[
+        "curl",
+        "-sSf",
+        "-o",
+        "/dev/null",
+        "http://127.0.0.1:9467/api/status",
+    ])?;
+    let loop_ = "while :; do curl -s -o /dev/null http://127.0.0.1:9466/metrics; sleep 5; done";
+    sb.run(&["systemd-run", "--unit", "bench-scraper", "sh", "-c", loop_])?;
+    let events = "http://127.0.0.1:9467/api/events";
+    sb.run(&[
+        "systemd-run",
+        "--unit",
+        "bench-dashboard",
+        "curl",
+        "-sN",
+        "-o",
+        "/dev/null",
+        events,
+    ])?;
+    std::thread::sleep(Duration::from_secs(5));
+    let units = [
+        HUB_CGROUP,
+        "system.slice/torch-metrics.service",
+        "system.slice/torch-web.service",
+    ];
+    let before: Vec<u64> = units
+        .iter()
+        .map(|u| cpu_usec(sb, u))
+        .collect::<Result<_>>()?;
+    std::thread::sleep(Duration::from_secs(secs));
+    let after: Vec<u64> = units
+        .iter()
+        .map(|u| cpu_usec(sb, u))
+        .collect::<Result<_>>()?;
+    let share = |i: usize| after[i].saturating_sub(before[i]) as f64 / (secs as f64 * 1e6) * 100.0;
+    let mem = |unit: &str| memory(sb, &sb.unit_property(unit, "MainPID")?);
+    let (hub, metrics, web) = (
+        mem("torch.service")?,
+        mem("torch-metrics.service")?,
+        mem("torch-web.service")?,
+    );
+    sb.systemctl(&["stop", "bench-scraper.service", "bench-dashboard.service"])?;
+    r.table(
+        &[
+            &format!("idle fleet of {n}, watched"),
+            "without",
+            "with a dashboard and a scraper",
+        ],
+        &[
+            vec![
+                format!("hub CPU over {secs} s"),
+                format!("{:.2}% of one core", without.0),
+                format!("{:.2}% of one core", share(0)),
+            ],
+            vec!["hub memory".into(), without.1.show(), hub.show()],
+            vec![
+                "torch-metrics (a scrape every 5 s): CPU, memory".into(),
+                String::new(),
+                format!("{:.2}% of one core, {}", share(1), metrics.show()),
+            ],
+            vec![
+                "torch-web (one page's event stream open): CPU, memory".into(),
+                String::new(),
+                format!("{:.2}% of one core, {}", share(2), web.show()),
+            ],
+            vec![
+                format!("one scrape of /metrics ({n} agents' supervisors asked)"),
+                String::new(),
+                format!("{} ms", one_scrape.as_millis()),
+            ],
+        ],
+    );
+    Ok(())
 }
 
 /// Verified messages per second through the hub to the first `agents` of
