@@ -25,5 +25,11 @@ pub const BUS_NAME: &str = "org.torch.Torch1";
 pub const OBJECT_PATH: &str = "/org/torch/Torch1";
 /// The manager interface; a later incompatible API is `Manager2` beside it.
 pub const INTERFACE: &str = "org.torch.Manager1";
+/// A proxy of the hub on the system bus.
+pub async fn connect() -> zbus::Result<ManagerProxy<'static>> {
+    let conn = zbus::Connection::system().await?;
+    ManagerProxy::new(&conn).await
+}
+
 /// The most messages one `Messages` or `Inbox` answer holds.
 pub const PAGE_MAX: u32 = 1000;

@@ -13,7 +13,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
-use torch_api::ManagerProxy;
 use torch_core::config::{config_files, Alerts, Config};
 
 use crate::post::{Alert, Poster};
@@ -73,12 +72,9 @@ fn settings() -> Result<(String, Alerts)> {
 
 /// Hears the hub's alerts and posts each, in order, until the bus goes.
 async fn forward(poster: Poster) -> Result<()> {
-    let conn = zbus::Connection::system()
+    let hub = torch_api::connect()
         .await
-        .context("cannot reach the system bus; is dbus running?")?;
-    let hub = ManagerProxy::new(&conn)
-        .await
-        .context("cannot make a proxy of the Torch hub")?;
+        .context("cannot reach the Torch hub on the system bus; is dbus running?")?;
     let mut alerts = hub
         .receive_alert()
         .await

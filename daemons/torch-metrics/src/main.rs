@@ -27,12 +27,9 @@ const HUB_TIMEOUT: Duration = Duration::from_secs(9);
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let conn = zbus::Connection::system()
+    let hub = torch_api::connect()
         .await
-        .context("cannot reach the system bus; is dbus running?")?;
-    let hub = ManagerProxy::new(&conn)
-        .await
-        .context("cannot make a proxy of the Torch hub")?;
+        .context("cannot reach the Torch hub on the system bus; is dbus running?")?;
     let app = Router::new()
         .route("/metrics", get(scrape))
         .route("/", get(index))

@@ -38,12 +38,9 @@ struct App {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let conn = zbus::Connection::system()
+    let hub = torch_api::connect()
         .await
-        .context("cannot reach the system bus; is dbus running?")?;
-    let hub = ManagerProxy::new(&conn)
-        .await
-        .context("cannot make a proxy of the Torch hub")?;
+        .context("cannot reach the Torch hub on the system bus; is dbus running?")?;
     let (events, _) = broadcast::channel(1024);
     tokio::spawn(signals::forward(hub.clone(), events.clone()));
     let app = Router::new()
