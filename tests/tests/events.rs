@@ -207,8 +207,21 @@ fn torch_events_shows_what_happens_as_it_happens() -> Result<()> {
     ensure!(!state["why"].as_str().unwrap_or("").is_empty(), "{state}");
     checkins_and_reports(&sb, all)?;
 
+    // A message to a stopped agent waits; retiring the agent gives it up.
+    sb.torch(&["stop", "e1"])?;
+    seen(&sb, all, "agent_changed", &"e1".into(), "down")?;
+    sb.torch(&["send", "e1", "never read"])?;
     sb.torch(&["retire", "e1"])?;
     seen(&sb, all, "fleet_changed", &"e1".into(), "retired")?;
+    let failed = events(&sb, all)?
+        .into_iter()
+        .find(|e| e["kind"] == "message_failed" && e["agents"][0] == "e1");
+    ensure!(
+        failed
+            .as_ref()
+            .is_some_and(|e| e["detail"].as_str().is_some_and(|d| !d.is_empty())),
+        "no message_failed for e1 with its reason: {failed:?}"
+    );
 
     // --agent: only what names e2. Signals reach a watcher in the order the hub sent
     // them, so once the last message to e2 shows, the one to boss between would have too.

@@ -340,7 +340,7 @@ mod tests {
         s.enqueue("x", "operator", "reply", "message").unwrap();
         assert_eq!(s.history(Some("x"), 10).unwrap().len(), 2);
         assert_eq!(s.inbox("x", 10).unwrap().len(), 1);
-        assert_eq!(s.fail_queued("x", "retired").unwrap(), 1);
+        assert_eq!(s.fail_queued("x", "retired").unwrap().len(), 1);
         assert!(s.next_queued("x").unwrap().is_none());
         assert!(s.healthy());
         std::fs::remove_dir_all(dir).unwrap();

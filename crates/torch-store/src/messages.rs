@@ -190,14 +190,16 @@ impl Store {
         })
     }
 
-    /// Fails every queued message of `recipient` (the agent was retired).
-    pub fn fail_queued(&self, recipient: &str, reason: &str) -> Result<usize, StoreError> {
+    /// Fails every queued message of `recipient` (the agent was retired);
+    /// returns their ids.
+    pub fn fail_queued(&self, recipient: &str, reason: &str) -> Result<Vec<i64>, StoreError> {
         let (recipient, reason) = (recipient.to_string(), reason.to_string());
         self.write(move |c| {
-            c.execute(
-                "UPDATE messages SET state = 'failed', reason = ?2 WHERE recipient = ?1 AND state = 'queued'",
-                params![recipient, reason],
-            )
+            let mut st = c.prepare(
+                "UPDATE messages SET state = 'failed', reason = ?2 WHERE recipient = ?1 AND state = 'queued' RETURNING id",
+            )?;
+            let ids = st.query_map(params![recipient, reason], |r| r.get(0))?;
+            ids.collect()
         })
     }
 

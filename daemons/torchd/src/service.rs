@@ -169,8 +169,8 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
         .map_err(HubError::Systemd)?;
     let (h, n) = (Arc::clone(hub), name.to_string());
     let by = actor.unwrap_or(OPERATOR).to_string();
-    blocking(move || {
-        h.store.fail_queued(&n, "agent retired")?;
+    let given_up = blocking(move || {
+        let given_up = h.store.fail_queued(&n, "agent retired")?;
         remove_definition(&h, &agent, &entry.path)?;
         // What it held goes back to the ledger for another agent.
         let freed = h.store.release_tasks(&n, &by, "its holder was retired")?;
@@ -178,9 +178,12 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
             tracing::info!("retire {n}: tasks {freed:?} are open again");
             h.ledger_changed.notify_one();
         }
-        Ok(())
+        Ok(given_up)
     })
     .await?;
+    for id in given_up {
+        hub.events.failed(id, name, "agent retired").await;
+    }
     let (h, n) = (Arc::clone(hub), name.to_string());
     let schedules = blocking(move || Ok(h.store.active_schedules(Some(&n))?)).await?;
     for s in schedules {
