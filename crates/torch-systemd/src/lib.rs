@@ -224,8 +224,11 @@ impl Systemd {
     /// crash, a watchdog timeout) since it was last started by hand.
     pub async fn restarts(&self, unit: &str) -> Result<u32, SystemdError> {
         let path = self.manager.get_unit(unit).await?;
+        // One property read: no cache (a cache would subscribe to the
+        // unit's changes and read all its properties first).
         let service = ServiceProxy::builder(self.manager.inner().connection())
             .path(path)?
+            .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await?;
         Ok(service.n_restarts().await?)

@@ -518,6 +518,11 @@ impl HookFeed {
         }
     }
 
+    /// Whether any hook event was heard in this run.
+    pub fn heard_any(&self) -> bool {
+        self.last().is_some()
+    }
+
     /// What decides the state, without its age: `hook EVENT`, a limit, or
     /// `screen`.
     pub fn decided_by(&self) -> String {

@@ -4,8 +4,8 @@
 //! see them without asking every supervisor in turn.
 //!
 //! Best effort: the journal keeps every alert whatever becomes of its
-//! report, and a state the hub missed (it was restarting) goes again
-//! within a second of its return.
+//! report, and a state the hub did not take (it was restarting) is offered
+//! again each second until it does.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -21,9 +21,13 @@ use crate::state::Shared;
 /// second, rarely enough that a busy screen is not read at each byte.
 const AFTER_OUTPUT: Duration = Duration::from_millis(100);
 
-/// Looked at again at least this often: a limit runs out, a hook-less
-/// screen settles.
-const TICK: Duration = Duration::from_secs(1);
+/// Looked at again at least this often, in case a change came by no
+/// signal. Rarely: two hundred idle supervisors waking each second cost the
+/// fleet two percent of a core.
+const TICK: Duration = Duration::from_secs(30);
+
+/// A report the hub did not take is offered again this soon.
+const RETRY: Duration = Duration::from_secs(1);
 
 static ALERTS: OnceLock<mpsc::UnboundedSender<String>> = OnceLock::new();
 
@@ -44,10 +48,13 @@ pub async fn run(shared: Arc<Shared>) {
     let mut hub = HubLink::default();
     let mut last: Option<(Activity, String)> = None;
     let mut output = shared.output_reads();
-    // A CLI with hooks says when its state changes; only a screen-read
-    // agent is looked at after its output.
-    let by_screen = !shared.profile.has_hooks();
+    // The first state goes out within a second of the start.
+    let mut taken = false;
     loop {
+        // A CLI whose hooks are heard says when its state changes; an agent
+        // read on its screen is looked at after its output.
+        let by_screen = !shared.profile.has_hooks() || !shared.hooks.heard_any();
+        let wait = next_look(&shared, taken);
         tokio::select! {
             _ = shared.hooks.next_heard() => {}
             changed = output.changed(), if by_screen => {
@@ -61,7 +68,7 @@ pub async fn run(shared: Arc<Shared>) {
                 hub.report("alert", "", &text).await;
                 continue;
             }
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
         let activity = shared.activity().await;
         let now = (activity, shared.hooks.question().unwrap_or_default());
@@ -72,10 +79,25 @@ pub async fn run(shared: Arc<Shared>) {
             "" => shared.hooks.decided_by(),
             question => question.to_string(),
         };
-        if hub.report("state", activity.as_str(), &detail).await {
+        taken = hub.report("state", activity.as_str(), &detail).await;
+        if taken {
             last = Some(now);
         }
     }
+}
+
+/// How long to wait for a signal before looking anyway: a second after a
+/// report the hub did not take, until a limit runs out, else [`TICK`].
+fn next_look(shared: &Shared, taken: bool) -> Duration {
+    if !taken {
+        return RETRY;
+    }
+    let until_limit = shared
+        .hooks
+        .limited_until()
+        .and_then(|t| t.duration_since(std::time::SystemTime::now()).ok())
+        .map(|d| d + Duration::from_millis(50));
+    until_limit.map_or(TICK, |d| d.min(TICK))
 }
 
 /// The longest the last report may hold up the supervisor's exit.
