@@ -25,10 +25,15 @@ pub const BUS_NAME: &str = "org.torch.Torch1";
 pub const OBJECT_PATH: &str = "/org/torch/Torch1";
 /// The manager interface; a later incompatible API is `Manager2` beside it.
 pub const INTERFACE: &str = "org.torch.Manager1";
-/// A proxy of the hub on the system bus.
+/// A proxy of the hub on the system bus, for a daemon that calls methods
+/// and hears signals: it keeps no copy of the hub's properties (which
+/// would subscribe to their changes and read them all first).
 pub async fn connect() -> zbus::Result<ManagerProxy<'static>> {
     let conn = zbus::Connection::system().await?;
-    ManagerProxy::new(&conn).await
+    ManagerProxy::builder(&conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
 }
 
 /// The most messages one `Messages` or `Inbox` answer holds.

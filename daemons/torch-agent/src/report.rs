@@ -5,7 +5,7 @@
 //!
 //! Best effort: the journal keeps every alert whatever becomes of its
 //! report, and a state the hub did not take (it was restarting) is offered
-//! again each second until it does.
+//! again, after 1, 2, 4... s up to 30 s, until it does.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -26,7 +26,9 @@ const AFTER_OUTPUT: Duration = Duration::from_millis(100);
 /// fleet two percent of a core.
 const TICK: Duration = Duration::from_secs(30);
 
-/// A report the hub did not take is offered again this soon.
+/// A report the hub did not take is offered again after this, then after
+/// twice as long each time, up to [`TICK`]: a fleet whose hub is down does
+/// not call it two hundred times a second.
 const RETRY: Duration = Duration::from_secs(1);
 
 static ALERTS: OnceLock<mpsc::UnboundedSender<String>> = OnceLock::new();
@@ -49,12 +51,12 @@ pub async fn run(shared: Arc<Shared>) {
     let mut last: Option<(Activity, String)> = None;
     let mut output = shared.output_reads();
     // The first state goes out within a second of the start.
-    let mut taken = false;
+    let mut retry = Some(RETRY);
     loop {
         // A CLI whose hooks are heard says when its state changes; an agent
         // read on its screen is looked at after its output.
         let by_screen = !shared.profile.has_hooks() || !shared.hooks.heard_any();
-        let wait = next_look(&shared, taken);
+        let wait = next_look(&shared, retry);
         tokio::select! {
             _ = shared.hooks.next_heard() => {}
             changed = output.changed(), if by_screen => {
@@ -79,18 +81,20 @@ pub async fn run(shared: Arc<Shared>) {
             "" => shared.hooks.decided_by(),
             question => question.to_string(),
         };
-        taken = hub.report("state", activity.as_str(), &detail).await;
-        if taken {
+        if hub.report("state", activity.as_str(), &detail).await {
             last = Some(now);
+            retry = None;
+        } else {
+            retry = Some(retry.map_or(RETRY, |r| (r * 2).min(TICK)));
         }
     }
 }
 
-/// How long to wait for a signal before looking anyway: a second after a
+/// How long to wait for a signal before looking anyway: `retry` after a
 /// report the hub did not take, until a limit runs out, else [`TICK`].
-fn next_look(shared: &Shared, taken: bool) -> Duration {
-    if !taken {
-        return RETRY;
+fn next_look(shared: &Shared, retry: Option<Duration>) -> Duration {
+    if let Some(r) = retry {
+        return r;
     }
     let until_limit = shared
         .hooks
@@ -122,8 +126,8 @@ impl HubLink {
     /// Whether the hub took the report.
     async fn report(&mut self, kind: &str, value: &str, detail: &str) -> bool {
         if self.proxy.is_none() {
-            self.proxy = match zbus::Connection::system().await {
-                Ok(conn) => ManagerProxy::new(&conn).await.ok(),
+            self.proxy = match torch_api::connect().await {
+                Ok(proxy) => Some(proxy),
                 Err(e) => {
                     tracing::debug!("no system bus to report to the hub: {e}");
                     None
