@@ -50,6 +50,22 @@ fn a_pool_grows_with_waiting_tasks_and_shrinks_when_idle() -> Result<()> {
         Ok(members(&sb)? == ["shop-dev-1"])
     })?;
 
+    // `torch events` follows the pool's scaling as it goes.
+    sb.run(&[
+        "systemd-run",
+        "--unit",
+        "pool-events",
+        "-p",
+        "StandardOutput=file:/run/pool-events.log",
+        "torch",
+        "events",
+        "--json",
+    ])?;
+    wait_until("torch events to subscribe", Duration::from_secs(10), || {
+        Ok(sb
+            .journal(&["-u", "pool-events", "-o", "cat"])?
+            .contains("watching the hub's events"))
+    })?;
     let mut ids = Vec::new();
     for i in 0..40 {
         let out = sb.torch(&[
@@ -72,6 +88,20 @@ fn a_pool_grows_with_waiting_tasks_and_shrinks_when_idle() -> Result<()> {
     ensure!(
         most == 4,
         "the pool grew to {most} members, not to its maximum of 4"
+    );
+    let log = String::from_utf8_lossy(&sb.read_file("/run/pool-events.log")?).into_owned();
+    let growth = log.lines().any(|l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|e| {
+            e["kind"] == "pool_changed"
+                && e["agents"][0] == "shop-dev"
+                && e["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("-> 4 members"))
+        })
+    });
+    ensure!(
+        growth,
+        "no pool_changed event of its growth to 4 in:\n{log}"
     );
     let mut by = std::collections::BTreeMap::<String, usize>::new();
     for id in &ids {

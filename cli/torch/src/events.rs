@@ -18,15 +18,15 @@ pub struct Event {
     /// from the store (`--since`), when it happened there.
     pub at_ms: i64,
     /// `message_queued`, `message_delivered`, `message_failed`,
-    /// `fleet_changed`, `agent_changed`, `alert`, `checkin_fired` or
-    /// `task_changed`.
+    /// `fleet_changed`, `agent_changed`, `alert`, `checkin_fired`,
+    /// `pool_changed` or `task_changed`.
     pub kind: &'static str,
     /// The message's, task's or check-in's id (none for an agent's changes
     /// and alerts).
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<i64>,
     /// The agents concerned: sender then recipient, the agent spawned or
-    /// retired, or who moved the task.
+    /// retired, or who moved the task; for a pool, its name.
     agents: Vec<String>,
     /// What changed: the fleet change, the agent's or task's new state, a
     /// failure's reason, the alert's text, a check-in's message id.
@@ -100,6 +100,7 @@ impl Event {
             "agent_changed" => format!("agent {who} is {} ({})", self.detail, self.why),
             "alert" => format!("ALERT {who}: {}", self.detail),
             "checkin_fired" => format!("check-in {id} of {who} fired: {}", self.detail),
+            "pool_changed" => format!("pool {who}: {}", self.detail),
             _ => format!("task {id} {} by {who}", self.detail),
         }
     }
@@ -192,6 +193,16 @@ pub async fn watch(agent: Option<String>, json: bool, since_ms: Option<i64>) -> 
                     let a = s.args().ok()?;
                     let detail = format!("message #{}", a.message);
                     Some(Event::new("checkin_fired", Some(a.id), &[a.agent], &detail))
+                }),
+        ),
+        Box::pin(
+            h.receive_pool_changed()
+                .await
+                .map_err(hub::explain)?
+                .filter_map(|s| async move {
+                    let a = s.args().ok()?;
+                    let detail = format!("{} -> {} members: {}", a.size, a.target, a.why);
+                    Some(Event::new("pool_changed", None, &[a.pool], &detail))
                 }),
         ),
         Box::pin(

@@ -281,5 +281,9 @@ manager_interface! {
 
         /// Check-in `id` of `agent` fired: `message` is its stored message.
         fn checkin_fired(id: i64, agent: &str, message: i64);
+
+        /// Pool `pool` (`[pools.NAME]`) has `size` members and is going to
+        /// `target`, for `why`: sent when one of the three changes.
+        fn pool_changed(pool: &str, size: u32, target: u32, why: &str);
     }
 }

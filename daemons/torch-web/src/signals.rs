@@ -61,6 +61,10 @@ async fn subscribe(h: &ManagerProxy<'static>) -> zbus::Result<Vec<Events>> {
             let a = s.args().ok()?;
             Some(json!({"kind": "message_failed", "id": a.id, "to": a.to, "reason": a.reason}))
         });
+    let pools = h.receive_pool_changed().await?.filter_map(|s| async move {
+        let a = s.args().ok()?;
+        Some(json!({"kind": "pool_changed", "pool": a.pool, "size": a.size, "target": a.target, "why": a.why}))
+    });
     let tasks = h.receive_task_changed().await?.filter_map(|s| async move {
         let a = s.args().ok()?;
         Some(json!({"kind": "task_changed", "id": a.id, "state": a.state, "actor": a.actor}))
@@ -73,5 +77,6 @@ async fn subscribe(h: &ManagerProxy<'static>) -> zbus::Result<Vec<Events>> {
         Box::pin(delivered),
         Box::pin(failed),
         Box::pin(tasks),
+        Box::pin(pools),
     ])
 }

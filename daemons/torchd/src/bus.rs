@@ -576,6 +576,12 @@ impl Sink for Signals {
                 Event::CheckinFired { id, agent, message } => {
                     Server::checkin_fired(&e, id, agent, message).await
                 }
+                Event::PoolChanged {
+                    pool,
+                    size,
+                    target,
+                    why,
+                } => Server::pool_changed(&e, pool, size, target, why).await,
             };
         })
     }

@@ -41,6 +41,13 @@ pub enum Event<'a> {
         agent: &'a str,
         message: i64,
     },
+    /// A pool's size, target or reason changed.
+    PoolChanged {
+        pool: &'a str,
+        size: u32,
+        target: u32,
+        why: &'a str,
+    },
 }
 
 /// The future of one [`Sink::emit`].
@@ -134,6 +141,17 @@ impl Events {
     pub fn alert_soon(&self, agent: String, text: String) {
         let events = self.clone();
         tokio::spawn(async move { events.alert(&agent, &text).await });
+    }
+
+    /// Pool `pool` has `size` members and is going to `target`, for `why`.
+    pub async fn pool_changed(&self, pool: &str, size: u32, target: u32, why: &str) {
+        let event = Event::PoolChanged {
+            pool,
+            size,
+            target,
+            why,
+        };
+        self.emit(event).await;
     }
 
     /// Check-in `id` of `agent` fired as message `message`.

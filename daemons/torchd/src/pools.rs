@@ -39,12 +39,14 @@ impl Pools {
             .unwrap_or_default()
     }
 
-    /// Records `status`; whether its reason changed.
+    /// Records `status`; whether its size, target or reason changed.
     fn set(&self, status: PoolStatus) -> bool {
         let Ok(mut s) = self.status.lock() else {
             return false;
         };
-        let changed = s.get(&status.name).is_none_or(|old| old.why != status.why);
+        let changed = s.get(&status.name).is_none_or(|old| {
+            (old.size, old.target, &old.why) != (status.size, status.target, &status.why)
+        });
         s.insert(status.name.clone(), status);
         changed
     }
@@ -89,8 +91,10 @@ pub async fn run(hub: Arc<Hub>) {
                 "pool {name}: {} -> {} members: {}",
                 status.size, status.target, status.why
             );
+            let (size, target, why) = (status.size, status.target, status.why.clone());
             if hub.pools.set(status) {
                 tracing::info!("{line}");
+                hub.events.pool_changed(name, size, target, &why).await;
             }
         }
     }

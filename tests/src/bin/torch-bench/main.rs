@@ -13,6 +13,7 @@ mod checks;
 mod claude;
 mod claude_inner;
 mod clis;
+mod events;
 mod fleet;
 mod inner;
 mod ledger;
@@ -83,7 +84,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     ledger_samples: usize,
     /// Run only these parts (repeatable): latency, contention, claude, clis,
-    /// fleet, recovery, schedules, ledger. Default: all.
+    /// events, fleet, recovery, schedules, ledger. Default: all.
     #[arg(long, value_name = "PART")]
     only: Vec<String>,
     /// Also write the report into this Markdown file, between the lines
@@ -154,6 +155,9 @@ fn main() -> Result<()> {
         checks::contention(&sb, &mut r, 100)?;
     }
     r.append(claude_report);
+    if part("events") {
+        events::run(&sb, &mut r, 50)?;
+    }
     if part("fleet") && args.fleet > 0 {
         fleet::run(&sb, &mut r, &args)?;
     }
