@@ -57,6 +57,8 @@ fn a_pool_grows_with_waiting_tasks_and_shrinks_when_idle() -> Result<()> {
         "pool-events",
         "-p",
         "StandardOutput=file:/run/pool-events.log",
+        "-p",
+        "StandardError=journal",
         "torch",
         "events",
         "--json",

@@ -168,8 +168,8 @@ pub enum Cmd {
     },
     /// What happens in the fleet, as it happens: messages queued,
     /// delivered and failed, agents spawned and retired, their states,
-    /// alerts, check-ins fired, tasks moving (from the hub's signals;
-    /// Ctrl-C stops)
+    /// alerts, check-ins fired, pools scaling, tasks moving (from the
+    /// hub's signals; Ctrl-C stops)
     Events {
         /// Only events naming this agent.
         #[arg(long, value_name = "NAME")]

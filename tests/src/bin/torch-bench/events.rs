@@ -25,6 +25,8 @@ pub fn run(sb: &Sandbox, r: &mut Report, n: usize) -> Result<()> {
         "bench-events",
         "-p",
         &out,
+        "-p",
+        "StandardError=journal",
         "torch",
         "events",
         "--json",
