@@ -81,8 +81,8 @@ pub fn run(sb: &Sandbox, r: &mut Report, n: usize) -> Result<()> {
         &[
             "torch events: from when it happened to the line printed",
             "samples",
-            "p50",
-            "p99",
+            "p50 (ms)",
+            "p99 (ms)",
         ],
         &rows,
     );
