@@ -288,3 +288,31 @@ impl Sandbox {
         Ok(all)
     }
 }
+
+impl Sandbox {
+    /// Starts `torch events ARGS` as the transient unit `unit`, its lines
+    /// written to `log`, and waits until it has subscribed (it says so on
+    /// its standard error, in the journal).
+    pub fn watch_events(&self, unit: &str, log: &str, args: &[&str]) -> Result<()> {
+        let output = format!("StandardOutput=file:{log}");
+        let mut argv = vec![
+            "systemd-run",
+            "--unit",
+            unit,
+            "-p",
+            &output,
+            "-p",
+            "StandardError=journal",
+            "torch",
+            "events",
+        ];
+        argv.extend_from_slice(args);
+        self.run(&argv)?;
+        let mut said = String::new();
+        let r = wait_until("torch events to subscribe", Duration::from_secs(10), || {
+            said = self.journal(&["-u", unit, "-o", "cat"])?;
+            Ok(said.contains("watching the hub's events"))
+        });
+        r.map_err(|e| e.context(format!("its journal: {said}")))
+    }
+}

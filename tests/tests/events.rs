@@ -9,31 +9,6 @@ use torch_api::{Message, Task};
 use torch_tests::fleet::boot_hub;
 use torch_tests::{wait_until, Sandbox};
 
-/// Starts `torch events ARGS` as a transient unit writing to `log`.
-fn watch(sb: &Sandbox, unit: &str, log: &str, args: &[&str]) -> Result<()> {
-    let output = format!("StandardOutput=file:{log}");
-    let mut argv = vec![
-        "systemd-run",
-        "--unit",
-        unit,
-        "-p",
-        &output,
-        "-p",
-        "StandardError=journal",
-        "torch",
-        "events",
-    ];
-    argv.extend_from_slice(args);
-    sb.run(&argv)?;
-    // Subscribed once it says so on its standard error (in the journal).
-    let mut said = String::new();
-    let r = wait_until("torch events to subscribe", Duration::from_secs(10), || {
-        said = sb.journal(&["-u", unit, "-o", "cat"])?;
-        Ok(said.contains("watching the hub's events"))
-    });
-    r.map_err(|e| e.context(format!("its journal: {said}")))
-}
-
 fn events(sb: &Sandbox, log: &str) -> Result<Vec<Value>> {
     let raw = String::from_utf8_lossy(&sb.read_file(log)?).into_owned();
     Ok(raw
@@ -127,7 +102,7 @@ fn checkins_and_reports(sb: &Sandbox, log: &str) -> Result<()> {
 /// message `m` queued and delivered, task `task` assigned; then goes on live.
 fn replayed_since(sb: &Sandbox, m: &Message, task: i64) -> Result<()> {
     let log = "/run/events-since.log";
-    watch(sb, "events-since", log, &["--json", "--since", "10m"])?;
+    sb.watch_events("events-since", log, &["--json", "--since", "10m"])?;
     let seen = events(sb, log)?;
     let at = |kind: &str, id: i64| {
         seen.iter()
@@ -158,8 +133,8 @@ fn now_ms() -> i64 {
 fn torch_events_shows_what_happens_as_it_happens() -> Result<()> {
     let sb = boot_hub("events", "")?;
     let (all, mine) = ("/run/events-all.log", "/run/events-e2.log");
-    watch(&sb, "events-all", all, &["--json"])?;
-    watch(&sb, "events-e2", mine, &["--json", "--agent", "e2"])?;
+    sb.watch_events("events-all", all, &["--json"])?;
+    sb.watch_events("events-e2", mine, &["--json", "--agent", "e2"])?;
 
     sb.spawn_echo("boss", "orchestrator", None)?;
     sb.spawn_echo("e1", "engineer", Some("boss"))?;

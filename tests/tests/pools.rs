@@ -51,23 +51,7 @@ fn a_pool_grows_with_waiting_tasks_and_shrinks_when_idle() -> Result<()> {
     })?;
 
     // `torch events` follows the pool's scaling as it goes.
-    sb.run(&[
-        "systemd-run",
-        "--unit",
-        "pool-events",
-        "-p",
-        "StandardOutput=file:/run/pool-events.log",
-        "-p",
-        "StandardError=journal",
-        "torch",
-        "events",
-        "--json",
-    ])?;
-    wait_until("torch events to subscribe", Duration::from_secs(10), || {
-        Ok(sb
-            .journal(&["-u", "pool-events", "-o", "cat"])?
-            .contains("watching the hub's events"))
-    })?;
+    sb.watch_events("pool-events", "/run/pool-events.log", &["--json"])?;
     let mut ids = Vec::new();
     for i in 0..40 {
         let out = sb.torch(&[

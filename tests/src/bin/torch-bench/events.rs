@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
-use torch_tests::{wait_until, Sandbox};
+use torch_tests::Sandbox;
 
 use crate::report::{ms, percentile, Report};
 
@@ -18,24 +18,7 @@ const TIMES: &str = "/run/bench-report-times";
 /// events --json` watching, and reports the lags.
 pub fn run(sb: &Sandbox, r: &mut Report, n: usize) -> Result<()> {
     sb.spawn_echo("ev", "orchestrator", None)?;
-    let out = format!("StandardOutput=file:{LOG}");
-    sb.run(&[
-        "systemd-run",
-        "--unit",
-        "bench-events",
-        "-p",
-        &out,
-        "-p",
-        "StandardError=journal",
-        "torch",
-        "events",
-        "--json",
-    ])?;
-    wait_until("torch events to subscribe", Duration::from_secs(10), || {
-        Ok(sb
-            .journal(&["-u", "bench-events", "-o", "cat"])?
-            .contains("watching the hub's events"))
-    })?;
+    sb.watch_events("bench-events", LOG, &["--json"])?;
     for i in 0..n {
         sb.torch(&["send", "--wait", "ev", &format!("lag {i}")])?;
     }
