@@ -563,6 +563,7 @@ pub fn permissions_scenario(
     wait_until("asker asking", Duration::from_secs(120), || {
         Ok(sb.torch(&["status"])?.contains(&asks))
     })?;
+    ensure_dialog_read(sb, agents.profile, "asker")?;
     sb.torch(&["send", "asker", "HELD-while-asking"])?;
     std::thread::sleep(Duration::from_secs(2));
     if turns()?.iter().any(|t| t.contains("HELD-while-asking")) {
@@ -574,6 +575,35 @@ pub fn permissions_scenario(
         bail!("the approved command did not run");
     }
     Ok(())
+}
+
+/// Agent `name`'s screen, showing its CLI's permission dialog, reads `asking` by the
+/// profile's own patterns, where the profile has some: a message must wait while a dialog
+/// shows even when the CLI's hooks already said idle (opencode may draw a dialog its
+/// plugin answered after the turn ended).
+fn ensure_dialog_read(sb: &Sandbox, profile: &str, name: &str) -> Result<()> {
+    use torch_core::profile::{builtin, Activity, Classifier};
+    let profile: torch_core::Profile = profile.parse().map_err(anyhow::Error::msg)?;
+    let rules = builtin(profile);
+    if rules.asking.is_empty() {
+        return Ok(());
+    }
+    let classifier = Classifier::new(&rules).map_err(anyhow::Error::msg)?;
+    let read = || -> Result<(Activity, String)> {
+        let screen = sb.torch(&["capture", name])?;
+        let rows: Vec<String> = screen.lines().map(String::from).collect();
+        Ok((classifier.classify(&rows), screen))
+    };
+    // The hook may come before the TUI drew the dialog.
+    let asking = wait_until("the dialog on screen", Duration::from_secs(30), || {
+        Ok(read()?.0 == Activity::Asking)
+    });
+    asking.map_err(|e| match read() {
+        Ok((activity, screen)) => {
+            e.context(format!("{name}'s screen reads {activity:?}:\n{screen}"))
+        }
+        Err(other) => e.context(other),
+    })
 }
 
 /// The first agent of `torch status --json` counted more than `min_input` input tokens and

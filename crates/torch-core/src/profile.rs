@@ -151,12 +151,15 @@ pub fn builtin(profile: Profile) -> ProfileRules {
         // opencode 1.18.33 (field notes): in a session its bottom row reads
         // `ctrl+p commands` and its version, and `esc interrupt` while it
         // works; its first screen has its input box in the middle, and its
-        // version ends the bottom row. As for Codex, no screen pattern says
-        // `asking`; its plugin reports permissions.
+        // version ends the bottom row. Its plugin reports permissions; its
+        // dialogs replace the input box and end in their own key hints
+        // (`⇆ select  enter confirm`, or `enter confirm  esc cancel` for a
+        // reason to reject), which `asking` reads: the TUI may still draw a
+        // dialog the plugin already answered, and would take keys typed then.
         Profile::Opencode => ProfileRules {
             idle: strings(&["ctrl\\+p commands", "\\b\\d+\\.\\d+\\.\\d+\\z"]),
             working: strings(&["esc interrupt"]),
-            asking: vec![],
+            asking: strings(&["⇆ select +enter confirm", "enter confirm +esc cancel"]),
             trouble: strings(&common_trouble),
             otherwise: Some(Activity::Unknown),
             chrome: None,
@@ -413,6 +416,10 @@ mod tests {
         let working =
             "  ⬝⬝⬝⬝⬝⬝⬝⬝  esc interrupt\n   /srv/oc    ctrl+p commands    • OpenCode 1.18.33\n";
         assert_eq!(c.classify(&rows(working)), Activity::Working);
+        // Its permission dialog, in place of the input box; the footer below
+        // still reads as at the prompt.
+        let dialog = "  ┃  △ Permission required\n  ┃    # Shell command\n  ┃  $ touch x\n  ┃   Allow once   Allow always   Reject        ctrl+f fullscreen  ⇆ select  enter confirm\n   /srv/oc    ctrl+p commands    • OpenCode 1.18.33\n";
+        assert_eq!(c.classify(&rows(dialog)), Activity::Asking);
     }
 
     #[test]

@@ -48,10 +48,11 @@ const PASTE_SETTLE: Duration = Duration::from_millis(150);
 /// How long a hook-reporting CLI has to report the prompt after Enter.
 const HOOK_SUBMIT_TIMEOUT: Duration = Duration::from_secs(3);
 const HOOK_SUBMIT_ATTEMPTS: u32 = 3;
-/// How long the screen stays unchanged before a resumed session's first
-/// message is typed, and how long that wait may take at most.
-const RESUME_QUIET: Duration = Duration::from_millis(1500);
-const RESUME_SETTLE_MAX: Duration = Duration::from_secs(15);
+/// How long the screen stays unchanged before a message is typed into a CLI
+/// whose screen may lag its hooks (see [`settle`]), and how long that wait
+/// may take at most.
+const SETTLE_QUIET: Duration = Duration::from_millis(1500);
+const SETTLE_MAX: Duration = Duration::from_secs(15);
 /// Lines of leftover input cleared at most (one per round).
 const CLEAR_ROUNDS: u32 = 20;
 /// Characters of the message's end we look for on the screen.
@@ -313,7 +314,7 @@ async fn wait_until_idle(
     loop {
         let activity = hooks.activity(screen.activity().await);
         if activity == Activity::Idle && hooks.ready_for_input() {
-            if hooks.take_resumed() {
+            if hooks.take_unsettled() {
                 settle(output).await;
                 continue;
             }
@@ -330,16 +331,17 @@ async fn wait_until_idle(
     }
 }
 
-/// Waits until the screen has not changed for [`RESUME_QUIET`] (at most
-/// [`RESUME_SETTLE_MAX`]): a resumed session's first message must not land
-/// in an input box the CLI is about to redraw as it loads the history
-/// (Gemini CLI 0.61.0 reports the session first, then shows "Resuming
-/// session..." and clears its input).
+/// Waits until the screen has not changed for [`SETTLE_QUIET`] (at most
+/// [`SETTLE_MAX`]): a message must not land in an input box the CLI
+/// is about to redraw, as it loads a resumed session's history (Gemini CLI
+/// 0.61.0 reports the session first, then shows "Resuming session..." and
+/// clears its input), or as it draws a permission dialog its hooks already
+/// answered.
 async fn settle(output: &mut watch::Receiver<u64>) {
-    let until = tokio::time::Instant::now() + RESUME_SETTLE_MAX;
+    let until = tokio::time::Instant::now() + SETTLE_MAX;
     loop {
         output.borrow_and_update();
-        match tokio::time::timeout(RESUME_QUIET, output.changed()).await {
+        match tokio::time::timeout(SETTLE_QUIET, output.changed()).await {
             Err(_) => return,
             Ok(Err(_)) => return,
             Ok(Ok(())) if tokio::time::Instant::now() >= until => return,

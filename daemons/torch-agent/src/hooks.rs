@@ -166,9 +166,12 @@ pub struct HookFeed {
     tokens: Mutex<TokenCounter>,
     /// The session's cost as the CLI computes it, in millionths of a dollar.
     cost: Mutex<Option<u64>>,
-    /// A resumed session began and nothing was typed since: the CLI may
-    /// still be loading its history.
-    resumed: std::sync::atomic::AtomicBool,
+    /// The CLI's screen may lag behind its hooks, so the next message waits
+    /// for it to settle: a resumed session began (the CLI may still be
+    /// loading its history), or the policy answered a permission request
+    /// (opencode's TUI may draw the dialog, already answered, after the turn
+    /// ended, and would take keys meant for its input box).
+    unsettled: std::sync::atomic::AtomicBool,
 }
 
 impl Default for HookFeed {
@@ -190,7 +193,7 @@ impl Default for HookFeed {
             tokens: Mutex::new(TokenCounter::default()),
             cost: Mutex::new(None),
             reported_tokens: Mutex::new(None),
-            resumed: Default::default(),
+            unsettled: Default::default(),
             heard_one: Default::default(),
         }
     }
@@ -279,8 +282,9 @@ impl HookFeed {
                 transcript,
                 resumed,
             } => {
-                self.resumed
-                    .store(*resumed, std::sync::atomic::Ordering::Relaxed);
+                if *resumed {
+                    self.unsettle();
+                }
                 self.session_started_as(session, transcript)
             }
             HookEvent::PromptSubmitted { prompt } => {
@@ -351,10 +355,12 @@ impl HookFeed {
         match self.permission {
             PermissionPolicy::Approve => {
                 tracing::info!("approved by the permission policy: {what}");
+                self.unsettle();
                 Some(Decision::Allow)
             }
             PermissionPolicy::Deny => {
                 tracing::info!("denied by the permission policy: {what}");
+                self.unsettle();
                 Some(Decision::Deny)
             }
             PermissionPolicy::Escalate => {
@@ -464,11 +470,16 @@ impl HookFeed {
         self.cost.lock().ok().and_then(|c| *c)
     }
 
-    /// Whether a resumed session began since the last time this was asked
-    /// (the first delivery then waits for the screen to settle).
-    pub fn take_resumed(&self) -> bool {
-        self.resumed
+    /// Whether the screen may lag behind what the hooks said since the last
+    /// time this was asked (the next delivery then waits for it to settle).
+    pub fn take_unsettled(&self) -> bool {
+        self.unsettled
             .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn unsettle(&self) {
+        self.unsettled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether the CLI reported a session start since this supervisor began.
