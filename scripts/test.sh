@@ -18,9 +18,18 @@ export TORCH_REQUIRE_CHROMIUM=1
 # packaging tests install the .deb and inspect the .rpm.
 cargo build --workspace --bins
 scripts/package.sh
-# Sandboxes boot in parallel; more threads than cores only adds noise. The
+# Sandboxes boot in parallel; more at once than cores only adds noise. The
 # tests of the real CLIs record what they verified in target/compat.
 rm -rf target/compat
-cargo test --workspace -- --test-threads="${TORCH_TEST_THREADS:-3}"
+threads="${TORCH_TEST_THREADS:-3}"
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest runs the tests of every file from one pool, so the slow files
+    # (each real CLI's) overlap instead of running one after another, and it
+    # prints each test's time. It runs no doctests.
+    cargo nextest run --workspace --no-fail-fast --test-threads="$threads"
+    cargo test --workspace --doc
+else
+    cargo test --workspace -- --test-threads="$threads"
+fi
 # The matrix of docs/compatibility.md is what this run verified.
 target/debug/torch-compat --check docs/compatibility.md
