@@ -23,6 +23,7 @@ use torch_core::profile::Activity;
 use torch_core::protocol::Response;
 use torch_tmux::{Screen, TmuxError};
 
+use crate::channel::{ChannelError, PromptChannel};
 use crate::hooks::HookFeed;
 use crate::output::PasteMode;
 use crate::screen::ScreenReader;
@@ -81,6 +82,9 @@ pub enum DeliveryError {
     /// The CLI's hooks never reported the prompt as taken.
     #[error("the agent's CLI did not report taking the message after {HOOK_SUBMIT_ATTEMPTS} Enter presses; the text may sit unsent in its input box")]
     NotTaken,
+    /// The CLI's own channel failed after the message was handed to it.
+    #[error("{0}; message not delivered")]
+    Channel(ChannelError),
     /// The program reads pastes bracketed, but did not turn that on again.
     #[error("the agent's program did not ask for bracketed paste again within {secs} s (it does at its prompt), so the lines of a message would each be taken for Enter; message not delivered")]
     NoBracketedPaste {
@@ -106,6 +110,8 @@ pub struct Delivered {
     pub text_seen: bool,
     /// Time taken.
     pub elapsed: Duration,
+    /// Handed to the CLI through its own channel, not typed.
+    pub handed_over: bool,
 }
 
 /// What a message waits for before it is typed, and who confirms it.
@@ -117,6 +123,8 @@ pub struct Gate {
     pub hooks: Option<std::sync::Arc<HookFeed>>,
     /// Whether the program reads pasted text bracketed just now.
     pub paste_mode: Option<std::sync::Arc<PasteMode>>,
+    /// The CLI's own way to take a prompt, tried before typing.
+    pub channel: Option<PromptChannel>,
 }
 
 /// A message waiting for the worker: text, the hub's id, the channel for
@@ -172,6 +180,14 @@ pub async fn deliver(
     }
     // A CLI whose hooks are not heard is confirmed by its screen.
     let hooks = hooks.filter(|h| h.confirms_prompts());
+    if let (Some(channel), Some(hooks)) = (&gate.channel, hooks) {
+        if let Some(delivered) = hand_over(channel, hooks, text, typed, before_enter).await? {
+            return Ok(Delivered {
+                elapsed: start.elapsed(),
+                ..delivered
+            });
+        }
+    }
     if hooks.is_some() {
         clear_input(screen, output).await?;
     }
@@ -197,7 +213,45 @@ pub async fn deliver(
         submits,
         text_seen,
         elapsed: start.elapsed(),
+        handed_over: false,
     })
+}
+
+/// Hands `text` to the CLI through its own channel, then waits for its hook
+/// to report the prompt taken. `None`: nothing listens on the channel, and
+/// nothing was sent, so the message is typed instead.
+async fn hand_over(
+    channel: &PromptChannel,
+    hooks: &HookFeed,
+    text: &str,
+    typed: &(dyn Fn() + Sync),
+    before_enter: &mut (dyn FnMut() + Send),
+) -> Result<Option<Delivered>, DeliveryError> {
+    let connected = match channel.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!("typing the message instead of handing it over: {e}");
+            return Ok(None);
+        }
+    };
+    let mut prompts = hooks.prompts();
+    before_enter();
+    typed();
+    connected
+        .submit(text)
+        .await
+        .map_err(DeliveryError::Channel)?;
+    let patience = HOOK_SUBMIT_TIMEOUT * HOOK_SUBMIT_ATTEMPTS;
+    if !await_prompt(&mut prompts, text, patience).await {
+        hooks.prompt_unreported();
+        return Err(DeliveryError::NotTaken);
+    }
+    Ok(Some(Delivered {
+        submits: 0,
+        text_seen: false,
+        elapsed: Duration::ZERO,
+        handed_over: true,
+    }))
 }
 
 /// Pastes `text` until the screen shows it taken (`tries` times at most,
@@ -365,24 +419,36 @@ async fn submit_to_cli(
     for submits in 1..=HOOK_SUBMIT_ATTEMPTS {
         screen.tmux().press_enter(screen.pane()).await?;
         typed();
-        let deadline = tokio::time::Instant::now() + HOOK_SUBMIT_TIMEOUT;
-        while let Ok(heard) = tokio::time::timeout_at(deadline, prompts.recv()).await {
-            match heard {
-                Ok(prompt) => match taken(&prompt, text) {
-                    Taken::Whole => return Ok(submits),
-                    Taken::WithOther => {
-                        tracing::warn!("the message was taken together with other text that was in the agent's input box");
-                        return Ok(submits);
-                    }
-                    Taken::Not => tracing::info!("the agent took a prompt that is not this message (typed by hand?); still waiting"),
-                },
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => break,
-            }
+        if await_prompt(&mut prompts, text, HOOK_SUBMIT_TIMEOUT).await {
+            return Ok(submits);
         }
     }
     hooks.prompt_unreported();
     Err(DeliveryError::NotTaken)
+}
+
+/// Waits up to `patience` for the CLI to report taking `text` as a prompt.
+async fn await_prompt(
+    prompts: &mut broadcast::Receiver<String>,
+    text: &str,
+    patience: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + patience;
+    while let Ok(heard) = tokio::time::timeout_at(deadline, prompts.recv()).await {
+        match heard {
+            Ok(prompt) => match taken(&prompt, text) {
+                Taken::Whole => return true,
+                Taken::WithOther => {
+                    tracing::warn!("the message was taken together with other text that was in the agent's input box");
+                    return true;
+                }
+                Taken::Not => tracing::info!("the agent took a prompt that is not this message (typed by hand?); still waiting"),
+            },
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+    }
+    false
 }
 
 /// How a prompt the CLI reported relates to the message typed.
@@ -498,13 +564,17 @@ pub async fn worker(
         let response = match outcome {
             Ok(d) => {
                 let millis = d.elapsed.as_millis() as u64;
+                let how = if d.handed_over {
+                    "handed to its CLI's own channel".to_string()
+                } else {
+                    format!("typed, {} submits", d.submits)
+                };
                 tracing::info!(
                     bytes = text.len(),
                     submits = d.submits,
                     millis,
-                    "message delivered ({} bytes, {} submits, {millis} ms)",
+                    "message delivered ({} bytes, {how}, {millis} ms)",
                     text.len(),
-                    d.submits
                 );
                 Response::Delivered {
                     submits: d.submits,

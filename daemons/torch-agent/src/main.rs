@@ -7,6 +7,7 @@
 
 mod aider;
 mod attention;
+mod channel;
 mod claude;
 mod cli_config;
 mod codex;

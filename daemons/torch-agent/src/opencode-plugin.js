@@ -2,8 +2,13 @@
 // Tells the supervisor what opencode does, in the shape of Claude Code's
 // hook events, by running its hook command with the event on standard input.
 import { spawn } from "node:child_process";
+import { chmodSync, unlinkSync } from "node:fs";
+import { createServer } from "node:net";
 
 const HOOK = HOOK_ARGV;
+// Where the supervisor hands this TUI a message to submit: a unix socket
+// in the agent's runtime directory, its user's alone.
+const CHANNEL = CHANNEL_PATH;
 // Where opencode keeps its sessions: the supervisor resumes one only while it is there.
 const STORE = `${process.env.XDG_DATA_HOME || `${process.env.HOME}/.local/share`}/opencode/opencode.db`;
 
@@ -68,7 +73,72 @@ function usageOf(info) {
   return { hook_event_name: "StatusLine", cost: { total_cost_usd: cost }, tokens: total };
 }
 
-export const TorchSupervisor = async ({ client }) => ({
+// Puts `text` in the TUI's input box, in place of what was there, and
+// submits it, through opencode's own TUI control API: nothing passes
+// through the terminal, so no key of it can be read as another. The
+// `chat.message` hook then reports the prompt taken.
+async function submit(client, text) {
+  for (const step of [
+    () => client.tui.clearPrompt(),
+    () => client.tui.appendPrompt({ body: { text } }),
+    () => client.tui.submitPrompt(),
+  ]) {
+    const result = await step();
+    if (result?.error || result?.data === false) {
+      const why = result?.error ? JSON.stringify(result.error) : "refused";
+      throw new Error(why);
+    }
+  }
+}
+
+// One request per connection: a JSON line `{"text": ...}` in, a JSON line
+// `{"ok": true}` or `{"ok": false, "error": ...}` out.
+function answerRequest(client, socket) {
+  let line = "";
+  socket.setEncoding("utf8");
+  socket.on("error", () => {});
+  socket.on("data", async (chunk) => {
+    line += chunk;
+    const end = line.indexOf("\n");
+    if (end < 0) return;
+    socket.pause();
+    let reply;
+    try {
+      const { text } = JSON.parse(line.slice(0, end));
+      if (typeof text !== "string") throw new Error("no text in the request");
+      await submit(client, text);
+      reply = { ok: true };
+    } catch (e) {
+      reply = { ok: false, error: String(e?.message || e) };
+    }
+    socket.end(JSON.stringify(reply) + "\n");
+  });
+}
+
+// opencode may load the plugin once per project directory; one listens.
+let listening = false;
+
+function listen(client) {
+  if (listening) return;
+  listening = true;
+  try {
+    unlinkSync(CHANNEL);
+  } catch {}
+  const server = createServer((socket) => answerRequest(client, socket));
+  server.on("error", () => {});
+  server.listen(CHANNEL, () => {
+    try {
+      chmodSync(CHANNEL, 0o600);
+    } catch {}
+  });
+}
+
+export const TorchSupervisor = async ({ client }) => {
+  listen(client);
+  return handlers(client);
+};
+
+const handlers = (client) => ({
   event: async ({ event }) => {
     const p = event.properties || {};
     switch (event.type) {

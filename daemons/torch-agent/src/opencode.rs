@@ -10,8 +10,11 @@
 //! (UserPromptSubmit), tools, a permission asked (PermissionRequest, whose
 //! answer the plugin gives opencode), the session idle (Stop) or failed
 //! (StopFailure), and a model call opencode waits to retry (a 429 until its
-//! reset: ApiRetry, which holds messages until then). `opencode.json` beside it gets no auto-update and no
-//! sharing, keeping what else the user set.
+//! reset: ApiRetry, which holds messages until then). The plugin also
+//! listens on a unix socket in the agent's runtime directory, through which
+//! the supervisor hands it each message to submit with opencode's TUI control
+//! API ([`crate::channel`]). `opencode.json` beside it gets no auto-update
+//! and no sharing, keeping what else the user set.
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +24,8 @@ use torch_core::{paths, AgentDefinition, AgentName};
 
 use crate::cli_config::{update_json, Broken, HOOK_MARK};
 
-/// The plugin; `HOOK_ARGV` becomes the hook's command as a JSON array.
+/// The plugin; `HOOK_ARGV` becomes the hook's command as a JSON array, and
+/// `CHANNEL_PATH` the path of its socket as a JSON string.
 const PLUGIN: &str = include_str!("opencode-plugin.js");
 
 /// Prepares the plugin and the settings.
@@ -33,9 +37,12 @@ pub fn prepare(
     let dir = config_dir(name, def);
     let exe = std::env::current_exe().context("cannot find the supervisor's own binary")?;
     let argv = json!([exe, "--hook", control_socket]);
+    let channel = json!(channel_path(control_socket));
     let plugin = format!(
         "// {HOOK_MARK}\n{}",
-        PLUGIN.replace("HOOK_ARGV", &argv.to_string())
+        PLUGIN
+            .replace("HOOK_ARGV", &argv.to_string())
+            .replace("CHANNEL_PATH", &channel.to_string())
     );
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins)
@@ -48,6 +55,11 @@ pub fn prepare(
         s.insert("autoupdate".into(), json!(false));
         s.entry("share").or_insert(json!("disabled"));
     })
+}
+
+/// The plugin's socket, beside the supervisor's control socket.
+pub fn channel_path(control_socket: &Path) -> PathBuf {
+    control_socket.with_file_name("opencode.sock")
 }
 
 /// opencode's config directory: `$XDG_CONFIG_HOME/opencode` when the

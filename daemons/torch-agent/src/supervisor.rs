@@ -74,6 +74,10 @@ async fn supervise(
         ready_pattern: def.ready_pattern.clone(),
         hooks: def.profile.has_hooks().then(|| Arc::clone(&shared.hooks)),
         paste_mode: Some(Arc::clone(&shared.paste_mode)),
+        channel: (def.profile == torch_core::Profile::Opencode).then(|| {
+            let control = paths::agent_runtime_dir(name).join(paths::CONTROL_SOCKET);
+            crate::channel::PromptChannel::new(crate::opencode::channel_path(&control))
+        }),
     };
     tokio::spawn(delivery::worker(
         Arc::clone(&shared.screen),
