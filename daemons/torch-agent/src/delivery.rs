@@ -14,6 +14,10 @@
 //! 3. record the hub's id on disk ([`crate::typed`]), then press Enter until
 //!    the screen changes: a slow TUI that swallows the first Enter gets
 //!    another. A message whose id is on record is never typed again.
+//!
+//! A CLI with a channel of its own for prompts (opencode, through Torch's
+//! plugin: [`crate::channel`]) is handed the message instead of steps 2
+//! and 3, once it is idle; its id is recorded first, the same way.
 
 use std::time::{Duration, Instant};
 
@@ -85,6 +89,13 @@ pub enum DeliveryError {
     /// The CLI's own channel failed after the message was handed to it.
     #[error("{0}; message not delivered")]
     Channel(ChannelError),
+    /// The CLI's own channel took the message, but its hooks never reported
+    /// it as a prompt.
+    #[error("the agent's CLI accepted the message through its own channel but did not report taking it as a prompt within {secs} s")]
+    HandedNotTaken {
+        /// How long we waited.
+        secs: u64,
+    },
     /// The program reads pastes bracketed, but did not turn that on again.
     #[error("the agent's program did not ask for bracketed paste again within {secs} s (it does at its prompt), so the lines of a message would each be taken for Enter; message not delivered")]
     NoBracketedPaste {
@@ -244,7 +255,9 @@ async fn hand_over(
     let patience = HOOK_SUBMIT_TIMEOUT * HOOK_SUBMIT_ATTEMPTS;
     if !await_prompt(&mut prompts, text, patience).await {
         hooks.prompt_unreported();
-        return Err(DeliveryError::NotTaken);
+        return Err(DeliveryError::HandedNotTaken {
+            secs: patience.as_secs(),
+        });
     }
     Ok(Some(Delivered {
         submits: 0,
