@@ -758,6 +758,14 @@ impl Standin {
             s(dir.join("script.json")),
             s(dir.join("port")),
         );
+        // A stand-in started before in this sandbox (the benchmark starts one per CLI)
+        // left its port here: read, it would point the CLI at a port nobody listens on.
+        match fs::remove_file(&port_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                bail!("cannot remove the old port file {port_file}: {e}")
+            }
+            _ => {}
+        }
         let unit = format!("--unit={STANDIN_UNIT}");
         let bin = s(bin);
         sb.run(&[
