@@ -32,6 +32,9 @@ pub struct Started {
     pub output: pipe::Receiver,
     /// The control socket, listening.
     pub listener: UnixListener,
+    /// Where it listens (the CLIs' hooks and opencode's plugin socket are
+    /// named after it).
+    pub control_path: PathBuf,
     /// The tmux server's pid (0: unknown).
     pub server_pid: u32,
 }
@@ -104,6 +107,7 @@ pub async fn start(
         shared,
         output,
         listener,
+        control_path,
         server_pid,
     })
 }

@@ -64,6 +64,7 @@ async fn supervise(
         shared,
         output,
         listener,
+        control_path,
         server_pid,
     } = startup::start(name, def_path, def).await?;
     tokio::spawn(pump_output(output, Arc::clone(&shared)));
@@ -75,8 +76,7 @@ async fn supervise(
         hooks: def.profile.has_hooks().then(|| Arc::clone(&shared.hooks)),
         paste_mode: Some(Arc::clone(&shared.paste_mode)),
         channel: (def.profile == torch_core::Profile::Opencode).then(|| {
-            let control = paths::agent_runtime_dir(name).join(paths::CONTROL_SOCKET);
-            crate::channel::PromptChannel::new(crate::opencode::channel_path(&control))
+            crate::channel::PromptChannel::new(crate::opencode::channel_path(&control_path))
         }),
     };
     tokio::spawn(delivery::worker(
