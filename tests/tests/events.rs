@@ -36,10 +36,9 @@ fn seen(sb: &Sandbox, log: &str, kind: &str, key: &Value, detail: &str) -> Resul
     Ok(found.unwrap_or_default())
 }
 
-/// Runs `busctl call` of the hub's `Report` from inside agent `agent`'s unit, `times`
-/// times in a row, as a process in its pane would.
-/// `Report(args)` made `times` times from inside agent `agent`'s unit, one after another,
-/// or all at once with `at_once`.
+/// Runs `busctl call` of the hub's `Report(args)` from inside agent `agent`'s unit, as a
+/// process in its pane would, `times` times: one after another, or all at once with
+/// `at_once`.
 fn report_from(sb: &Sandbox, agent: &str, args: &str, times: u32, at_once: bool) -> Result<()> {
     let cg = sb.unit_property(&format!("torch-agent@{agent}.service"), "ControlGroup")?;
     let call = format!(
