@@ -1,18 +1,16 @@
 //! Codex CLI's own config for one agent, prepared before it starts, so it
 //! starts ready with no dialog and reports its state through hooks.
 //!
-//! Torch's hooks go into `hooks.json` in the agent's Codex home
-//! (`$CODEX_HOME`, else `~/.codex` in the agent's own home), beside the
-//! user's. The rest is given on the command line, so the user's
-//! `config.toml` is never rewritten:
-//! - `--dangerously-bypass-hook-trust`: Codex runs a hook only once a person
-//!   trusted its exact definition in a dialog (`Hooks need review`), which
-//!   would stop the agent at every start. The flag also lets unreviewed
-//!   hooks of a trusted project (`.codex/` in the workdir) run; such a
-//!   project's files are trusted already (its `AGENTS.md` briefs the model).
-//! - `--disable daemon_auto_start`: else the TUI hands its turns to a
-//!   background app server that outlives the agent's unit and serves later
-//!   starts with its old config.
+//! Codex runs as two programs: its app server, which the supervisor starts
+//! and hands messages to ([`crate::app_server`]), and its TUI in the pane,
+//! attached to that server (`--remote`). Torch's hooks go into `hooks.json`
+//! in the agent's Codex home (`$CODEX_HOME`, else `~/.codex` in the agent's
+//! own home), beside the user's; once the app server runs, the hooks it
+//! would run in the workdir are trusted through it
+//! ([`crate::app_server::trust_hooks`]). The rest is given on the command line, so the user's settings
+//! stay as they are:
+//! - `--disable daemon_auto_start` on the TUI: else a TUI that cannot reach
+//!   its server would start a background one that outlives the agent's unit.
 //! - the workdir trusted (else a dialog asks), no update check.
 //!
 //! With `OPENAI_API_KEY` in the agent's environment (its environment file),
@@ -30,15 +28,24 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use torch_core::{hooks, paths, AgentDefinition, AgentName};
 
+use crate::app_server;
 use crate::cli_config::{hook_command, install_hooks, update_json, Broken};
 
-/// What the agent's Codex needs: arguments for its command line.
+/// What the agent's Codex is started with.
+pub struct Prepared {
+    /// For `codex app-server`, after its `--listen`.
+    pub server_args: Vec<String>,
+    /// For the TUI, after `resume ID` when it resumes.
+    pub tui_args: Vec<String>,
+}
+
+/// Prepares the agent's Codex home and its command lines.
 pub fn prepare(
     name: &AgentName,
     def: &AgentDefinition,
     workdir: &Path,
     control_socket: &Path,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Prepared> {
     let file = codex_home(name, def).join("hooks.json");
     let hook = hook_command("--hook", control_socket)?;
     update_json(&file, Broken::Refuse, |h| {
@@ -56,7 +63,20 @@ pub fn prepare(
     {
         sign_in(def, &key)?;
     }
-    Ok(args(workdir))
+    let mut server_args = config_overrides(&def.command[1..]);
+    server_args.extend(config_args(workdir));
+    let server = app_server::address(&app_server::socket_path(control_socket));
+    let mut tui_args = vec![
+        "--remote".to_string(),
+        server,
+        "--disable".to_string(),
+        "daemon_auto_start".to_string(),
+    ];
+    tui_args.extend(server_args.iter().cloned());
+    Ok(Prepared {
+        server_args,
+        tui_args,
+    })
 }
 
 /// The variable holding an OpenAI API key.
@@ -109,23 +129,38 @@ fn sign_in(def: &AgentDefinition, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The arguments Torch adds to the agent's command.
-fn args(workdir: &Path) -> Vec<String> {
+/// The config the agent's command line gives (`-c KEY=VALUE`, `--enable`,
+/// `--disable`, as Codex documents a model provider): the app server runs
+/// the turns, so it needs them too. The TUI keeps the whole command line.
+fn config_overrides(args: &[String]) -> Vec<String> {
+    const WITH_VALUE: [&str; 4] = ["-c", "--config", "--enable", "--disable"];
+    let mut out = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            if let Some(value) = args.next() {
+                out.extend([arg.clone(), value.clone()]);
+            }
+        } else if WITH_VALUE
+            .iter()
+            .any(|flag| arg.starts_with(&format!("{flag}=")))
+            || (arg.starts_with("-c") && arg.len() > 2 && !arg.starts_with("--"))
+        {
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
+/// The config both programs are given.
+fn config_args(workdir: &Path) -> Vec<String> {
     let trusted = format!(
         "projects.{}.trust_level=\"trusted\"",
         toml_string(&workdir.to_string_lossy())
     );
-    [
-        "--disable",
-        "daemon_auto_start",
-        "--dangerously-bypass-hook-trust",
-        "-c",
-        "check_for_update_on_startup=false",
-        "-c",
-        &trusted,
-    ]
-    .map(str::to_string)
-    .to_vec()
+    ["-c", "check_for_update_on_startup=false", "-c", &trusted]
+        .map(str::to_string)
+        .to_vec()
 }
 
 /// `s` as a TOML basic string, for a key of a dotted path.
@@ -164,13 +199,43 @@ mod tests {
 
     #[test]
     fn the_workdir_is_trusted_by_a_quoted_key() {
-        let a = args(Path::new("/srv/a \"b\"\\c"));
+        let a = config_args(Path::new("/srv/a \"b\"\\c"));
         assert_eq!(
             a.last().unwrap(),
             r#"projects."/srv/a \"b\"\\c".trust_level="trusted""#
         );
-        assert!(a.contains(&"--dangerously-bypass-hook-trust".to_string()));
         assert_eq!(toml_string("x\ny"), "\"x\\u000Ay\"");
+    }
+
+    #[test]
+    fn the_command_lines_config_goes_to_the_app_server_too() {
+        let command: Vec<String> = [
+            "-m",
+            "o3",
+            "-c",
+            "model_provider=\"x\"",
+            "--config=a=1",
+            "-cb=2",
+            "--enable",
+            "f",
+            "--disable=g",
+            "--search",
+            "-c",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        assert_eq!(
+            config_overrides(&command),
+            [
+                "-c",
+                "model_provider=\"x\"",
+                "--config=a=1",
+                "-cb=2",
+                "--enable",
+                "f",
+                "--disable=g"
+            ]
+        );
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //!    the screen changes: a slow TUI that swallows the first Enter gets
 //!    another. A message whose id is on record is never typed again.
 //!
-//! A CLI with a channel of its own for prompts (opencode, through Torch's
-//! plugin: [`crate::channel`]) is handed the message instead of steps 2
-//! and 3, once it is idle; its id is recorded first, the same way.
+//! A CLI with a channel of its own for prompts (opencode through Torch's
+//! plugin, Codex through its app server: [`crate::channel`]) is handed the
+//! message instead of steps 2 and 3, once it is idle; its id is recorded
+//! first, the same way.
 
 use std::time::{Duration, Instant};
 
@@ -238,7 +239,7 @@ async fn hand_over(
     typed: &(dyn Fn() + Sync),
     before_enter: &mut (dyn FnMut() + Send),
 ) -> Result<Option<Delivered>, DeliveryError> {
-    let connected = match channel.connect().await {
+    let connected = match channel.connect(hooks.session()).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!("typing the message instead of handing it over: {e}");

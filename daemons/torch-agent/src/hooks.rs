@@ -425,6 +425,11 @@ impl HookFeed {
         }
     }
 
+    /// The session (conversation) the CLI reported last.
+    pub fn session(&self) -> Option<String> {
+        self.session.lock().ok().and_then(|s| s.clone())
+    }
+
     /// What the CLI asks, while it asks.
     pub fn question(&self) -> Option<String> {
         self.question.lock().ok().and_then(|q| q.clone())

@@ -6,6 +6,7 @@
 //! does in each failure case.
 
 mod aider;
+mod app_server;
 mod attention;
 mod channel;
 mod claude;

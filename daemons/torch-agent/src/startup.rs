@@ -16,6 +16,7 @@ use torch_core::config::Config;
 use torch_core::{paths, AgentDefinition, AgentName};
 use torch_tmux::Tmux;
 
+use crate::app_server::{self, AppServer};
 use crate::hooks::HookFeed;
 use crate::screen::{fleet_config, profile_classifier};
 use crate::session::{resume_args, SessionStore};
@@ -37,6 +38,8 @@ pub struct Started {
     pub control_path: PathBuf,
     /// The tmux server's pid (0: unknown).
     pub server_pid: u32,
+    /// Codex's app server, which its TUI runs its turns in.
+    pub app_server: Option<AppServer>,
 }
 
 /// Checks that the definition's program can be run; the error is the line
@@ -81,6 +84,10 @@ pub async fn start(
     let config = fleet_config(def);
     let rules = config.profile_rules(def.profile);
     let program = Program::prepare(name, def_path, def, &config, &workdir, &control_path)?;
+    let app_server = match &program.codex {
+        Some(codex) => Some(start_app_server(def, &program, codex, &workdir, &control_path).await?),
+        None => None,
+    };
     let pane = start_program(name, def, &tmux, &workdir, &fifo, &program).await?;
     if let Some(files) = program.aider.clone() {
         tokio::spawn(crate::aider::watch(files, Arc::clone(&program.hooks)));
@@ -109,7 +116,36 @@ pub async fn start(
         listener,
         control_path,
         server_pid,
+        app_server,
     })
+}
+
+/// Starts Codex's app server for the TUI to attach to, and trusts the
+/// hooks it would run.
+async fn start_app_server(
+    def: &AgentDefinition,
+    program: &Program,
+    codex: &crate::codex::Prepared,
+    workdir: &Path,
+    control_path: &Path,
+) -> anyhow::Result<AppServer> {
+    let path = app_server::socket_path(control_path);
+    let server = AppServer::start(
+        &def.command[0],
+        &codex.server_args,
+        &program.env,
+        workdir,
+        &path,
+    )
+    .await?;
+    let trusted = app_server::trust_hooks(&path, workdir)
+        .await
+        .context("cannot trust the workdir's hooks in Codex's app server")?;
+    tracing::info!(
+        "Codex's app server answers on {} ({trusted} hooks newly trusted)",
+        path.display()
+    );
+    Ok(server)
 }
 
 /// Writes the tmux configuration and clears a server left from an earlier
@@ -151,6 +187,8 @@ struct Program {
     hooks: Arc<HookFeed>,
     /// Aider's files that stand for hooks, to watch once it runs.
     aider: Option<crate::aider::Files>,
+    /// How Codex's app server is started, for a Codex agent.
+    codex: Option<crate::codex::Prepared>,
 }
 
 impl Program {
@@ -169,6 +207,7 @@ impl Program {
         let mut env = agent_env(name, def);
         let mut args = Vec::new();
         let mut aider = None;
+        let mut codex = None;
         match def.profile {
             torch_core::Profile::Claude => env.extend(
                 crate::claude::prepare(name, def, workdir, control_path)
@@ -180,10 +219,12 @@ impl Program {
             ),
             torch_core::Profile::Opencode => crate::opencode::prepare(name, def, control_path)
                 .context("cannot prepare opencode's plugin for this agent")?,
-            torch_core::Profile::Codex => args.extend(
-                crate::codex::prepare(name, def, workdir, control_path)
-                    .context("cannot prepare Codex CLI's hooks for this agent")?,
-            ),
+            torch_core::Profile::Codex => {
+                let prepared = crate::codex::prepare(name, def, workdir, control_path)
+                    .context("cannot prepare Codex CLI's hooks for this agent")?;
+                args.extend(prepared.tui_args.iter().cloned());
+                codex = Some(prepared);
+            }
             torch_core::Profile::Aider => {
                 let (a, files) = crate::aider::prepare(name, workdir, control_path)
                     .context("cannot prepare Aider's files for this agent")?;
@@ -200,6 +241,7 @@ impl Program {
                 env,
                 hooks,
                 aider,
+                codex,
             });
         }
         let sessions = SessionStore::new(&paths::agent_state_dir(name), name, def_path);
@@ -221,6 +263,7 @@ impl Program {
             env,
             hooks,
             aider,
+            codex,
         })
     }
 }

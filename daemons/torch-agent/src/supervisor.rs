@@ -10,7 +10,8 @@
 //! When the program leaves typed input unread for `hang_after_secs`, it says
 //! why, stops tmux and exits 1, so systemd restarts the agent at once. When
 //! tmux stops answering, it stops pinging the watchdog and says why in
-//! `STATUS=`, and systemd kills and restarts it.
+//! `STATUS=`, and systemd kills and restarts it. When Codex's app server
+//! ends, the supervisor stops tmux and exits 1 the same way.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use torch_core::{paths, AgentDefinition, AgentName};
 
+use crate::channel::PromptChannel;
 use crate::startup::{self, Started};
 use crate::state::Shared;
 use crate::{control, delivery, health, logging, notify, output, typed, EXIT_CONFIG};
@@ -66,6 +68,7 @@ async fn supervise(
         listener,
         control_path,
         server_pid,
+        app_server,
     } = startup::start(name, def_path, def).await?;
     tokio::spawn(pump_output(output, Arc::clone(&shared)));
     let (jobs_tx, jobs_rx) = mpsc::channel(1024);
@@ -75,9 +78,7 @@ async fn supervise(
         ready_pattern: def.ready_pattern.clone(),
         hooks: def.profile.has_hooks().then(|| Arc::clone(&shared.hooks)),
         paste_mode: Some(Arc::clone(&shared.paste_mode)),
-        channel: (def.profile == torch_core::Profile::Opencode).then(|| {
-            crate::channel::PromptChannel::new(crate::opencode::channel_path(&control_path))
-        }),
+        channel: prompt_channel(def.profile, &control_path),
     };
     tokio::spawn(delivery::worker(
         Arc::clone(&shared.screen),
@@ -91,7 +92,10 @@ async fn supervise(
     ));
     tokio::spawn(control::serve(listener, Arc::clone(&shared), jobs_tx));
     tokio::spawn(crate::report::run(Arc::clone(&shared)));
-    let code = health::watch(name, def, shared, server_pid).await;
+    let code = match app_server {
+        Some(server) => watch_with_app_server(name, def, shared, server_pid, server).await,
+        None => health::watch(name, def, shared, server_pid).await,
+    };
     crate::report::going_down("its unit stops").await;
     if def.worktree && paths::retiring_marker(name).exists() {
         match crate::worktree::put_away(name, def) {
@@ -100,6 +104,41 @@ async fn supervise(
         }
     }
     code
+}
+
+/// Where the agent's CLI takes its prompts, when it has a way of its own.
+fn prompt_channel(profile: torch_core::Profile, control_path: &Path) -> Option<PromptChannel> {
+    match profile {
+        torch_core::Profile::Opencode => Some(PromptChannel::Plugin(
+            crate::opencode::channel_path(control_path),
+        )),
+        torch_core::Profile::Codex => Some(PromptChannel::AppServer(
+            crate::app_server::socket_path(control_path),
+        )),
+        _ => None,
+    }
+}
+
+/// Watches the agent as [`health::watch`] does, and Codex's app server with
+/// it: its TUI cannot work without it, so the agent restarts when it ends.
+async fn watch_with_app_server(
+    name: &AgentName,
+    def: &AgentDefinition,
+    shared: Arc<Shared>,
+    server_pid: u32,
+    mut server: crate::app_server::AppServer,
+) -> anyhow::Result<ExitCode> {
+    let tmux = Arc::clone(&shared);
+    tokio::select! {
+        code = health::watch(name, def, shared, server_pid) => code,
+        how = server.exited() => {
+            let why = format!("Codex's app server ended ({how}); restarting the agent");
+            logging::final_lines(3, &why);
+            notify::status(&why);
+            let _ = tmux.tmux.kill_server().await;
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Streams the pane's output into the journal, counting each read for the
