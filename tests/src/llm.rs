@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::{target_bin_dir, wait_until, workspace_root, Sandbox};
@@ -604,6 +604,53 @@ fn ensure_dialog_read(sb: &Sandbox, profile: &str, name: &str) -> Result<()> {
         }
         Err(other) => e.context(other),
     })
+}
+
+/// Every message delivered to `name`, its brief too, was handed to its CLI's own channel,
+/// none typed into its terminal, by its unit's journal.
+pub fn ensure_all_handed_over(sb: &Sandbox, name: &str) -> Result<()> {
+    let unit = format!("torch-agent@{name}.service");
+    let journal = sb.journal(&["-u", &unit, "-o", "cat"])?;
+    let delivered = journal.matches("message delivered (").count();
+    let handed = journal.matches("handed to its CLI's own channel").count();
+    ensure!(
+        delivered > 5 && handed == delivered,
+        "{handed} of {delivered} handed over:\n{journal}"
+    );
+    Ok(())
+}
+
+/// Tries to connect to the unix socket `socket` from the pane of another agent (a shell
+/// agent under `parent`, its own user), as a hostile agent would; what it was told. The
+/// connection must fail.
+pub fn connect_from_another_agent(sb: &Sandbox, parent: &str, socket: &str) -> Result<String> {
+    sb.run(&[
+        "install",
+        "-d",
+        "-g",
+        "torch-agent",
+        "-m",
+        "2770",
+        "/srv/mole",
+    ])?;
+    let mole = [
+        "spawn",
+        "mole",
+        "--role",
+        "engineer",
+        "--parent",
+        parent,
+        "--workdir",
+        "/srv/mole",
+        "--profile",
+        "shell",
+    ];
+    sb.torch(&[&mole[..], &["--", "bash", "--norc"]].concat())?;
+    let connect =
+        format!("python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect(\"{socket}\")'");
+    let (ok, out) = sb.in_pane("mole", 1, &connect)?;
+    ensure!(!ok, "another agent connected to {socket}: {out}");
+    Ok(out)
 }
 
 /// The first agent of `torch status --json` counted more than `min_input` input tokens and

@@ -7,7 +7,7 @@
 //! environment file, and the stand-in as its model provider on its command line, as a user
 //! points Codex at an OpenAI-compatible service.
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use serde_json::json;
 use torch_tests::compat::{self, Capability};
 use torch_tests::llm::{
@@ -36,6 +36,14 @@ fn messages_reach_codex_whole_in_order_one_turn_each() -> Result<()> {
     // Its brief is its first turn: no dialog stood in the way.
     spawn_cli(&sb, &agents, "cx", "BRIEF-CX plan the work")?;
     messages_scenario(&sb, &llm, "cx", || llm.codex_turns(), "Stop")?;
+    // Each message, the brief too, was handed to Codex's app server as a turn, none typed
+    // into its terminal.
+    torch_tests::llm::ensure_all_handed_over(&sb, "cx")?;
+    // The app server's socket is a link into the agent's private /tmp: another agent, from
+    // its pane, finds nothing there.
+    let out =
+        torch_tests::llm::connect_from_another_agent(&sb, "cx", "/run/torch-agent/cx/codex.sock")?;
+    ensure!(out.contains("No such file or directory"), "{out}");
     // Tokens from the transcript's token counts: the stand-in reports each turn's input as
     // its body's size over four, so several turns of Codex's long prompt pass 10,000.
     torch_tests::llm::ensure_tokens(&sb, 10_000, 9)?;

@@ -44,13 +44,7 @@ fn messages_reach_opencode_whole_in_order_one_turn_each() -> Result<()> {
     messages_scenario(&sb, &llm, "oc", || llm.chat_turns(), "Stop")?;
     // Each message, the brief too, was handed to opencode through its plugin's socket and
     // submitted by its TUI's control API, none typed into its terminal.
-    let journal = sb.journal(&["-u", "torch-agent@oc.service", "-o", "cat"])?;
-    let delivered = journal.matches("message delivered (").count();
-    let handed = journal.matches("handed to its CLI's own channel").count();
-    ensure!(
-        delivered > 5 && handed == delivered,
-        "{handed} of {delivered} handed over:\n{journal}"
-    );
+    torch_tests::llm::ensure_all_handed_over(&sb, "oc")?;
     // Tokens as the plugin reported them from opencode's messages: the stand-in reports each
     // turn's input as its body's size over four, and one output token.
     torch_tests::llm::ensure_tokens(&sb, 1000, 9)?;
@@ -60,32 +54,8 @@ fn messages_reach_opencode_whole_in_order_one_turn_each() -> Result<()> {
     let socket = "/run/torch-agent/oc/opencode.sock";
     let mode = sb.run(&["stat", "-c", "%a %U", socket])?;
     ensure!(mode.trim() == "600 ta-oc", "{socket}: {mode}");
-    sb.run(&[
-        "install",
-        "-d",
-        "-g",
-        "torch-agent",
-        "-m",
-        "2770",
-        "/srv/mole",
-    ])?;
-    let mole = [
-        "spawn",
-        "mole",
-        "--role",
-        "engineer",
-        "--parent",
-        "oc",
-        "--workdir",
-        "/srv/mole",
-        "--profile",
-        "shell",
-    ];
-    sb.torch(&[&mole[..], &["--", "bash", "--norc"]].concat())?;
-    let connect =
-        format!("python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect(\"{socket}\")'");
-    let (ok, out) = sb.in_pane("mole", 1, &connect)?;
-    ensure!(!ok && out.contains("Permission denied"), "{out}");
+    let out = torch_tests::llm::connect_from_another_agent(&sb, "oc", socket)?;
+    ensure!(out.contains("Permission denied"), "{out}");
     compat::verified(
         &OPENCODE,
         &[
