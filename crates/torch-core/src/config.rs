@@ -350,6 +350,59 @@ pub struct Config {
     pub profiles: BTreeMap<Profile, ProfileRules>,
     /// Pools of agents that grow and shrink with the work, by name.
     pub pools: BTreeMap<String, crate::pool::Pool>,
+    /// This hub as one node of several, through Redis; alone without it.
+    pub cluster: Option<Cluster>,
+}
+
+/// `[cluster]`: this hub is one node of a fleet on several machines, which
+/// share a Redis-compatible server (`docs/cluster.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// This node's name; the hostname when not given.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The server: `redis://[USER@]HOST[:PORT][/DB]` or
+    /// `unix:///PATH?user=USER` (no TLS yet). The password is never written
+    /// here: it comes from the hub's systemd credential `redis-password`,
+    /// else from `password_file`.
+    pub redis: String,
+    /// A file holding the Redis password, readable by the hub's user, for
+    /// when no systemd credential gives it.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Seconds between this node's heartbeats; a node unheard for three
+    /// is lost.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    5
+}
+
+impl Cluster {
+    /// This node's name: `node`, else the hostname. The error says what
+    /// to fix.
+    pub fn node_name(&self) -> Result<String, String> {
+        let name = match &self.node {
+            Some(n) => n.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .map_err(|e| format!("[cluster] has no node and the hostname cannot be read ({e}); set node = \"NAME\""))?,
+        };
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(format!(
+                "[cluster] node {name:?}: use 1 to 63 letters, digits, '-', '_' or '.'"
+            ));
+        }
+        Ok(name)
+    }
 }
 
 impl Config {
@@ -462,6 +515,22 @@ fn parse_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod attention_tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_names_its_node_and_its_server() {
+        let c: Config =
+            toml::from_str("[cluster]\nnode = \"n-1\"\nredis = \"redis://r:6379\"\n").unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.node_name().unwrap(), "n-1");
+        assert_eq!(cluster.heartbeat_secs, 5);
+        let bad = Cluster {
+            node: Some("a b".into()),
+            ..cluster
+        };
+        assert!(bad.node_name().unwrap_err().contains("letters"));
+        assert!(toml::from_str::<Config>("[cluster]\nnode = \"x\"\n").is_err());
+        assert!(Config::default().cluster.is_none());
+    }
 
     #[test]
     fn attention_and_permissions_read_per_role() {
