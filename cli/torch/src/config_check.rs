@@ -12,6 +12,9 @@ pub fn run() -> Result<()> {
         Ok(c) => c,
         Err(e) => bail!("{e}"),
     };
+    if let Some(cluster) = &config.cluster {
+        cluster.node_name().map_err(anyhow::Error::msg)?;
+    }
     println!("# Files read, lowest priority first:");
     for f in &files {
         let state = if f.exists() { "" } else { " (missing)" };

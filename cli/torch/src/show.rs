@@ -68,14 +68,21 @@ pub fn agents(skills: &[String], idle: bool, json: bool) -> Result<()> {
         println!("no agent has {}", wanted(skills, idle));
         return Ok(());
     }
+    let nodes = dir.agents.iter().any(|a| !a.node.is_empty());
     println!(
-        "{:<20} {:<16} {:<16} {:<9} {:>3}  SKILLS",
-        "NAME", "ROLE", "PARENT", "STATE", "CAP"
+        "{}{:<20} {:<16} {:<16} {:<9} {:>3}  SKILLS",
+        node_column(nodes, "NODE"),
+        "NAME",
+        "ROLE",
+        "PARENT",
+        "STATE",
+        "CAP"
     );
     for a in &dir.agents {
         let parent = a.parent.as_deref().unwrap_or("-");
         println!(
-            "{:<20} {:<16} {:<16} {:<9} {:>3}  {}",
+            "{}{:<20} {:<16} {:<16} {:<9} {:>3}  {}",
+            node_column(nodes, &a.node),
             a.name,
             a.role,
             parent,
@@ -85,6 +92,14 @@ pub fn agents(skills: &[String], idle: bool, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The NODE column, shown when the hub is one of a cluster.
+fn node_column(shown: bool, node: &str) -> String {
+    match shown {
+        true => format!("{node:<16} "),
+        false => String::new(),
+    }
 }
 
 /// Whether `a` has every skill asked for (and is idle, if asked).
@@ -166,15 +181,23 @@ pub fn explain(name: &torch_core::AgentName) -> Result<()> {
 /// Prints `Status()` as the tree orchestrator > project managers > engineers.
 pub fn print_status(json: &str) -> Result<()> {
     let status: FleetStatus = parse(json, "a status")?;
+    let nodes = status.agents.iter().any(|a| !a.node.is_empty());
     println!(
-        "{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  LAST OUTPUT",
-        "AGENT", "ROLE", "UNIT", "AGENT", "QUEUED", "DELIVERED", "FAILED"
+        "{}{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  LAST OUTPUT",
+        node_column(nodes, "NODE"),
+        "AGENT",
+        "ROLE",
+        "UNIT",
+        "AGENT",
+        "QUEUED",
+        "DELIVERED",
+        "FAILED"
     );
-    walk(&status.agents, None, 0);
+    walk(&status.agents, None, 0, nodes);
     Ok(())
 }
 
-fn walk(agents: &[AgentStatus], parent: Option<&str>, depth: usize) {
+fn walk(agents: &[AgentStatus], parent: Option<&str>, depth: usize, nodes: bool) {
     let defined = |p: &str| agents.iter().any(|a| a.name == p);
     for a in agents {
         let p = a.parent.as_deref();
@@ -188,7 +211,8 @@ fn walk(agents: &[AgentStatus], parent: Option<&str>, depth: usize) {
                 (None, _) => "-".to_string(),
             };
             println!(
-                "{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  {idle}",
+                "{}{:<30} {:<16} {:<10} {:<10} {:>6} {:>9} {:>6}  {idle}",
+                node_column(nodes, &a.node),
                 format!("{}{}", "  ".repeat(depth), a.name),
                 a.role,
                 a.active_state,
@@ -214,7 +238,7 @@ fn walk(agents: &[AgentStatus], parent: Option<&str>, depth: usize) {
                     .collect();
                 println!("{}  tasks: {}", "  ".repeat(depth), ids.join(", "));
             }
-            walk(agents, Some(&a.name), depth + 1);
+            walk(agents, Some(&a.name), depth + 1, nodes);
         }
     }
 }

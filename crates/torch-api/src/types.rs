@@ -26,6 +26,9 @@ pub struct FleetStatus {
 pub struct AgentStatus {
     /// Its name.
     pub name: String,
+    /// The node it runs on, when the hub is one of a cluster; empty on a
+    /// lone hub.
+    pub node: String,
     /// orchestrator, project-manager, engineer...
     pub role: String,
     /// The agent above it.
@@ -97,6 +100,9 @@ pub struct Directory {
 pub struct AgentEntry {
     /// Its name.
     pub name: String,
+    /// The node it runs on, when the hub is one of a cluster; empty on a
+    /// lone hub.
+    pub node: String,
     /// orchestrator, project-manager, engineer...
     pub role: String,
     /// The agent above it.

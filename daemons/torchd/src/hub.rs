@@ -34,6 +34,8 @@ pub struct Hub {
     pub pools: crate::pools::Pools,
     /// How fast each agent's supervisor reports.
     pub reports: crate::reports::Reports,
+    /// This hub's node of a cluster, when `[cluster]` says it is one.
+    pub cluster: Option<crate::cluster::Node>,
 }
 
 /// Now, in Unix milliseconds (0 before 1970, which no clock shows).

@@ -10,6 +10,7 @@
 mod access;
 mod bus;
 mod caller;
+mod cluster;
 mod courier;
 mod error;
 mod events;
@@ -76,17 +77,11 @@ fn main() -> ExitCode {
     init_logging();
     let config = match Config::load(&config_files()) {
         Ok(c) => c,
-        Err(e) => {
-            // On stderr: journald attributes a native message of a process
-            // that has already exited to no unit (see torch-agent's logging).
-            if std::env::var_os("JOURNAL_STREAM").is_some() {
-                eprintln!("<3>{e}");
-            } else {
-                tracing::error!("{e}");
-            }
-            notify(&[NotifyState::Status(&format!("broken configuration: {e}"))]);
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(e) => return broken_configuration(&e),
+    };
+    let cluster = match cluster::Node::from_config(&config) {
+        Ok(c) => c,
+        Err(e) => return broken_configuration(&format!("{e:#}")),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -99,7 +94,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, cluster)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -109,7 +104,21 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// Says what is wrong with the configuration, which a restart would not
+/// mend.
+fn broken_configuration(e: &str) -> ExitCode {
+    // On stderr: journald attributes a native message of a process that has
+    // already exited to no unit (see torch-agent's logging).
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        eprintln!("<3>{e}");
+    } else {
+        tracing::error!("{e}");
+    }
+    notify(&[NotifyState::Status(&format!("broken configuration: {e}"))]);
+    ExitCode::from(EXIT_CONFIG)
+}
+
+async fn run(config: Config, cluster: Option<cluster::Node>) -> anyhow::Result<()> {
     let state_dir = std::env::var_os("STATE_DIRECTORY")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/lib/torch"));
@@ -149,6 +158,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         ledger_changed: tokio::sync::Notify::new(),
         pools: Default::default(),
         reports: Default::default(),
+        cluster,
     });
     system
         .object_server()
@@ -174,6 +184,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(pools::run(Arc::clone(&hub)));
     tokio::spawn(signals::run(Arc::clone(&hub)));
     tokio::spawn(sentinel::run(Arc::clone(&hub)));
+    tokio::spawn(cluster::run(Arc::clone(&hub)));
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

@@ -96,16 +96,17 @@ struct FleetFacts {
 
 /// The metrics as the text the format defines.
 pub async fn render(hub: &Arc<Hub>) -> Result<String, HubError> {
-    let status = service::status(hub, None).await?;
-    let mut restarts = Vec::with_capacity(status.agents.len());
-    for a in &status.agents {
+    // This node's agents only: each node's hub is scraped for its own.
+    let agents = service::local_status(hub, None).await?;
+    let mut restarts = Vec::with_capacity(agents.len());
+    for a in &agents {
         restarts.push(hub.systemd.restarts(&a.unit).await.unwrap_or(0));
     }
     let h = Arc::clone(hub);
     let facts = blocking(move || fleet_facts(&h)).await?;
     let mut registry = Registry::default();
-    register_agents(&mut registry, &status.agents, &restarts);
-    register_fleet(&mut registry, &status.agents, &facts);
+    register_agents(&mut registry, &agents, &restarts);
+    register_fleet(&mut registry, &agents, &facts);
     registry.register(
         "torch_delivery_latency_seconds",
         "Time from a message's storing to its confirmed delivery, since the hub started",

@@ -14,6 +14,7 @@ use torch_store::Store;
 use torch_systemd::JobKind;
 
 use crate::access::{self, Kind};
+use crate::cluster;
 use crate::courier;
 use crate::error::HubError;
 use crate::fleet::{self, Fleet, SpawnRequest};
@@ -89,13 +90,15 @@ pub async fn send(
 /// its brief and starts it; returns its unit.
 pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<String, HubError> {
     let requester = valid_sender(&req.requester)?;
+    cluster::claim(hub, &req.name).await?;
     let brief = if brief.is_empty() {
         None
     } else {
         Some(validate_message(brief).map_err(|e| HubError::InvalidArgs(format!("brief: {e}")))?)
     };
+    let wanted = req.name.clone();
     let h = Arc::clone(hub);
-    let name = blocking(move || {
+    let made = blocking(move || {
         let check_brief = |def: &torch_core::AgentDefinition| match &brief {
             Some(b) => {
                 let with_header = h.config.envelope(def.profile);
@@ -114,7 +117,20 @@ pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<Str
         }
         Ok(name)
     })
-    .await?;
+    .await;
+    let name = match made {
+        Ok(name) => name,
+        Err(e) => {
+            // The name claimed for the cluster goes back, unless an agent
+            // of this node has it.
+            let h = Arc::clone(hub);
+            let w = wanted.clone();
+            if !blocking(move || Ok(h.fleet.agents().agents.contains_key(&w))).await? {
+                cluster::release(hub, &wanted).await;
+            }
+            return Err(e);
+        }
+    };
     fleet::unit_job(&hub.systemd, JobKind::Start, &name)
         .await
         .map_err(HubError::Systemd)?;
@@ -191,6 +207,7 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
             tracing::warn!("retire {name}: check-in #{}: {e}", s.id);
         }
     }
+    cluster::release(hub, name).await;
     hub.events.fleet_changed(name, "retired").await;
     Ok(transcript)
 }
@@ -290,38 +307,58 @@ async fn agent_units(hub: &Hub) -> Result<Vec<torch_systemd::UnitState>, HubErro
 }
 
 /// The fleet as `actor` may see it: every defined agent, broken
-/// definitions included, for the operator; itself and the agents below it
-/// for an agent.
+/// definitions included, for the operator, with the other nodes' agents
+/// when this hub is one of a cluster; itself and the agents below it for
+/// an agent.
 pub async fn status(hub: &Arc<Hub>, actor: Option<String>) -> Result<FleetStatus, HubError> {
+    let operator = actor.is_none();
+    let mut agents = local_status(hub, actor).await?;
+    if operator {
+        agents.extend(cluster::remote_rows(hub));
+    }
+    Ok(FleetStatus { version: 1, agents })
+}
+
+/// This node's agents as `actor` may see them.
+pub async fn local_status(
+    hub: &Arc<Hub>,
+    actor: Option<String>,
+) -> Result<Vec<AgentStatus>, HubError> {
     let units = agent_units(hub).await?;
     let h = Arc::clone(hub);
-    let agents = blocking(move || {
+    let mut rows = blocking(move || {
         let fleet = h.fleet.agents();
         let seeing = access::reach(&h.config.access, &fleet, actor.as_deref(), Kind::Sees);
         status_rows(&fleet, seeing, &h.store, &units)
     })
     .await?;
-    Ok(FleetStatus { version: 1, agents })
+    if let Some(node) = cluster::node_name(hub) {
+        for row in &mut rows {
+            row.node.clone_from(&node);
+        }
+    }
+    Ok(rows)
 }
 
 /// Every agent with a usable definition, what it can do and its state,
-/// for any caller: the directory agents find their peers in.
+/// for any caller: the directory agents find their peers in, on every node
+/// of a cluster.
 pub async fn directory(hub: &Arc<Hub>) -> Result<Directory, HubError> {
-    let units = agent_units(hub).await?;
-    let h = Arc::clone(hub);
-    let rows = blocking(move || status_rows(&h.fleet.agents(), None, &h.store, &units)).await?;
-    let agents = rows
+    let rows = local_status(hub, None).await?;
+    let mut agents: Vec<AgentEntry> = rows
         .into_iter()
         .filter(|r| r.definition_error.is_none())
         .map(|r| AgentEntry {
             state: r.agent_state.unwrap_or(r.active_state),
             name: r.name,
+            node: r.node,
             role: r.role,
             parent: r.parent,
             skills: r.skills,
             capacity: r.capacity,
         })
         .collect();
+    agents.extend(cluster::remote_entries(hub));
     Ok(Directory { version: 1, agents })
 }
 
@@ -354,6 +391,7 @@ fn status_rows(
         let path = def.map(|a| &a.path).or(broken.map(|b| &b.path));
         out.push(AgentStatus {
             name: name.clone(),
+            node: String::new(),
             role: def.map_or("unknown".into(), |a| a.def.role.as_str().into()),
             parent: def.and_then(|a| a.def.parent.clone()),
             profile: def.map_or("unknown".into(), |a| a.def.profile.as_str().into()),

@@ -1,0 +1,238 @@
+//! This hub as one node of a cluster ([`torch_cluster`]): at each heartbeat
+//! it publishes its agents and reads the other nodes', which `Status` and
+//! `Agents` then show beside its own, each with its node. Agent names are
+//! claimed across the cluster before a spawn and given up at retirement.
+//!
+//! Without `[cluster]` none of this runs. Without Redis the hub goes on
+//! alone: the other nodes' agents show as last heard (lost once a node is
+//! unheard for three heartbeats), and spawning waits for Redis, since a
+//! name cannot be checked.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+
+use torch_api::{AgentEntry, AgentStatus};
+use torch_cluster::{Claim, NodeView, Registry, RemoteAgent};
+use torch_core::config::Config;
+
+use crate::error::HubError;
+use crate::hub::Hub;
+use crate::service;
+
+/// The hub's side of the cluster.
+pub struct Node {
+    registry: Registry,
+    /// The other nodes, as last read, and when.
+    others: RwLock<(Vec<NodeView>, Option<std::time::Instant>)>,
+    /// Local names this node holds in the registry.
+    claimed: Mutex<HashSet<String>>,
+}
+
+impl Node {
+    /// The node of `config`'s `[cluster]`, if it has one. The error is for
+    /// the admin: a bad node name or Redis URL.
+    pub fn from_config(config: &Config) -> anyhow::Result<Option<Self>> {
+        let Some(cluster) = &config.cluster else {
+            return Ok(None);
+        };
+        let node = cluster.node_name().map_err(anyhow::Error::msg)?;
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+        let registry = Registry::new(cluster, &node, credentials.as_deref())?;
+        Ok(Some(Self {
+            registry,
+            others: RwLock::default(),
+            claimed: Mutex::default(),
+        }))
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        self.registry.node()
+    }
+}
+
+/// Publishes this node and reads the others, every heartbeat, for good.
+pub async fn run(hub: Arc<Hub>) {
+    let Some(node) = &hub.cluster else { return };
+    tracing::info!(
+        "cluster: this hub is node {}, heartbeat every {} s",
+        node.name(),
+        node.registry.heartbeat().as_secs()
+    );
+    let mut reachable = true;
+    let mut tick = tokio::time::interval(node.registry.heartbeat());
+    loop {
+        tick.tick().await;
+        match heartbeat(&hub, node).await {
+            Ok(()) if !reachable => {
+                tracing::info!("cluster: Redis answers again");
+                reachable = true;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if reachable {
+                    tracing::warn!("cluster: {e}; this node goes on alone until Redis answers");
+                    reachable = false;
+                }
+                // Redis may come back empty: claim every name again then.
+                if let Ok(mut claimed) = node.claimed.lock() {
+                    claimed.clear();
+                }
+            }
+        }
+    }
+}
+
+async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
+    let mut local = service::local_status(hub, None).await?;
+    local.retain(|a| a.definition_error.is_none());
+    claim_local_names(node, &local).await?;
+    let agents: Vec<RemoteAgent> = local
+        .into_iter()
+        .map(|a| RemoteAgent {
+            state: a.agent_state.unwrap_or(a.active_state),
+            name: a.name,
+            role: a.role,
+            parent: a.parent,
+            skills: a.skills,
+            capacity: a.capacity,
+            queued: a.queued,
+        })
+        .collect();
+    node.registry.publish(&agents).await.map_err(unavailable)?;
+    let others = node.registry.others().await.map_err(unavailable)?;
+    if let Ok(mut o) = node.others.write() {
+        *o = (others, Some(std::time::Instant::now()));
+    }
+    Ok(())
+}
+
+/// Claims the names of local agents not claimed yet (those defined before
+/// the hub joined, or by hand); a name another node holds is reported.
+async fn claim_local_names(node: &Node, local: &[AgentStatus]) -> Result<(), HubError> {
+    let unclaimed: Vec<String> = {
+        let claimed = node.claimed.lock().map_err(poisoned)?;
+        local
+            .iter()
+            .filter(|a| !claimed.contains(&a.name))
+            .map(|a| a.name.clone())
+            .collect()
+    };
+    for name in unclaimed {
+        match node.registry.claim(&name).await.map_err(unavailable)? {
+            Claim::Ours => {}
+            Claim::Taken(other) => tracing::error!(
+                "cluster: agent {name} is defined here and on node {other}; names must be unique across the cluster: retire one of them"
+            ),
+        }
+        node.claimed.lock().map_err(poisoned)?.insert(name);
+    }
+    Ok(())
+}
+
+/// Claims `name` for a spawn on this node; refused when another node holds
+/// it or Redis cannot say. Nothing to do on a lone hub.
+pub async fn claim(hub: &Hub, name: &str) -> Result<(), HubError> {
+    let Some(node) = &hub.cluster else {
+        return Ok(());
+    };
+    match node.registry.claim(name).await {
+        Ok(Claim::Ours) => {
+            node.claimed.lock().map_err(poisoned)?.insert(name.to_string());
+            Ok(())
+        }
+        Ok(Claim::Taken(other)) => Err(HubError::Refused(format!(
+            "agent {name} already exists on node {other}; names are unique across the cluster, choose another"
+        ))),
+        Err(e) => Err(HubError::Refused(format!(
+            "cannot check the name {name} across the cluster ({e}); spawn again once Redis answers"
+        ))),
+    }
+}
+
+/// Gives `name` up after its agent is gone from this node.
+pub async fn release(hub: &Hub, name: &str) {
+    let Some(node) = &hub.cluster else { return };
+    if let Ok(mut claimed) = node.claimed.lock() {
+        claimed.remove(name);
+    }
+    if let Err(e) = node.registry.release(name).await {
+        tracing::warn!("cluster: {name} stays claimed by this node in Redis ({e}); it is given up when this node's hub next spawns or retires it");
+    }
+}
+
+/// This node's name, when it is one of a cluster.
+pub fn node_name(hub: &Hub) -> Option<String> {
+    hub.cluster.as_ref().map(|n| n.name().to_string())
+}
+
+/// The other nodes' agents as `Status` rows.
+pub fn remote_rows(hub: &Hub) -> Vec<AgentStatus> {
+    remote(hub, |node, a| AgentStatus {
+        node: node.node.clone(),
+        role: a.role.clone(),
+        parent: a.parent.clone(),
+        unit: format!("torch-agent@{}.service", a.name),
+        active_state: if node.lost { "lost" } else { "active" }.into(),
+        sub_state: "remote".into(),
+        agent_state: Some(state(node, a)),
+        queued: a.queued,
+        skills: a.skills.clone(),
+        capacity: a.capacity,
+        name: a.name.clone(),
+        ..Default::default()
+    })
+}
+
+/// The other nodes' agents as `Agents` entries.
+pub fn remote_entries(hub: &Hub) -> Vec<AgentEntry> {
+    remote(hub, |node, a| AgentEntry {
+        name: a.name.clone(),
+        node: node.node.clone(),
+        role: a.role.clone(),
+        parent: a.parent.clone(),
+        skills: a.skills.clone(),
+        capacity: a.capacity,
+        state: state(node, a),
+    })
+}
+
+fn remote<T>(hub: &Hub, row: impl Fn(&NodeView, &RemoteAgent) -> T) -> Vec<T> {
+    let Some(node) = &hub.cluster else {
+        return Vec::new();
+    };
+    let Ok(others) = node.others.read() else {
+        return Vec::new();
+    };
+    let (nodes, read_at) = &*others;
+    // Unheard from Redis as long as a node would be: every node is lost
+    // from here.
+    let lost_after = node.registry.heartbeat() * torch_cluster::LOST_AFTER;
+    let unheard = read_at.is_none_or(|t| t.elapsed() > lost_after);
+    nodes
+        .iter()
+        .flat_map(|n| {
+            let n = NodeView {
+                lost: n.lost || unheard,
+                ..n.clone()
+            };
+            n.agents.iter().map(|a| row(&n, a)).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An agent of a lost node is lost, whatever it was last.
+fn state(node: &NodeView, agent: &RemoteAgent) -> String {
+    match node.lost {
+        true => "lost".into(),
+        false => agent.state.clone(),
+    }
+}
+
+fn unavailable(e: torch_cluster::ClusterError) -> HubError {
+    HubError::Internal(e.to_string())
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> HubError {
+    HubError::Internal("the cluster's name table is poisoned".into())
+}
