@@ -21,6 +21,9 @@ have rpm || missing+=(rpm)
 # The web dashboard's browser test: Debian's headless Chromium and its
 # WebDriver.
 { have /usr/bin/chromium && have /usr/bin/chromedriver; } || missing+=(chromium chromium-driver)
+# The cluster tests run Debian's Redis server: redis-tools ships its binary
+# (as redis-check-rdb) without the service the redis-server package starts.
+have /usr/bin/redis-check-rdb || missing+=(redis-tools)
 # The hub links the system SQLite.
 { [ -e /usr/include/sqlite3.h ] && have pkg-config; } || missing+=(libsqlite3-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then

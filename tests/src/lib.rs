@@ -28,6 +28,7 @@ pub mod fleet;
 pub mod gemini;
 pub mod llm;
 pub mod openai;
+pub mod redis;
 
 /// Parent directory of every sandbox's state directory.
 pub const SANDBOX_BASE: &str = "/tmp/torch-sdh";
@@ -136,6 +137,17 @@ impl Sandbox {
     /// so a later sandbox booted on the same directory sees the same state
     /// (a reboot, as far as Torch can tell).
     pub fn boot_with(label: &str, persist: Option<&Path>) -> Result<Sandbox> {
+        Self::boot_opts(label, persist, None)
+    }
+
+    /// Boots a sandbox that sees the host directory `shared` at the same
+    /// path (outside `/tmp`, which the hub's and agents' units make private),
+    /// as several sandboxes of one test can.
+    pub fn boot_sharing(label: &str, shared: &Path) -> Result<Sandbox> {
+        Self::boot_opts(label, None, Some(shared))
+    }
+
+    fn boot_opts(label: &str, persist: Option<&Path>, shared: Option<&Path>) -> Result<Sandbox> {
         let name = sandbox_name(label);
         let dir = Path::new(SANDBOX_BASE).join(&name);
         if dir.exists() {
@@ -147,7 +159,10 @@ impl Sandbox {
             .with_context(|| format!("creating {}", dir.display()))?;
         let bins = target_bin_dir();
         fs::create_dir_all(&bins).with_context(|| format!("creating {}", bins.display()))?;
-        let binds = format!("{} {}", dir.join("share").display(), bins.display());
+        let mut binds = format!("{} {}", dir.join("share").display(), bins.display());
+        if let Some(shared) = shared {
+            binds.push_str(&format!(" {}", shared.display()));
+        }
         let script = workspace_root().join("scripts/sandbox/start.sh");
 
         let t0 = Instant::now();

@@ -1,0 +1,202 @@
+//! Two hubs as nodes of one cluster: two sandboxes (each a real systemd with
+//! its own hub and store) and Debian's Redis on a unix socket both see.
+//! What holds so far: the registry agrees on both nodes, a name is unique
+//! across the cluster, a node that goes away shows lost and comes back, and
+//! a Redis outage leaves each node working alone.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::Value;
+use torch_tests::redis::Redis;
+use torch_tests::{wait_until, Sandbox};
+
+/// A node named `node` of the cluster on `redis`, its hub running. It signs
+/// in as its own Redis user, its password in a file only the hub's user
+/// reads. (A systemd credential is read first, but credentials come out
+/// empty in the test sandbox's systemd, whatever the unit.)
+fn node(label: &str, node: &str, redis: &Redis, shared: &PathBuf) -> Result<Sandbox> {
+    let sb = Sandbox::boot_sharing(label, shared)?;
+    sb.install_torch()?;
+    let config = format!(
+        "[cluster]\nnode = \"{node}\"\nredis = \"{}?user=torch-{node}\"\npassword_file = \"/etc/torch/redis-password\"\nheartbeat_secs = 1\n",
+        redis.url()
+    );
+    sb.write_file("/etc/torch/torch.toml", config.as_bytes(), 0o644)?;
+    let password = format!("secret of {node}\n");
+    sb.write_file("/etc/torch/redis-password", password.as_bytes(), 0o640)?;
+    sb.run(&["chgrp", "torch", "/etc/torch/redis-password"])?;
+    sb.start_hub()?;
+    Ok(sb)
+}
+
+/// Each node's Redis user, limited to Torch's keys and to the commands the
+/// hub uses, as docs/cluster.md has them.
+fn add_users(redis: &Redis) -> Result<()> {
+    for node in ["node-a", "node-b"] {
+        let user = format!("torch-{node}");
+        let password = format!(">secret of {node}");
+        let said = redis.cli(&[
+            "ACL",
+            "SETUSER",
+            &user,
+            "on",
+            &password,
+            "resetkeys",
+            "~torch:*",
+            "resetchannels",
+            "-@all",
+            "+@read",
+            "+@write",
+            "+@scripting",
+            "+@connection",
+            "+time",
+            "-@dangerous",
+        ])?;
+        ensure!(said == "OK", "ACL SETUSER {user}: {said}");
+    }
+    Ok(())
+}
+
+/// The rows of `torch status --json` on `sb`.
+fn status(sb: &Sandbox) -> Result<Vec<Value>> {
+    let json: Value = serde_json::from_str(&sb.torch(&["status", "--json"])?)?;
+    Ok(json["agents"].as_array().cloned().unwrap_or_default())
+}
+
+/// `name`'s (node, active state) in `sb`'s status, if listed.
+fn seen(sb: &Sandbox, name: &str) -> Result<Option<(String, String)>> {
+    Ok(status(sb)?
+        .into_iter()
+        .find(|a| a["name"] == name)
+        .map(|a| {
+            (
+                a["node"].as_str().unwrap_or_default().to_string(),
+                a["active_state"].as_str().unwrap_or_default().to_string(),
+            )
+        }))
+}
+
+fn wait_seen(sb: &Sandbox, name: &str, node: &str, state: &str) -> Result<()> {
+    wait_until(
+        &format!("{name} on node {node} {state} in {}", sb.name()),
+        Duration::from_secs(20),
+        || Ok(seen(sb, name)?.is_some_and(|(n, s)| n == node && s == state)),
+    )
+    .with_context(|| format!("status: {:?}", status(sb)))
+}
+
+#[test]
+fn nodes_share_one_registry_and_unique_names() -> Result<()> {
+    let shared = PathBuf::from(format!("/srv/torch-tests/cluster-{}", std::process::id()));
+    let mut redis = Redis::start(&shared)?;
+    add_users(&redis)?;
+    let a = node("cluster-a", "node-a", &redis, &shared)?;
+    let b = node("cluster-b", "node-b", &redis, &shared)?;
+    a.spawn_echo("alpha", "orchestrator", None)?;
+    b.spawn_echo("beta", "orchestrator", None)?;
+
+    // Each node shows the whole fleet, each agent with its node.
+    wait_seen(&a, "beta", "node-b", "active")?;
+    wait_seen(&b, "alpha", "node-a", "active")?;
+    ensure!(seen(&a, "alpha")?.is_some_and(|(n, _)| n == "node-a"));
+    // Each node signed in as its own user, which reaches Torch's keys only.
+    let clients = redis.cli(&["CLIENT", "LIST"])?;
+    ensure!(
+        clients.contains("user=torch-node-a") && clients.contains("user=torch-node-b"),
+        "{clients}"
+    );
+    let keys = redis.cli(&["KEYS", "*"])?;
+    ensure!(keys.lines().all(|k| k.starts_with("torch:")), "{keys}");
+    let table = a.torch(&["status"])?;
+    ensure!(
+        table.contains("NODE") && table.contains("node-b"),
+        "{table}"
+    );
+    let dir: Value = serde_json::from_str(&b.torch(&["agents", "--json"])?)?;
+    let names: Vec<(&str, &str)> = dir["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or(""),
+                e["node"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    ensure!(
+        names.contains(&("alpha", "node-a")) && names.contains(&("beta", "node-b")),
+        "{names:?}"
+    );
+
+    // A name is unique across the cluster.
+    let (ok, out) = b.torch_status(&[
+        "spawn",
+        "alpha",
+        "--role",
+        "orchestrator",
+        "--workdir",
+        "/srv",
+        "--",
+        "sleep",
+        "1000",
+    ])?;
+    ensure!(
+        !ok && out.contains("already exists on node node-a"),
+        "{out}"
+    );
+
+    // A node whose hub stops is lost after three missed heartbeats, and back
+    // once it publishes again.
+    b.systemctl(&["stop", "torch.service"])?;
+    wait_seen(&a, "beta", "node-b", "lost")?;
+    b.start_hub()?;
+    wait_seen(&a, "beta", "node-b", "active")?;
+
+    // Redis away: each node goes on alone; a spawn, whose name cannot be
+    // checked, is refused with the reason, and works once Redis is back.
+    redis.pause()?;
+    a.spawn_echo("gamma", "orchestrator", None)
+        .err()
+        .map(|e| e.to_string())
+        .filter(|e| e.contains("cannot check the name gamma across the cluster"))
+        .context("a spawn without Redis was not refused for its name")?;
+    ensure!(
+        seen(&a, "alpha")?.is_some(),
+        "alpha gone from node-a's status"
+    );
+    let (ok, out) = a.torch_status(&["send", "--wait", "alpha", "still here"])?;
+    ensure!(ok, "{out}");
+    // Unheard from Redis, the other node is lost from here.
+    wait_seen(&a, "beta", "node-b", "lost")?;
+    redis.resume()?;
+    add_users(&redis)?;
+    // The new Redis is empty: each node publishes itself and claims its
+    // names again.
+    wait_seen(&b, "alpha", "node-a", "active")?;
+    wait_seen(&a, "beta", "node-b", "active")?;
+    a.spawn_echo("gamma", "orchestrator", None)?;
+    let (ok, out) = b.torch_status(&[
+        "spawn",
+        "gamma",
+        "--role",
+        "orchestrator",
+        "--workdir",
+        "/srv",
+        "--",
+        "sleep",
+        "1000",
+    ])?;
+    ensure!(
+        !ok && out.contains("already exists on node node-a"),
+        "{out}"
+    );
+
+    // Retired, its name is free for another node.
+    a.torch(&["retire", "gamma"])?;
+    b.spawn_echo("gamma", "orchestrator", None)?;
+    wait_seen(&a, "gamma", "node-b", "active")?;
+    Ok(())
+}
