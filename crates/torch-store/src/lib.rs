@@ -26,6 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::Connection;
 
 mod facade;
+mod federation;
 mod history;
 mod messages;
 mod schedules;
@@ -36,6 +37,7 @@ mod wanted;
 mod writer;
 
 pub use facade::call;
+pub use federation::{Forward, Settled};
 use messages::{row, COLUMNS};
 pub use messages::{Counts, Message, State};
 pub use schedules::{NewSchedule, Schedule};

@@ -25,7 +25,7 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> State {
+    pub(crate) fn parse(s: &str) -> State {
         match s {
             "delivered" => State::Delivered,
             "failed" => State::Failed,
@@ -139,11 +139,11 @@ impl Store {
         })
     }
 
-    /// The oldest queued message for `recipient`.
+    /// The oldest queued message for `recipient`, an agent of this node.
     pub fn next_queued(&self, recipient: &str) -> Result<Option<Message>, StoreError> {
         self.with(|c| {
             c.query_row(
-                &format!("SELECT {COLUMNS} FROM messages WHERE recipient = ?1 AND state = 'queued' ORDER BY id LIMIT 1"),
+                &format!("SELECT {COLUMNS} FROM messages WHERE recipient = ?1 AND state = 'queued' AND node IS NULL ORDER BY id LIMIT 1"),
                 params![recipient],
                 row,
             )
@@ -151,14 +151,14 @@ impl Store {
         })
     }
 
-    /// Recipients that have queued messages.
+    /// Recipients of this node that have queued messages.
     pub fn recipients_with_queue(&self) -> Result<Vec<String>, StoreError> {
         self.with(|c| {
             // The partial index of the queue, named: without statistics the
             // planner may prefer scanning the (recipient, state, id) index,
             // which holds all history.
             let mut st = c.prepare(
-                "SELECT DISTINCT recipient FROM messages INDEXED BY messages_queued WHERE state = 'queued'",
+                "SELECT DISTINCT recipient FROM messages INDEXED BY messages_queued WHERE state = 'queued' AND node IS NULL",
             )?;
             let v = st.query_map([], |r| r.get(0))?.collect();
             v

@@ -88,6 +88,19 @@ const MIGRATIONS: &[&str] = &[
         note TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX task_events_by_task ON task_events (task, id);",
+    // 8: messages across the nodes of a cluster: to an agent of another
+    // node (`node`), handed to it (`forwarded_ms`) and settled there; and
+    // from another node (`origin`, NODE:ID, stored once), settled here and
+    // told (`acked_ms`).
+    "ALTER TABLE messages ADD COLUMN node TEXT;
+    ALTER TABLE messages ADD COLUMN origin TEXT;
+    ALTER TABLE messages ADD COLUMN forwarded_ms INTEGER;
+    ALTER TABLE messages ADD COLUMN acked_ms INTEGER;
+    CREATE UNIQUE INDEX messages_origin ON messages (origin) WHERE origin IS NOT NULL;
+    CREATE INDEX messages_to_forward ON messages (id)
+        WHERE node IS NOT NULL AND state = 'queued';
+    CREATE INDEX messages_to_ack ON messages (id)
+        WHERE origin IS NOT NULL AND acked_ms IS NULL;",
 ];
 
 /// Brings the database to the current schema.

@@ -28,6 +28,20 @@ impl Store {
         kind: &str,
         key: &str,
     ) -> Result<(i64, bool), StoreError> {
+        self.enqueue_once_for(sender, recipient, body, kind, key, None)
+    }
+
+    /// [`Self::enqueue_once`] for `recipient` on `node` when given, an
+    /// agent of another node of the cluster (see the federation module).
+    pub fn enqueue_once_for(
+        &self,
+        sender: &str,
+        recipient: &str,
+        body: &str,
+        kind: &str,
+        key: &str,
+        node: Option<&str>,
+    ) -> Result<(i64, bool), StoreError> {
         let (s, r, b, k, key_) = (
             sender.to_string(),
             recipient.to_string(),
@@ -35,6 +49,7 @@ impl Store {
             kind.to_string(),
             key.to_string(),
         );
+        let node = node.map(str::to_string);
         let found = self.write(move |c| {
             let earlier: Option<(i64, String, String)> = c
                 .query_row(
@@ -51,8 +66,8 @@ impl Store {
                 });
             }
             c.execute(
-                "INSERT INTO messages (sender, recipient, body, kind, created_ms, send_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![s, r, b, k, now_ms(), key_],
+                "INSERT INTO messages (sender, recipient, body, kind, created_ms, send_key, node) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![s, r, b, k, now_ms(), key_, node],
             )?;
             Ok(Found::Stored(c.last_insert_rowid()))
         })?;
