@@ -11,7 +11,12 @@
 //!   of the Redis server's clock, so the machines' clocks need not agree;
 //! - `torch:names`, a hash: agent name to the node that holds it. A name is
 //!   claimed before a spawn and released at retirement, so two nodes never
-//!   run agents of the same name.
+//!   run agents of the same name;
+//! - `torch:inbox:NODE`, a stream: messages for the node's agents, read by
+//!   the node through the consumer group `hubs`, each entry deleted once
+//!   the node has stored it;
+//! - `torch:acks:NODE`, a stream: how messages the node sent elsewhere
+//!   ended, read and deleted the same way.
 //!
 //! A node unheard for [`LOST_AFTER`] heartbeats is lost: its agents show
 //! `lost` on the other nodes. The registry never blocks a hub: without
@@ -19,6 +24,9 @@
 
 use std::path::Path;
 use std::time::Duration;
+
+mod streams;
+pub use streams::{Ack, Entries, Envelope};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
@@ -116,6 +124,9 @@ pub enum Claim {
 pub struct Registry {
     client: redis::Client,
     conn: std::sync::Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+    /// A connection of its own for blocking reads of streams, which would
+    /// hold every other call behind them on a shared one.
+    reading: std::sync::Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
     node: String,
     heartbeat: Duration,
 }
@@ -151,6 +162,7 @@ impl Registry {
         Ok(Self {
             client,
             conn: Default::default(),
+            reading: Default::default(),
             node: node.to_string(),
             heartbeat: Duration::from_secs(cluster.heartbeat_secs.max(1)),
         })
@@ -167,13 +179,26 @@ impl Registry {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, ClusterError> {
-        let mut slot = self.conn.lock().await;
+        self.connect(&self.conn, CALL_TIMEOUT).await
+    }
+
+    async fn reading_connection(&self) -> Result<ConnectionManager, ClusterError> {
+        self.connect(&self.reading, CALL_TIMEOUT + streams::READ_BLOCK)
+            .await
+    }
+
+    async fn connect(
+        &self,
+        slot: &tokio::sync::Mutex<Option<ConnectionManager>>,
+        timeout: Duration,
+    ) -> Result<ConnectionManager, ClusterError> {
+        let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(timeout))
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
         *slot = Some(conn.clone());
@@ -214,6 +239,7 @@ impl Registry {
                 || e.is_timeout()
             {
                 *self.conn.lock().await = None;
+                *self.reading.lock().await = None;
             }
         }
         result

@@ -1,0 +1,191 @@
+//! Messages between nodes through Redis Streams: each node reads its own
+//! inbox and acks stream through the consumer group `hubs`, so an entry
+//! read but not yet stored (the hub was killed) is read again at the next
+//! start; an entry is acknowledged and deleted once the node has stored
+//! what it says, and the receiving store keeps each message once by its
+//! origin, so an entry read twice changes nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::AsyncCommands;
+
+use crate::{ClusterError, Registry};
+
+/// The consumer group every node reads its streams with.
+const GROUP: &str = "hubs";
+/// How long a read waits for an entry.
+pub const READ_BLOCK: Duration = Duration::from_millis(1000);
+
+/// A message from one node to an agent of another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `NODE:ID`: the sending node and the message's id in its store.
+    pub origin: String,
+    /// An agent of the sending node, or `operator`.
+    pub sender: String,
+    /// An agent of the receiving node.
+    pub recipient: String,
+    /// The text.
+    pub body: String,
+    /// `message` or `brief`.
+    pub kind: String,
+}
+
+/// How a message sent to another node ended there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The message's `origin`.
+    pub origin: String,
+    /// `delivered` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// Entries read from a stream: each with its stream id, to acknowledge.
+pub type Entries<T> = Vec<(String, T)>;
+
+fn inbox(node: &str) -> String {
+    format!("torch:inbox:{node}")
+}
+
+fn acks(node: &str) -> String {
+    format!("torch:acks:{node}")
+}
+
+impl Registry {
+    /// Hands `message` to the inbox of `node`.
+    pub async fn send_to(&self, node: &str, message: &Envelope) -> Result<(), ClusterError> {
+        let fields = [
+            ("origin", message.origin.as_str()),
+            ("sender", &message.sender),
+            ("recipient", &message.recipient),
+            ("body", &message.body),
+            ("kind", &message.kind),
+        ];
+        let result = self.xadd(&inbox(node), &fields).await;
+        self.checked(result).await
+    }
+
+    /// Tells `node` how a message it sent ended.
+    pub async fn ack_to(&self, node: &str, ack: &Ack) -> Result<(), ClusterError> {
+        let fields = [
+            ("origin", ack.origin.as_str()),
+            ("state", &ack.state),
+            ("reason", &ack.reason),
+        ];
+        let result = self.xadd(&acks(node), &fields).await;
+        self.checked(result).await
+    }
+
+    async fn xadd(&self, stream: &str, fields: &[(&str, &str)]) -> Result<(), ClusterError> {
+        let mut conn = self.connection().await?;
+        let _: String = conn.xadd(stream, "*", fields).await?;
+        Ok(())
+    }
+
+    /// Messages for this node: first those read before and never
+    /// acknowledged (`pending`), then new ones, waiting up to
+    /// [`READ_BLOCK`].
+    pub async fn read_inbox(&self, pending: bool) -> Result<Entries<Envelope>, ClusterError> {
+        let result = self.read(&inbox(&self.node), pending).await;
+        let entries = self.checked(result).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, f)| {
+                let envelope = Envelope {
+                    origin: field(&f, "origin"),
+                    sender: field(&f, "sender"),
+                    recipient: field(&f, "recipient"),
+                    body: field(&f, "body"),
+                    kind: field(&f, "kind"),
+                };
+                (id, envelope)
+            })
+            .collect())
+    }
+
+    /// How messages this node sent ended, as [`Self::read_inbox`] reads.
+    pub async fn read_acks(&self, pending: bool) -> Result<Entries<Ack>, ClusterError> {
+        let result = self.read(&acks(&self.node), pending).await;
+        let entries = self.checked(result).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, f)| {
+                let ack = Ack {
+                    origin: field(&f, "origin"),
+                    state: field(&f, "state"),
+                    reason: field(&f, "reason"),
+                };
+                (id, ack)
+            })
+            .collect())
+    }
+
+    /// Acknowledges and deletes entries of this node's inbox, once stored.
+    pub async fn done_inbox(&self, ids: &[String]) -> Result<(), ClusterError> {
+        let result = self.done(&inbox(&self.node), ids).await;
+        self.checked(result).await
+    }
+
+    /// Acknowledges and deletes entries of this node's acks stream.
+    pub async fn done_acks(&self, ids: &[String]) -> Result<(), ClusterError> {
+        let result = self.done(&acks(&self.node), ids).await;
+        self.checked(result).await
+    }
+
+    async fn read(
+        &self,
+        stream: &str,
+        pending: bool,
+    ) -> Result<Vec<(String, HashMap<String, redis::Value>)>, ClusterError> {
+        let mut conn = self.reading_connection().await?;
+        let made: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, GROUP, "0").await;
+        if let Err(e) = made {
+            if e.code() != Some("BUSYGROUP") {
+                return Err(e.into());
+            }
+        }
+        let mut options = StreamReadOptions::default()
+            .group(GROUP, &self.node)
+            .count(200);
+        let from = match pending {
+            true => "0",
+            false => {
+                options = options.block(READ_BLOCK.as_millis() as usize);
+                ">"
+            }
+        };
+        let reply: Option<StreamReadReply> =
+            conn.xread_options(&[stream], &[from], &options).await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .map(|e| (e.id, e.map))
+            .collect())
+    }
+
+    async fn done(&self, stream: &str, ids: &[String]) -> Result<(), ClusterError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.connection().await?;
+        let _: () = redis::pipe()
+            .xack(stream, GROUP, ids)
+            .ignore()
+            .xdel(stream, ids)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+fn field(map: &HashMap<String, redis::Value>, name: &str) -> String {
+    map.get(name)
+        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .unwrap_or_default()
+}
