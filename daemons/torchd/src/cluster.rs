@@ -49,6 +49,61 @@ impl Node {
     pub fn name(&self) -> &str {
         self.registry.node()
     }
+
+    /// Its handle on Redis.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// The node `name` runs on and how it published it, when it is an agent
+/// of another node, lost or not (messages for it wait until it is back).
+pub fn where_is(hub: &Hub, name: &str) -> Option<(String, RemoteAgent)> {
+    let node = hub.cluster.as_ref()?;
+    let others = node.others.read().ok()?;
+    others.0.iter().find_map(|n| {
+        let a = n.agents.iter().find(|a| a.name == name)?;
+        Some((n.node.clone(), a.clone()))
+    })
+}
+
+/// Whether a message from `node` may be delivered here: its recipient is
+/// an agent of this node, its sender the operator or an agent that node
+/// publishes (a node speaks for its own agents only), and this node's
+/// policy allows the route. The error says why not.
+pub fn check_incoming(
+    hub: &Hub,
+    node: &str,
+    envelope: &torch_cluster::Envelope,
+) -> Result<(), String> {
+    let fleet = hub.fleet.agents();
+    let sender = match envelope.sender.as_str() {
+        torch_core::policy::OPERATOR => None,
+        name => {
+            let published = node_agents(hub, node)
+                .into_iter()
+                .find(|a| a.name == name)
+                .ok_or_else(|| format!("node {node} does not publish an agent {name}"))?;
+            Some(published)
+        }
+    };
+    crate::fleet::check_route_from_node(&hub.config, &fleet, sender.as_ref(), &envelope.recipient)
+}
+
+/// What `node` last published of its agents.
+fn node_agents(hub: &Hub, node: &str) -> Vec<RemoteAgent> {
+    let Some(n) = &hub.cluster else {
+        return Vec::new();
+    };
+    let Ok(others) = n.others.read() else {
+        return Vec::new();
+    };
+    others
+        .0
+        .iter()
+        .find(|v| v.node == node)
+        .map(|v| v.agents.clone())
+        .unwrap_or_default()
 }
 
 /// Publishes this node and reads the others, every heartbeat, for good.

@@ -196,6 +196,54 @@ pub fn check_route<'f>(
     Ok(to_agent)
 }
 
+/// Checks that a message from `sender`, an agent of another node as that
+/// node publishes it (`None`: the operator there), may reach `to`, an
+/// agent of this node, under this node's policy.
+pub fn check_route_from_node(
+    config: &Config,
+    fleet: &Fleet,
+    sender: Option<&torch_cluster::RemoteAgent>,
+    to: &str,
+) -> Result<(), String> {
+    let to_agent = fleet.get(to)?;
+    let from = sender.map(remote_member).transpose()?;
+    policy::check(config.policy.mode, from.as_ref(), &member(to_agent))
+}
+
+/// Checks that `from`, an agent of this node or the operator, may message
+/// `to`, an agent of another node as it publishes it.
+pub fn check_route_to_node(
+    config: &Config,
+    fleet: &Fleet,
+    from: &str,
+    to: &torch_cluster::RemoteAgent,
+) -> Result<(), String> {
+    let from_agent = match from {
+        OPERATOR => None,
+        name => Some(fleet.agents.get(name).ok_or_else(|| {
+            format!("unknown sender {name:?}: not an agent of this node (an admin at a shell sends as `operator`)")
+        })?),
+    };
+    policy::check(
+        config.policy.mode,
+        from_agent.map(member).as_ref(),
+        &remote_member(to)?,
+    )
+}
+
+fn remote_member(a: &torch_cluster::RemoteAgent) -> Result<Member<'_>, String> {
+    Ok(Member {
+        name: a.name.as_str(),
+        role: a.role.parse().map_err(|_| {
+            format!(
+                "agent {} has a role this node does not know: {}",
+                a.name, a.role
+            )
+        })?,
+        parent: a.parent.as_deref(),
+    })
+}
+
 fn depth(fleet: &Fleet, name: &str) -> usize {
     let mut d = 0;
     let mut cur = Some(name.to_string());

@@ -15,6 +15,7 @@ mod courier;
 mod error;
 mod events;
 mod fault;
+mod federation;
 mod fleet;
 mod hub;
 mod ledger;
@@ -185,6 +186,7 @@ async fn run(config: Config, cluster: Option<cluster::Node>) -> anyhow::Result<(
     tokio::spawn(signals::run(Arc::clone(&hub)));
     tokio::spawn(sentinel::run(Arc::clone(&hub)));
     tokio::spawn(cluster::run(Arc::clone(&hub)));
+    federation::start(&hub);
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

@@ -62,9 +62,13 @@ pub async fn send(
         .map_err(|e| HubError::InvalidArgs(format!("recipient: {e}")))?
         .to_string();
     let text = validate_message(text).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
+    let elsewhere = cluster::where_is(hub, &to);
     let (h, f, t) = (Arc::clone(hub), from.clone(), to.clone());
     let id = blocking(move || {
         let fleet = h.fleet.agents();
+        if let (false, Some((node, agent))) = (fleet.agents.contains_key(&t), elsewhere) {
+            return send_to_node(&h, &fleet, (&f, &agent, &node), &text, key.as_deref());
+        }
         let recipient = fleet::check_route(&h.config, &fleet, &f, &t).map_err(HubError::Refused)?;
         // Refused here, not by the supervisor after the message was
         // accepted: no retry could deliver it.
@@ -83,6 +87,32 @@ pub async fn send(
     .await?;
     // The kick also tells clients (MessageQueued, from `signals`).
     hub.courier.kick(&to);
+    Ok(id)
+}
+
+/// Stores a message from `from` for `to`, an agent of `node`, to hand
+/// over: the route checked here by this node's policy (and by that node's
+/// when it arrives); once per `key` as for a local recipient.
+fn send_to_node(
+    hub: &Hub,
+    fleet: &Fleet,
+    (from, to, node): (&str, &torch_cluster::RemoteAgent, &str),
+    text: &str,
+    key: Option<&str>,
+) -> Result<i64, HubError> {
+    fleet::check_route_to_node(&hub.config, fleet, from, to).map_err(HubError::Refused)?;
+    // Its profile is not published: the longest header it may get.
+    let header = courier::max_added_len("message", from, true, text);
+    check_typed_size(text, header).map_err(|e| HubError::InvalidArgs(e.to_string()))?;
+    let id = match key {
+        Some(k) => {
+            let (id, _) =
+                hub.store
+                    .enqueue_once_for(from, &to.name, text, "message", k, Some(node))?;
+            id
+        }
+        None => hub.store.enqueue_for_node(from, &to.name, text, node)?,
+    };
     Ok(id)
 }
 

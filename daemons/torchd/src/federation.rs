@@ -1,0 +1,275 @@
+//! Messages across the nodes of a cluster, through Redis Streams
+//! ([`torch_cluster`]): four loops of this hub's node.
+//!
+//! - [`forward`] hands each message stored for an agent of another node to
+//!   that node's inbox, and hands it again if no answer came within
+//!   [`RESEND_AFTER`] (the other node stores each message once).
+//! - [`receive`] stores what arrives in this node's inbox (once, by its
+//!   origin), after this node's own checks: the recipient is its own, the
+//!   sender is the operator or an agent the sending node publishes, and the
+//!   policy allows the route. The courier then delivers it as any other.
+//! - [`tell`] tells each sending node how its messages ended here.
+//! - [`hear`] settles this node's forwarded messages as their nodes tell,
+//!   with the same signals as a local delivery (`torch send --wait`).
+//!
+//! Without Redis each loop waits and tries again; nothing is lost: a
+//! message stays in the store (and the stream) until its end is known.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use torch_cluster::{Ack, Envelope, Registry};
+use torch_store::State;
+
+use crate::error::HubError;
+use crate::hub::{blocking, Hub};
+
+/// A message handed over and not settled is handed over again after this.
+const RESEND_AFTER: Duration = Duration::from_secs(30);
+/// How long a loop waits after Redis failed it.
+const RETRY: Duration = Duration::from_secs(1);
+/// How often the store is asked for what to forward or tell, besides
+/// being woken.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Starts the loops, when this hub is one node of a cluster.
+pub fn start(hub: &Arc<Hub>) {
+    if hub.cluster.is_none() {
+        return;
+    }
+    tokio::spawn(forward(Arc::clone(hub)));
+    tokio::spawn(receive(Arc::clone(hub)));
+    tokio::spawn(tell(Arc::clone(hub)));
+    tokio::spawn(hear(Arc::clone(hub)));
+}
+
+fn registry(hub: &Hub) -> Option<&Registry> {
+    hub.cluster.as_ref().map(crate::cluster::Node::registry)
+}
+
+/// Runs `step` for good, waiting [`RETRY`] after a failure (said once until
+/// a step succeeds again) and `pause` after a step with nothing to do.
+async fn repeat<F, Fut>(what: &str, pause: Duration, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool, HubError>>,
+{
+    let mut failing = false;
+    loop {
+        match step().await {
+            Ok(busy) => {
+                if failing {
+                    tracing::info!("cluster: {what} goes on");
+                    failing = false;
+                }
+                if !busy {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!("cluster: {what} waits: {e}");
+                    failing = true;
+                }
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+}
+
+async fn forward(hub: Arc<Hub>) {
+    repeat("handing messages to other nodes", POLL, || {
+        forward_once(&hub)
+    })
+    .await;
+}
+
+async fn forward_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
+    let Some(registry) = registry(hub) else {
+        return Ok(false);
+    };
+    let h = Arc::clone(hub);
+    let again = RESEND_AFTER.as_millis() as i64;
+    let batch = blocking(move || Ok(h.store.to_forward(again, 200)?)).await?;
+    let mut done = Vec::new();
+    let mut result = Ok(());
+    for m in &batch {
+        let envelope = Envelope {
+            origin: format!("{}:{}", registry.node(), m.id),
+            sender: m.sender.clone(),
+            recipient: m.recipient.clone(),
+            body: m.body.clone(),
+            kind: m.kind.clone(),
+        };
+        // In id order: a message is never handed over before an older one
+        // of the same sender.
+        if let Err(e) = registry.send_to(&m.node, &envelope).await {
+            result = Err(unavailable(e));
+            break;
+        }
+        done.push(m.id);
+    }
+    let h = Arc::clone(hub);
+    blocking(move || Ok(h.store.mark_forwarded(done)?)).await?;
+    result.map(|()| !batch.is_empty())
+}
+
+async fn receive(hub: Arc<Hub>) {
+    let pending = Arc::new(AtomicBool::new(true));
+    repeat("reading this node's inbox", Duration::ZERO, || {
+        let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
+        async move { reread(&pending, receive_once(&hub, pending.load(Relaxed)).await) }
+    })
+    .await;
+}
+
+/// Keeps reading what was read before and never acknowledged (after a
+/// restart or a failure) until none is left, then new entries only.
+fn reread(pending: &AtomicBool, got: Result<bool, HubError>) -> Result<bool, HubError> {
+    match got {
+        Ok(got) => {
+            if !got {
+                pending.store(false, Relaxed);
+            }
+            Ok(true)
+        }
+        Err(e) => {
+            pending.store(true, Relaxed);
+            Err(e)
+        }
+    }
+}
+
+/// Stores one batch of the inbox; whether it had any.
+async fn receive_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
+    let Some(registry) = registry(hub) else {
+        return Ok(false);
+    };
+    let entries = registry.read_inbox(pending).await.map_err(unavailable)?;
+    let mut ids = Vec::with_capacity(entries.len());
+    for (id, envelope) in &entries {
+        take(hub, registry, envelope).await?;
+        ids.push(id.clone());
+    }
+    registry.done_inbox(&ids).await.map_err(unavailable)?;
+    Ok(!entries.is_empty())
+}
+
+/// Stores `envelope` for delivery here, or tells its node why not.
+async fn take(hub: &Arc<Hub>, registry: &Registry, envelope: &Envelope) -> Result<(), HubError> {
+    let Some((node, _)) = envelope.origin.split_once(':') else {
+        tracing::warn!("cluster: an inbox entry without an origin was dropped: {envelope:?}");
+        return Ok(());
+    };
+    if let Err(why) = crate::cluster::check_incoming(hub, node, envelope) {
+        let ack = Ack {
+            origin: envelope.origin.clone(),
+            state: State::Failed.as_str().into(),
+            reason: why,
+        };
+        return registry.ack_to(node, &ack).await.map_err(unavailable);
+    }
+    let (h, e) = (Arc::clone(hub), envelope.clone());
+    let stored = blocking(move || {
+        Ok(h.store
+            .enqueue_from(&e.origin, &e.sender, &e.recipient, &e.body, &e.kind)?)
+    })
+    .await?;
+    if stored.is_some() {
+        hub.courier.kick(&envelope.recipient);
+    }
+    Ok(())
+}
+
+async fn tell(hub: Arc<Hub>) {
+    repeat("telling other nodes how their messages ended", POLL, || {
+        tell_once(&hub)
+    })
+    .await;
+}
+
+async fn tell_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
+    let Some(registry) = registry(hub) else {
+        return Ok(false);
+    };
+    let h = Arc::clone(hub);
+    let settled = blocking(move || Ok(h.store.to_ack(200)?)).await?;
+    let mut done = Vec::new();
+    let mut result = Ok(());
+    for s in &settled {
+        let Some((node, _)) = s.origin.split_once(':') else {
+            done.push(s.id);
+            continue;
+        };
+        let ack = Ack {
+            origin: s.origin.clone(),
+            state: s.state.as_str().into(),
+            reason: s.reason.clone().unwrap_or_default(),
+        };
+        if let Err(e) = registry.ack_to(node, &ack).await {
+            result = Err(unavailable(e));
+            break;
+        }
+        done.push(s.id);
+    }
+    let h = Arc::clone(hub);
+    blocking(move || Ok(h.store.mark_acked(done)?)).await?;
+    result.map(|()| !settled.is_empty())
+}
+
+async fn hear(hub: Arc<Hub>) {
+    let pending = Arc::new(AtomicBool::new(true));
+    repeat(
+        "hearing how messages ended on other nodes",
+        Duration::ZERO,
+        || {
+            let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
+            async move { reread(&pending, hear_once(&hub, pending.load(Relaxed)).await) }
+        },
+    )
+    .await;
+}
+
+async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
+    let Some(registry) = registry(hub) else {
+        return Ok(false);
+    };
+    let acks = registry.read_acks(pending).await.map_err(unavailable)?;
+    let mut ids = Vec::with_capacity(acks.len());
+    for (entry, ack) in &acks {
+        ids.push(entry.clone());
+        let Some(id) = ack
+            .origin
+            .strip_prefix(&format!("{}:", registry.node()))
+            .and_then(|id| id.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let state = match ack.state.as_str() {
+            "delivered" => State::Delivered,
+            _ => State::Failed,
+        };
+        let reason = (!ack.reason.is_empty()).then(|| ack.reason.clone());
+        let h = Arc::clone(hub);
+        let r = reason.clone();
+        let settled =
+            blocking(move || Ok(h.store.settle_forwarded(id, state, r.as_deref())?)).await?;
+        match (settled, state) {
+            (Some((to, created_ms)), State::Delivered) => {
+                hub.events.delivered(id, &to, created_ms).await
+            }
+            (Some((to, _)), _) => {
+                let why = reason.unwrap_or_else(|| "failed on its node".into());
+                hub.events.failed(id, &to, &why).await
+            }
+            (None, _) => {}
+        }
+    }
+    registry.done_acks(&ids).await.map_err(unavailable)?;
+    Ok(!acks.is_empty())
+}
+
+fn unavailable(e: torch_cluster::ClusterError) -> HubError {
+    HubError::Internal(e.to_string())
+}
