@@ -201,15 +201,15 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     Ok(())
 }
 
-/// Sends `prefix-0` .. `prefix-{n-1}` from the operator of `sb` to `to`, one
-/// `torch send` each, as fast as they return. A send the hub was not there
-/// to take (killed, restarting) is made again, as a script would: nothing
-/// was stored then.
-fn burst(sb: &Sandbox, to: &str, prefix: &str, n: usize) -> Result<()> {
+/// Sends `prefix-0` .. `prefix-{n-1}` to `to` from `sender` of `sb` (an
+/// agent there, or `operator`), one `torch send` each, as fast as they
+/// return. A send the hub was not there to take (killed, restarting) is
+/// made again, as a script would: nothing was stored then.
+fn burst(sb: &Sandbox, sender: &str, to: &str, prefix: &str, n: usize) -> Result<()> {
     for i in 0..n {
         let text = format!("{prefix}-{i}");
         wait_until(&format!("{text} taken"), Duration::from_secs(60), || {
-            let (ok, out) = sb.torch_status(&["send", to, &text])?;
+            let (ok, out) = sb.torch_as(sender, &["send", to, &text])?;
             ensure!(ok || out.contains("hub"), "{out}");
             Ok(ok)
         })?;
@@ -217,91 +217,113 @@ fn burst(sb: &Sandbox, to: &str, prefix: &str, n: usize) -> Result<()> {
     Ok(())
 }
 
-/// Waits until `name` on `sb` recorded `n` messages; checks they are
-/// `prefix-0` .. in order, each once.
-fn all_once_in_order(sb: &Sandbox, name: &str, prefix: &str, n: usize) -> Result<()> {
-    let got = wait_beyond(sb, name, n)?;
-    let want: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
-    ensure!(got == want, "{name} recorded {got:?}");
-    Ok(())
-}
-
 /// Waits until `name` on `sb` recorded `n` messages; all it recorded.
-fn wait_beyond(sb: &Sandbox, name: &str, n: usize) -> Result<Vec<String>> {
+fn wait_records(sb: &Sandbox, name: &str, n: usize) -> Result<Vec<String>> {
     wait_until(
         &format!("{n} messages recorded by {name}"),
-        Duration::from_secs(90),
+        Duration::from_secs(120),
         || Ok(sb.records(name)?.len() >= n),
     )
     .with_context(|| format!("{name} recorded {:?}", sb.records(name).map(|r| r.len())))?;
     sb.records(name)
 }
 
+/// Checks that `got` holds exactly `prefix-0` .. `prefix-{n-1}` of each
+/// prefix, each once and in order among its own.
+fn each_once_in_order(got: &[String], runs: &[(&str, usize)]) -> Result<()> {
+    let total: usize = runs.iter().map(|(_, n)| n).sum();
+    ensure!(got.len() == total, "{} recorded, {total} sent", got.len());
+    for (prefix, n) in runs {
+        let mine: Vec<&str> = got
+            .iter()
+            .filter(|m| m.rsplit_once('-').is_some_and(|(p, _)| p == *prefix))
+            .map(String::as_str)
+            .collect();
+        let want: Vec<String> = (0..*n).map(|i| format!("{prefix}-{i}")).collect();
+        ensure!(mine == want, "{prefix}: {mine:?}");
+    }
+    Ok(())
+}
+
 #[test]
-fn messages_cross_nodes_once_each_in_order_through_a_killed_hub() -> Result<()> {
+fn messages_cross_nodes_once_each_in_order_through_faults() -> Result<()> {
     let shared = PathBuf::from(format!(
         "/srv/torch-tests/cluster-msgs-{}",
         std::process::id()
     ));
-    let redis = Redis::start(&shared)?;
+    let mut redis = Redis::start(&shared)?;
     add_users(&redis)?;
     let a = node("cluster-msgs-a", "node-a", &redis, &shared)?;
     let b = node("cluster-msgs-b", "node-b", &redis, &shared)?;
+    // An orchestrator on one node, a project manager on the other: the
+    // hierarchy lets them message each other.
     a.spawn_echo("alpha", "orchestrator", None)?;
-    b.spawn_echo("beta", "orchestrator", None)?;
+    b.spawn_echo("boss-b", "orchestrator", None)?;
+    b.spawn_echo("beta", "project-manager", Some("boss-b"))?;
+    b.spawn_echo("dev", "engineer", Some("beta"))?;
     wait_seen(&a, "beta", "node-b", "active")?;
     wait_seen(&b, "alpha", "node-a", "active")?;
 
-    // Both ways at once; node-b's hub is killed part way and restarted by
+    // 1,000 messages, both ways at once, from four senders (each node's
+    // operator and agent); node-b's hub is killed part way and restarted by
     // systemd.
-    const N: usize = 150;
+    const N: usize = 250;
     std::thread::scope(|s| -> Result<()> {
-        let to_b = s.spawn(|| burst(&a, "beta", "A2B", N));
-        let to_a = s.spawn(|| burst(&b, "alpha", "B2A", N));
-        wait_until("beta's first messages", Duration::from_secs(30), || {
-            Ok(b.records("beta")?.len() >= N / 3)
+        let senders = [
+            s.spawn(|| burst(&a, "operator", "beta", "OPA", N)),
+            s.spawn(|| burst(&a, "alpha", "beta", "ALPHA", N)),
+            s.spawn(|| burst(&b, "operator", "alpha", "OPB", N)),
+            s.spawn(|| burst(&b, "beta", "alpha", "BETA", N)),
+        ];
+        wait_until("beta's first messages", Duration::from_secs(60), || {
+            Ok(b.records("beta")?.len() >= N / 2)
         })?;
         b.systemctl(&["kill", "-s", "KILL", "torch.service"])?;
-        to_b.join()
-            .map_err(|_| anyhow::anyhow!("the burst to beta panicked"))??;
-        // The sends from node-b wait for its hub to come back.
-        to_a.join()
-            .map_err(|_| anyhow::anyhow!("the burst to alpha panicked"))??;
+        for sender in senders {
+            sender
+                .join()
+                .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+        }
         Ok(())
     })?;
-    all_once_in_order(&b, "beta", "A2B", N)?;
-    all_once_in_order(&a, "alpha", "B2A", N)?;
+    let to_beta = wait_records(&b, "beta", 2 * N)?;
+    each_once_in_order(&to_beta, &[("OPA", N), ("ALPHA", N)])?;
+    let to_alpha = wait_records(&a, "alpha", 2 * N)?;
+    each_once_in_order(&to_alpha, &[("OPB", N), ("BETA", N)])?;
     let restarts = b.unit_property("torch.service", "NRestarts")?;
     ensure!(restarts == "1", "node-b's hub restarted {restarts} times");
 
-    // Redis killed during a burst, and back empty: what was not handed over
-    // waits in the sender's store, what Redis lost is handed over again
-    // when no answer came, and each arrives once, in order.
-    let mut redis = redis;
+    // Redis killed for 20 s during a burst, and back empty: what was not
+    // handed over waits in the sender's store, what Redis lost is handed over
+    // again when no answer came, and each arrives once, in order.
     std::thread::scope(|s| -> Result<()> {
-        let to_b = s.spawn(|| burst(&a, "beta", "OUT", 40));
-        wait_until("beta's first messages", Duration::from_secs(30), || {
-            Ok(b.records("beta")?.len() > N + 10)
+        let sender = s.spawn(|| burst(&a, "operator", "beta", "OUT", 40));
+        wait_until("the burst under way", Duration::from_secs(30), || {
+            Ok(b.records("beta")?.len() > 2 * N + 5)
         })?;
         redis.pause()?;
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(Duration::from_secs(20));
         redis.resume()?;
         add_users(&redis)?;
-        to_b.join()
-            .map_err(|_| anyhow::anyhow!("the burst to beta panicked"))??;
+        sender
+            .join()
+            .map_err(|_| anyhow::anyhow!("the sender panicked"))??;
         Ok(())
     })?;
-    let got = wait_beyond(&b, "beta", N + 40)?;
-    let want: Vec<String> = (0..N)
-        .map(|i| format!("A2B-{i}"))
-        .chain((0..40).map(|i| format!("OUT-{i}")))
-        .collect();
-    ensure!(got == want, "beta recorded {:?}", &got[N..]);
+    let to_beta = wait_records(&b, "beta", 2 * N + 40)?;
+    each_once_in_order(&to_beta, &[("OPA", N), ("ALPHA", N), ("OUT", 40)])?;
 
     // A sender waiting for delivery hears it from the other node.
-    let (ok, out) = a.torch_status(&["send", "--wait", "beta", "A2B-waited"])?;
+    let (ok, out) = a.torch_status(&["send", "--wait", "beta", "WAITED-0"])?;
     ensure!(ok, "{out}");
-    ensure!(b.records("beta")?.last().map(String::as_str) == Some("A2B-waited"));
+    ensure!(b.records("beta")?.last().map(String::as_str) == Some("WAITED-0"));
+    // The sending node's policy, with the recipient as its node publishes
+    // it: the orchestrator messages project managers only.
+    let (ok, out) = a.torch_as("alpha", &["send", "dev", "no"])?;
+    ensure!(
+        !ok && out.contains("policy 'hierarchy' refuses alpha -> dev"),
+        "{out}"
+    );
     // A name nobody defines is still refused at once.
     let (ok, out) = a.torch_status(&["send", "nobody", "x"])?;
     ensure!(!ok, "{out}");

@@ -90,6 +90,19 @@ pub fn check_incoming(
     crate::fleet::check_route_from_node(&hub.config, &fleet, sender.as_ref(), &envelope.recipient)
 }
 
+/// Reads the other nodes from Redis now, not at the next heartbeat: a
+/// sender just spawned there may be newer than this node's view.
+pub async fn refresh(hub: &Hub) -> Result<(), HubError> {
+    let Some(node) = &hub.cluster else {
+        return Ok(());
+    };
+    let others = node.registry.others().await.map_err(unavailable)?;
+    if let Ok(mut o) = node.others.write() {
+        *o = (others, Some(std::time::Instant::now()));
+    }
+    Ok(())
+}
+
 /// What `node` last published of its agents.
 fn node_agents(hub: &Hub, node: &str) -> Vec<RemoteAgent> {
     let Some(n) = &hub.cluster else {
@@ -155,11 +168,7 @@ async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
         })
         .collect();
     node.registry.publish(&agents).await.map_err(unavailable)?;
-    let others = node.registry.others().await.map_err(unavailable)?;
-    if let Ok(mut o) = node.others.write() {
-        *o = (others, Some(std::time::Instant::now()));
-    }
-    Ok(())
+    refresh(hub).await
 }
 
 /// Claims the names of local agents not claimed yet (those defined before

@@ -162,7 +162,13 @@ async fn take(hub: &Arc<Hub>, registry: &Registry, envelope: &Envelope) -> Resul
         tracing::warn!("cluster: an inbox entry without an origin was dropped: {envelope:?}");
         return Ok(());
     };
-    if let Err(why) = crate::cluster::check_incoming(hub, node, envelope) {
+    let mut verdict = check(hub, node, envelope).await?;
+    if verdict.is_err() && envelope.sender != torch_core::policy::OPERATOR {
+        // The sender may be newer than this node's view of its node.
+        crate::cluster::refresh(hub).await?;
+        verdict = check(hub, node, envelope).await?;
+    }
+    if let Err(why) = verdict {
         let ack = Ack {
             origin: envelope.origin.clone(),
             state: State::Failed.as_str().into(),
@@ -180,6 +186,17 @@ async fn take(hub: &Arc<Hub>, registry: &Registry, envelope: &Envelope) -> Resul
         hub.courier.kick(&envelope.recipient);
     }
     Ok(())
+}
+
+/// [`crate::cluster::check_incoming`], off the async workers (it may read
+/// definitions).
+async fn check(
+    hub: &Arc<Hub>,
+    node: &str,
+    envelope: &Envelope,
+) -> Result<Result<(), String>, HubError> {
+    let (h, n, e) = (Arc::clone(hub), node.to_string(), envelope.clone());
+    blocking(move || Ok(crate::cluster::check_incoming(&h, &n, &e))).await
 }
 
 async fn tell(hub: Arc<Hub>) {
