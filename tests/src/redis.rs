@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::wait_until;
+use crate::{wait_until, Sandbox};
 
 /// Debian's Redis server binary.
 const SERVER: &str = "/usr/bin/redis-check-rdb";
@@ -62,6 +62,37 @@ impl Redis {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Gives each of `nodes` its Redis user `torch-NODE` (password `secret
+    /// of NODE`), limited to Torch's keys and the commands the hub uses, as
+    /// docs/cluster.md has them.
+    pub fn add_node_users(&self, nodes: &[&str]) -> Result<()> {
+        for node in nodes {
+            let user = format!("torch-{node}");
+            let password = format!(">secret of {node}");
+            let said = self.cli(&[
+                "ACL",
+                "SETUSER",
+                &user,
+                "on",
+                &password,
+                "resetkeys",
+                "~torch:*",
+                "resetchannels",
+                "-@all",
+                "+@read",
+                "+@write",
+                "+@scripting",
+                "+@connection",
+                "+time",
+                "-@dangerous",
+            ])?;
+            if said != "OK" {
+                bail!("ACL SETUSER {user}: {said}");
+            }
+        }
+        Ok(())
+    }
+
     /// Stops the server (SIGKILL: an outage, not a shutdown).
     pub fn pause(&mut self) -> Result<()> {
         if let Some(mut child) = self.child.take() {
@@ -105,4 +136,25 @@ impl Drop for Redis {
         let _ = self.pause();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Boots a sandbox as node `node` of the cluster on `redis` (whose socket
+/// is in `shared`), Torch installed and its hub running. It signs in as its
+/// own Redis user ([`Redis::add_node_users`]), its password in a file only
+/// the hub's user reads. (A systemd credential is read first, but
+/// credentials come out empty in the test sandbox's systemd, whatever the
+/// unit.)
+pub fn cluster_node(label: &str, node: &str, redis: &Redis, shared: &Path) -> Result<Sandbox> {
+    let sb = Sandbox::boot_sharing(label, shared)?;
+    sb.install_torch()?;
+    let config = format!(
+        "[cluster]\nnode = \"{node}\"\nredis = \"{}?user=torch-{node}\"\npassword_file = \"/etc/torch/redis-password\"\nheartbeat_secs = 1\n",
+        redis.url()
+    );
+    sb.write_file("/etc/torch/torch.toml", config.as_bytes(), 0o644)?;
+    let password = format!("secret of {node}\n");
+    sb.write_file("/etc/torch/redis-password", password.as_bytes(), 0o640)?;
+    sb.run(&["chgrp", "torch", "/etc/torch/redis-password"])?;
+    sb.start_hub()?;
+    Ok(sb)
 }

@@ -12,51 +12,12 @@ use serde_json::Value;
 use torch_tests::redis::Redis;
 use torch_tests::{wait_until, Sandbox};
 
-/// A node named `node` of the cluster on `redis`, its hub running. It signs
-/// in as its own Redis user, its password in a file only the hub's user
-/// reads. (A systemd credential is read first, but credentials come out
-/// empty in the test sandbox's systemd, whatever the unit.)
 fn node(label: &str, node: &str, redis: &Redis, shared: &Path) -> Result<Sandbox> {
-    let sb = Sandbox::boot_sharing(label, shared)?;
-    sb.install_torch()?;
-    let config = format!(
-        "[cluster]\nnode = \"{node}\"\nredis = \"{}?user=torch-{node}\"\npassword_file = \"/etc/torch/redis-password\"\nheartbeat_secs = 1\n",
-        redis.url()
-    );
-    sb.write_file("/etc/torch/torch.toml", config.as_bytes(), 0o644)?;
-    let password = format!("secret of {node}\n");
-    sb.write_file("/etc/torch/redis-password", password.as_bytes(), 0o640)?;
-    sb.run(&["chgrp", "torch", "/etc/torch/redis-password"])?;
-    sb.start_hub()?;
-    Ok(sb)
+    torch_tests::redis::cluster_node(label, node, redis, shared)
 }
 
-/// Each node's Redis user, limited to Torch's keys and to the commands the
-/// hub uses, as docs/cluster.md has them.
 fn add_users(redis: &Redis) -> Result<()> {
-    for node in ["node-a", "node-b"] {
-        let user = format!("torch-{node}");
-        let password = format!(">secret of {node}");
-        let said = redis.cli(&[
-            "ACL",
-            "SETUSER",
-            &user,
-            "on",
-            &password,
-            "resetkeys",
-            "~torch:*",
-            "resetchannels",
-            "-@all",
-            "+@read",
-            "+@write",
-            "+@scripting",
-            "+@connection",
-            "+time",
-            "-@dangerous",
-        ])?;
-        ensure!(said == "OK", "ACL SETUSER {user}: {said}");
-    }
-    Ok(())
+    redis.add_node_users(&["node-a", "node-b"])
 }
 
 /// The rows of `torch status --json` on `sb`.

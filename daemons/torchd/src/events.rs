@@ -67,6 +67,8 @@ pub trait Sink: Send + Sync {
 pub struct Events {
     sink: Arc<OnceLock<Box<dyn Sink>>>,
     news: Arc<tokio::sync::Notify>,
+    /// A message was delivered or failed (another node may wait to hear).
+    pub settled: Arc<tokio::sync::Notify>,
     /// Each delivery's latency, for the metrics.
     pub latency: crate::metrics::Latency,
 }
@@ -102,12 +104,14 @@ impl Events {
     /// A message stored at `queued_ms` (Unix ms) was confirmed on the
     /// recipient's screen.
     pub async fn delivered(&self, id: i64, to: &str, queued_ms: i64) {
+        self.settled.notify_one();
         self.latency.observe(to, queued_ms);
         self.emit(Event::Delivered { id, to }).await;
     }
 
     /// A message will not be delivered.
     pub async fn failed(&self, id: i64, to: &str, reason: &str) {
+        self.settled.notify_one();
         self.emit(Event::Failed { id, to, reason }).await;
     }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use torch_cluster::{Ack, Envelope, Registry};
 use torch_store::State;
 
@@ -29,9 +30,9 @@ use crate::hub::{blocking, Hub};
 const RESEND_AFTER: Duration = Duration::from_secs(30);
 /// How long a loop waits after Redis failed it.
 const RETRY: Duration = Duration::from_secs(1);
-/// How often the store is asked for what to forward or tell, besides
-/// being woken.
-const POLL: Duration = Duration::from_millis(250);
+/// How often the store is asked for what to forward or tell when nothing
+/// woke the loop (a message stored by another path, or a wake missed).
+const POLL: Duration = Duration::from_secs(1);
 
 /// Starts the loops, when this hub is one node of a cluster.
 pub fn start(hub: &Arc<Hub>) {
@@ -49,8 +50,9 @@ fn registry(hub: &Hub) -> Option<&Registry> {
 }
 
 /// Runs `step` for good, waiting [`RETRY`] after a failure (said once until
-/// a step succeeds again) and `pause` after a step with nothing to do.
-async fn repeat<F, Fut>(what: &str, pause: Duration, mut step: F)
+/// a step succeeds again) and, after a step with nothing to do, `pause` or
+/// until `wake` is told.
+async fn repeat<F, Fut>(what: &str, pause: Duration, wake: Option<&Notify>, mut step: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, HubError>>,
@@ -64,7 +66,12 @@ where
                     failing = false;
                 }
                 if !busy {
-                    tokio::time::sleep(pause).await;
+                    match wake {
+                        Some(wake) => {
+                            let _ = tokio::time::timeout(pause, wake.notified()).await;
+                        }
+                        None => tokio::time::sleep(pause).await,
+                    }
                 }
             }
             Err(e) => {
@@ -79,7 +86,8 @@ where
 }
 
 async fn forward(hub: Arc<Hub>) {
-    repeat("handing messages to other nodes", POLL, || {
+    let wake = Some(&hub.forward_now);
+    repeat("handing messages to other nodes", POLL, wake, || {
         forward_once(&hub)
     })
     .await;
@@ -117,7 +125,7 @@ async fn forward_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
 
 async fn receive(hub: Arc<Hub>) {
     let pending = Arc::new(AtomicBool::new(true));
-    repeat("reading this node's inbox", Duration::ZERO, || {
+    repeat("reading this node's inbox", Duration::ZERO, None, || {
         let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
         async move { reread(&pending, receive_once(&hub, pending.load(Relaxed)).await) }
     })
@@ -200,9 +208,13 @@ async fn check(
 }
 
 async fn tell(hub: Arc<Hub>) {
-    repeat("telling other nodes how their messages ended", POLL, || {
-        tell_once(&hub)
-    })
+    let wake = Some(&*hub.events.settled);
+    repeat(
+        "telling other nodes how their messages ended",
+        POLL,
+        wake,
+        || tell_once(&hub),
+    )
     .await;
 }
 
@@ -240,6 +252,7 @@ async fn hear(hub: Arc<Hub>) {
     repeat(
         "hearing how messages ended on other nodes",
         Duration::ZERO,
+        None,
         || {
             let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
             async move { reread(&pending, hear_once(&hub, pending.load(Relaxed)).await) }

@@ -36,6 +36,8 @@ pub struct Hub {
     pub reports: crate::reports::Reports,
     /// This hub's node of a cluster, when `[cluster]` says it is one.
     pub cluster: Option<crate::cluster::Node>,
+    /// Wakes the loop that hands messages to other nodes: one was stored.
+    pub forward_now: tokio::sync::Notify,
 }
 
 /// Now, in Unix milliseconds (0 before 1970, which no clock shows).

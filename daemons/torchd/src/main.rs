@@ -160,6 +160,7 @@ async fn run(config: Config, cluster: Option<cluster::Node>) -> anyhow::Result<(
         pools: Default::default(),
         reports: Default::default(),
         cluster,
+        forward_now: tokio::sync::Notify::new(),
     });
     system
         .object_server()

@@ -87,6 +87,9 @@ pub async fn send(
     .await?;
     // The kick also tells clients (MessageQueued, from `signals`).
     hub.courier.kick(&to);
+    if hub.cluster.is_some() {
+        hub.forward_now.notify_one();
+    }
     Ok(id)
 }
 

@@ -13,6 +13,7 @@ mod checks;
 mod claude;
 mod claude_inner;
 mod clis;
+mod cluster;
 mod events;
 mod fleet;
 mod inner;
@@ -83,8 +84,12 @@ struct Args {
     /// Tasks timed from ready to an idle agent's screen.
     #[arg(long, default_value_t = 50)]
     ledger_samples: usize,
+    /// Messages timed each way (same node, across nodes) in the cluster
+    /// part.
+    #[arg(long, default_value_t = 100)]
+    cluster_samples: usize,
     /// Run only these parts (repeatable): latency, contention, claude, clis,
-    /// events, fleet, recovery, schedules, ledger. Default: all.
+    /// events, fleet, recovery, schedules, ledger, cluster. Default: all.
     #[arg(long, value_name = "PART")]
     only: Vec<String>,
     /// Also write the report into this Markdown file, between the lines
@@ -176,8 +181,11 @@ fn main() -> Result<()> {
             args.ledger_samples,
         )?;
     }
-    r.summary();
     drop(sb);
+    if part("cluster") {
+        cluster::run(&mut r, args.cluster_samples)?;
+    }
+    r.summary();
     if std::env::var("TORCH_KEEP_SANDBOX").is_err() {
         let _ = std::fs::remove_dir_all(&state);
     }
