@@ -142,9 +142,10 @@ impl Sandbox {
 
     /// Boots a sandbox that sees the host directory `shared` at the same
     /// path (outside `/tmp`, which the hub's and agents' units make private),
-    /// as several sandboxes of one test can.
-    pub fn boot_sharing(label: &str, shared: &Path) -> Result<Sandbox> {
-        Self::boot_opts(label, None, Some(shared))
+    /// as several sandboxes of one test can; its `/var/lib/torch` is
+    /// `persist` when given, as for [`Sandbox::boot_with`].
+    pub fn boot_sharing(label: &str, shared: &Path, persist: Option<&Path>) -> Result<Sandbox> {
+        Self::boot_opts(label, persist, Some(shared))
     }
 
     fn boot_opts(label: &str, persist: Option<&Path>, shared: Option<&Path>) -> Result<Sandbox> {

@@ -145,7 +145,20 @@ impl Drop for Redis {
 /// credentials come out empty in the test sandbox's systemd, whatever the
 /// unit.)
 pub fn cluster_node(label: &str, node: &str, redis: &Redis, shared: &Path) -> Result<Sandbox> {
-    let sb = Sandbox::boot_sharing(label, shared)?;
+    cluster_node_on(label, node, redis, shared, None)
+}
+
+/// [`cluster_node`] whose `/var/lib/torch` is the host directory `persist`
+/// when given: booted again on it, the node is the same machine rebooted.
+pub fn cluster_node_on(
+    label: &str,
+    node: &str,
+    redis: &Redis,
+    shared: &Path,
+    persist: Option<&Path>,
+) -> Result<Sandbox> {
+    let sb = Sandbox::boot_sharing(label, shared, persist)?;
+    sb.run(&["mkdir", "-p", "/srv/work"])?;
     sb.install_torch()?;
     let config = format!(
         "[cluster]\nnode = \"{node}\"\nredis = \"{}?user=torch-{node}\"\npassword_file = \"/etc/torch/redis-password\"\nheartbeat_secs = 1\n",

@@ -290,3 +290,49 @@ fn messages_cross_nodes_once_each_in_order_through_faults() -> Result<()> {
     ensure!(!ok, "{out}");
     Ok(())
 }
+
+#[test]
+fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
+    let pid = std::process::id();
+    let shared = PathBuf::from(format!("/srv/torch-tests/cluster-away-{pid}"));
+    let persist = PathBuf::from(format!("/srv/torch-tests/cluster-away-{pid}-b-state"));
+    let _ = std::fs::remove_dir_all(&persist);
+    std::fs::create_dir_all(&persist)?;
+    let redis = Redis::start(&shared)?;
+    add_users(&redis)?;
+    let a = node("cluster-away-a", "node-a", &redis, &shared)?;
+    {
+        let b = torch_tests::redis::cluster_node_on(
+            "cluster-away-b1",
+            "node-b",
+            &redis,
+            &shared,
+            Some(&persist),
+        )?;
+        b.spawn_echo("beta", "orchestrator", None)?;
+        wait_seen(&a, "beta", "node-b", "active")?;
+        burst(&a, "operator", "beta", "BEFORE", 5)?;
+        wait_records(&b, "beta", 5)?;
+    } // node-b powers off: its sandbox stops, its store kept
+    wait_seen(&a, "beta", "node-b", "lost")?;
+    // Messages for an agent of a lost node are taken, and wait.
+    burst(&a, "operator", "beta", "AWAY", 20)?;
+    let b = torch_tests::redis::cluster_node_on(
+        "cluster-away-b2",
+        "node-b",
+        &redis,
+        &shared,
+        Some(&persist),
+    )?;
+    // The machine back: its hub brings back the agents that ran, and each
+    // message waiting for them arrives once, in order; none from before
+    // comes again (the pane's record is new with the machine).
+    b.systemctl(&["start", "torch.target"])?;
+    let got = wait_records(&b, "beta", 20)?;
+    each_once_in_order(&got, &[("AWAY", 20)])?;
+    wait_seen(&a, "beta", "node-b", "active")?;
+    let (ok, out) = a.torch_status(&["send", "--wait", "beta", "BACK-0"])?;
+    ensure!(ok, "{out}");
+    let _ = std::fs::remove_dir_all(&persist);
+    Ok(())
+}
