@@ -48,6 +48,17 @@ fn wait_seen(sb: &Sandbox, name: &str, node: &str, state: &str) -> Result<()> {
     .with_context(|| format!("status: {:?}", status(sb)))
 }
 
+/// Checks that a spawn of `name` on `sb` is refused: `owner` holds it.
+fn refused_as_taken(sb: &Sandbox, name: &str, owner: &str) -> Result<()> {
+    let spawn = ["spawn", name, "--role", "orchestrator", "--workdir", "/srv"];
+    let (ok, out) = sb.torch_status(&[&spawn[..], &["--", "sleep", "1000"]].concat())?;
+    ensure!(
+        !ok && out.contains(&format!("already exists on node {owner}")),
+        "{out}"
+    );
+    Ok(())
+}
+
 #[test]
 fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     let shared = PathBuf::from(format!("/srv/torch-tests/cluster-{}", std::process::id()));
@@ -93,21 +104,7 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     );
 
     // A name is unique across the cluster.
-    let (ok, out) = b.torch_status(&[
-        "spawn",
-        "alpha",
-        "--role",
-        "orchestrator",
-        "--workdir",
-        "/srv",
-        "--",
-        "sleep",
-        "1000",
-    ])?;
-    ensure!(
-        !ok && out.contains("already exists on node node-a"),
-        "{out}"
-    );
+    refused_as_taken(&b, "alpha", "node-a")?;
 
     // A node whose hub stops is lost after three missed heartbeats, and back
     // once it publishes again.
@@ -139,21 +136,7 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     wait_seen(&b, "alpha", "node-a", "active")?;
     wait_seen(&a, "beta", "node-b", "active")?;
     a.spawn_echo("gamma", "orchestrator", None)?;
-    let (ok, out) = b.torch_status(&[
-        "spawn",
-        "gamma",
-        "--role",
-        "orchestrator",
-        "--workdir",
-        "/srv",
-        "--",
-        "sleep",
-        "1000",
-    ])?;
-    ensure!(
-        !ok && out.contains("already exists on node node-a"),
-        "{out}"
-    );
+    refused_as_taken(&b, "gamma", "node-a")?;
 
     // Retired, its name is free for another node.
     a.torch(&["retire", "gamma"])?;
