@@ -16,7 +16,10 @@
 //!   the node through the consumer group `hubs`, each entry deleted once
 //!   the node has stored it;
 //! - `torch:acks:NODE`, a stream: how messages the node sent elsewhere
-//!   ended, read and deleted the same way.
+//!   ended, read and deleted the same way;
+//! - `torch:requests:NODE` and `torch:replies:NODE`, streams: what other
+//!   nodes ask of this node's hub (a spawn there) and its answers to
+//!   what this node asked, read and deleted the same way.
 //!
 //! A node unheard for [`LOST_AFTER`] heartbeats is lost: its agents show
 //! `lost` on the other nodes. The registry never blocks a hub: without
@@ -26,7 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod streams;
-pub use streams::{Ack, Entries, Envelope};
+pub use streams::{Ack, Entries, Envelope, Reply, Request};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};

@@ -44,6 +44,32 @@ pub struct Ack {
     pub reason: String,
 }
 
+/// A request from one node's hub to another's (today: spawn an agent there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Unique per request; its reply carries it.
+    pub id: String,
+    /// The node that asks, where the reply goes.
+    pub from: String,
+    /// What is asked: `spawn`.
+    pub kind: String,
+    /// Its details, as the kind has them (a spawn: its spec as JSON).
+    pub body: String,
+    /// A spawn's brief.
+    pub brief: String,
+}
+
+/// A node's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The request's id.
+    pub id: String,
+    /// Whether it was done.
+    pub ok: bool,
+    /// What it gave (a spawn: the unit), or why it was not done.
+    pub body: String,
+}
+
 /// Entries read from a stream: each with its stream id, to acknowledge.
 pub type Entries<T> = Vec<(String, T)>;
 
@@ -53,6 +79,14 @@ fn inbox(node: &str) -> String {
 
 fn acks(node: &str) -> String {
     format!("torch:acks:{node}")
+}
+
+fn requests(node: &str) -> String {
+    format!("torch:requests:{node}")
+}
+
+fn replies(node: &str) -> String {
+    format!("torch:replies:{node}")
 }
 
 impl Registry {
@@ -77,6 +111,75 @@ impl Registry {
             ("reason", &ack.reason),
         ];
         let result = self.xadd(&acks(node), &fields).await;
+        self.checked(result).await
+    }
+
+    /// Hands `request` to the hub of `node`.
+    pub async fn request(&self, node: &str, request: &Request) -> Result<(), ClusterError> {
+        let fields = [
+            ("id", request.id.as_str()),
+            ("from", &request.from),
+            ("kind", &request.kind),
+            ("body", &request.body),
+            ("brief", &request.brief),
+        ];
+        let result = self.xadd(&requests(node), &fields).await;
+        self.checked(result).await
+    }
+
+    /// Answers a request of `node`.
+    pub async fn reply(&self, node: &str, reply: &Reply) -> Result<(), ClusterError> {
+        let ok = if reply.ok { "1" } else { "0" };
+        let fields = [("id", reply.id.as_str()), ("ok", ok), ("body", &reply.body)];
+        let result = self.xadd(&replies(node), &fields).await;
+        self.checked(result).await
+    }
+
+    /// Requests to this node, read as [`Self::read_inbox`] reads.
+    pub async fn read_requests(&self, pending: bool) -> Result<Entries<Request>, ClusterError> {
+        let result = self.read(&requests(&self.node), pending).await;
+        let entries = self.checked(result).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, f)| {
+                let request = Request {
+                    id: field(&f, "id"),
+                    from: field(&f, "from"),
+                    kind: field(&f, "kind"),
+                    body: field(&f, "body"),
+                    brief: field(&f, "brief"),
+                };
+                (id, request)
+            })
+            .collect())
+    }
+
+    /// Replies to this node's requests, read as [`Self::read_inbox`] reads.
+    pub async fn read_replies(&self, pending: bool) -> Result<Entries<Reply>, ClusterError> {
+        let result = self.read(&replies(&self.node), pending).await;
+        let entries = self.checked(result).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, f)| {
+                let reply = Reply {
+                    id: field(&f, "id"),
+                    ok: field(&f, "ok") == "1",
+                    body: field(&f, "body"),
+                };
+                (id, reply)
+            })
+            .collect())
+    }
+
+    /// Acknowledges and deletes requests to this node, once answered.
+    pub async fn done_requests(&self, ids: &[String]) -> Result<(), ClusterError> {
+        let result = self.done(&requests(&self.node), ids).await;
+        self.checked(result).await
+    }
+
+    /// Acknowledges and deletes replies to this node, once read.
+    pub async fn done_replies(&self, ids: &[String]) -> Result<(), ClusterError> {
+        let result = self.done(&replies(&self.node), ids).await;
         self.checked(result).await
     }
 
