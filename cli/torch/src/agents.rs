@@ -153,7 +153,7 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
     let caller = hub::caller();
     let r = &req;
     let progress = Progress::start(&format!("spawning {}: starting its unit", req.name));
-    if !req.skills.is_empty() || req.capacity.is_some() || req.worktree {
+    if !req.skills.is_empty() || req.capacity.is_some() || req.worktree || req.node.is_some() {
         let spec = torch_api::SpawnSpec {
             name: r.name.clone(),
             role: r.role.clone(),
@@ -165,6 +165,7 @@ pub fn spawn(req: SpawnArgs) -> anyhow::Result<()> {
             skills: r.skills.clone(),
             capacity: r.capacity.unwrap_or(1),
             worktree: r.worktree,
+            node: r.node.clone().unwrap_or_default(),
         };
         let spec = serde_json::to_string(&spec)?;
         let env = env.unwrap_or_default();

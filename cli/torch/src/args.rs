@@ -441,6 +441,10 @@ pub struct SpawnArgs {
     /// branch kept.
     #[arg(long)]
     pub worktree: bool,
+    /// In a cluster, the node to spawn it on (the operator only; its
+    /// variables are given there, with `torch env`). Default: this one.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
     /// The command to run instead of the profile's default.
     #[arg(last = true)]
     pub command: Vec<String>,

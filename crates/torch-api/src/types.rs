@@ -142,6 +142,8 @@ pub struct SpawnSpec {
     pub capacity: u32,
     /// Work in a git worktree of its own, on the branch `torch/NAME`.
     pub worktree: bool,
+    /// The node of a cluster to spawn it on ("": the hub's own).
+    pub node: String,
 }
 
 /// `Pools()`: one pool (`[pools.NAME]` in torch.toml) as the hub last saw it.

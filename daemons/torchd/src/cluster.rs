@@ -90,6 +90,31 @@ pub fn check_incoming(
     crate::fleet::check_route_from_node(&hub.config, &fleet, sender.as_ref(), &envelope.recipient)
 }
 
+/// Checks that `node` is another node of the cluster, heard lately.
+pub fn known_node(hub: &Hub, node: &str) -> Result<(), HubError> {
+    let nodes: Vec<(String, bool)> = match &hub.cluster {
+        Some(n) => n
+            .others
+            .read()
+            .map(|o| o.0.iter().map(|v| (v.node.clone(), v.lost)).collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    match nodes.iter().find(|(n, _)| n == node) {
+        Some((_, false)) => Ok(()),
+        Some((_, true)) => Err(HubError::Refused(format!(
+            "node {node} is lost (unheard for three heartbeats); spawn there once it is back, or on another node"
+        ))),
+        None => {
+            let known: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+            Err(HubError::InvalidArgs(format!(
+                "no node {node} in the cluster (the others: {})",
+                if known.is_empty() { "none heard yet".to_string() } else { known.join(", ") }
+            )))
+        }
+    }
+}
+
 /// Reads the other nodes from Redis now, not at the next heartbeat: a
 /// sender just spawned there may be newer than this node's view.
 pub async fn refresh(hub: &Hub) -> Result<(), HubError> {

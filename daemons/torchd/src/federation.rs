@@ -52,7 +52,7 @@ fn registry(hub: &Hub) -> Option<&Registry> {
 /// Runs `step` for good, waiting [`RETRY`] after a failure (said once until
 /// a step succeeds again) and, after a step with nothing to do, `pause` or
 /// until `wake` is told.
-async fn repeat<F, Fut>(what: &str, pause: Duration, wake: Option<&Notify>, mut step: F)
+pub(crate) async fn repeat<F, Fut>(what: &str, pause: Duration, wake: Option<&Notify>, mut step: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, HubError>>,
@@ -134,7 +134,7 @@ async fn receive(hub: Arc<Hub>) {
 
 /// Keeps reading what was read before and never acknowledged (after a
 /// restart or a failure) until none is left, then new entries only.
-fn reread(pending: &AtomicBool, got: Result<bool, HubError>) -> Result<bool, HubError> {
+pub(crate) fn reread(pending: &AtomicBool, got: Result<bool, HubError>) -> Result<bool, HubError> {
     match got {
         Ok(got) => {
             if !got {

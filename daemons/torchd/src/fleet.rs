@@ -284,6 +284,8 @@ pub struct SpawnRequest {
     pub worktree: bool,
     /// The pool it is a member of (spawned by the hub for the pool only).
     pub pool: Option<String>,
+    /// The node of a cluster to spawn it on ("": this hub's own).
+    pub node: String,
 }
 
 impl From<torch_api::SpawnSpec> for SpawnRequest {
@@ -301,6 +303,7 @@ impl From<torch_api::SpawnSpec> for SpawnRequest {
             capacity: s.capacity.max(1),
             worktree: s.worktree,
             pool: None,
+            node: s.node,
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Hub {
     pub cluster: Option<crate::cluster::Node>,
     /// Wakes the loop that hands messages to other nodes: one was stored.
     pub forward_now: tokio::sync::Notify,
+    /// Spawns on other nodes waiting for their answers.
+    pub placement: crate::placement::Waiting,
 }
 
 /// Now, in Unix milliseconds (0 before 1970, which no clock shows).

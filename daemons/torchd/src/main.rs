@@ -22,6 +22,7 @@ mod ledger;
 mod lifecycle;
 mod metrics;
 mod moves;
+mod placement;
 mod pools;
 mod reports;
 mod retention;
@@ -161,6 +162,7 @@ async fn run(config: Config, cluster: Option<cluster::Node>) -> anyhow::Result<(
         reports: Default::default(),
         cluster,
         forward_now: tokio::sync::Notify::new(),
+        placement: Default::default(),
     });
     system
         .object_server()
@@ -188,6 +190,7 @@ async fn run(config: Config, cluster: Option<cluster::Node>) -> anyhow::Result<(
     tokio::spawn(sentinel::run(Arc::clone(&hub)));
     tokio::spawn(cluster::run(Arc::clone(&hub)));
     federation::start(&hub);
+    placement::start(&hub);
     // After a reboot, the agents that ran before it.
     tokio::spawn(lifecycle::restore_after_boot(Arc::clone(&hub)));
     // Pick up what was queued before a restart.

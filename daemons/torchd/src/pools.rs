@@ -227,6 +227,7 @@ async fn grow(
             capacity: pool.capacity,
             worktree: pool.worktree,
             pool: Some(name.to_string()),
+            node: String::new(),
         };
         service::spawn(hub, req, "").await?;
         tracing::info!("pool {name}: spawned {member}");

@@ -123,6 +123,9 @@ fn send_to_node(
 /// its brief and starts it; returns its unit.
 pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<String, HubError> {
     let requester = valid_sender(&req.requester)?;
+    if !req.node.is_empty() && cluster::node_name(hub).as_deref() != Some(req.node.as_str()) {
+        return crate::placement::spawn_elsewhere(hub, req, brief).await;
+    }
     cluster::claim(hub, &req.name).await?;
     let brief = if brief.is_empty() {
         None

@@ -1,0 +1,245 @@
+//! Spawning on another node of the cluster (`torch spawn --node N`): the
+//! hub hands the spawn to N's hub through Redis ([`torch_cluster::Request`])
+//! and waits for its answer; N's hub spawns it as its operator would, with
+//! its own checks (name, quotas, place in the tree), and answers with the
+//! unit or the reason.
+//!
+//! Only the operator spawns elsewhere: an agent's helpers go below it, on
+//! its own node. Variables (an API key) are not carried through Redis: give
+//! them on the agent's node (`torch env NAME FILE` there).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use torch_cluster::{Reply, Request};
+use torch_core::policy::OPERATOR;
+
+use crate::error::HubError;
+use crate::fleet::SpawnRequest;
+use crate::hub::Hub;
+use crate::service;
+
+/// How long a spawn on another node may take: its unit's start (30 s)
+/// and the trips through Redis.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Spawns waiting for another node's answer, by request id.
+#[derive(Default)]
+pub struct Waiting {
+    replies: Mutex<HashMap<String, oneshot::Sender<Reply>>>,
+    next: AtomicU64,
+}
+
+/// Spawns `req` on its node, another of the cluster; the unit, as there.
+pub async fn spawn_elsewhere(
+    hub: &Arc<Hub>,
+    req: SpawnRequest,
+    brief: &str,
+) -> Result<String, HubError> {
+    let Some(node) = &hub.cluster else {
+        return Err(HubError::Refused(format!(
+            "no [cluster] in torch.toml: this hub is alone, there is no node {}; leave out --node",
+            req.node
+        )));
+    };
+    if req.requester != OPERATOR {
+        return Err(HubError::AccessDenied(format!(
+            "agent {} may spawn on its own node only (its helpers go below it)",
+            req.requester
+        )));
+    }
+    if !req.env.is_empty() {
+        return Err(HubError::Refused(format!(
+            "variables are not carried to another node; spawn without --env-file, then give them on node {} with `torch env {} FILE`",
+            req.node, req.name
+        )));
+    }
+    crate::cluster::known_node(hub, &req.node)?;
+    let registry = node.registry();
+    let waiting = &hub.placement;
+    let id = format!(
+        "{}:{}:{}",
+        registry.node(),
+        std::process::id(),
+        waiting.next.fetch_add(1, Relaxed)
+    );
+    let (tx, rx) = oneshot::channel();
+    waiting
+        .replies
+        .lock()
+        .map_err(poisoned)?
+        .insert(id.clone(), tx);
+    let request = Request {
+        id: id.clone(),
+        from: registry.node().to_string(),
+        kind: "spawn".into(),
+        body: spec_json(&req)?,
+        brief: brief.to_string(),
+    };
+    let sent = registry.request(&req.node, &request).await;
+    let answer = match sent {
+        Ok(()) => tokio::time::timeout(ANSWER_TIMEOUT, rx).await,
+        Err(e) => {
+            waiting.replies.lock().map_err(poisoned)?.remove(&id);
+            return Err(HubError::Refused(format!(
+                "cannot ask node {} to spawn {} ({e}); try again once Redis answers",
+                req.node, req.name
+            )));
+        }
+    };
+    waiting.replies.lock().map_err(poisoned)?.remove(&id);
+    match answer {
+        Ok(Ok(reply)) if reply.ok => Ok(reply.body),
+        Ok(Ok(reply)) => Err(HubError::Refused(format!(
+            "node {}: {}",
+            req.node, reply.body
+        ))),
+        _ => Err(HubError::Refused(format!(
+            "node {} did not answer within {} s whether it spawned {}; see `torch status` for it",
+            req.node,
+            ANSWER_TIMEOUT.as_secs(),
+            req.name
+        ))),
+    }
+}
+
+/// The spawn as the other node reads it: the API's spec, for its node.
+fn spec_json(req: &SpawnRequest) -> Result<String, HubError> {
+    let spec = torch_api::SpawnSpec {
+        name: req.name.clone(),
+        role: req.role.clone(),
+        parent: req.parent.clone(),
+        workdir: req.workdir.clone(),
+        profile: req.profile.clone(),
+        command: req.command.clone(),
+        requester: OPERATOR.into(),
+        skills: req.skills.clone(),
+        capacity: req.capacity,
+        worktree: req.worktree,
+        node: req.node.clone(),
+    };
+    serde_json::to_string(&spec).map_err(|e| HubError::Internal(e.to_string()))
+}
+
+/// Starts the loops that serve other nodes' requests and hear the answers
+/// to this node's, when this hub is one node of a cluster.
+pub fn start(hub: &Arc<Hub>) {
+    if hub.cluster.is_none() {
+        return;
+    }
+    tokio::spawn(serve(Arc::clone(hub)));
+    tokio::spawn(hear(Arc::clone(hub)));
+}
+
+async fn serve(hub: Arc<Hub>) {
+    let pending = Arc::new(AtomicBool::new(true));
+    crate::federation::repeat("serving other nodes' spawns", Duration::ZERO, None, || {
+        let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
+        async move {
+            let got = serve_once(&hub, pending.load(Relaxed)).await;
+            crate::federation::reread(&pending, got)
+        }
+    })
+    .await;
+}
+
+async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
+    let Some(node) = &hub.cluster else {
+        return Ok(false);
+    };
+    let registry = node.registry();
+    let requests = registry.read_requests(pending).await.map_err(unavailable)?;
+    let mut ids = Vec::with_capacity(requests.len());
+    for (entry, request) in &requests {
+        let reply = match answer(hub, request).await {
+            Ok(body) => Reply {
+                id: request.id.clone(),
+                ok: true,
+                body,
+            },
+            Err(why) => Reply {
+                id: request.id.clone(),
+                ok: false,
+                body: why,
+            },
+        };
+        registry
+            .reply(&request.from, &reply)
+            .await
+            .map_err(unavailable)?;
+        ids.push(entry.clone());
+    }
+    registry.done_requests(&ids).await.map_err(unavailable)?;
+    Ok(!requests.is_empty())
+}
+
+/// Does what another node asks: a spawn here, as the operator.
+async fn answer(hub: &Arc<Hub>, request: &Request) -> Result<String, String> {
+    if request.kind != "spawn" {
+        return Err(format!(
+            "this node does not know the request {:?}",
+            request.kind
+        ));
+    }
+    let spec: torch_api::SpawnSpec = serde_json::from_str(&request.body)
+        .map_err(|e| format!("a spawn this node cannot read: {e}"))?;
+    let mut req: SpawnRequest = spec.into();
+    req.requester = OPERATOR.into();
+    req.node = String::new();
+    tracing::info!(
+        "cluster: node {} asks to spawn {} here",
+        request.from,
+        req.name
+    );
+    service::spawn(hub, req, &request.brief)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn hear(hub: Arc<Hub>) {
+    let pending = Arc::new(AtomicBool::new(true));
+    crate::federation::repeat("hearing other nodes' answers", Duration::ZERO, None, || {
+        let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
+        async move {
+            let got = hear_once(&hub, pending.load(Relaxed)).await;
+            crate::federation::reread(&pending, got)
+        }
+    })
+    .await;
+}
+
+async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
+    let Some(node) = &hub.cluster else {
+        return Ok(false);
+    };
+    let registry = node.registry();
+    let replies = registry.read_replies(pending).await.map_err(unavailable)?;
+    let mut ids = Vec::with_capacity(replies.len());
+    for (entry, reply) in replies.iter().cloned() {
+        ids.push(entry);
+        // Nobody waits for an answer that came too late (or from before a
+        // restart): the spawn happened or not, as `torch status` shows.
+        let waiter = hub
+            .placement
+            .replies
+            .lock()
+            .map_err(poisoned)?
+            .remove(&reply.id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(reply);
+        }
+    }
+    registry.done_replies(&ids).await.map_err(unavailable)?;
+    Ok(!replies.is_empty())
+}
+
+fn unavailable(e: torch_cluster::ClusterError) -> HubError {
+    HubError::Internal(e.to_string())
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> HubError {
+    HubError::Internal("the table of spawns waiting for another node is poisoned".into())
+}
