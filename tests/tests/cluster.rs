@@ -106,6 +106,52 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     // A name is unique across the cluster.
     refused_as_taken(&b, "alpha", "node-a")?;
 
+    // Spawned on the other node, by its name: the agent runs there, the
+    // registry says so, and messages reach it.
+    let record = torch_tests::fleet::record_path("far");
+    let far = [
+        "spawn",
+        "far",
+        "--node",
+        "node-b",
+        "--role",
+        "orchestrator",
+        "--workdir",
+        "/srv/work",
+        "--",
+        torch_tests::fleet::TEST_AGENT,
+        "echo",
+        "--record",
+        &record,
+    ];
+    let said = a.torch(&far)?;
+    ensure!(said.contains("torch-agent@far.service"), "{said}");
+    ensure!(b.unit_property("torch-agent@far.service", "ActiveState")? == "active");
+    wait_seen(&a, "far", "node-b", "active")?;
+    a.torch(&["send", "--wait", "far", "made on node-a"])?;
+    ensure!(b.records("far")? == ["made on node-a"]);
+    // Its name is taken there: a second spawn anywhere is refused.
+    let (ok, out) = a.torch_status(&far)?;
+    ensure!(
+        !ok && out.contains("node node-b: agent far already exists"),
+        "{out}"
+    );
+    let mut nowhere = far.to_vec();
+    nowhere[3] = "nowhere";
+    let (ok, out) = a.torch_status(&nowhere)?;
+    ensure!(
+        !ok && out.contains("no node nowhere in the cluster"),
+        "{out}"
+    );
+    // An agent spawns on its own node only.
+    let mut helper = far.to_vec();
+    helper[1] = "helper";
+    let (ok, out) = a.torch_as("alpha", &helper)?;
+    ensure!(
+        !ok && out.contains("may spawn on its own node only"),
+        "{out}"
+    );
+
     // A node whose hub stops is lost after three missed heartbeats, and back
     // once it publishes again.
     b.systemctl(&["stop", "torch.service"])?;
