@@ -9,6 +9,8 @@
 //!   whole at each heartbeat;
 //! - `torch:node:NODE:seen`, a string: when the node last published, in ms
 //!   of the Redis server's clock, so the machines' clocks need not agree;
+//! - `torch:node:NODE:free`, a string: the node's free memory then, in KiB,
+//!   for placing spawns;
 //! - `torch:names`, a hash: agent name to the node that holds it. A name is
 //!   claimed before a spawn and released at retirement, so two nodes never
 //!   run agents of the same name;
@@ -108,6 +110,8 @@ pub struct NodeView {
     pub age_ms: u64,
     /// Unheard for [`LOST_AFTER`] heartbeats.
     pub lost: bool,
+    /// Its free memory when it last published, in KiB.
+    pub free_kib: u64,
     /// Its agents, as it last published them.
     pub agents: Vec<RemoteAgent>,
 }
@@ -208,9 +212,9 @@ impl Registry {
         Ok(conn)
     }
 
-    /// Publishes this node's agents and its heartbeat.
-    pub async fn publish(&self, agents: &[RemoteAgent]) -> Result<(), ClusterError> {
-        let result = self.publish_once(agents).await;
+    /// Publishes this node's agents, its free memory and its heartbeat.
+    pub async fn publish(&self, agents: &[RemoteAgent], free_kib: u64) -> Result<(), ClusterError> {
+        let result = self.publish_once(agents, free_kib).await;
         self.checked(result).await
     }
 
@@ -248,7 +252,11 @@ impl Registry {
         result
     }
 
-    async fn publish_once(&self, agents: &[RemoteAgent]) -> Result<(), ClusterError> {
+    async fn publish_once(
+        &self,
+        agents: &[RemoteAgent],
+        free_kib: u64,
+    ) -> Result<(), ClusterError> {
         let json = serde_json::to_string(agents).map_err(|e| ClusterError::Corrupt {
             key: agents_key(&self.node),
             why: e.to_string(),
@@ -259,14 +267,17 @@ impl Registry {
               redis.call('SADD', KEYS[1], ARGV[1])
               redis.call('SET', KEYS[2], ARGV[2])
               redis.call('SET', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000))
+              redis.call('SET', KEYS[4], ARGV[3])
               return 1",
         );
         let _: i64 = script
             .key(NODES)
             .key(agents_key(&self.node))
             .key(seen_key(&self.node))
+            .key(free_key(&self.node))
             .arg(&self.node)
             .arg(json)
+            .arg(free_kib)
             .invoke_async(&mut conn)
             .await?;
         Ok(())
@@ -282,9 +293,10 @@ impl Registry {
         let lost_after = self.heartbeat.as_millis() as u64 * u64::from(LOST_AFTER);
         let mut out = Vec::new();
         for node in nodes {
-            let (seen, agents): (Option<u64>, Option<String>) = redis::pipe()
+            let (seen, agents, free): (Option<u64>, Option<String>, Option<u64>) = redis::pipe()
                 .get(seen_key(&node))
                 .get(agents_key(&node))
+                .get(free_key(&node))
                 .query_async(&mut conn)
                 .await?;
             let agents = match agents {
@@ -297,6 +309,7 @@ impl Registry {
             let age_ms = seen.map_or(u64::MAX, |s| now_ms.saturating_sub(s));
             out.push(NodeView {
                 lost: age_ms > lost_after,
+                free_kib: free.unwrap_or(0),
                 node,
                 age_ms,
                 agents,
@@ -352,6 +365,10 @@ fn agents_key(node: &str) -> String {
 
 fn seen_key(node: &str) -> String {
     format!("torch:node:{node}:seen")
+}
+
+fn free_key(node: &str) -> String {
+    format!("torch:node:{node}:free")
 }
 
 /// The Redis password in the credentials directory, trailing newline cut.

@@ -26,6 +26,8 @@ pub struct Node {
     others: RwLock<(Vec<NodeView>, Option<std::time::Instant>)>,
     /// Local names this node holds in the registry.
     claimed: Mutex<HashSet<String>>,
+    /// How many agents this node published last.
+    local_agents: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {
@@ -42,6 +44,7 @@ impl Node {
             registry,
             others: RwLock::default(),
             claimed: Mutex::default(),
+            local_agents: Default::default(),
         }))
     }
 
@@ -88,6 +91,70 @@ pub fn check_incoming(
         }
     };
     crate::fleet::check_route_from_node(&hub.config, &fleet, sender.as_ref(), &envelope.recipient)
+}
+
+/// This machine's free memory, in KiB (0 when it cannot be read).
+fn free_kib() -> u64 {
+    nix::sys::sysinfo::sysinfo().map_or(0, |i| i.ram_unused() / 1024)
+}
+
+/// Where an operator's spawn that names no node goes: the node of its
+/// parent, when that is another; with no parent, the node with the fewest
+/// agents. This node unless another is better: fewer agents, or as many
+/// and a quarter more free memory (free memory moves, and a spawn should
+/// not go elsewhere for noise). A spawn with variables stays here (they are
+/// not carried through Redis). `None`: this node.
+pub fn place(hub: &Hub, parent: &str, with_env: bool) -> Option<String> {
+    let node = hub.cluster.as_ref()?;
+    if !parent.is_empty() {
+        return where_is(hub, parent).map(|(n, _)| n);
+    }
+    if with_env {
+        return None;
+    }
+    let here = Load {
+        agents: node.local_agents.load(std::sync::atomic::Ordering::Relaxed),
+        free_kib: free_kib(),
+    };
+    let others = node.others.read().ok()?;
+    let candidates = others.0.iter().filter(|n| !n.lost).map(|n| {
+        let load = Load {
+            agents: n.agents.len(),
+            free_kib: n.free_kib,
+        };
+        (load, &n.node)
+    });
+    let (best, name) = candidates.min_by(|a, b| a.0.cmp(&b.0))?;
+    best.better_than(&here).then(|| name.clone())
+}
+
+/// What a node carries, for placing a spawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Load {
+    agents: usize,
+    free_kib: u64,
+}
+
+impl Load {
+    fn better_than(&self, other: &Load) -> bool {
+        self.agents < other.agents
+            || (self.agents == other.agents && self.free_kib > other.free_kib + other.free_kib / 4)
+    }
+}
+
+impl Ord for Load {
+    /// Fewer agents first, then more free memory.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.agents
+            .cmp(&other.agents)
+            .then(other.free_kib.cmp(&self.free_kib))
+    }
+}
+
+impl PartialOrd for Load {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 /// Checks that `node` is another node of the cluster, heard lately.
@@ -192,7 +259,12 @@ async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
             queued: a.queued,
         })
         .collect();
-    node.registry.publish(&agents).await.map_err(unavailable)?;
+    node.local_agents
+        .store(agents.len(), std::sync::atomic::Ordering::Relaxed);
+    node.registry
+        .publish(&agents, free_kib())
+        .await
+        .map_err(unavailable)?;
     refresh(hub).await
 }
 
@@ -324,4 +396,55 @@ fn unavailable(e: torch_cluster::ClusterError) -> HubError {
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> HubError {
     HubError::Internal("the cluster's name table is poisoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Load;
+
+    #[test]
+    fn a_spawn_goes_elsewhere_for_fewer_agents_or_much_more_memory_only() {
+        let here = Load {
+            agents: 2,
+            free_kib: 1000,
+        };
+        assert!(Load {
+            agents: 1,
+            free_kib: 10
+        }
+        .better_than(&here));
+        assert!(!Load {
+            agents: 2,
+            free_kib: 1200
+        }
+        .better_than(&here));
+        assert!(Load {
+            agents: 2,
+            free_kib: 1300
+        }
+        .better_than(&here));
+        assert!(!Load {
+            agents: 3,
+            free_kib: 9000
+        }
+        .better_than(&here));
+        assert!(
+            Load {
+                agents: 1,
+                free_kib: 5
+            } < Load {
+                agents: 2,
+                free_kib: 9000
+            }
+        );
+        assert!(
+            Load {
+                agents: 1,
+                free_kib: 9
+            } < Load {
+                agents: 1,
+                free_kib: 5
+            }
+        );
+    }
 }

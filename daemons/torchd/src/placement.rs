@@ -188,7 +188,8 @@ async fn answer(hub: &Arc<Hub>, request: &Request) -> Result<String, String> {
         .map_err(|e| format!("a spawn this node cannot read: {e}"))?;
     let mut req: SpawnRequest = spec.into();
     req.requester = OPERATOR.into();
-    req.node = String::new();
+    // Here, whatever placement would say: the asking node chose.
+    req.node = crate::cluster::node_name(hub).unwrap_or_default();
     tracing::info!(
         "cluster: node {} asks to spawn {} here",
         request.from,

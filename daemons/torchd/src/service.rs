@@ -121,8 +121,14 @@ fn send_to_node(
 
 /// Writes a new agent's definition for `req.requester` (who acts), queues
 /// its brief and starts it; returns its unit.
-pub async fn spawn(hub: &Arc<Hub>, req: SpawnRequest, brief: &str) -> Result<String, HubError> {
+pub async fn spawn(hub: &Arc<Hub>, mut req: SpawnRequest, brief: &str) -> Result<String, HubError> {
     let requester = valid_sender(&req.requester)?;
+    if req.node.is_empty() && req.requester == OPERATOR && req.pool.is_none() {
+        if let Some(node) = cluster::place(hub, &req.parent, !req.env.is_empty()) {
+            tracing::info!("spawn: {} goes to node {node}", req.name);
+            req.node = node;
+        }
+    }
     if !req.node.is_empty() && cluster::node_name(hub).as_deref() != Some(req.node.as_str()) {
         return crate::placement::spawn_elsewhere(hub, req, brief).await;
     }
