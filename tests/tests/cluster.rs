@@ -48,10 +48,36 @@ fn wait_seen(sb: &Sandbox, name: &str, node: &str, state: &str) -> Result<()> {
     .with_context(|| format!("status: {:?}", status(sb)))
 }
 
-/// Checks that a spawn of `name` on `sb` is refused: `owner` holds it.
-fn refused_as_taken(sb: &Sandbox, name: &str, owner: &str) -> Result<()> {
-    let spawn = ["spawn", name, "--role", "orchestrator", "--workdir", "/srv"];
-    let (ok, out) = sb.torch_status(&[&spawn[..], &["--", "sleep", "1000"]].concat())?;
+/// `torch spawn` of an echo agent `name` (on `node`, when given), its
+/// record in its own home.
+fn echo_spawn(name: &str, node: Option<&str>, role: &str, parent: Option<&str>) -> Vec<String> {
+    let mut args = vec!["spawn", name, "--role", role, "--workdir", "/srv/work"];
+    if let Some(n) = node {
+        args.extend(["--node", n]);
+    }
+    if let Some(p) = parent {
+        args.extend(["--parent", p]);
+    }
+    let record = torch_tests::fleet::record_path(name);
+    args.extend([
+        "--",
+        torch_tests::fleet::TEST_AGENT,
+        "echo",
+        "--record",
+        &record,
+    ]);
+    args.into_iter().map(str::to_string).collect()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// Checks that a spawn of `name` on `sb`, node `here`, is refused: node
+/// `owner` holds the name.
+fn refused_as_taken(sb: &Sandbox, here: &str, name: &str, owner: &str) -> Result<()> {
+    let spawn = echo_spawn(name, Some(here), "orchestrator", None);
+    let (ok, out) = sb.torch_status(&strs(&spawn))?;
     ensure!(
         !ok && out.contains(&format!("already exists on node {owner}")),
         "{out}"
@@ -104,26 +130,12 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     );
 
     // A name is unique across the cluster.
-    refused_as_taken(&b, "alpha", "node-a")?;
+    refused_as_taken(&b, "node-b", "alpha", "node-a")?;
 
     // Spawned on the other node, by its name: the agent runs there, the
     // registry says so, and messages reach it.
-    let record = torch_tests::fleet::record_path("far");
-    let far = [
-        "spawn",
-        "far",
-        "--node",
-        "node-b",
-        "--role",
-        "orchestrator",
-        "--workdir",
-        "/srv/work",
-        "--",
-        torch_tests::fleet::TEST_AGENT,
-        "echo",
-        "--record",
-        &record,
-    ];
+    let far = echo_spawn("far", Some("node-b"), "orchestrator", None);
+    let far: Vec<&str> = strs(&far);
     let said = a.torch(&far)?;
     ensure!(said.contains("torch-agent@far.service"), "{said}");
     ensure!(b.unit_property("torch-agent@far.service", "ActiveState")? == "active");
@@ -136,17 +148,15 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
         !ok && out.contains("node node-b: agent far already exists"),
         "{out}"
     );
-    let mut nowhere = far.to_vec();
-    nowhere[3] = "nowhere";
-    let (ok, out) = a.torch_status(&nowhere)?;
+    let nowhere = echo_spawn("far", Some("nowhere"), "orchestrator", None);
+    let (ok, out) = a.torch_status(&strs(&nowhere))?;
     ensure!(
         !ok && out.contains("no node nowhere in the cluster"),
         "{out}"
     );
     // An agent spawns on its own node only.
-    let mut helper = far.to_vec();
-    helper[1] = "helper";
-    let (ok, out) = a.torch_as("alpha", &helper)?;
+    let helper = echo_spawn("helper", Some("node-b"), "orchestrator", None);
+    let (ok, out) = a.torch_as("alpha", &strs(&helper))?;
     ensure!(
         !ok && out.contains("may spawn on its own node only"),
         "{out}"
@@ -182,12 +192,25 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     wait_seen(&b, "alpha", "node-a", "active")?;
     wait_seen(&a, "beta", "node-b", "active")?;
     a.spawn_echo("gamma", "orchestrator", None)?;
-    refused_as_taken(&b, "gamma", "node-a")?;
+    refused_as_taken(&b, "node-b", "gamma", "node-a")?;
 
     // Retired, its name is free for another node.
     a.torch(&["retire", "gamma"])?;
-    b.spawn_echo("gamma", "orchestrator", None)?;
+    b.torch(&strs(&echo_spawn(
+        "gamma",
+        Some("node-b"),
+        "orchestrator",
+        None,
+    )))?;
     wait_seen(&a, "gamma", "node-b", "active")?;
+
+    // Named no node, the operator's spawn goes where its parent is, else
+    // to the node with the fewest agents: node-a has one, node-b three.
+    b.torch(&strs(&echo_spawn("placed", None, "orchestrator", None)))?;
+    ensure!(a.unit_property("torch-agent@placed.service", "ActiveState")? == "active");
+    let under = echo_spawn("under-far", None, "project-manager", Some("far"));
+    a.torch(&strs(&under))?;
+    ensure!(b.unit_property("torch-agent@under-far.service", "ActiveState")? == "active");
     Ok(())
 }
 
