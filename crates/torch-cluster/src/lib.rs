@@ -131,9 +131,11 @@ pub enum Claim {
 pub struct Registry {
     client: redis::Client,
     conn: std::sync::Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
-    /// A connection of its own for blocking reads of streams, which would
-    /// hold every other call behind them on a shared one.
-    reading: std::sync::Arc<tokio::sync::Mutex<Option<ConnectionManager>>>,
+    /// A connection of its own for each stream read with a blocking read:
+    /// Redis answers one client's commands in turn, so a blocked read holds
+    /// every other command of its connection behind it.
+    reading:
+        std::sync::Arc<tokio::sync::Mutex<std::collections::HashMap<String, ConnectionManager>>>,
     node: String,
     heartbeat: Duration,
 }
@@ -189,9 +191,14 @@ impl Registry {
         self.connect(&self.conn, CALL_TIMEOUT).await
     }
 
-    async fn reading_connection(&self) -> Result<ConnectionManager, ClusterError> {
-        self.connect(&self.reading, CALL_TIMEOUT + streams::READ_BLOCK)
-            .await
+    async fn reading_connection(&self, stream: &str) -> Result<ConnectionManager, ClusterError> {
+        let mut all = self.reading.lock().await;
+        if let Some(conn) = all.get(stream) {
+            return Ok(conn.clone());
+        }
+        let conn = self.open(CALL_TIMEOUT + streams::READ_BLOCK).await?;
+        all.insert(stream.to_string(), conn.clone());
+        Ok(conn)
     }
 
     async fn connect(
@@ -203,17 +210,28 @@ impl Registry {
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
+        let conn = self.open(timeout).await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
 
-    /// Publishes this node's agents, its free memory and its heartbeat.
-    pub async fn publish(&self, agents: &[RemoteAgent], free_kib: u64) -> Result<(), ClusterError> {
+    async fn open(&self, timeout: Duration) -> Result<ConnectionManager, ClusterError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        Ok(ConnectionManager::new_with_config(self.client.clone(), config).await?)
+    }
+
+    /// Publishes this node's agents, its free memory and its heartbeat;
+    /// whether Redis knew this node before (not: a new node, or a Redis that
+    /// came back empty, which lost the names claimed and what its streams
+    /// held).
+    pub async fn publish(
+        &self,
+        agents: &[RemoteAgent],
+        free_kib: u64,
+    ) -> Result<bool, ClusterError> {
         let result = self.publish_once(agents, free_kib).await;
         self.checked(result).await
     }
@@ -246,7 +264,7 @@ impl Registry {
                 || e.is_timeout()
             {
                 *self.conn.lock().await = None;
-                *self.reading.lock().await = None;
+                self.reading.lock().await.clear();
             }
         }
         result
@@ -256,21 +274,22 @@ impl Registry {
         &self,
         agents: &[RemoteAgent],
         free_kib: u64,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<bool, ClusterError> {
         let json = serde_json::to_string(agents).map_err(|e| ClusterError::Corrupt {
             key: agents_key(&self.node),
             why: e.to_string(),
         })?;
         let mut conn = self.connection().await?;
         let script = Script::new(
-            r"local t = redis.call('TIME')
+            r"local known = redis.call('EXISTS', KEYS[3])
+              local t = redis.call('TIME')
               redis.call('SADD', KEYS[1], ARGV[1])
               redis.call('SET', KEYS[2], ARGV[2])
               redis.call('SET', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000))
               redis.call('SET', KEYS[4], ARGV[3])
-              return 1",
+              return known",
         );
-        let _: i64 = script
+        let known: i64 = script
             .key(NODES)
             .key(agents_key(&self.node))
             .key(seen_key(&self.node))
@@ -280,7 +299,7 @@ impl Registry {
             .arg(free_kib)
             .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        Ok(known == 1)
     }
 
     async fn others_once(&self) -> Result<Vec<NodeView>, ClusterError> {

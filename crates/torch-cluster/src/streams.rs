@@ -38,6 +38,8 @@ pub struct Envelope {
 pub struct Ack {
     /// The message's `origin`.
     pub origin: String,
+    /// The node that tells: the message's recipient's.
+    pub node: String,
     /// `delivered` or `failed`.
     pub state: String,
     /// Why it failed.
@@ -107,6 +109,7 @@ impl Registry {
     pub async fn ack_to(&self, node: &str, ack: &Ack) -> Result<(), ClusterError> {
         let fields = [
             ("origin", ack.origin.as_str()),
+            ("node", &ack.node),
             ("state", &ack.state),
             ("reason", &ack.reason),
         ];
@@ -219,6 +222,7 @@ impl Registry {
             .map(|(id, f)| {
                 let ack = Ack {
                     origin: field(&f, "origin"),
+                    node: field(&f, "node"),
                     state: field(&f, "state"),
                     reason: field(&f, "reason"),
                 };
@@ -244,7 +248,7 @@ impl Registry {
         stream: &str,
         pending: bool,
     ) -> Result<Vec<(String, HashMap<String, redis::Value>)>, ClusterError> {
-        let mut conn = self.reading_connection().await?;
+        let mut conn = self.reading_connection(stream).await?;
         let made: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, GROUP, "0").await;
         if let Err(e) = made {
             if e.code() != Some("BUSYGROUP") {
