@@ -25,6 +25,8 @@ pub struct Forward {
     pub body: String,
     /// `message` or `brief`.
     pub kind: String,
+    /// Handed over before, and not settled since.
+    pub again: bool,
 }
 
 /// A message from another node that ended here, to tell its origin.
@@ -61,15 +63,25 @@ impl Store {
 
     /// Queued messages for other nodes never handed over, or handed over
     /// more than `again_ms` ago and not settled (the other node or Redis
-    /// may have lost them; the other node stores each once), oldest first.
-    pub fn to_forward(&self, again_ms: i64, limit: u32) -> Result<Vec<Forward>, StoreError> {
+    /// may have lost them; the other node stores each once), oldest first;
+    /// not again to the nodes in `lost` (it waits in their inbox).
+    pub fn to_forward(
+        &self,
+        again_ms: i64,
+        lost: &[String],
+        limit: u32,
+    ) -> Result<Vec<Forward>, StoreError> {
+        // Node names hold no control character: one separates them.
+        let lost = format!("\u{1f}{}\u{1f}", lost.join("\u{1f}"));
         self.with(|c| {
             let mut st = c.prepare_cached(
-                "SELECT id, node, sender, recipient, body, kind FROM messages INDEXED BY messages_to_forward
-                 WHERE node IS NOT NULL AND state = 'queued' AND (forwarded_ms IS NULL OR forwarded_ms < ?1)
+                "SELECT id, node, sender, recipient, body, kind, forwarded_ms IS NOT NULL FROM messages INDEXED BY messages_to_forward
+                 WHERE node IS NOT NULL AND state = 'queued'
+                   AND (forwarded_ms IS NULL
+                        OR (forwarded_ms < ?1 AND instr(?3, char(31) || node || char(31)) = 0))
                  ORDER BY id LIMIT ?2",
             )?;
-            let rows = st.query_map(params![now_ms() - again_ms, limit], |r| {
+            let rows = st.query_map(params![now_ms() - again_ms, limit, lost], |r| {
                 Ok(Forward {
                     id: r.get(0)?,
                     node: r.get(1)?,
@@ -77,14 +89,30 @@ impl Store {
                     recipient: r.get(3)?,
                     body: r.get(4)?,
                     kind: r.get(5)?,
+                    again: r.get(6)?,
                 })
             })?;
             rows.collect()
         })
     }
 
+    /// Makes every message handed to another node and not settled wait to
+    /// be handed over again at once (Redis came back empty: it lost them).
+    pub fn forward_again(&self) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE messages SET forwarded_ms = NULL WHERE node IS NOT NULL AND state = 'queued'",
+                [],
+            )
+            .map(drop)
+        })
+    }
+
     /// Notes messages handed to their node.
     pub fn mark_forwarded(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.write(move |c| {
             let mut st = c.prepare_cached("UPDATE messages SET forwarded_ms = ?2 WHERE id = ?1")?;
             let now = now_ms();
@@ -95,23 +123,25 @@ impl Store {
         })
     }
 
-    /// Settles message `id`, handed to another node, as that node says:
-    /// its recipient and when it was stored, or `None` when it is not such
-    /// a message or is settled already.
+    /// Settles message `id`, handed to `node`, as that node says: its
+    /// recipient and when it was stored, or `None` when it is not such a
+    /// message (another node cannot settle it) or is settled already.
     pub fn settle_forwarded(
         &self,
         id: i64,
+        node: &str,
         state: State,
         reason: Option<&str>,
     ) -> Result<Option<(String, i64)>, StoreError> {
         let delivered = (state == State::Delivered).then(now_ms);
         let reason = reason.map(str::to_string);
+        let node = node.to_string();
         self.write(move |c| {
             c.query_row(
                 "UPDATE messages SET state = ?2, delivered_ms = ?3, reason = ?4
-                 WHERE id = ?1 AND node IS NOT NULL AND state = 'queued'
+                 WHERE id = ?1 AND node = ?5 AND state = 'queued'
                  RETURNING recipient, created_ms",
-                params![id, state.as_str(), delivered, reason],
+                params![id, state.as_str(), delivered, reason, node],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
@@ -170,6 +200,9 @@ impl Store {
 
     /// Notes messages whose origin was told how they ended.
     pub fn mark_acked(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         self.write(move |c| {
             let mut st = c.prepare_cached("UPDATE messages SET acked_ms = ?2 WHERE id = ?1")?;
             let now = now_ms();
@@ -191,19 +224,28 @@ mod tests {
         let id = s.enqueue_for_node("operator", "far", "hi", "b").unwrap();
         assert!(s.next_queued("far").unwrap().is_none());
         assert!(s.recipients_with_queue().unwrap().is_empty());
-        let out = s.to_forward(60_000, 10).unwrap();
+        let out = s.to_forward(60_000, &[], 10).unwrap();
         assert_eq!((out.len(), out[0].node.as_str()), (1, "b"));
         s.mark_forwarded(vec![id]).unwrap();
-        assert!(s.to_forward(60_000, 10).unwrap().is_empty());
-        // Handed over long ago and never settled: handed over again.
-        assert_eq!(s.to_forward(-1, 10).unwrap().len(), 1);
-        let settled = s.settle_forwarded(id, State::Delivered, None).unwrap();
-        assert_eq!(settled.map(|(to, _)| to).as_deref(), Some("far"));
+        assert!(s.to_forward(60_000, &[], 10).unwrap().is_empty());
+        // Handed over long ago and never settled: handed over again, unless
+        // its node is lost.
+        assert_eq!(s.to_forward(-1, &[], 10).unwrap().len(), 1);
+        assert!(s.to_forward(-1, &["b".into()], 10).unwrap().is_empty());
+        s.forward_again().unwrap();
+        assert_eq!(s.to_forward(60_000, &["b".into()], 10).unwrap().len(), 1);
+        s.mark_forwarded(vec![id]).unwrap();
         assert!(s
-            .settle_forwarded(id, State::Failed, Some("late"))
+            .settle_forwarded(id, "c", State::Failed, None)
             .unwrap()
             .is_none());
-        assert!(s.to_forward(-1, 10).unwrap().is_empty());
+        let settled = s.settle_forwarded(id, "b", State::Delivered, None).unwrap();
+        assert_eq!(settled.map(|(to, _)| to).as_deref(), Some("far"));
+        assert!(s
+            .settle_forwarded(id, "b", State::Failed, Some("late"))
+            .unwrap()
+            .is_none());
+        assert!(s.to_forward(-1, &[], 10).unwrap().is_empty());
         assert_eq!(s.counts("far").unwrap().delivered, 1);
     }
 

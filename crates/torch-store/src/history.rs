@@ -66,7 +66,9 @@ impl Store {
 
     /// Deletes up to `batch` delivered or failed messages settled (or, for
     /// a failed one, created) before `cutoff_ms`; returns how many. Queued
-    /// messages are never deleted, however old. Only ids stored before the
+    /// messages are never deleted, however old, nor one from another node
+    /// whose outcome that node was not told yet (stored once by its origin,
+    /// it must stay to be recognized if it comes again). Only ids stored before the
     /// cutoff are looked at: with nothing old enough, nothing is scanned.
     pub fn prune_settled(&self, cutoff_ms: i64, batch: u32) -> Result<usize, StoreError> {
         let Some(bound) = self.last_id_before(cutoff_ms)? else {
@@ -74,7 +76,7 @@ impl Store {
         };
         self.write(move |c| {
             c.execute(
-                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE id <= ?3 AND state != 'queued' AND COALESCE(delivered_ms, created_ms) < ?1 LIMIT ?2)",
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE id <= ?3 AND state != 'queued' AND (origin IS NULL OR acked_ms IS NOT NULL) AND COALESCE(delivered_ms, created_ms) < ?1 LIMIT ?2)",
                 params![cutoff_ms, batch, bound],
             )
         })
