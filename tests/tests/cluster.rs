@@ -204,9 +204,15 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     )))?;
     wait_seen(&a, "gamma", "node-b", "active")?;
 
-    // Named no node, the operator's spawn goes where its parent is, else
-    // to the node with the fewest agents: node-a has one, node-b three.
-    b.torch(&strs(&echo_spawn("placed", None, "orchestrator", None)))?;
+    // With `--node auto`, the operator's spawn goes to the node with the
+    // fewest agents: node-a has one, node-b three. Named no node, one with a
+    // parent on another node goes there.
+    b.torch(&strs(&echo_spawn(
+        "placed",
+        Some("auto"),
+        "orchestrator",
+        None,
+    )))?;
     ensure!(a.unit_property("torch-agent@placed.service", "ActiveState")? == "active");
     let under = echo_spawn("under-far", None, "project-manager", Some("far"));
     a.torch(&strs(&under))?;

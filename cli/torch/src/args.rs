@@ -441,8 +441,9 @@ pub struct SpawnArgs {
     /// branch kept.
     #[arg(long)]
     pub worktree: bool,
-    /// In a cluster, the node to spawn it on (the operator only; its
-    /// variables are given there, with `torch env`). Default: this one.
+    /// In a cluster, the node to spawn it on, or `auto` for the node with
+    /// the fewest agents (the operator only; its variables are given there,
+    /// with `torch env`). Default: this one, or its parent's node.
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,
     /// The command to run instead of the profile's default.

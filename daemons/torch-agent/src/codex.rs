@@ -7,8 +7,9 @@
 //! in the agent's Codex home (`$CODEX_HOME`, else `~/.codex` in the agent's
 //! own home), beside the user's; once the app server runs, the hooks it
 //! would run in the workdir are trusted through it
-//! ([`crate::app_server::trust_hooks`]). The rest is given on the command line, so the user's settings
-//! stay as they are:
+//! ([`crate::app_server::trust_hooks`]), which writes their hashes in the
+//! agent's `config.toml` as Codex's own dialog would. The rest is given on
+//! the command line, leaving the user's other settings as they are:
 //! - `--disable daemon_auto_start` on the TUI: else a TUI that cannot reach
 //!   its server would start a background one that outlives the agent's unit.
 //! - the workdir trusted (else a dialog asks), no update check.

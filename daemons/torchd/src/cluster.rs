@@ -4,9 +4,9 @@
 //! claimed across the cluster before a spawn and given up at retirement.
 //!
 //! Without `[cluster]` none of this runs. Without Redis the hub goes on
-//! alone: the other nodes' agents show as last heard (lost once a node is
-//! unheard for three heartbeats), and spawning waits for Redis, since a
-//! name cannot be checked.
+//! alone: the other nodes' agents show as last heard (lost once Redis is
+//! unheard for three heartbeats), and a spawn is refused until Redis
+//! answers, since its name cannot be checked.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
@@ -83,10 +83,21 @@ pub fn check_incoming(
     let sender = match envelope.sender.as_str() {
         torch_core::policy::OPERATOR => None,
         name => {
-            let published = node_agents(hub, node)
-                .into_iter()
+            let agents = node_agents(hub, node);
+            let mut published = agents
+                .iter()
                 .find(|a| a.name == name)
+                .cloned()
                 .ok_or_else(|| format!("node {node} does not publish an agent {name}"))?;
+            // A parent that node does not run is a claim about another
+            // node's agents: not taken.
+            if !published
+                .parent
+                .as_ref()
+                .is_none_or(|p| agents.iter().any(|a| &a.name == p))
+            {
+                published.parent = None;
+            }
             Some(published)
         }
     };
@@ -98,19 +109,21 @@ fn free_kib() -> u64 {
     nix::sys::sysinfo::sysinfo().map_or(0, |i| i.ram_unused() / 1024)
 }
 
-/// Where an operator's spawn that names no node goes: the node of its
-/// parent, when that is another; with no parent, the node with the fewest
-/// agents. This node unless another is better: fewer agents, or as many
-/// and a quarter more free memory (free memory moves, and a spawn should
-/// not go elsewhere for noise). A spawn with variables stays here (they are
-/// not carried through Redis). `None`: this node.
-pub fn place(hub: &Hub, parent: &str, with_env: bool) -> Option<String> {
+/// Where an operator's spawn goes when it names no node (`asked` empty)
+/// or asks for one (`auto`): with no node named, the node of its parent
+/// when that is another (a parent must be on the agent's node); with
+/// `auto`, the node with the fewest agents. This node unless another is
+/// better: fewer agents, or as many and a quarter more free memory (free
+/// memory moves, and a spawn should not go elsewhere for noise). A spawn
+/// with variables stays here (they are not carried through Redis).
+/// `None`: as asked.
+pub fn place(hub: &Hub, asked: &str, parent: &str, with_env: bool) -> Option<String> {
     let node = hub.cluster.as_ref()?;
-    if !parent.is_empty() {
-        return where_is(hub, parent).map(|(n, _)| n);
-    }
-    if with_env {
-        return None;
+    match asked {
+        "" => return where_is(hub, parent).map(|(n, _)| n),
+        "auto" if with_env => return Some(node.name().to_string()),
+        "auto" => {}
+        _ => return None,
     }
     let here = Load {
         agents: node.local_agents.load(std::sync::atomic::Ordering::Relaxed),
@@ -124,8 +137,11 @@ pub fn place(hub: &Hub, parent: &str, with_env: bool) -> Option<String> {
         };
         (load, &n.node)
     });
-    let (best, name) = candidates.min_by(|a, b| a.0.cmp(&b.0))?;
-    best.better_than(&here).then(|| name.clone())
+    let best = candidates.min_by(|a, b| a.0.cmp(&b.0));
+    Some(match best {
+        Some((load, name)) if load.better_than(&here) => name.clone(),
+        _ => node.name().to_string(),
+    })
 }
 
 /// What a node carries, for placing a spawn.
@@ -180,6 +196,22 @@ pub fn known_node(hub: &Hub, node: &str) -> Result<(), HubError> {
             )))
         }
     }
+}
+
+/// The nodes lost from here.
+pub fn lost_nodes(hub: &Hub) -> Vec<String> {
+    let Some(node) = &hub.cluster else {
+        return Vec::new();
+    };
+    node.others
+        .read()
+        .map(|o| {
+            o.0.iter()
+                .filter(|n| n.lost)
+                .map(|n| n.node.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads the other nodes from Redis now, not at the next heartbeat: a
@@ -261,11 +293,27 @@ async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
         .collect();
     node.local_agents
         .store(agents.len(), std::sync::atomic::Ordering::Relaxed);
-    node.registry
+    let known = node
+        .registry
         .publish(&agents, free_kib())
         .await
         .map_err(unavailable)?;
+    if !known {
+        forget_what_redis_held(hub, node).await?;
+    }
     refresh(hub).await
+}
+
+/// Redis did not know this node: new, or back empty after an outage. What
+/// it held for this node is gone: its names are claimed again at the next
+/// heartbeat, and its unsettled messages handed over again at once.
+async fn forget_what_redis_held(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
+    tracing::info!("cluster: Redis did not know this node (a new node, or Redis came back empty): claiming its names again and handing its unsettled messages over again");
+    node.claimed.lock().map_err(poisoned)?.clear();
+    let h = Arc::clone(hub);
+    crate::hub::blocking(move || Ok(h.store.forward_again()?)).await?;
+    hub.forward_now.notify_one();
+    Ok(())
 }
 
 /// Claims the names of local agents not claimed yet (those defined before

@@ -99,7 +99,10 @@ async fn forward_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
     };
     let h = Arc::clone(hub);
     let again = RESEND_AFTER.as_millis() as i64;
-    let batch = blocking(move || Ok(h.store.to_forward(again, 200)?)).await?;
+    // A message handed over to a node now lost waits in its inbox; handing
+    // it over again would only pile up copies.
+    let lost = crate::cluster::lost_nodes(hub);
+    let batch = blocking(move || Ok(h.store.to_forward(again, &lost, 200)?)).await?;
     let mut done = Vec::new();
     let mut result = Ok(());
     for m in &batch {
@@ -179,6 +182,7 @@ async fn take(hub: &Arc<Hub>, registry: &Registry, envelope: &Envelope) -> Resul
     if let Err(why) = verdict {
         let ack = Ack {
             origin: envelope.origin.clone(),
+            node: registry.node().to_string(),
             state: State::Failed.as_str().into(),
             reason: why,
         };
@@ -233,6 +237,7 @@ async fn tell_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
         };
         let ack = Ack {
             origin: s.origin.clone(),
+            node: registry.node().to_string(),
             state: s.state.as_str().into(),
             reason: s.reason.clone().unwrap_or_default(),
         };
@@ -281,10 +286,9 @@ async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
             _ => State::Failed,
         };
         let reason = (!ack.reason.is_empty()).then(|| ack.reason.clone());
-        let h = Arc::clone(hub);
-        let r = reason.clone();
+        let (h, r, from) = (Arc::clone(hub), reason.clone(), ack.node.clone());
         let settled =
-            blocking(move || Ok(h.store.settle_forwarded(id, state, r.as_deref())?)).await?;
+            blocking(move || Ok(h.store.settle_forwarded(id, &from, state, r.as_deref())?)).await?;
         match (settled, state) {
             (Some((to, created_ms)), State::Delivered) => {
                 hub.events.delivered(id, &to, created_ms).await

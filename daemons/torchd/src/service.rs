@@ -123,8 +123,8 @@ fn send_to_node(
 /// its brief and starts it; returns its unit.
 pub async fn spawn(hub: &Arc<Hub>, mut req: SpawnRequest, brief: &str) -> Result<String, HubError> {
     let requester = valid_sender(&req.requester)?;
-    if req.node.is_empty() && req.requester == OPERATOR && req.pool.is_none() {
-        if let Some(node) = cluster::place(hub, &req.parent, !req.env.is_empty()) {
+    if req.requester == OPERATOR && req.pool.is_none() {
+        if let Some(node) = cluster::place(hub, &req.node, &req.parent, !req.env.is_empty()) {
             tracing::info!("spawn: {} goes to node {node}", req.name);
             req.node = node;
         }
