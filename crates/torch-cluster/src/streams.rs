@@ -101,8 +101,7 @@ impl Registry {
             ("body", &message.body),
             ("kind", &message.kind),
         ];
-        let result = self.xadd(&inbox(node), &fields).await;
-        self.checked(result).await
+        self.post(&inbox(node), &fields).await
     }
 
     /// Tells `node` how a message it sent ended.
@@ -113,8 +112,7 @@ impl Registry {
             ("state", &ack.state),
             ("reason", &ack.reason),
         ];
-        let result = self.xadd(&acks(node), &fields).await;
-        self.checked(result).await
+        self.post(&acks(node), &fields).await
     }
 
     /// Hands `request` to the hub of `node`.
@@ -126,52 +124,24 @@ impl Registry {
             ("body", &request.body),
             ("brief", &request.brief),
         ];
-        let result = self.xadd(&requests(node), &fields).await;
-        self.checked(result).await
+        self.post(&requests(node), &fields).await
     }
 
     /// Answers a request of `node`.
     pub async fn reply(&self, node: &str, reply: &Reply) -> Result<(), ClusterError> {
         let ok = if reply.ok { "1" } else { "0" };
         let fields = [("id", reply.id.as_str()), ("ok", ok), ("body", &reply.body)];
-        let result = self.xadd(&replies(node), &fields).await;
-        self.checked(result).await
+        self.post(&replies(node), &fields).await
     }
 
     /// Requests to this node, read as [`Self::read_inbox`] reads.
     pub async fn read_requests(&self, pending: bool) -> Result<Entries<Request>, ClusterError> {
-        let result = self.read(&requests(&self.node), pending).await;
-        let entries = self.checked(result).await?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, f)| {
-                let request = Request {
-                    id: field(&f, "id"),
-                    from: field(&f, "from"),
-                    kind: field(&f, "kind"),
-                    body: field(&f, "body"),
-                    brief: field(&f, "brief"),
-                };
-                (id, request)
-            })
-            .collect())
+        self.read_own(&requests(&self.node), pending).await
     }
 
     /// Replies to this node's requests, read as [`Self::read_inbox`] reads.
     pub async fn read_replies(&self, pending: bool) -> Result<Entries<Reply>, ClusterError> {
-        let result = self.read(&replies(&self.node), pending).await;
-        let entries = self.checked(result).await?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, f)| {
-                let reply = Reply {
-                    id: field(&f, "id"),
-                    ok: field(&f, "ok") == "1",
-                    body: field(&f, "body"),
-                };
-                (id, reply)
-            })
-            .collect())
+        self.read_own(&replies(&self.node), pending).await
     }
 
     /// Acknowledges and deletes requests to this node, once answered.
@@ -186,49 +156,40 @@ impl Registry {
         self.checked(result).await
     }
 
-    async fn xadd(&self, stream: &str, fields: &[(&str, &str)]) -> Result<(), ClusterError> {
-        let mut conn = self.connection().await?;
-        let _: String = conn.xadd(stream, "*", fields).await?;
-        Ok(())
+    async fn post(&self, stream: &str, fields: &[(&str, &str)]) -> Result<(), ClusterError> {
+        let result = async {
+            let mut conn = self.connection().await?;
+            let _: String = conn.xadd(stream, "*", fields).await?;
+            Ok(())
+        }
+        .await;
+        self.checked(result).await
+    }
+
+    /// The entries of `stream`, one of this node's, as `T`s.
+    async fn read_own<T: FromFields>(
+        &self,
+        stream: &str,
+        pending: bool,
+    ) -> Result<Entries<T>, ClusterError> {
+        let result = self.read(stream, pending).await;
+        let entries = self.checked(result).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(id, f)| (id, T::from_fields(&f)))
+            .collect())
     }
 
     /// Messages for this node: first those read before and never
     /// acknowledged (`pending`), then new ones, waiting up to
     /// [`READ_BLOCK`].
     pub async fn read_inbox(&self, pending: bool) -> Result<Entries<Envelope>, ClusterError> {
-        let result = self.read(&inbox(&self.node), pending).await;
-        let entries = self.checked(result).await?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, f)| {
-                let envelope = Envelope {
-                    origin: field(&f, "origin"),
-                    sender: field(&f, "sender"),
-                    recipient: field(&f, "recipient"),
-                    body: field(&f, "body"),
-                    kind: field(&f, "kind"),
-                };
-                (id, envelope)
-            })
-            .collect())
+        self.read_own(&inbox(&self.node), pending).await
     }
 
     /// How messages this node sent ended, as [`Self::read_inbox`] reads.
     pub async fn read_acks(&self, pending: bool) -> Result<Entries<Ack>, ClusterError> {
-        let result = self.read(&acks(&self.node), pending).await;
-        let entries = self.checked(result).await?;
-        Ok(entries
-            .into_iter()
-            .map(|(id, f)| {
-                let ack = Ack {
-                    origin: field(&f, "origin"),
-                    node: field(&f, "node"),
-                    state: field(&f, "state"),
-                    reason: field(&f, "reason"),
-                };
-                (id, ack)
-            })
-            .collect())
+        self.read_own(&acks(&self.node), pending).await
     }
 
     /// Acknowledges and deletes entries of this node's inbox, once stored.
@@ -247,7 +208,7 @@ impl Registry {
         &self,
         stream: &str,
         pending: bool,
-    ) -> Result<Vec<(String, HashMap<String, redis::Value>)>, ClusterError> {
+    ) -> Result<Vec<(String, Fields)>, ClusterError> {
         let mut conn = self.reading_connection(stream).await?;
         let made: redis::RedisResult<()> = conn.xgroup_create_mkstream(stream, GROUP, "0").await;
         if let Err(e) = made {
@@ -291,7 +252,60 @@ impl Registry {
     }
 }
 
-fn field(map: &HashMap<String, redis::Value>, name: &str) -> String {
+/// An entry's fields, as read.
+type Fields = HashMap<String, redis::Value>;
+
+/// What an entry of a stream holds, from its fields.
+trait FromFields {
+    fn from_fields(f: &Fields) -> Self;
+}
+
+impl FromFields for Envelope {
+    fn from_fields(f: &Fields) -> Self {
+        Envelope {
+            origin: field(f, "origin"),
+            sender: field(f, "sender"),
+            recipient: field(f, "recipient"),
+            body: field(f, "body"),
+            kind: field(f, "kind"),
+        }
+    }
+}
+
+impl FromFields for Ack {
+    fn from_fields(f: &Fields) -> Self {
+        Ack {
+            origin: field(f, "origin"),
+            node: field(f, "node"),
+            state: field(f, "state"),
+            reason: field(f, "reason"),
+        }
+    }
+}
+
+impl FromFields for Request {
+    fn from_fields(f: &Fields) -> Self {
+        Request {
+            id: field(f, "id"),
+            from: field(f, "from"),
+            kind: field(f, "kind"),
+            body: field(f, "body"),
+            brief: field(f, "brief"),
+        }
+    }
+}
+
+impl FromFields for Reply {
+    fn from_fields(f: &Fields) -> Self {
+        Reply {
+            id: field(f, "id"),
+            ok: field(f, "ok") == "1",
+            body: field(f, "body"),
+        }
+    }
+}
+
+fn field(map: &Fields, name: &str) -> String {
     map.get(name)
         .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
         .unwrap_or_default()

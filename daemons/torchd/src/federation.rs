@@ -52,7 +52,7 @@ fn registry(hub: &Hub) -> Option<&Registry> {
 /// Runs `step` for good, waiting [`RETRY`] after a failure (said once until
 /// a step succeeds again) and, after a step with nothing to do, `pause` or
 /// until `wake` is told.
-pub(crate) async fn repeat<F, Fut>(what: &str, pause: Duration, wake: Option<&Notify>, mut step: F)
+async fn repeat<F, Fut>(what: &str, pause: Duration, wake: Option<&Notify>, mut step: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool, HubError>>,
@@ -127,17 +127,36 @@ async fn forward_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
 }
 
 async fn receive(hub: Arc<Hub>) {
+    consume(
+        "reading this node's inbox",
+        hub,
+        |hub, pending| async move { receive_once(&hub, pending).await },
+    )
+    .await;
+}
+
+/// Reads one of this node's streams for good, a batch at a time with
+/// `step` (given whether to read what was read before and never
+/// acknowledged; it answers whether the batch had any), as [`repeat`] runs
+/// it: first what a restart or a failure left unacknowledged, until none
+/// is left, then new entries.
+pub(crate) async fn consume<F, Fut>(what: &str, hub: Arc<Hub>, step: F)
+where
+    F: Fn(Arc<Hub>, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, HubError>>,
+{
     let pending = Arc::new(AtomicBool::new(true));
-    repeat("reading this node's inbox", Duration::ZERO, None, || {
-        let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
-        async move { reread(&pending, receive_once(&hub, pending.load(Relaxed)).await) }
+    repeat(what, Duration::ZERO, None, || {
+        let again = Arc::clone(&pending);
+        let batch = step(Arc::clone(&hub), again.load(Relaxed));
+        async move { reread(&again, batch.await) }
     })
     .await;
 }
 
 /// Keeps reading what was read before and never acknowledged (after a
 /// restart or a failure) until none is left, then new entries only.
-pub(crate) fn reread(pending: &AtomicBool, got: Result<bool, HubError>) -> Result<bool, HubError> {
+fn reread(pending: &AtomicBool, got: Result<bool, HubError>) -> Result<bool, HubError> {
     match got {
         Ok(got) => {
             if !got {
@@ -253,16 +272,10 @@ async fn tell_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
 }
 
 async fn hear(hub: Arc<Hub>) {
-    let pending = Arc::new(AtomicBool::new(true));
-    repeat(
-        "hearing how messages ended on other nodes",
-        Duration::ZERO,
-        None,
-        || {
-            let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
-            async move { reread(&pending, hear_once(&hub, pending.load(Relaxed)).await) }
-        },
-    )
+    let what = "hearing how messages ended on other nodes";
+    consume(what, hub, |hub, pending| async move {
+        hear_once(&hub, pending).await
+    })
     .await;
 }
 

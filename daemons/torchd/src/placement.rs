@@ -9,7 +9,7 @@
 //! them on the agent's node (`torch env NAME FILE` there).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use torch_cluster::{Reply, Request};
 use torch_core::policy::OPERATOR;
 
 use crate::error::HubError;
+use crate::federation::consume;
 use crate::fleet::SpawnRequest;
 use crate::hub::Hub;
 use crate::service;
@@ -135,14 +136,11 @@ pub fn start(hub: &Arc<Hub>) {
 }
 
 async fn serve(hub: Arc<Hub>) {
-    let pending = Arc::new(AtomicBool::new(true));
-    crate::federation::repeat("serving other nodes' spawns", Duration::ZERO, None, || {
-        let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
-        async move {
-            let got = serve_once(&hub, pending.load(Relaxed)).await;
-            crate::federation::reread(&pending, got)
-        }
-    })
+    consume(
+        "serving other nodes' spawns",
+        hub,
+        |hub, pending| async move { serve_once(&hub, pending).await },
+    )
     .await;
 }
 
@@ -201,14 +199,11 @@ async fn answer(hub: &Arc<Hub>, request: &Request) -> Result<String, String> {
 }
 
 async fn hear(hub: Arc<Hub>) {
-    let pending = Arc::new(AtomicBool::new(true));
-    crate::federation::repeat("hearing other nodes' answers", Duration::ZERO, None, || {
-        let (hub, pending) = (Arc::clone(&hub), Arc::clone(&pending));
-        async move {
-            let got = hear_once(&hub, pending.load(Relaxed)).await;
-            crate::federation::reread(&pending, got)
-        }
-    })
+    consume(
+        "hearing other nodes' answers",
+        hub,
+        |hub, pending| async move { hear_once(&hub, pending).await },
+    )
     .await;
 }
 
