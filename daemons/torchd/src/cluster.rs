@@ -220,8 +220,20 @@ pub async fn refresh(hub: &Hub) -> Result<(), HubError> {
     let Some(node) = &hub.cluster else {
         return Ok(());
     };
-    let others = node.registry.others().await.map_err(unavailable)?;
+    let mut others = node.registry.others().await.map_err(unavailable)?;
     if let Ok(mut o) = node.others.write() {
+        // A node Redis no longer has (Redis came back empty, and it has not
+        // published since) stays, lost, as last heard: messages for its
+        // agents wait for it rather than being refused.
+        let gone: Vec<NodeView> =
+            o.0.iter()
+                .filter(|v| !others.iter().any(|n| n.node == v.node))
+                .map(|v| NodeView {
+                    lost: true,
+                    ..v.clone()
+                })
+                .collect();
+        others.extend(gone);
         *o = (others, Some(std::time::Instant::now()));
     }
     Ok(())
