@@ -132,6 +132,22 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     // A name is unique across the cluster.
     refused_as_taken(&b, "node-b", "alpha", "node-a")?;
 
+    spawned_on_the_other_node(&a, &b)?;
+
+    // A node whose hub stops is lost after three missed heartbeats, and back
+    // once it publishes again.
+    b.systemctl(&["stop", "torch.service"])?;
+    wait_seen(&a, "beta", "node-b", "lost")?;
+    b.start_hub()?;
+    wait_seen(&a, "beta", "node-b", "active")?;
+
+    through_a_redis_outage(&a, &b, &mut redis)?;
+    placed_by_load_or_parent(&a, &b)
+}
+
+/// `torch spawn --node`: the agent runs on the other node, which the
+/// registry then shows, and messages reach it; what is refused.
+fn spawned_on_the_other_node(a: &Sandbox, b: &Sandbox) -> Result<()> {
     // Spawned on the other node, by its name: the agent runs there, the
     // registry says so, and messages reach it.
     let far = echo_spawn("far", Some("node-b"), "orchestrator", None);
@@ -139,7 +155,7 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     let said = a.torch(&far)?;
     ensure!(said.contains("torch-agent@far.service"), "{said}");
     ensure!(b.unit_property("torch-agent@far.service", "ActiveState")? == "active");
-    wait_seen(&a, "far", "node-b", "active")?;
+    wait_seen(a, "far", "node-b", "active")?;
     a.torch(&["send", "--wait", "far", "made on node-a"])?;
     ensure!(b.records("far")? == ["made on node-a"]);
     // Its name is taken there: a second spawn anywhere is refused.
@@ -161,14 +177,11 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
         !ok && out.contains("may spawn on its own node only"),
         "{out}"
     );
+    Ok(())
+}
 
-    // A node whose hub stops is lost after three missed heartbeats, and back
-    // once it publishes again.
-    b.systemctl(&["stop", "torch.service"])?;
-    wait_seen(&a, "beta", "node-b", "lost")?;
-    b.start_hub()?;
-    wait_seen(&a, "beta", "node-b", "active")?;
-
+/// Redis killed, then back empty.
+fn through_a_redis_outage(a: &Sandbox, b: &Sandbox, redis: &mut Redis) -> Result<()> {
     // Redis away: each node goes on alone; a spawn, whose name cannot be
     // checked, is refused with the reason, and works once Redis is back.
     redis.pause()?;
@@ -178,21 +191,21 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
         .filter(|e| e.contains("cannot check the name gamma across the cluster"))
         .context("a spawn without Redis was not refused for its name")?;
     ensure!(
-        seen(&a, "alpha")?.is_some(),
+        seen(a, "alpha")?.is_some(),
         "alpha gone from node-a's status"
     );
     let (ok, out) = a.torch_status(&["send", "--wait", "alpha", "still here"])?;
     ensure!(ok, "{out}");
     // Unheard from Redis, the other node is lost from here.
-    wait_seen(&a, "beta", "node-b", "lost")?;
+    wait_seen(a, "beta", "node-b", "lost")?;
     redis.resume()?;
-    add_users(&redis)?;
+    add_users(redis)?;
     // The new Redis is empty: each node publishes itself and claims its
     // names again.
-    wait_seen(&b, "alpha", "node-a", "active")?;
-    wait_seen(&a, "beta", "node-b", "active")?;
+    wait_seen(b, "alpha", "node-a", "active")?;
+    wait_seen(a, "beta", "node-b", "active")?;
     a.spawn_echo("gamma", "orchestrator", None)?;
-    refused_as_taken(&b, "node-b", "gamma", "node-a")?;
+    refused_as_taken(b, "node-b", "gamma", "node-a")?;
 
     // Retired, its name is free for another node.
     a.torch(&["retire", "gamma"])?;
@@ -202,8 +215,13 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
         "orchestrator",
         None,
     )))?;
-    wait_seen(&a, "gamma", "node-b", "active")?;
+    wait_seen(a, "gamma", "node-b", "active")?;
+    Ok(())
+}
 
+/// Where an operator's spawn goes with `--node auto`, and with a parent on
+/// the other node.
+fn placed_by_load_or_parent(a: &Sandbox, b: &Sandbox) -> Result<()> {
     // With `--node auto`, the operator's spawn goes to the node with the
     // fewest agents: node-a has one, node-b three. Named no node, one with a
     // parent on another node goes there.
