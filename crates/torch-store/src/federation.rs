@@ -110,17 +110,7 @@ impl Store {
 
     /// Notes messages handed to their node.
     pub fn mark_forwarded(&self, ids: Vec<i64>) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        self.write(move |c| {
-            let mut st = c.prepare_cached("UPDATE messages SET forwarded_ms = ?2 WHERE id = ?1")?;
-            let now = now_ms();
-            for id in ids {
-                st.execute(params![id, now])?;
-            }
-            Ok(())
-        })
+        self.stamp("UPDATE messages SET forwarded_ms = ?2 WHERE id = ?1", ids)
     }
 
     /// Settles message `id`, handed to `node`, as that node says: its
@@ -198,19 +188,25 @@ impl Store {
         })
     }
 
-    /// Notes messages whose origin was told how they ended.
-    pub fn mark_acked(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+    /// Runs `update` (`?1` a message's id, `?2` now) for each of `ids`, in
+    /// one write.
+    fn stamp(&self, update: &'static str, ids: Vec<i64>) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
         self.write(move |c| {
-            let mut st = c.prepare_cached("UPDATE messages SET acked_ms = ?2 WHERE id = ?1")?;
+            let mut st = c.prepare_cached(update)?;
             let now = now_ms();
             for id in ids {
                 st.execute(params![id, now])?;
             }
             Ok(())
         })
+    }
+
+    /// Notes messages whose origin was told how they ended.
+    pub fn mark_acked(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.stamp("UPDATE messages SET acked_ms = ?2 WHERE id = ?1", ids)
     }
 }
 
