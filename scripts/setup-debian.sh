@@ -24,6 +24,8 @@ have rpm || missing+=(rpm)
 # The cluster tests run Debian's Redis server: redis-tools ships its binary
 # (as redis-check-rdb) without the service the redis-server package starts.
 have /usr/bin/redis-check-rdb || missing+=(redis-tools)
+# ...and make its TLS certificates with openssl.
+have openssl || missing+=(openssl)
 # The hub links the system SQLite.
 { [ -e /usr/include/sqlite3.h ] && have pkg-config; } || missing+=(libsqlite3-dev pkg-config)
 if [ ${#missing[@]} -gt 0 ]; then

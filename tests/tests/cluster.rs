@@ -1,15 +1,15 @@
-//! Two hubs as nodes of one cluster: two sandboxes (each a real systemd with
-//! its own hub and store) and Debian's Redis on a unix socket both see.
-//! What holds so far: the registry agrees on both nodes, a name is unique
-//! across the cluster, a node that goes away shows lost and comes back, and
-//! a Redis outage leaves each node working alone.
-
+//! Hubs as nodes of one cluster: two or three sandboxes (each a real
+//! systemd with its own hub and store) and Debian's Redis on a unix socket
+//! they all see, or with TLS. The registry agrees on every node, a name is
+//! unique across the cluster, messages cross nodes once each and in order
+//! through faults, a node that goes away shows lost and gets its messages
+//! when back, and a Redis outage leaves each node working alone.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
-use torch_tests::redis::Redis;
+use torch_tests::redis::{Redis, Tls};
 use torch_tests::{wait_until, Sandbox};
 
 fn node(label: &str, node: &str, redis: &Redis, shared: &Path) -> Result<Sandbox> {
@@ -367,6 +367,9 @@ fn messages_cross_nodes_once_each_in_order_through_faults() -> Result<()> {
     Ok(())
 }
 
+/// Three nodes; node-c reaches Redis over TLS with a client certificate
+/// (the server listens with TLS in node-c's network, for the others on its
+/// socket). node-b powers off and comes back.
 #[test]
 fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     let pid = std::process::id();
@@ -374,9 +377,14 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     let persist = PathBuf::from(format!("/srv/torch-tests/cluster-away-{pid}-b-state"));
     let _ = std::fs::remove_dir_all(&persist);
     std::fs::create_dir_all(&persist)?;
-    let redis = Redis::start(&shared)?;
-    add_users(&redis)?;
+    std::fs::create_dir_all(&shared)?;
+    let c = Sandbox::boot_sharing("cluster-away-c", &shared, None)?;
+    let tls = Tls::make(&shared.join("tls"))?;
+    let redis = Redis::start_tls(&shared, &c, &tls)?;
+    redis.add_node_users(&["node-a", "node-b", "node-c"])?;
+    let c = torch_tests::redis::tls_node(c, "node-c", &tls)?;
     let a = node("cluster-away-a", "node-a", &redis, &shared)?;
+    c.spawn_echo("gamma", "orchestrator", None)?;
     {
         let b = torch_tests::redis::cluster_node_on(
             "cluster-away-b1",
@@ -386,13 +394,31 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
             Some(&persist),
         )?;
         b.spawn_echo("beta", "orchestrator", None)?;
-        wait_seen(&a, "beta", "node-b", "active")?;
+        // The registry agrees on all three nodes.
+        for sb in [&a, &c] {
+            wait_seen(sb, "beta", "node-b", "active")?;
+        }
+        for sb in [&a, &b] {
+            wait_seen(sb, "gamma", "node-c", "active")?;
+        }
+        // node-c is the client on TCP (the server has no plain TCP port).
+        let clients = redis.cli(&["CLIENT", "LIST"])?;
+        ensure!(
+            clients
+                .lines()
+                .any(|l| l.contains("user=torch-node-c") && l.contains("addr=127.0.0.1:")),
+            "{clients}"
+        );
         burst(&a, "operator", "beta", "BEFORE", 5)?;
         wait_records(&b, "beta", 5)?;
     } // node-b powers off: its sandbox stops, its store kept
-    wait_seen(&a, "beta", "node-b", "lost")?;
-    // Messages for an agent of a lost node are taken, and wait.
+    for sb in [&a, &c] {
+        wait_seen(sb, "beta", "node-b", "lost")?;
+    }
+    // Messages for an agent of a lost node are taken, and wait, from
+    // either node.
     burst(&a, "operator", "beta", "AWAY", 20)?;
+    burst(&c, "operator", "beta", "FROM-C", 10)?;
     let b = torch_tests::redis::cluster_node_on(
         "cluster-away-b2",
         "node-b",
@@ -404,11 +430,15 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     // message waiting for them arrives once, in order; none from before
     // comes again (the pane's record is new with the machine).
     b.systemctl(&["start", "torch.target"])?;
-    let got = wait_records(&b, "beta", 20)?;
-    each_once_in_order(&got, &[("AWAY", 20)])?;
+    let got = wait_records(&b, "beta", 30)?;
+    each_once_in_order(&got, &[("AWAY", 20), ("FROM-C", 10)])?;
     wait_seen(&a, "beta", "node-b", "active")?;
     let (ok, out) = a.torch_status(&["send", "--wait", "beta", "BACK-0"])?;
     ensure!(ok, "{out}");
+    // And the TLS node's agent gets what the others send.
+    burst(&b, "operator", "gamma", "TO-C", 5)?;
+    let got = wait_records(&c, "gamma", 5)?;
+    each_once_in_order(&got, &[("TO-C", 5)])?;
     let _ = std::fs::remove_dir_all(&persist);
     Ok(())
 }

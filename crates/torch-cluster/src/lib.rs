@@ -53,7 +53,7 @@ const NAMES: &str = "torch:names";
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// The URL in `[cluster]` cannot be used.
-    #[error("[cluster] redis = {url:?}: {why}; use redis://[USER@]HOST[:PORT] or unix:///PATH (no TLS yet)")]
+    #[error("[cluster] redis = {url:?}: {why}; use redis://[USER@]HOST[:PORT], rediss://[USER@]HOST[:PORT] (TLS) or unix:///PATH")]
     BadUrl {
         /// The URL.
         url: String,
@@ -66,6 +66,16 @@ pub enum ClusterError {
         /// The file.
         file: String,
         /// Why.
+        why: String,
+    },
+    /// A TLS file of `[cluster]` cannot be used.
+    #[error("[cluster] {key} = {file}: {why}")]
+    Tls {
+        /// The setting.
+        key: &'static str,
+        /// The file.
+        file: String,
+        /// Why, and what to do.
         why: String,
     },
     /// Redis did not answer or refused.
@@ -167,7 +177,7 @@ impl Registry {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info).map_err(|e| bad(e.to_string()))?;
+        let client = open_client(cluster, info)?;
         Ok(Self {
             client,
             conn: Default::default(),
@@ -396,6 +406,53 @@ fn read_password(dir: &Path) -> Option<String> {
     Some(text.trim_end_matches(['\n', '\r']).to_string())
 }
 
+/// The client of `info`: over TLS (`rediss://`) with the certificate
+/// authority and client certificate `cluster` names, if any.
+fn open_client(
+    cluster: &Cluster,
+    info: redis::ConnectionInfo,
+) -> Result<redis::Client, ClusterError> {
+    let bad = |why: String| ClusterError::BadUrl {
+        url: cluster.redis.clone(),
+        why,
+    };
+    let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+    let files = [&cluster.ca_file, &cluster.cert_file, &cluster.key_file];
+    if !tls {
+        if files.iter().any(|f| f.is_some()) {
+            return Err(bad(
+                "ca_file, cert_file and key_file are for TLS, which needs rediss://".into(),
+            ));
+        }
+        return redis::Client::open(info).map_err(|e| bad(e.to_string()));
+    }
+    let root_cert = match &cluster.ca_file {
+        Some(f) => Some(read_tls_file("ca_file", f)?),
+        None => None,
+    };
+    let client_tls = match (&cluster.cert_file, &cluster.key_file) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read_tls_file("cert_file", cert)?,
+            client_key: read_tls_file("key_file", key)?,
+        }),
+        (None, None) => None,
+        _ => return Err(bad("cert_file and key_file go together".into())),
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    redis::Client::build_with_tls(info, certificates).map_err(|e| bad(e.to_string()))
+}
+
+fn read_tls_file(key: &'static str, file: &Path) -> Result<Vec<u8>, ClusterError> {
+    std::fs::read(file).map_err(|e| ClusterError::Tls {
+        key,
+        file: file.display().to_string(),
+        why: format!("{e}; give a PEM file readable by the hub's user (torch)"),
+    })
+}
+
 /// The password in `[cluster] password_file`, trailing newline cut.
 fn read_password_file(file: &Path) -> Result<String, ClusterError> {
     let text = std::fs::read_to_string(file).map_err(|e| ClusterError::Password {
@@ -414,6 +471,9 @@ mod tests {
             node: None,
             redis: url.into(),
             password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
             heartbeat_secs: 5,
         }
     }
@@ -422,7 +482,29 @@ mod tests {
     fn urls_are_checked_when_read() {
         assert!(Registry::new(&cluster("redis://127.0.0.1:6379"), "a", None).is_ok());
         assert!(Registry::new(&cluster("unix:///run/redis/redis.sock"), "a", None).is_ok());
-        assert!(Registry::new(&cluster("rediss://r:6380"), "a", None).is_err());
+        assert!(Registry::new(&cluster("rediss://r:6380"), "a", None).is_ok());
+        let tls_only = Cluster {
+            ca_file: Some("/etc/torch/ca.pem".into()),
+            ..cluster("redis://r:6379")
+        };
+        let err = Registry::new(&tls_only, "a", None)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("rediss://")));
+        let missing = Cluster {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..cluster("rediss://r:6380")
+        };
+        let err = Registry::new(&missing, "a", None)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("ca_file") && e.contains("PEM")));
+        let half = Cluster {
+            cert_file: Some("/etc/torch/node.pem".into()),
+            ..cluster("rediss://r:6380")
+        };
+        let err = Registry::new(&half, "a", None).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("go together")));
         let bad = Registry::new(&cluster("http://x"), "a", None)
             .err()
             .map(|e| e.to_string());

@@ -362,15 +362,26 @@ pub struct Cluster {
     /// This node's name; the hostname when not given.
     #[serde(default)]
     pub node: Option<String>,
-    /// The server: `redis://[USER@]HOST[:PORT][/DB]` or
-    /// `unix:///PATH?user=USER` (no TLS yet). The password is never written
-    /// here: it comes from the hub's systemd credential `redis-password`,
-    /// else from `password_file`.
+    /// The server: `redis://[USER@]HOST[:PORT][/DB]`, with TLS
+    /// `rediss://[USER@]HOST[:PORT][/DB]`, or `unix:///PATH?user=USER`. The
+    /// password is never written here: it comes from the hub's systemd
+    /// credential `redis-password`, else from `password_file`.
     pub redis: String,
     /// A file holding the Redis password, readable by the hub's user, for
     /// when no systemd credential gives it.
     #[serde(default)]
     pub password_file: Option<std::path::PathBuf>,
+    /// With `rediss://`: the certificate authority (PEM) that signed the
+    /// server's certificate; the system's trust store when not given.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// With `rediss://` and a server that asks for client certificates
+    /// (`tls-auth-clients yes`): this node's certificate (PEM)...
+    #[serde(default)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// ...and its private key (PEM), readable by the hub's user only.
+    #[serde(default)]
+    pub key_file: Option<std::path::PathBuf>,
     /// Seconds between this node's heartbeats; a node unheard for three
     /// is lost.
     #[serde(default = "default_heartbeat_secs")]
