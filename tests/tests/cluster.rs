@@ -142,7 +142,8 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
     wait_seen(&a, "beta", "node-b", "active")?;
 
     through_a_redis_outage(&a, &b, &mut redis)?;
-    placed_by_load_or_parent(&a, &b)
+    placed_by_load_or_parent(&a, &b)?;
+    forgotten_for_good(&a, &b, &redis)
 }
 
 /// `torch spawn --node`: the agent runs on the other node, which the
@@ -235,6 +236,45 @@ fn placed_by_load_or_parent(a: &Sandbox, b: &Sandbox) -> Result<()> {
     let under = echo_spawn("under-far", None, "project-manager", Some("far"));
     a.torch(&strs(&under))?;
     ensure!(b.unit_property("torch-agent@under-far.service", "ActiveState")? == "active");
+    Ok(())
+}
+
+/// `torch node forget`: what is refused; a lost node forgotten, its names
+/// free and what waited for its agents failed.
+fn forgotten_for_good(a: &Sandbox, b: &Sandbox, redis: &Redis) -> Result<()> {
+    for (who, node, why) in [
+        ("operator", "node-b", "node node-b is not lost"),
+        ("operator", "node-a", "node node-a is this node"),
+        ("operator", "nowhere", "no node nowhere in the cluster"),
+        ("alpha", "node-b", "agent alpha may not call ForgetNode"),
+    ] {
+        let forget = ["node", "forget", node];
+        let (ok, out) = match who {
+            "operator" => a.torch_status(&forget)?,
+            agent => a.torch_in_unit(agent, &forget)?,
+        };
+        ensure!(!ok && out.contains(why), "{who} forgetting {node}: {out}");
+    }
+    b.systemctl(&["stop", "torch.service"])?;
+    wait_seen(a, "beta", "node-b", "lost")?;
+    a.torch(&["send", "beta", "never delivered"])?;
+    wait_until(
+        "the message in node-b's inbox",
+        Duration::from_secs(10),
+        || Ok(redis.cli(&["XLEN", "torch:inbox:node-b"])? == "1"),
+    )?;
+    let said = a.torch(&["node", "forget", "node-b"])?;
+    ensure!(
+        said.contains("forgot node node-b")
+            && said.contains("messages dropped from its inbox: 1;")
+            && said.contains("messages of this node failed: 1"),
+        "{said}"
+    );
+    ensure!(seen(a, "beta")?.is_none(), "status: {:?}", status(a)?);
+    let history = a.torch(&["messages", "--agent", "beta", "--json"])?;
+    ensure!(history.contains("node node-b was forgotten"), "{history}");
+    // Its names are free: node-a may run a beta of its own.
+    a.spawn_echo("beta", "orchestrator", None)?;
     Ok(())
 }
 

@@ -105,6 +105,11 @@ pub enum Cmd {
         #[command(subcommand)]
         action: TaskCmd,
     },
+    /// The nodes of a cluster (docs/cluster.md).
+    Node {
+        #[command(subcommand)]
+        action: NodeCmd,
+    },
     /// Check torch.toml and its drop-ins.
     Config {
         #[command(subcommand)]
@@ -395,6 +400,20 @@ pub enum TaskCmd {
         /// What to change.
         #[arg(long)]
         reason: String,
+    },
+}
+
+/// `torch node` actions.
+#[derive(Subcommand)]
+pub enum NodeCmd {
+    /// Forget a node gone for good (lost: its hub unheard for three
+    /// heartbeats): its agent names are free again, the messages waiting
+    /// for its agents fail on every node, and it leaves `torch status`.
+    /// Nothing is undone on the node itself; if it comes back, it joins
+    /// again.
+    Forget {
+        /// The node's name.
+        node: String,
     },
 }
 

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use args::{Cli, Cmd, ConfigCmd};
+use args::{Cli, Cmd, ConfigCmd, NodeCmd};
 use clap::Parser;
 use torch_core::protocol::{self, Request, Response};
 use torch_core::{paths, AgentName};
@@ -126,6 +126,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let transcript = hub_call(async |h| h.retire(&name).await)?;
             println!("retired {name}; final transcript: {transcript}");
         }
+        Cmd::Node {
+            action: NodeCmd::Forget { node },
+        } => println!("{}", hub_call(async |h| h.forget_node(&node).await)?),
         Cmd::Status { json } => show::status(json)?,
         Cmd::Top => runtime()?.block_on(top::run())?,
         Cmd::Metrics => print!("{}", hub_call(async |h| h.metrics().await)?),

@@ -159,6 +159,11 @@ manager_interface! {
         /// the transcript's path.
         fn retire(name: &str) -> String;
 
+        /// Forgets a node of the cluster gone for good (lost, not this
+        /// node): frees its agent names, drops what waited for it, fails the
+        /// messages every node holds for its agents; returns what was done.
+        fn forget_node(node: &str) -> String;
+
         /// Starts an agent and waits until it is up; it comes back after a reboot.
         fn start(name: &str) -> ();
 

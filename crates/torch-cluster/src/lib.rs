@@ -21,7 +21,9 @@
 //!   ended, read and deleted the same way;
 //! - `torch:requests:NODE` and `torch:replies:NODE`, streams: what other
 //!   nodes ask of this node's hub (a spawn there) and its answers to
-//!   what this node asked, read and deleted the same way.
+//!   what this node asked, read and deleted the same way;
+//! - `torch:forgotten`, a set: nodes forgotten by `torch node forget` and
+//!   not heard since, so every node fails what it holds for them.
 //!
 //! A node unheard for [`LOST_AFTER`] heartbeats is lost: its agents show
 //! `lost` on the other nodes. The registry never blocks a hub: without
@@ -30,7 +32,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+mod forget;
 mod streams;
+pub use forget::{Forgot, Unforgettable};
 pub use streams::{Ack, Entries, Envelope, Reply, Request};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -48,6 +52,7 @@ pub const PASSWORD_CREDENTIAL: &str = "redis-password";
 
 const NODES: &str = "torch:nodes";
 const NAMES: &str = "torch:names";
+const FORGOTTEN: &str = "torch:forgotten";
 
 /// What went wrong talking to Redis.
 #[derive(Debug, thiserror::Error)]
@@ -297,6 +302,7 @@ impl Registry {
               redis.call('SET', KEYS[2], ARGV[2])
               redis.call('SET', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000))
               redis.call('SET', KEYS[4], ARGV[3])
+              redis.call('SREM', KEYS[5], ARGV[1])
               return known",
         );
         let known: i64 = script
@@ -304,6 +310,7 @@ impl Registry {
             .key(agents_key(&self.node))
             .key(seen_key(&self.node))
             .key(free_key(&self.node))
+            .key(FORGOTTEN)
             .arg(&self.node)
             .arg(json)
             .arg(free_kib)

@@ -75,19 +75,19 @@ pub struct Reply {
 /// Entries read from a stream: each with its stream id, to acknowledge.
 pub type Entries<T> = Vec<(String, T)>;
 
-fn inbox(node: &str) -> String {
+pub(crate) fn inbox(node: &str) -> String {
     format!("torch:inbox:{node}")
 }
 
-fn acks(node: &str) -> String {
+pub(crate) fn acks(node: &str) -> String {
     format!("torch:acks:{node}")
 }
 
-fn requests(node: &str) -> String {
+pub(crate) fn requests(node: &str) -> String {
     format!("torch:requests:{node}")
 }
 
-fn replies(node: &str) -> String {
+pub(crate) fn replies(node: &str) -> String {
     format!("torch:replies:{node}")
 }
 

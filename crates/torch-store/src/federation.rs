@@ -108,6 +108,24 @@ impl Store {
         })
     }
 
+    /// Fails every message waiting for an agent of `node` (forgotten: it
+    /// will not come back) with `reason`; each one's id and recipient.
+    pub fn fail_for_node(
+        &self,
+        node: &str,
+        reason: &str,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let (node, reason) = (node.to_string(), reason.to_string());
+        self.write(move |c| {
+            let mut st = c.prepare_cached(
+                "UPDATE messages SET state = 'failed', reason = ?2
+                 WHERE node = ?1 AND state = 'queued' RETURNING id, recipient",
+            )?;
+            let rows = st.query_map(params![node, reason], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     /// Notes messages handed to their node.
     pub fn mark_forwarded(&self, ids: Vec<i64>) -> Result<(), StoreError> {
         self.stamp("UPDATE messages SET forwarded_ms = ?2 WHERE id = ?1", ids)
@@ -237,6 +255,12 @@ mod tests {
             .is_none());
         let settled = s.settle_forwarded(id, "b", State::Delivered, None).unwrap();
         assert_eq!(settled.map(|(to, _)| to).as_deref(), Some("far"));
+        // A forgotten node's messages fail; settled ones stay as they are.
+        let other = s.enqueue_for_node("operator", "gone", "hi", "c").unwrap();
+        let failed = s.fail_for_node("c", "forgotten").unwrap();
+        assert_eq!(failed, vec![(other, "gone".to_string())]);
+        assert!(s.fail_for_node("c", "forgotten").unwrap().is_empty());
+        assert!(s.fail_for_node("b", "forgotten").unwrap().is_empty());
         assert!(s
             .settle_forwarded(id, "b", State::Failed, Some("late"))
             .unwrap()

@@ -298,6 +298,18 @@ impl ManagerService for Manager {
         .await
     }
 
+    async fn forget_node(&self, caller: Caller, node: &str) -> fdo::Result<String> {
+        let hub = &self.hub;
+        let op = |c: Caller| async move {
+            crate::forget::forget(hub, c.acting_agent()?.as_deref(), node).await
+        };
+        self.audited(caller, "ForgetNode", op, |r| match r {
+            Ok(done) => done.clone(),
+            Err(e) => format!("could not forget node {node}: {e}"),
+        })
+        .await
+    }
+
     async fn start(&self, caller: Caller, name: &str) -> fdo::Result<()> {
         self.control(caller, JobKind::Start, name).await
     }

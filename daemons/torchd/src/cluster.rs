@@ -216,18 +216,21 @@ pub fn lost_nodes(hub: &Hub) -> Vec<String> {
 
 /// Reads the other nodes from Redis now, not at the next heartbeat: a
 /// sender just spawned there may be newer than this node's view.
-pub async fn refresh(hub: &Hub) -> Result<(), HubError> {
+pub async fn refresh(hub: &Arc<Hub>) -> Result<(), HubError> {
     let Some(node) = &hub.cluster else {
         return Ok(());
     };
     let mut others = node.registry.others().await.map_err(unavailable)?;
+    let forgotten = node.registry.forgotten().await.map_err(unavailable)?;
     if let Ok(mut o) = node.others.write() {
         // A node Redis no longer has (Redis came back empty, and it has not
         // published since) stays, lost, as last heard: messages for its
-        // agents wait for it rather than being refused.
+        // agents wait for it rather than being refused. One forgotten by
+        // `torch node forget` goes.
         let gone: Vec<NodeView> =
             o.0.iter()
                 .filter(|v| !others.iter().any(|n| n.node == v.node))
+                .filter(|v| !forgotten.contains(&v.node))
                 .map(|v| NodeView {
                     lost: true,
                     ..v.clone()
@@ -236,7 +239,17 @@ pub async fn refresh(hub: &Hub) -> Result<(), HubError> {
         others.extend(gone);
         *o = (others, Some(std::time::Instant::now()));
     }
+    for gone in forgotten.iter().filter(|n| *n != node.name()) {
+        crate::forget::fail_waiting(hub, gone).await?;
+    }
     Ok(())
+}
+
+/// Drops `node` from this node's view (forgotten).
+pub fn drop_node(hub: &Hub, node: &str) {
+    if let Some(Ok(mut o)) = hub.cluster.as_ref().map(|n| n.others.write()) {
+        o.0.retain(|v| v.node != node);
+    }
 }
 
 /// What `node` last published of its agents.

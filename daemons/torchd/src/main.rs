@@ -17,6 +17,7 @@ mod events;
 mod fault;
 mod federation;
 mod fleet;
+mod forget;
 mod hub;
 mod ledger;
 mod lifecycle;
