@@ -236,6 +236,33 @@ fn placed_by_load_or_parent(a: &Sandbox, b: &Sandbox) -> Result<()> {
     let under = echo_spawn("under-far", None, "project-manager", Some("far"));
     a.torch(&strs(&under))?;
     ensure!(b.unit_property("torch-agent@under-far.service", "ActiveState")? == "active");
+    below_a_parent_elsewhere(a, b)
+}
+
+/// The operator puts an engineer of node-a below a project manager of
+/// node-b: they message each other, each node's policy taking the parent
+/// across, and the engineer still reaches no further than its parent.
+fn below_a_parent_elsewhere(a: &Sandbox, b: &Sandbox) -> Result<()> {
+    wait_seen(a, "under-far", "node-b", "active")?;
+    let eng = echo_spawn("eng-a", Some("node-a"), "engineer", Some("under-far"));
+    a.torch(&strs(&eng))?;
+    ensure!(a.unit_property("torch-agent@eng-a.service", "ActiveState")? == "active");
+    wait_seen(b, "eng-a", "node-a", "active")?;
+    let (ok, out) = a.torch_in_unit("eng-a", &["send", "--wait", "under-far", "up the tree"])?;
+    ensure!(ok, "{out}");
+    let (ok, out) = b.torch_in_unit("under-far", &["send", "--wait", "eng-a", "down the tree"])?;
+    ensure!(ok, "{out}");
+    let got = a.records("eng-a")?;
+    ensure!(
+        got.len() == 1 && got[0].ends_with("down the tree"),
+        "{got:?}"
+    );
+    let (ok, out) = a.torch_in_unit("eng-a", &["send", "far", "over my parent"])?;
+    ensure!(!ok && out.contains("policy 'hierarchy' refuses"), "{out}");
+    // An agent may not put one below a parent elsewhere.
+    let helper = echo_spawn("helper-a", None, "engineer", Some("under-far"));
+    let (ok, out) = a.torch_in_unit("eng-a", &strs(&helper))?;
+    ensure!(!ok, "{out}");
     Ok(())
 }
 

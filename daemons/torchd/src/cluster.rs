@@ -80,27 +80,28 @@ pub fn check_incoming(
     envelope: &torch_cluster::Envelope,
 ) -> Result<(), String> {
     let fleet = hub.fleet.agents();
-    let sender = match envelope.sender.as_str() {
-        torch_core::policy::OPERATOR => None,
-        name => {
-            let agents = node_agents(hub, node);
-            let mut published = agents
-                .iter()
-                .find(|a| a.name == name)
-                .cloned()
-                .ok_or_else(|| format!("node {node} does not publish an agent {name}"))?;
-            // A parent that node does not run is a claim about another
-            // node's agents: not taken.
-            if !published
-                .parent
-                .as_ref()
-                .is_none_or(|p| agents.iter().any(|a| &a.name == p))
-            {
-                published.parent = None;
+    let sender =
+        match envelope.sender.as_str() {
+            torch_core::policy::OPERATOR => None,
+            name => {
+                let agents = node_agents(hub, node);
+                let mut published = agents
+                    .iter()
+                    .find(|a| a.name == name)
+                    .cloned()
+                    .ok_or_else(|| format!("node {node} does not publish an agent {name}"))?;
+                // A parent that node does not run is taken when it is one of
+                // this node's (an agent the operator put below a parent here);
+                // one of a third node is a claim about another node's agents:
+                // not taken.
+                if !published.parent.as_ref().is_none_or(|p| {
+                    agents.iter().any(|a| &a.name == p) || fleet.agents.contains_key(p)
+                }) {
+                    published.parent = None;
+                }
+                Some(published)
             }
-            Some(published)
-        }
-    };
+        };
     crate::fleet::check_route_from_node(&hub.config, &fleet, sender.as_ref(), &envelope.recipient)
 }
 

@@ -286,6 +286,9 @@ pub struct SpawnRequest {
     pub pool: Option<String>,
     /// The node of a cluster to spawn it on ("": this hub's own).
     pub node: String,
+    /// Its parent runs on another node of the cluster (found there by the
+    /// hub, for the operator's spawns only).
+    pub parent_elsewhere: bool,
 }
 
 impl From<torch_api::SpawnSpec> for SpawnRequest {
@@ -304,6 +307,7 @@ impl From<torch_api::SpawnSpec> for SpawnRequest {
             worktree: s.worktree,
             pool: None,
             node: s.node,
+            parent_elsewhere: false,
         }
     }
 }
@@ -327,11 +331,13 @@ fn new_name(fleet: &Fleet, name: &str) -> Result<AgentName, String> {
 }
 
 /// Whether a `role` may go below `parent` (orchestrators alone may have
-/// none), and `requester` may put it there.
+/// none; `elsewhere`: it runs on another node), and `requester` may put it
+/// there.
 fn check_place(
     fleet: &Fleet,
     role: Role,
     parent: Option<&str>,
+    elsewhere: bool,
     requester: &str,
 ) -> Result<(), String> {
     match (parent, role) {
@@ -349,7 +355,8 @@ fn check_place(
                     b.error
                 ));
             }
-            if !fleet.agents.contains_key(p) {
+            let known = fleet.agents.contains_key(p) || (elsewhere && requester == OPERATOR);
+            if !known {
                 return Err(format!("parent {p:?} is not an agent of this fleet"));
             }
         }
@@ -420,7 +427,13 @@ pub fn plan_spawn(
         req.profile.parse()?
     };
     let parent = (!req.parent.is_empty()).then(|| req.parent.clone());
-    check_place(fleet, role, parent.as_deref(), &req.requester)?;
+    check_place(
+        fleet,
+        role,
+        parent.as_deref(),
+        req.parent_elsewhere,
+        &req.requester,
+    )?;
     check_quotas(config, fleet, &name, parent.as_deref())?;
     let workdir = PathBuf::from(&req.workdir);
     if !workdir.is_absolute() || !workdir.is_dir() {
@@ -681,6 +694,16 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .contains("not an agent")
         );
+        // A parent on another node: for the operator only.
+        let elsewhere = |requester: &str| SpawnRequest {
+            parent_elsewhere: true,
+            ..req("x", "qa", "far-pm", requester)
+        };
+        let (_, d) = plan_spawn(&config, &fleet, &elsewhere("operator")).unwrap();
+        assert_eq!(d.parent.as_deref(), Some("far-pm"));
+        assert!(plan_spawn(&config, &fleet, &elsewhere("pm"))
+            .unwrap_err()
+            .contains("not an agent"));
         assert!(plan_spawn(&config, &fleet, &req("x", "qa", "pm", "dev"))
             .unwrap_err()
             .contains("below itself"));

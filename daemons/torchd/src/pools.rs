@@ -228,6 +228,7 @@ async fn grow(
             worktree: pool.worktree,
             pool: Some(name.to_string()),
             node: String::new(),
+            parent_elsewhere: false,
         };
         service::spawn(hub, req, "").await?;
         tracing::info!("pool {name}: spawned {member}");

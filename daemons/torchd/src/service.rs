@@ -132,6 +132,16 @@ pub async fn spawn(hub: &Arc<Hub>, mut req: SpawnRequest, brief: &str) -> Result
     if !req.node.is_empty() && cluster::node_name(hub).as_deref() != Some(req.node.as_str()) {
         return crate::placement::spawn_elsewhere(hub, req, brief).await;
     }
+    // The operator may put an agent below a parent of another node.
+    if req.requester == OPERATOR && !req.parent.is_empty() {
+        let (h, p) = (Arc::clone(hub), req.parent.clone());
+        let here = blocking(move || Ok(h.fleet.agents().agents.contains_key(&p))).await?;
+        if !here && cluster::where_is(hub, &req.parent).is_none() {
+            // Spawned there since this node last read the registry?
+            let _ = cluster::refresh(hub).await;
+        }
+        req.parent_elsewhere = !here && cluster::where_is(hub, &req.parent).is_some();
+    }
     cluster::claim(hub, &req.name).await?;
     let brief = if brief.is_empty() {
         None

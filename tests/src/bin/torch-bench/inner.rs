@@ -36,6 +36,16 @@ pub enum Inner {
         per_agent: usize,
         concurrency: usize,
     },
+    /// PER_AGENT messages through the hub to each of agents
+    /// PREFIX0..PREFIX{AGENTS-1}, of this node or others, without waiting
+    /// for their delivery (which is judged where the agents run).
+    #[command(hide = true, name = "inner-send")]
+    Send {
+        prefix: String,
+        agents: usize,
+        per_agent: usize,
+        concurrency: usize,
+    },
     /// N messages to claude agent AGENT by MODE ("torch": `torch send`;
     /// "naive": tmux send-keys), each after the last turn ended, timed to
     /// the stand-in's RECORD; a naive message not there after ARRIVE_MS is
@@ -89,6 +99,22 @@ impl Inner {
                 per_agent,
                 concurrency,
             } => throughput(&prefix, agents, per_agent, concurrency)?,
+            Inner::Send {
+                prefix,
+                agents,
+                per_agent,
+                concurrency,
+            } => {
+                let names: Vec<String> = (0..agents).map(|a| format!("{prefix}{a}")).collect();
+                let t0 = Instant::now();
+                let (refused, first_error) = send_all(&names, per_agent, concurrency)?;
+                json!({
+                    "sent": agents * per_agent,
+                    "refused": refused,
+                    "first_error": first_error,
+                    "accepted_secs": t0.elapsed().as_secs_f64(),
+                })
+            }
             Inner::ClaudeTurns {
                 record,
                 agent,
@@ -205,11 +231,61 @@ fn throughput(prefix: &str, agents: usize, per_agent: usize, concurrency: usize)
         .iter()
         .map(|n| records(n).map(|r| r.len()))
         .collect::<Result<Vec<_>>>()?;
+    let t0 = Instant::now();
+    let (refused, first_error) = send_all(&names, per_agent, concurrency)?;
+    let accepted = t0.elapsed();
+    let expected = agents * per_agent - refused;
+    let deadline = Duration::from_secs(600);
+    let mut seen;
+    loop {
+        seen = 0;
+        for (name, b) in names.iter().zip(&before) {
+            seen += records(name)?.len().saturating_sub(*b);
+        }
+        if seen >= expected || t0.elapsed() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let done = t0.elapsed();
+    let mut intact = 0;
+    for (name, b) in names.iter().zip(&before) {
+        let got = records(name)?;
+        intact += intact_records(name, per_agent, &got[*b..]);
+    }
+    Ok(json!({
+        "sent": agents * per_agent,
+        "refused": refused,
+        "first_error": first_error,
+        "recorded": seen,
+        "intact": intact,
+        "accepted_secs": accepted.as_secs_f64(),
+        "done_secs": done.as_secs_f64(),
+    }))
+}
+
+/// How many of the `per_agent` messages [`send_all`] sent to `name` are in
+/// `got`, each counted once.
+pub fn intact_records(name: &str, per_agent: usize, got: &[String]) -> usize {
+    let want: BTreeSet<String> = (0..per_agent).map(|j| format!("tp {name} {j}")).collect();
+    got.iter()
+        .filter(|r| want.contains(body(r)))
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// Sends `per_agent` messages (`tp NAME J`) to each of `names` through the
+/// hub, at most `concurrency` calls in flight; how many the hub refused,
+/// and the first refusal.
+fn send_all(
+    names: &[String],
+    per_agent: usize,
+    concurrency: usize,
+) -> Result<(usize, Option<String>)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let t0 = Instant::now();
-    let refused = rt.block_on(async {
+    rt.block_on(async {
         // Senders are many processes in a real fleet; a few connections
         // stand for them (one connection's calls queue behind each other in
         // the bus daemon and the client library).
@@ -254,40 +330,5 @@ fn throughput(prefix: &str, agents: usize, per_agent: usize, concurrency: usize)
             first_error.get_or_insert(error);
         }
         anyhow::Ok((refused, first_error))
-    })?;
-    let (refused, first_error) = refused;
-    let accepted = t0.elapsed();
-    let expected = agents * per_agent - refused;
-    let deadline = Duration::from_secs(600);
-    let mut seen;
-    loop {
-        seen = 0;
-        for (name, b) in names.iter().zip(&before) {
-            seen += records(name)?.len().saturating_sub(*b);
-        }
-        if seen >= expected || t0.elapsed() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let done = t0.elapsed();
-    let mut intact = 0;
-    for (name, b) in names.iter().zip(&before) {
-        let want: BTreeSet<String> = (0..per_agent).map(|j| format!("tp {name} {j}")).collect();
-        let got = records(name)?;
-        intact += got[*b..]
-            .iter()
-            .filter(|r| want.contains(body(r)))
-            .collect::<BTreeSet<_>>()
-            .len();
-    }
-    Ok(json!({
-        "sent": agents * per_agent,
-        "refused": refused,
-        "first_error": first_error,
-        "recorded": seen,
-        "intact": intact,
-        "accepted_secs": accepted.as_secs_f64(),
-        "done_secs": done.as_secs_f64(),
-    }))
+    })
 }

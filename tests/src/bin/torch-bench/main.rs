@@ -88,6 +88,14 @@ struct Args {
     /// part.
     #[arg(long, default_value_t = 100)]
     cluster_samples: usize,
+    /// Echo agents on each of the three nodes of the cluster throughput
+    /// part (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    cluster_agents: usize,
+    /// Messages each node sends to each agent per phase of the cluster
+    /// throughput part.
+    #[arg(long, default_value_t = 10)]
+    cluster_per_agent: usize,
     /// Run only these parts (repeatable): latency, contention, claude, clis,
     /// events, fleet, recovery, schedules, ledger, cluster. Default: all.
     #[arg(long, value_name = "PART")]
@@ -184,6 +192,14 @@ fn main() -> Result<()> {
     drop(sb);
     if part("cluster") {
         cluster::run(&mut r, args.cluster_samples)?;
+        if args.cluster_agents > 0 {
+            cluster::throughput(
+                &mut r,
+                args.cluster_agents,
+                args.cluster_per_agent,
+                args.parallel,
+            )?;
+        }
     }
     r.summary();
     if std::env::var("TORCH_KEEP_SANDBOX").is_err() {
