@@ -506,6 +506,55 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     burst(&b, "operator", "gamma", "TO-C", 5)?;
     let got = wait_records(&c, "gamma", 5)?;
     each_once_in_order(&got, &[("TO-C", 5)])?;
+    a_task_for_a_worker_elsewhere(&a, &c)?;
     let _ = std::fs::remove_dir_all(&persist);
+    Ok(())
+}
+
+/// A task of node-a's ledger that only a worker of node-c can do goes to
+/// it; the worker starts and finishes it from node-c.
+fn a_task_for_a_worker_elsewhere(a: &Sandbox, c: &Sandbox) -> Result<()> {
+    c.spawn_echo("pm-c", "project-manager", Some("gamma"))?;
+    let mut dev = echo_spawn("dev-c", None, "engineer", Some("pm-c"));
+    let at = dev.iter().position(|x| x == "--").unwrap_or(dev.len());
+    dev.splice(at..at, ["--skill".to_string(), "rust".to_string()]);
+    c.torch(&strs(&dev))?;
+    wait_seen(a, "dev-c", "node-c", "active")?;
+    let said = a.torch(&[
+        "task",
+        "add",
+        "--title",
+        "Port the parser",
+        "--skill",
+        "rust",
+    ])?;
+    let id = said
+        .trim()
+        .strip_prefix("task #")
+        .with_context(|| format!("task add said {said:?}"))?
+        .to_string();
+    let given = format!("Task #node-a:{id} for you");
+    wait_until(
+        "the task on dev-c's screen",
+        Duration::from_secs(30),
+        || Ok(c.records("dev-c")?.iter().any(|r| r.contains(&given))),
+    )
+    .with_context(|| format!("dev-c recorded {:?}", c.records("dev-c")))?;
+    let task = format!("node-a:{id}");
+    // The operator of node-c moves node-a's tasks on node-a.
+    let (ok, out) = c.torch_status(&["task", "start", &task])?;
+    ensure!(!ok && out.contains("on node node-a"), "{out}");
+    for step in [
+        vec!["task", "start", task.as_str()],
+        vec!["task", "done", task.as_str(), "--summary", "ported"],
+    ] {
+        let (ok, out) = c.torch_in_unit("dev-c", &step)?;
+        ensure!(ok, "{step:?}: {out}");
+    }
+    let shown: Value = serde_json::from_str(&a.torch(&["task", "show", &id, "--json"])?)?;
+    ensure!(
+        shown["state"] == "done" && shown["owner"] == "dev-c",
+        "{shown}"
+    );
     Ok(())
 }

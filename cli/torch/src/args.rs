@@ -325,18 +325,21 @@ pub enum TaskCmd {
     Current,
     /// Take an open task you have the skills and room for
     Claim {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
     },
     /// Say you are working on a task you hold
     Start {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
     },
     /// Finish a task you hold; whoever gave it is told, with the summary
     Done {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
         /// What you did.
         #[arg(long)]
         summary: String,
@@ -351,23 +354,26 @@ pub enum TaskCmd {
     },
     /// Say a task you hold cannot go on; whoever gave it is told why
     Block {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
         /// Why.
         #[arg(long)]
         reason: String,
     },
     /// Cancel a task you opened (or one opened below you)
     Cancel {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
     },
     /// Pass a task you hold to another agent, or back to the ledger for an
     /// agent with another skill
     #[command(group(clap::ArgGroup::new("whom").required(true).args(["to", "skill"])))]
     Handoff {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
         /// The agent to take it (with its skills, below whoever opened it).
         #[arg(long, value_name = "AGENT")]
         to: Option<String>,
@@ -380,8 +386,9 @@ pub enum TaskCmd {
     },
     /// Ask an agent to review a task you hold; it finishes it or sends it back
     Review {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
         /// The reviewer (below whoever opened the task).
         #[arg(long, value_name = "AGENT")]
         reviewer: String,
@@ -395,12 +402,52 @@ pub enum TaskCmd {
     },
     /// Send a task you review back to its holder as rework
     Reject {
-        /// The task's id.
-        id: i64,
+        /// The task's id; NODE:ID for a task of another node of the
+        /// cluster, as its assignment says.
+        id: TaskRef,
         /// What to change.
         #[arg(long)]
         reason: String,
     },
+}
+
+/// A task: its id in this node's ledger, or `NODE:ID` in another node's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    /// The node whose ledger holds it ("" for this node's).
+    pub node: String,
+    /// Its id there.
+    pub id: i64,
+}
+
+impl std::str::FromStr for TaskRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (node, id) = match s.rsplit_once(':') {
+            Some((node, id)) if !node.is_empty() => (node, id),
+            _ => ("", s),
+        };
+        let id = id.trim_start_matches('#');
+        match id.parse::<i64>() {
+            Ok(id) if id > 0 => Ok(TaskRef {
+                node: node.to_string(),
+                id,
+            }),
+            _ => Err(format!(
+                "{s:?} is not a task: give its number (12), or NODE:NUMBER for another node's (build-1:12)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for TaskRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.node.as_str() {
+            "" => write!(f, "#{}", self.id),
+            node => write!(f, "{node}:{}", self.id),
+        }
+    }
 }
 
 /// `torch node` actions.
@@ -468,4 +515,29 @@ pub struct SpawnArgs {
     /// The command to run instead of the profile's default.
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod task_ref_tests {
+    use super::TaskRef;
+
+    #[test]
+    fn a_task_is_a_number_or_a_node_and_a_number() {
+        let here: TaskRef = "12".parse().unwrap();
+        assert_eq!(
+            (here.node.as_str(), here.id, here.to_string()),
+            ("", 12, "#12".into())
+        );
+        let hash: TaskRef = "#12".parse().unwrap();
+        assert_eq!(hash, here);
+        let far: TaskRef = "build-1:7".parse().unwrap();
+        assert_eq!(
+            (far.node.as_str(), far.id, far.to_string()),
+            ("build-1", 7, "build-1:7".into())
+        );
+        for bad in ["", "x", "build-1:", ":3", "0", "build-1:-2"] {
+            let e = bad.parse::<TaskRef>().unwrap_err();
+            assert!(e.contains("NODE:NUMBER"), "{bad}: {e}");
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::io::Read;
 use anyhow::{Context, Result};
 use torch_api::{Task, TaskSpec};
 
-use crate::args::TaskCmd;
+use crate::args::{TaskCmd, TaskRef};
 use crate::{hub, hub_call};
 
 /// Runs one `torch task` action.
@@ -93,9 +93,13 @@ pub fn run(cmd: TaskCmd) -> Result<()> {
     Ok(())
 }
 
-fn act(id: i64, action: &str, target: &str, note: &str, said: &str) -> Result<()> {
-    hub_call(async |h| h.task_act(id, action, target, note).await)?;
-    println!("{said} task #{id}");
+fn act(task: TaskRef, action: &str, target: &str, note: &str, said: &str) -> Result<()> {
+    let (node, id) = (task.node.as_str(), task.id);
+    match node {
+        "" => hub_call(async |h| h.task_act(id, action, target, note).await)?,
+        _ => hub_call(async |h| h.task_act_on(node, id, action, target, note).await)?,
+    }
+    println!("{said} task {task}");
     Ok(())
 }
 

@@ -255,6 +255,11 @@ manager_interface! {
         /// reviewer `target`) or `reject` (back from review); `note` the
         /// summary, reason or handoff note.
         fn task_act(id: i64, action: &str, target: &str, note: &str) -> ();
+
+        /// `TaskAct` on task `id` of the ledger of `node`, another node of
+        /// the cluster ("" or this node: as `TaskAct`), for an agent of this
+        /// node: the task's node does it, after its own checks.
+        fn task_act_on(node: &str, id: i64, action: &str, target: &str, note: &str) -> ();
     }
     signals {
         /// A message was stored.

@@ -114,6 +114,8 @@ pub struct RemoteAgent {
     pub state: String,
     /// Messages waiting for it on its node.
     pub queued: i64,
+    /// Tasks of its node's ledger it holds.
+    pub held: u32,
 }
 
 /// One node as the registry has it.

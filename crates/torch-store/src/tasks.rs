@@ -108,6 +108,9 @@ pub struct Change<'a> {
     pub note: &'a str,
     /// The message telling the parties: (sender, recipient, body).
     pub report: Option<(&'a str, &'a str, String)>,
+    /// The node of the cluster the report's recipient runs on, when it is
+    /// another (the message is then handed over there).
+    pub report_node: Option<&'a str>,
 }
 
 const COLUMNS: &str = "id, title, body, skills, project, priority, state, owner, created_by, \
@@ -414,6 +417,7 @@ impl Store {
         let report = change
             .report
             .map(|(s, r, b)| (s.to_string(), r.to_string(), b));
+        let report_node = change.report_node.map(String::from);
         self.write(move |c| {
             let now = now_ms();
             let state: Option<String> = c
@@ -435,8 +439,8 @@ impl Store {
             )?;
             if let Some((sender, recipient, body)) = report {
                 c.execute(
-                    "INSERT INTO messages (sender, recipient, body, kind, created_ms) VALUES (?1, ?2, ?3, 'message', ?4)",
-                    params![sender, recipient, body, now],
+                    "INSERT INTO messages (sender, recipient, body, kind, created_ms, node) VALUES (?1, ?2, ?3, 'message', ?4, ?5)",
+                    params![sender, recipient, body, now, report_node],
                 )?;
             }
             Ok(true)
@@ -456,6 +460,28 @@ mod tests {
             after,
             ..NewTask::default()
         }
+    }
+
+    #[test]
+    fn a_report_for_an_agent_of_another_node_is_handed_over() {
+        let (s, _dir) = crate::tests::temp_store("tasks-node");
+        let a = s.add_task(new("far work", vec![]), None).unwrap();
+        let give = Change {
+            from: &["open"],
+            to: "assigned",
+            owner: Some("far-dev"),
+            actor: "hub",
+            report: Some(("operator", "far-dev", "Task for you".into())),
+            report_node: Some("node-b"),
+            ..Default::default()
+        };
+        assert!(s.change_task(a, give).unwrap());
+        assert!(s.next_queued("far-dev").unwrap().is_none());
+        let out = s.to_forward(60_000, &[], 10).unwrap();
+        assert_eq!(
+            (out.len(), out[0].node.as_str(), out[0].body.as_str()),
+            (1, "node-b", "Task for you")
+        );
     }
 
     #[test]

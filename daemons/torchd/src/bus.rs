@@ -544,6 +544,32 @@ impl ManagerService for Manager {
         .await
     }
 
+    async fn task_act_on(
+        &self,
+        caller: Caller,
+        node: &str,
+        id: i64,
+        action: &str,
+        target: &str,
+        note: &str,
+    ) -> fdo::Result<()> {
+        let here = crate::cluster::node_name(&self.hub);
+        if node.is_empty() || here.as_deref() == Some(node) {
+            return self.task_act(caller, id, action, target, note).await;
+        }
+        let hub = &self.hub;
+        let op = |c: Caller| async move {
+            let actor = c.acting_agent()?;
+            let what = (action, target, note);
+            crate::remote_tasks::act_elsewhere(hub, actor.as_deref(), node, id, what).await
+        };
+        self.audited(caller, "TaskActOn", op, |r| match r {
+            Ok(()) => format!("task {node}:{id}: {action}"),
+            Err(e) => format!("task {node}:{id}: {action} refused or failed: {e}"),
+        })
+        .await
+    }
+
     async fn fire_due(&self, caller: Caller) -> fdo::Result<u32> {
         let hub = &self.hub;
         let op = |c: Caller| async move {

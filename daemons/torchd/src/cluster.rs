@@ -70,6 +70,33 @@ pub fn where_is(hub: &Hub, name: &str) -> Option<(String, RemoteAgent)> {
     })
 }
 
+/// The engineer-like agents of the other nodes that are not lost, with
+/// their node, as last published: workers the router may give tasks to.
+pub fn remote_workers(hub: &Hub) -> Vec<(String, RemoteAgent)> {
+    let Some(node) = &hub.cluster else {
+        return Vec::new();
+    };
+    let Ok(others) = node.others.read() else {
+        return Vec::new();
+    };
+    let engineer = |a: &RemoteAgent| {
+        a.role
+            .parse::<torch_core::Role>()
+            .is_ok_and(|r| torch_core::policy::rank(r) == 0)
+    };
+    others
+        .0
+        .iter()
+        .filter(|n| !n.lost)
+        .flat_map(|n| {
+            n.agents
+                .iter()
+                .filter(|a| engineer(a))
+                .map(|a| (n.node.clone(), a.clone()))
+        })
+        .collect()
+}
+
 /// Whether a message from `node` may be delivered here: its recipient is
 /// an agent of this node, its sender the operator or an agent that node
 /// publishes (a node speaks for its own agents only), and this node's
@@ -253,6 +280,16 @@ pub fn drop_node(hub: &Hub, node: &str) {
     }
 }
 
+/// Whether `node` publishes an agent `name` (the registry read again when
+/// this node's view does not have it: it may be new).
+pub async fn publishes(hub: &Arc<Hub>, node: &str, name: &str) -> bool {
+    let has = |h: &Hub| node_agents(h, node).iter().any(|a| a.name == name);
+    if has(hub) {
+        return true;
+    }
+    refresh(hub).await.is_ok() && has(hub)
+}
+
 /// What `node` last published of its agents.
 fn node_agents(hub: &Hub, node: &str) -> Vec<RemoteAgent> {
     let Some(n) = &hub.cluster else {
@@ -315,6 +352,7 @@ async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
             skills: a.skills,
             capacity: a.capacity,
             queued: a.queued,
+            held: a.tasks.len() as u32,
         })
         .collect();
     node.local_agents

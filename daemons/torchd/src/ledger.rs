@@ -129,7 +129,7 @@ pub async fn add(
         let (from, to) = (requester.to_string(), assign.clone());
         let (title, body, skills) = (new.title.clone(), new.body.clone(), new.skills.clone());
         Box::new(move |id: i64| {
-            let text = assignment(id, &from, &title, &body, &skills);
+            let text = assignment(&id.to_string(), &from, &title, &body, &skills);
             (from, to, text)
         }) as Tell
     });
@@ -143,8 +143,9 @@ pub async fn add(
     Ok(id)
 }
 
-/// The message that gives task `id` to its holder.
-pub fn assignment(id: i64, from: &str, title: &str, body: &str, skills: &[String]) -> String {
+/// The message that gives task `id` to its holder (`NODE:ID` for a
+/// holder on another node than the task's).
+pub fn assignment(id: &str, from: &str, title: &str, body: &str, skills: &[String]) -> String {
     let mut text = format!("Task #{id} for you, from {from}: {title}\n");
     if !skills.is_empty() {
         text.push_str(&format!("(skills: {})\n", skills.join(", ")));

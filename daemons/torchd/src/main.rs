@@ -25,6 +25,7 @@ mod metrics;
 mod moves;
 mod placement;
 mod pools;
+mod remote_tasks;
 mod reports;
 mod retention;
 mod router;

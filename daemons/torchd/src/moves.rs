@@ -101,7 +101,13 @@ async fn commit(
 ) -> Result<(), HubError> {
     let from = step.from.join(" or ");
     let kick = step.report.as_ref().map(|(_, r, _)| r.clone());
+    // A party of another node (a holder there) gets its report there.
+    let report_node = kick
+        .as_deref()
+        .and_then(|r| crate::cluster::where_is(hub, r))
+        .map(|(node, _)| node);
     let (who, text) = (me.to_string(), note.to_string());
+    let forward = report_node.is_some();
     let made = torch_store::call(&hub.store, move |s| {
         let report = step
             .report
@@ -119,6 +125,7 @@ async fn commit(
                 actor: &who,
                 note: &text,
                 report,
+                report_node: report_node.as_deref(),
             },
         )
     })
@@ -131,6 +138,9 @@ async fn commit(
     }
     if let Some(r) = kick {
         hub.courier.kick(&r);
+    }
+    if forward {
+        hub.forward_now.notify_one();
     }
     hub.ledger_changed.notify_one();
     Ok(())
@@ -269,7 +279,13 @@ fn handoff(
     in_openers_reach(hub, t, to)?;
     has_skills(&hub.fleet.agents(), to, &t.skills)?;
     let me = actor.unwrap_or(OPERATOR);
-    let mut text = assignment(t.id, &t.created_by, &t.title, &t.body, &t.skills);
+    let mut text = assignment(
+        &t.id.to_string(),
+        &t.created_by,
+        &t.title,
+        &t.body,
+        &t.skills,
+    );
     text.push_str(&format!("\nHanded over by {me}: {note}"));
     Ok(Step {
         owner: Some(to.to_string()),

@@ -1,8 +1,10 @@
-//! Spawning on another node of the cluster (`torch spawn --node N`): the
-//! hub hands the spawn to N's hub through Redis ([`torch_cluster::Request`])
-//! and waits for its answer; N's hub spawns it as its operator would, with
-//! its own checks (name, quotas, place in the tree), and answers with the
-//! unit or the reason.
+//! Asking another node's hub through Redis ([`torch_cluster::Request`]),
+//! and answering what other nodes ask. Above all spawning on another node
+//! (`torch spawn --node N`): the hub hands the spawn to N's hub and waits
+//! for its answer; N's hub spawns it as its operator would, with its own
+//! checks (name, quotas, place in the tree), and answers with the unit or
+//! the reason. Moves of tasks across nodes ride the same requests
+//! (`remote_tasks`).
 //!
 //! Only the operator spawns elsewhere: an agent's helpers go below it, on
 //! its own node. Variables (an API key) are not carried through Redis: give
@@ -40,12 +42,12 @@ pub async fn spawn_elsewhere(
     req: SpawnRequest,
     brief: &str,
 ) -> Result<String, HubError> {
-    let Some(node) = &hub.cluster else {
+    if hub.cluster.is_none() {
         return Err(HubError::Refused(format!(
             "no [cluster] in torch.toml: this hub is alone, there is no node {}; leave out --node",
             req.node
         )));
-    };
+    }
     if req.requester != OPERATOR {
         return Err(HubError::AccessDenied(format!(
             "agent {} may spawn on its own node only (its helpers go below it)",
@@ -59,7 +61,44 @@ pub async fn spawn_elsewhere(
         )));
     }
     crate::cluster::known_node(hub, &req.node)?;
-    let registry = node.registry();
+    let body = spec_json(&req)?;
+    match ask(hub, &req.node, "spawn", body, brief).await {
+        Ok(Ok(unit)) => Ok(unit),
+        Ok(Err(why)) => Err(HubError::Refused(format!("node {}: {why}", req.node))),
+        Err(Unanswered::NotSent(e)) => Err(HubError::Refused(format!(
+            "cannot ask node {} to spawn {} ({e}); try again once Redis answers",
+            req.node, req.name
+        ))),
+        Err(Unanswered::TimedOut) => Err(HubError::Refused(format!(
+            "node {} did not answer within {} s whether it spawned {}; see `torch status` for it",
+            req.node,
+            ANSWER_TIMEOUT.as_secs(),
+            req.name
+        ))),
+    }
+}
+
+/// Why another node gave no answer.
+pub enum Unanswered {
+    /// The request could not be handed to Redis.
+    NotSent(torch_cluster::ClusterError),
+    /// No answer within [`ANSWER_TIMEOUT`].
+    TimedOut,
+}
+
+/// Asks `node`'s hub to do `kind` with `body` (and `brief`, for a spawn);
+/// its answer: what it gave, or why it did not do it.
+pub async fn ask(
+    hub: &Hub,
+    node: &str,
+    kind: &str,
+    body: String,
+    brief: &str,
+) -> Result<Result<String, String>, Unanswered> {
+    let Some(this) = &hub.cluster else {
+        return Err(Unanswered::TimedOut);
+    };
+    let registry = this.registry();
     let waiting = &hub.placement;
     let id = format!(
         "{}:{}:{}",
@@ -68,42 +107,33 @@ pub async fn spawn_elsewhere(
         waiting.next.fetch_add(1, Relaxed)
     );
     let (tx, rx) = oneshot::channel();
-    waiting
-        .replies
-        .lock()
-        .map_err(poisoned)?
-        .insert(id.clone(), tx);
+    if let Ok(mut replies) = waiting.replies.lock() {
+        replies.insert(id.clone(), tx);
+    }
     let request = Request {
         id: id.clone(),
         from: registry.node().to_string(),
-        kind: "spawn".into(),
-        body: spec_json(&req)?,
+        kind: kind.into(),
+        body,
         brief: brief.to_string(),
     };
-    let sent = registry.request(&req.node, &request).await;
+    let sent = registry.request(node, &request).await;
     let answer = match sent {
-        Ok(()) => tokio::time::timeout(ANSWER_TIMEOUT, rx).await,
+        Ok(()) => tokio::time::timeout(ANSWER_TIMEOUT, rx).await.ok(),
         Err(e) => {
-            waiting.replies.lock().map_err(poisoned)?.remove(&id);
-            return Err(HubError::Refused(format!(
-                "cannot ask node {} to spawn {} ({e}); try again once Redis answers",
-                req.node, req.name
-            )));
+            if let Ok(mut replies) = waiting.replies.lock() {
+                replies.remove(&id);
+            }
+            return Err(Unanswered::NotSent(e));
         }
     };
-    waiting.replies.lock().map_err(poisoned)?.remove(&id);
+    if let Ok(mut replies) = waiting.replies.lock() {
+        replies.remove(&id);
+    }
     match answer {
-        Ok(Ok(reply)) if reply.ok => Ok(reply.body),
-        Ok(Ok(reply)) => Err(HubError::Refused(format!(
-            "node {}: {}",
-            req.node, reply.body
-        ))),
-        _ => Err(HubError::Refused(format!(
-            "node {} did not answer within {} s whether it spawned {}; see `torch status` for it",
-            req.node,
-            ANSWER_TIMEOUT.as_secs(),
-            req.name
-        ))),
+        Some(Ok(reply)) if reply.ok => Ok(Ok(reply.body)),
+        Some(Ok(reply)) => Ok(Err(reply.body)),
+        _ => Err(Unanswered::TimedOut),
     }
 }
 
@@ -137,7 +167,7 @@ pub fn start(hub: &Arc<Hub>) {
 
 async fn serve(hub: Arc<Hub>) {
     consume(
-        "serving other nodes' spawns",
+        "serving other nodes' requests",
         hub,
         |hub, pending| async move { serve_once(&hub, pending).await },
     )
@@ -174,14 +204,18 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
     Ok(!requests.is_empty())
 }
 
-/// Does what another node asks: a spawn here, as the operator.
+/// Does what another node asks: a spawn here, as the operator, or a move
+/// of a task of this node's ledger by an agent of that node.
 async fn answer(hub: &Arc<Hub>, request: &Request) -> Result<String, String> {
-    if request.kind != "spawn" {
-        return Err(format!(
-            "this node does not know the request {:?}",
-            request.kind
-        ));
+    match request.kind.as_str() {
+        "spawn" => spawn_here(hub, request).await,
+        "task" => crate::remote_tasks::answer(hub, &request.from, &request.body).await,
+        other => Err(format!("this node does not know the request {other:?}")),
     }
+}
+
+/// Spawns here what another node asks, as the operator.
+async fn spawn_here(hub: &Arc<Hub>, request: &Request) -> Result<String, String> {
     let spec: torch_api::SpawnSpec = serde_json::from_str(&request.body)
         .map_err(|e| format!("a spawn this node cannot read: {e}"))?;
     let mut req: SpawnRequest = spec.into();

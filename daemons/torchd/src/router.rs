@@ -4,7 +4,11 @@
 //! capacity, least loaded first, within the hierarchy: a task an agent
 //! opened goes to the workers below it, one the operator opened to any
 //! worker. The holder gets the task as a message from whoever opened it,
-//! in the same transaction as the assignment. A round runs after each
+//! in the same transaction as the assignment. In a cluster, a task the
+//! operator opened that no worker of this node can take now goes to an
+//! idle worker of another node with its skills and room, as that node
+//! publishes it; the task stays in this node's ledger, and the worker
+//! moves it from its own node (`torch task done NODE:ID`). A round runs after each
 //! change of the ledger and every [`TICK`], so a worker that turns idle
 //! is seen; each round also looks for stalled tasks (`stalls`), and then
 //! brings news, so `signals` tells clients what changed.
@@ -13,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use torch_cluster::RemoteAgent;
 use torch_core::policy::{rank, OPERATOR};
 use torch_core::AgentName;
 use torch_store::{Change, Task};
@@ -71,11 +76,12 @@ fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
     }
     let fleet = hub.fleet.agents();
     let held = hub.store.held()?;
+    let remote = crate::cluster::remote_workers(hub);
     // Nobody with room: no need to read the open tasks.
     let room = fleet.agents.iter().any(|(n, a)| {
         rank(a.def.role) == 0 && held.get(n).copied().unwrap_or(0) < a.def.capacity as usize
     });
-    if !room {
+    if !room && remote.is_empty() {
         return Ok(Vec::new());
     }
     let open: Vec<Task> = hub
@@ -87,14 +93,19 @@ fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
     if open.is_empty() {
         return Ok(Vec::new());
     }
-    let mut workers = Workers::new(&fleet, held);
+    let mut workers = Workers::new(&fleet, held, remote);
     let mut given = Vec::new();
+    let here = crate::cluster::node_name(hub);
     for task in &open {
-        let Some(holder) = workers.pick(&fleet, task) else {
+        let Some((holder, node)) = workers.pick(&fleet, task) else {
             continue;
         };
         let from = task.created_by.as_str();
-        let text = assignment(task.id, from, &task.title, &task.body, &task.skills);
+        let id = match (&node, &here) {
+            (Some(_), Some(here)) => format!("{here}:{}", task.id),
+            _ => task.id.to_string(),
+        };
+        let text = assignment(&id, from, &task.title, &task.body, &task.skills);
         let made = hub.store.change_task(
             task.id,
             Change {
@@ -104,13 +115,21 @@ fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
                 actor: ROUTER,
                 note: "",
                 report: Some((from, &holder, text)),
+                report_node: node.as_deref(),
                 ..Default::default()
             },
         )?;
         if made {
-            tracing::info!("task #{} to {holder}", task.id);
+            match &node {
+                Some(n) => tracing::info!("task #{} to {holder} of node {n}", task.id),
+                None => tracing::info!("task #{} to {holder}", task.id),
+            }
             workers.took(&holder);
-            given.push(holder);
+            if node.is_some() {
+                hub.forward_now.notify_one();
+            } else {
+                given.push(holder);
+            }
         }
     }
     Ok(given)
@@ -121,12 +140,19 @@ fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
 struct Workers<'f> {
     /// Engineer-like agents with a usable definition, by name.
     all: Vec<(&'f str, &'f torch_core::AgentDefinition)>,
+    /// Engineer-like agents of the other nodes that are not lost, with
+    /// their node, as last published.
+    remote: Vec<(String, RemoteAgent)>,
     held: HashMap<String, usize>,
     idle: HashMap<String, bool>,
 }
 
 impl<'f> Workers<'f> {
-    fn new(fleet: &'f Fleet, held: HashMap<String, usize>) -> Self {
+    fn new(
+        fleet: &'f Fleet,
+        held: HashMap<String, usize>,
+        remote: Vec<(String, RemoteAgent)>,
+    ) -> Self {
         let all = fleet
             .agents
             .iter()
@@ -135,14 +161,50 @@ impl<'f> Workers<'f> {
             .collect();
         Workers {
             all,
+            remote,
             held,
             idle: HashMap::new(),
         }
     }
 
-    /// The worker `task` goes to: in its opener's reach, with its skills,
-    /// room and an idle screen; the least loaded, then by name.
-    fn pick(&mut self, fleet: &Fleet, task: &Task) -> Option<String> {
+    /// The worker `task` goes to, and its node when it is another: one of
+    /// this node when one fits, else (for the operator's tasks) one of
+    /// another node.
+    fn pick(&mut self, fleet: &Fleet, task: &Task) -> Option<(String, Option<String>)> {
+        if let Some(name) = self.pick_here(fleet, task) {
+            return Some((name, None));
+        }
+        if task.created_by != OPERATOR {
+            return None;
+        }
+        self.pick_elsewhere(task)
+            .map(|(name, node)| (name, Some(node)))
+    }
+
+    /// A worker of another node for `task`: with its skills, room (the
+    /// tasks of its own node's ledger and of this one's), idle with nothing
+    /// queued as its node last published it; the least loaded, then by name.
+    fn pick_elsewhere(&self, task: &Task) -> Option<(String, String)> {
+        let mut fit: Vec<(usize, &str, &str)> = self
+            .remote
+            .iter()
+            // Not one that took a task this round.
+            .filter(|(_, a)| self.idle.get(&a.name).is_none_or(|i| *i))
+            .filter(|(_, a)| a.state == "idle" && a.queued == 0)
+            .filter(|(_, a)| task.skills.iter().all(|s| a.skills.contains(s)))
+            .filter_map(|(node, a)| {
+                let load = self.held.get(&a.name).copied().unwrap_or(0) + a.held as usize;
+                (load < a.capacity as usize).then_some((load, a.name.as_str(), node.as_str()))
+            })
+            .collect();
+        fit.sort();
+        fit.first()
+            .map(|(_, name, node)| (name.to_string(), node.to_string()))
+    }
+
+    /// The worker of this node `task` goes to: in its opener's reach, with
+    /// its skills, room and an idle screen; the least loaded, then by name.
+    fn pick_here(&mut self, fleet: &Fleet, task: &Task) -> Option<String> {
         let opener = (task.created_by != OPERATOR).then_some(task.created_by.as_str());
         let mut fit: Vec<(usize, &str)> = self
             .all

@@ -1,0 +1,80 @@
+//! Tasks across the nodes of a cluster: the router gives a task of this
+//! node's ledger to a worker of another node (`router`), and the worker
+//! moves it from its own node (`TaskActOn`, `torch task done NODE:ID`).
+//! Its hub hands the move to the task's node through Redis; the task's
+//! node takes the worker as the node that runs it publishes it (a node
+//! speaks for its own agents only) and makes the move as for that agent,
+//! with its own checks (the holder only may start or finish a task).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::HubError;
+use crate::hub::Hub;
+use crate::placement::{ask, Unanswered};
+
+/// A move asked by another node.
+#[derive(Debug, Serialize, Deserialize)]
+struct Move {
+    id: i64,
+    action: String,
+    target: String,
+    note: String,
+    /// The agent of the asking node that makes it.
+    actor: String,
+}
+
+/// Makes `action` on task `id` of node `node`'s ledger for `actor`, an
+/// agent of this node.
+pub async fn act_elsewhere(
+    hub: &Arc<Hub>,
+    actor: Option<&str>,
+    node: &str,
+    id: i64,
+    (action, target, note): (&str, &str, &str),
+) -> Result<(), HubError> {
+    let Some(actor) = actor else {
+        return Err(HubError::Refused(format!(
+            "the operator moves node {node}'s tasks on node {node} (torch task {action} {id} there)"
+        )));
+    };
+    crate::cluster::known_node(hub, node)?;
+    let body = Move {
+        id,
+        action: action.into(),
+        target: target.into(),
+        note: note.into(),
+        actor: actor.into(),
+    };
+    let body = serde_json::to_string(&body).map_err(|e| HubError::Internal(e.to_string()))?;
+    match ask(hub, node, "task", body, "").await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(why)) => Err(HubError::Refused(format!("node {node}: {why}"))),
+        Err(Unanswered::NotSent(e)) => Err(HubError::Refused(format!(
+            "cannot reach node {node} for task {node}:{id} ({e}); try again once Redis answers"
+        ))),
+        Err(Unanswered::TimedOut) => Err(HubError::Refused(format!(
+            "node {node} did not answer about task {node}:{id}; see `torch task show {id}` there"
+        ))),
+    }
+}
+
+/// Makes the move node `from` asks on this node's ledger.
+pub async fn answer(hub: &Arc<Hub>, from: &str, body: &str) -> Result<String, String> {
+    let m: Move = serde_json::from_str(body)
+        .map_err(|e| format!("a task move this node cannot read: {e}"))?;
+    if !crate::cluster::publishes(hub, from, &m.actor).await {
+        return Err(format!("node {from} does not publish an agent {}", m.actor));
+    }
+    tracing::info!(
+        "cluster: {} of node {from}: task #{} {}",
+        m.actor,
+        m.id,
+        m.action
+    );
+    crate::moves::act(hub, Some(&m.actor), m.id, &m.action, &m.target, &m.note)
+        .await
+        .map(|()| String::new())
+        .map_err(|e| e.to_string())
+}
