@@ -478,10 +478,13 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
         );
         burst(&a, "operator", "beta", "BEFORE", 5)?;
         wait_records(&b, "beta", 5)?;
+        a_pool_spreads(&a)?;
     } // node-b powers off: its sandbox stops, its store kept
     for sb in [&a, &c] {
         wait_seen(sb, "beta", "node-b", "lost")?;
     }
+    // The pool's member lost with node-b is replaced on node-a.
+    wait_member(&a, "crew-3", "node-a")?;
     // Messages for an agent of a lost node are taken, and wait, from
     // either node.
     burst(&a, "operator", "beta", "AWAY", 20)?;
@@ -502,6 +505,22 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     wait_seen(&a, "beta", "node-b", "active")?;
     let (ok, out) = a.torch_status(&["send", "--wait", "beta", "BACK-0"])?;
     ensure!(ok, "{out}");
+    // Its member back, the pool is one over its minimum: a member idle
+    // for long enough is retired.
+    wait_seen(&a, "crew-2", "node-b", "active")?;
+    let crew = |sb: &Sandbox| -> Result<usize> {
+        let rows = status(sb)?;
+        Ok(rows
+            .iter()
+            .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with("crew-")))
+            .count())
+    };
+    wait_until(
+        "the pool back to 2 members",
+        Duration::from_secs(30),
+        || Ok(crew(&a)? == 2),
+    )
+    .with_context(|| format!("{:?}", a.journal(&["-u", "torch", "-g", "pool"])))?;
     // And the TLS node's agent gets what the others send.
     burst(&b, "operator", "gamma", "TO-C", 5)?;
     let got = wait_records(&c, "gamma", 5)?;
@@ -509,6 +528,40 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     a_task_for_a_worker_elsewhere(&a, &c)?;
     let _ = std::fs::remove_dir_all(&persist);
     Ok(())
+}
+
+/// A pool run by node-a whose members may run on node-a and node-b, below
+/// an orchestrator of node-c: its two members go one to each node.
+const POOL: &str = r#"
+[pools.crew]
+role = "engineer"
+parent = "gamma"
+workdir = "/srv/work"
+skills = ["go"]
+profile = "shell"
+min = 2
+max = 3
+idle_retire_after = "3s"
+nodes = ["node-a", "node-b"]
+command = ["bash", "--norc", "-c", "while printf 'crew> ' && IFS= read -r line; do :; done"]
+"#;
+
+fn a_pool_spreads(a: &Sandbox) -> Result<()> {
+    a.run(&["mkdir", "-p", "/etc/torch/torch.toml.d"])?;
+    a.write_file("/etc/torch/torch.toml.d/pool.toml", POOL.as_bytes(), 0o644)?;
+    a.systemctl(&["restart", "torch.service"])?;
+    wait_member(a, "crew-1", "node-a")?;
+    wait_member(a, "crew-2", "node-b")
+}
+
+/// Waits until pool member `name` runs on `node`, as `sb` sees it.
+fn wait_member(sb: &Sandbox, name: &str, node: &str) -> Result<()> {
+    wait_until(
+        &format!("{name} on {node}"),
+        Duration::from_secs(60),
+        || Ok(seen(sb, name)?.is_some_and(|(n, s)| n == node && s == "active")),
+    )
+    .with_context(|| format!("status: {:?}", status(sb)))
 }
 
 /// A task of node-a's ledger that only a worker of node-c can do goes to

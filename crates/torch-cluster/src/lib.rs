@@ -116,6 +116,8 @@ pub struct RemoteAgent {
     pub queued: i64,
     /// Tasks of its node's ledger it holds.
     pub held: u32,
+    /// The pool it is a member of.
+    pub pool: Option<String>,
 }
 
 /// One node as the registry has it.

@@ -54,6 +54,12 @@ pub struct Pool {
     /// (down to `min`).
     #[serde(default = "ten_minutes", with = "duration_text")]
     pub idle_retire_after: Duration,
+    /// In a cluster, the nodes its members may run on (empty: this node
+    /// only). The first of them that is not lost runs the pool, so every
+    /// node listed gives it the same `[pools.NAME]`; members lost with
+    /// their node are replaced on the others.
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 fn one() -> u32 {
@@ -85,6 +91,11 @@ impl Pool {
                 "pool {name}: workdir {} must be an absolute path",
                 self.workdir.display()
             ));
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if self.nodes[..i].contains(node) {
+                return Err(format!("pool {name}: node {node} is listed twice in nodes"));
+            }
         }
         check_skills(&self.skills, self.capacity).map_err(|e| format!("pool {name}: {e}"))
     }
@@ -127,6 +138,13 @@ mod tests {
         let e = pool("workdir = \"/srv\"\n").check(&long).unwrap_err();
         assert!(e.contains("would not do"), "{e}");
         assert!(toml::from_str::<Pool>("workdir = \"/srv\"\nsize = 3\n").is_err());
+        let spread = pool("workdir = \"/srv\"\nnodes = [\"a\", \"b\"]\n");
+        assert_eq!(spread.nodes, ["a", "b"]);
+        assert!(spread.check("p").is_ok());
+        let e = pool("workdir = \"/srv\"\nnodes = [\"a\", \"a\"]\n")
+            .check("p")
+            .unwrap_err();
+        assert!(e.contains("listed twice"), "{e}");
     }
 
     #[test]

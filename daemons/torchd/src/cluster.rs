@@ -97,6 +97,28 @@ pub fn remote_workers(hub: &Hub) -> Vec<(String, RemoteAgent)> {
         .collect()
 }
 
+/// The members of pool `pool` on the other nodes of `nodes`, each with its
+/// node and whether that node is lost, as last published.
+pub fn pool_members(hub: &Hub, pool: &str, nodes: &[String]) -> Vec<(String, RemoteAgent, bool)> {
+    let Some(node) = &hub.cluster else {
+        return Vec::new();
+    };
+    let Ok(others) = node.others.read() else {
+        return Vec::new();
+    };
+    others
+        .0
+        .iter()
+        .filter(|n| nodes.contains(&n.node))
+        .flat_map(|n| {
+            n.agents
+                .iter()
+                .filter(|a| a.pool.as_deref() == Some(pool))
+                .map(|a| (n.node.clone(), a.clone(), n.lost))
+        })
+        .collect()
+}
+
 /// Whether a message from `node` may be delivered here: its recipient is
 /// an agent of this node, its sender the operator or an agent that node
 /// publishes (a node speaks for its own agents only), and this node's
@@ -342,9 +364,13 @@ async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
     let mut local = service::local_status(hub, None).await?;
     local.retain(|a| a.definition_error.is_none());
     claim_local_names(node, &local).await?;
+    let h = Arc::clone(hub);
+    let fleet = crate::hub::blocking(move || Ok(h.fleet.agents())).await?;
+    let pool = |name: &str| fleet.agents.get(name).and_then(|a| a.def.pool.clone());
     let agents: Vec<RemoteAgent> = local
         .into_iter()
         .map(|a| RemoteAgent {
+            pool: pool(&a.name),
             state: a.agent_state.unwrap_or(a.active_state),
             name: a.name,
             role: a.role,

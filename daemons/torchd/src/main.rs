@@ -24,6 +24,7 @@ mod lifecycle;
 mod metrics;
 mod moves;
 mod placement;
+mod pool_nodes;
 mod pools;
 mod remote_tasks;
 mod reports;

@@ -139,7 +139,25 @@ pub async fn ask(
 
 /// The spawn as the other node reads it: the API's spec, for its node.
 fn spec_json(req: &SpawnRequest) -> Result<String, HubError> {
-    let spec = torch_api::SpawnSpec {
+    let spec = RemoteSpawn {
+        pool: req.pool.clone(),
+        spec: spawn_spec(req),
+    };
+    serde_json::to_string(&spec).map_err(|e| HubError::Internal(e.to_string()))
+}
+
+/// A spawn one node asks of another: the API's spec, and the pool the new
+/// agent is a member of (a pool spread over nodes grows there).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RemoteSpawn {
+    #[serde(flatten)]
+    spec: torch_api::SpawnSpec,
+    #[serde(default)]
+    pool: Option<String>,
+}
+
+fn spawn_spec(req: &SpawnRequest) -> torch_api::SpawnSpec {
+    torch_api::SpawnSpec {
         name: req.name.clone(),
         role: req.role.clone(),
         parent: req.parent.clone(),
@@ -151,8 +169,7 @@ fn spec_json(req: &SpawnRequest) -> Result<String, HubError> {
         capacity: req.capacity,
         worktree: req.worktree,
         node: req.node.clone(),
-    };
-    serde_json::to_string(&spec).map_err(|e| HubError::Internal(e.to_string()))
+    }
 }
 
 /// Starts the loops that serve other nodes' requests and hear the answers
@@ -204,21 +221,24 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
     Ok(!requests.is_empty())
 }
 
-/// Does what another node asks: a spawn here, as the operator, or a move
-/// of a task of this node's ledger by an agent of that node.
+/// Does what another node asks: a spawn here, as the operator; a move of
+/// a task of this node's ledger by an agent of that node; the retirement
+/// of a member of its pool.
 async fn answer(hub: &Arc<Hub>, request: &Request) -> Result<String, String> {
     match request.kind.as_str() {
         "spawn" => spawn_here(hub, request).await,
         "task" => crate::remote_tasks::answer(hub, &request.from, &request.body).await,
+        "retire" => crate::pool_nodes::answer_retire(hub, &request.from, &request.body).await,
         other => Err(format!("this node does not know the request {other:?}")),
     }
 }
 
 /// Spawns here what another node asks, as the operator.
 async fn spawn_here(hub: &Arc<Hub>, request: &Request) -> Result<String, String> {
-    let spec: torch_api::SpawnSpec = serde_json::from_str(&request.body)
+    let asked: RemoteSpawn = serde_json::from_str(&request.body)
         .map_err(|e| format!("a spawn this node cannot read: {e}"))?;
-    let mut req: SpawnRequest = spec.into();
+    let mut req: SpawnRequest = asked.spec.into();
+    req.pool = asked.pool;
     req.requester = OPERATOR.into();
     // Here, whatever placement would say: the asking node chose.
     req.node = crate::cluster::node_name(hub).unwrap_or_default();

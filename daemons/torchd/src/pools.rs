@@ -100,24 +100,53 @@ pub async fn run(hub: Arc<Hub>) {
     }
 }
 
+/// One member of a pool, as a look found it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its name.
+    pub name: String,
+    /// Tasks of this node's ledger it holds.
+    pub held: usize,
+    /// Its node, when another (a pool spread over nodes).
+    pub node: Option<String>,
+    /// Its node is lost: it does not count, and is replaced.
+    pub lost: bool,
+    /// Of another node: idle with no task there, as it last published.
+    pub idle_there: bool,
+}
+
 /// What one look at a pool found.
 struct Look {
-    /// Its members, with the tasks each holds.
-    members: Vec<(String, usize)>,
+    /// Its members, in the order of their numbers.
+    members: Vec<Member>,
     /// Open tasks it could do that waited past `scale_up_after`.
     waiting: usize,
+}
+
+impl Look {
+    /// The members that count: not lost with their node.
+    fn live(&self) -> u32 {
+        self.members.iter().filter(|m| !m.lost).count() as u32
+    }
 }
 
 fn look(hub: &Hub, name: &str, pool: &Pool) -> Result<Look, HubError> {
     let fleet = hub.fleet.agents();
     let held = hub.store.held()?;
-    let mut members: Vec<(String, usize)> = fleet
+    let mut members: Vec<Member> = fleet
         .agents
         .iter()
         .filter(|(_, a)| a.def.pool.as_deref() == Some(name))
-        .map(|(n, _)| (n.clone(), held.get(n).copied().unwrap_or(0)))
+        .map(|(n, _)| Member {
+            name: n.clone(),
+            held: held.get(n).copied().unwrap_or(0),
+            node: None,
+            lost: false,
+            idle_there: false,
+        })
         .collect();
-    members.sort_by_key(|(n, _)| member_number(name, n));
+    members.extend(crate::pool_nodes::remote_members(hub, name, pool, &held));
+    members.sort_by_key(|m| member_number(name, &m.name));
     if !hub.store.any_open()? {
         return Ok(Look {
             members,
@@ -152,7 +181,7 @@ fn member_number(pool: &str, member: &str) -> u32 {
 async fn scale(hub: &Arc<Hub>, name: &str, pool: &Pool) -> Result<PoolStatus, HubError> {
     let (h, n, p) = (Arc::clone(hub), name.to_string(), pool.clone());
     let look = blocking(move || look(&h, &n, &p)).await?;
-    let size = look.members.len() as u32;
+    let size = look.live();
     let status = |target: u32, why: String| PoolStatus {
         name: name.to_string(),
         size,
@@ -161,11 +190,19 @@ async fn scale(hub: &Arc<Hub>, name: &str, pool: &Pool) -> Result<PoolStatus, Hu
         max: pool.max,
         why,
     };
+    if let Some(runner) = crate::pool_nodes::run_elsewhere(hub, pool) {
+        return Ok(status(size, format!("run by node {runner}")));
+    }
+    let lost = look.members.len() as u32 - size;
     let (more, why) = if size < pool.min {
-        (
-            pool.min - size,
-            format!("below its minimum of {}", pool.min),
-        )
+        let why = match lost {
+            0 => format!("below its minimum of {}", pool.min),
+            n => format!(
+                "below its minimum of {} ({n} lost with their node)",
+                pool.min
+            ),
+        };
+        (pool.min - size, why)
     } else if look.waiting > 0 && size < pool.max {
         let why = format!(
             "{} tasks it can do waited over {}s",
@@ -206,14 +243,17 @@ async fn grow(
     more: u32,
 ) -> Result<(), HubError> {
     let mut n = 1;
+    // Where this round's spawns went, for spreading the next.
+    let mut placed: Vec<Option<String>> = Vec::new();
     for _ in 0..more {
         let member = loop {
             let m = member_name(name, n).map_err(HubError::Refused)?;
             n += 1;
-            if !look.members.iter().any(|(x, _)| x == m.as_str()) {
+            if !look.members.iter().any(|x| x.name == m.as_str()) {
                 break m;
             }
         };
+        let node = crate::pool_nodes::place_member(hub, pool, &look.members, &placed);
         let req = SpawnRequest {
             name: member.to_string(),
             role: pool.role.as_str().to_string(),
@@ -227,11 +267,15 @@ async fn grow(
             capacity: pool.capacity,
             worktree: pool.worktree,
             pool: Some(name.to_string()),
-            node: String::new(),
+            node: node.clone().unwrap_or_default(),
             parent_elsewhere: false,
         };
         service::spawn(hub, req, "").await?;
-        tracing::info!("pool {name}: spawned {member}");
+        match &node {
+            Some(n) => tracing::info!("pool {name}: spawned {member} on node {n}"),
+            None => tracing::info!("pool {name}: spawned {member}"),
+        }
+        placed.push(node);
     }
     Ok(())
 }
@@ -239,21 +283,25 @@ async fn grow(
 /// Retires members idle with no task for long enough, the highest numbers
 /// first, down to `min`; how many it retired.
 async fn shrink(hub: &Arc<Hub>, name: &str, pool: &Pool, look: &Look) -> u32 {
-    let mut size = look.members.len() as u32;
+    let mut size = look.live();
     let mut retired = 0;
-    let members = look.members.clone();
+    let members: Vec<Member> = look.members.iter().filter(|m| !m.lost).cloned().collect();
     // Asking each supervisor blocks: off the async workers.
     // A supervisor that does not answer (a busy machine) leaves its
-    // member's idle time as it was, rather than starting it again.
-    let idle: Vec<(String, Option<bool>)> = blocking(move || {
+    // member's idle time as it was, rather than starting it again. A
+    // member of another node is as its node last published it.
+    let idle: Vec<(Member, Option<bool>)> = blocking(move || {
         Ok(members
             .into_iter()
             .rev()
-            .map(|(m, held)| {
-                let activity = AgentName::parse(&m)
-                    .ok()
-                    .and_then(|a| service::activity(&a));
-                let idle = activity.map(|a| held == 0 && a == "idle");
+            .map(|m| {
+                let idle = match &m.node {
+                    Some(_) => Some(m.held == 0 && m.idle_there),
+                    None => AgentName::parse(&m.name)
+                        .ok()
+                        .and_then(|a| service::activity(&a))
+                        .map(|a| m.held == 0 && a == "idle"),
+                };
                 (m, idle)
             })
             .collect())
@@ -261,23 +309,28 @@ async fn shrink(hub: &Arc<Hub>, name: &str, pool: &Pool, look: &Look) -> u32 {
     .await
     .unwrap_or_default();
     for (member, idle) in &idle {
-        let Some(for_how_long) = idle.and_then(|i| hub.pools.idle_for(member, i)) else {
+        let Some(for_how_long) = idle.and_then(|i| hub.pools.idle_for(&member.name, i)) else {
             continue;
         };
         if size <= pool.min || for_how_long < pool.idle_retire_after {
             continue;
         }
-        match service::retire(hub, None, member).await {
+        let done = match &member.node {
+            Some(node) => crate::pool_nodes::retire_there(hub, node, &member.name, name).await,
+            None => service::retire(hub, None, &member.name).await,
+        };
+        match done {
             Ok(transcript) => {
                 tracing::info!(
-                    "pool {name}: retired {member}, idle {}s; transcript {transcript}",
+                    "pool {name}: retired {}, idle {}s; transcript {transcript}",
+                    member.name,
                     for_how_long.as_secs()
                 );
-                hub.pools.idle_for(member, false);
+                hub.pools.idle_for(&member.name, false);
                 size -= 1;
                 retired += 1;
             }
-            Err(e) => tracing::warn!("pool {name}: cannot retire {member}: {e}"),
+            Err(e) => tracing::warn!("pool {name}: cannot retire {}: {e}", member.name),
         }
     }
     retired
