@@ -170,6 +170,11 @@ cd "$R"; mkdir -p "$R/.sdh-oldroot" 2>/dev/null || mkdir -p .sdh-oldroot
 pivot_root . .sdh-oldroot
 cd /
 umount -l /.sdh-oldroot; rmdir /.sdh-oldroot 2>/dev/null || true
+# Shared propagation inside the container, as systemd sets it on a real
+# machine (it leaves that to the container manager): units' credentials
+# (LoadCredential=) are mounted in a child namespace and must propagate.
+# The namespace was made private above, so nothing reaches the host.
+mount --make-rshared /
 export container=sdh-unshare
 exec /lib/systemd/systemd --unit="$TARGET" --log-target=journal-or-kmsg
 EOS

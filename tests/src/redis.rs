@@ -296,9 +296,7 @@ impl Drop for Redis {
 /// Boots a sandbox as node `node` of the cluster on `redis` (whose socket
 /// is in `shared`), Torch installed and its hub running. It signs in as its
 /// own Redis user ([`Redis::add_node_users`]), its password in a file only
-/// the hub's user reads. (A systemd credential is read first, but
-/// credentials come out empty in the test sandbox's systemd, whatever the
-/// unit.)
+/// the hub's user reads (`password_file`).
 pub fn cluster_node(label: &str, node: &str, redis: &Redis, shared: &Path) -> Result<Sandbox> {
     cluster_node_on(label, node, redis, shared, None)
 }
@@ -313,13 +311,20 @@ pub fn cluster_node_on(
     persist: Option<&Path>,
 ) -> Result<Sandbox> {
     let sb = Sandbox::boot_sharing(label, shared, persist)?;
-    let server = format!("redis = \"{}?user=torch-{node}\"\n", redis.url());
+    let server = format!(
+        "redis = \"{}?user=torch-{node}\"\npassword_file = \"{PASSWORD}\"\n",
+        redis.url()
+    );
     start_node(sb, node, &server, &[])
 }
 
+/// Where a node's Redis password is written.
+const PASSWORD: &str = "/etc/torch/redis-password";
+
 /// Makes `sb` (booted sharing the directory of a server started by
 /// [`Redis::start_tls`] in it) node `node`, which reaches the server over
-/// TLS as [`cluster_node`] describes, with the client certificate of `tls`.
+/// TLS with the client certificate of `tls`, signed in as its own Redis
+/// user with its password as the hub's systemd credential.
 pub fn tls_node(sb: Sandbox, node: &str, tls: &Tls) -> Result<Sandbox> {
     sb.run(&["mkdir", "-p", "/etc/torch"])?;
     for (from, to, mode) in [
@@ -330,8 +335,9 @@ pub fn tls_node(sb: Sandbox, node: &str, tls: &Tls) -> Result<Sandbox> {
         let pem = std::fs::read(tls.file(from)).with_context(|| format!("reading {from}"))?;
         sb.write_file(to, &pem, mode)?;
     }
-    // The drop-in docs/cluster.md gives a node that reaches Redis over TCP.
-    let dropin = "[Service]\nPrivateNetwork=no\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nIPAddressAllow=localhost\n";
+    // The drop-in docs/cluster.md gives a node that reaches Redis over TCP,
+    // the password a systemd credential (no password_file).
+    let dropin = format!("[Service]\nPrivateNetwork=no\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\nIPAddressAllow=localhost\nLoadCredential=redis-password:{PASSWORD}\n");
     sb.run(&["mkdir", "-p", "/etc/systemd/system/torch.service.d"])?;
     sb.write_file(
         "/etc/systemd/system/torch.service.d/cluster.conf",
@@ -350,13 +356,11 @@ pub fn tls_node(sb: Sandbox, node: &str, tls: &Tls) -> Result<Sandbox> {
 fn start_node(sb: Sandbox, node: &str, server: &str, secrets: &[&str]) -> Result<Sandbox> {
     sb.run(&["mkdir", "-p", "/srv/work"])?;
     sb.install_torch()?;
-    let config = format!(
-        "[cluster]\nnode = \"{node}\"\n{server}password_file = \"/etc/torch/redis-password\"\nheartbeat_secs = 1\n"
-    );
+    let config = format!("[cluster]\nnode = \"{node}\"\n{server}heartbeat_secs = 1\n");
     sb.write_file("/etc/torch/torch.toml", config.as_bytes(), 0o644)?;
     let password = format!("secret of {node}\n");
-    sb.write_file("/etc/torch/redis-password", password.as_bytes(), 0o640)?;
-    sb.run(&[&["chgrp", "torch", "/etc/torch/redis-password"], secrets].concat())?;
+    sb.write_file(PASSWORD, password.as_bytes(), 0o640)?;
+    sb.run(&[&["chgrp", "torch", PASSWORD], secrets].concat())?;
     sb.start_hub()?;
     Ok(sb)
 }

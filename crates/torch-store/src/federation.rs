@@ -126,6 +126,45 @@ impl Store {
         })
     }
 
+    /// This store's incarnation, made once: part of the origin of each
+    /// message handed to another node, so that a node whose store starts
+    /// again (reinstalled under the same name) never repeats an origin the
+    /// other nodes have stored. "" for a store that handed messages over
+    /// before incarnations were kept: its origins stay as they were.
+    pub fn incarnation(&self) -> Result<String, StoreError> {
+        self.write(|c| {
+            let known: Option<String> = c
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'incarnation'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(known) = known {
+                return Ok(known);
+            }
+            let legacy: bool = c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM messages WHERE forwarded_ms IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )?;
+            let made = match legacy {
+                true => String::new(),
+                false => {
+                    let nanos = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos());
+                    format!("{:x}", nanos ^ u128::from(std::process::id()))
+                }
+            };
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES ('incarnation', ?1)",
+                params![made],
+            )?;
+            Ok(made)
+        })
+    }
+
     /// Notes messages handed to their node.
     pub fn mark_forwarded(&self, ids: Vec<i64>) -> Result<(), StoreError> {
         self.stamp("UPDATE messages SET forwarded_ms = ?2 WHERE id = ?1", ids)
@@ -233,6 +272,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_store_has_an_incarnation_of_its_own_for_good() {
+        let (a, _da) = crate::tests::temp_store("inc-a");
+        let (b, _db) = crate::tests::temp_store("inc-b");
+        let inc = a.incarnation().unwrap();
+        assert!(!inc.is_empty());
+        assert_eq!(a.incarnation().unwrap(), inc);
+        assert_ne!(b.incarnation().unwrap(), inc);
+    }
+
+    #[test]
     fn a_message_for_another_node_waits_outside_the_local_queue_until_settled() {
         let (s, _dir) = crate::tests::temp_store("forward");
         let id = s.enqueue_for_node("operator", "far", "hi", "b").unwrap();
@@ -255,6 +304,8 @@ mod tests {
             .is_none());
         let settled = s.settle_forwarded(id, "b", State::Delivered, None).unwrap();
         assert_eq!(settled.map(|(to, _)| to).as_deref(), Some("far"));
+        // It handed messages over before it had an incarnation: none.
+        assert_eq!(s.incarnation().unwrap(), "");
         // A forgotten node's messages fail; settled ones stay as they are.
         let other = s.enqueue_for_node("operator", "gone", "hi", "c").unwrap();
         let failed = s.fail_for_node("c", "forgotten").unwrap();

@@ -66,6 +66,10 @@ pub fn prepare(
     }
     let mut server_args = config_overrides(&def.command[1..]);
     server_args.extend(config_args(workdir));
+    if names_a_profile(&def.command[1..]) {
+        // The app server runs the turns and takes no --profile.
+        tracing::warn!("codex: -p/--profile reaches the TUI only: Codex's app server, which runs the turns, takes no profile; give its settings as -c KEY=VALUE options in the agent's command, or in config.toml");
+    }
     let server = app_server::address(&app_server::socket_path(control_socket));
     let mut tui_args = vec![
         "--remote".to_string(),
@@ -153,6 +157,13 @@ fn config_overrides(args: &[String]) -> Vec<String> {
     out
 }
 
+/// Whether the agent's command names a config profile (`-p NAME`,
+/// `--profile NAME`, `--profile=NAME`).
+fn names_a_profile(args: &[String]) -> bool {
+    args.iter()
+        .any(|a| a == "-p" || a == "--profile" || a.starts_with("--profile="))
+}
+
 /// The config both programs are given.
 fn config_args(workdir: &Path) -> Vec<String> {
     let trusted = format!(
@@ -237,6 +248,14 @@ mod tests {
                 "--disable=g"
             ]
         );
+    }
+
+    #[test]
+    fn a_profile_is_noticed() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(names_a_profile(&args(&["-p", "fast"])));
+        assert!(names_a_profile(&args(&["--profile=fast"])));
+        assert!(!names_a_profile(&args(&["-c", "profile=x", "--search"])));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct Node {
     claimed: Mutex<HashSet<String>>,
     /// How many agents this node published last.
     local_agents: std::sync::atomic::AtomicUsize,
+    /// This node's store's incarnation, once read ([`Node::set_incarnation`]).
+    incarnation: std::sync::OnceLock<String>,
 }
 
 impl Node {
@@ -45,7 +47,38 @@ impl Node {
             others: RwLock::default(),
             claimed: Mutex::default(),
             local_agents: Default::default(),
+            incarnation: Default::default(),
         }))
+    }
+
+    /// Sets the incarnation of this node's store (`Store::incarnation`),
+    /// which the origins of its messages carry.
+    pub fn set_incarnation(&self, incarnation: String) {
+        let _ = self.incarnation.set(incarnation);
+    }
+
+    /// The origin of message `id` of this node's store, as other nodes
+    /// store it: `NODE:INCARNATION:ID` (`NODE:ID` for a store older than
+    /// incarnations).
+    pub fn origin(&self, id: i64) -> String {
+        match self.incarnation.get().map(String::as_str).unwrap_or("") {
+            "" => format!("{}:{id}", self.name()),
+            inc => format!("{}:{inc}:{id}", self.name()),
+        }
+    }
+
+    /// The id in this node's store of the message of `origin`, when it is
+    /// one of this node's, of this incarnation.
+    pub fn own_id(&self, origin: &str) -> Option<i64> {
+        let rest = origin.strip_prefix(self.name())?.strip_prefix(':')?;
+        let inc = self.incarnation.get().map(String::as_str).unwrap_or("");
+        let id = match rest.split_once(':') {
+            Some((i, id)) if i == inc => id,
+            Some(_) => return None,
+            None if inc.is_empty() => rest,
+            None => return None,
+        };
+        id.parse().ok()
     }
 
     /// This node's name.
@@ -119,15 +152,18 @@ pub fn pool_members(hub: &Hub, pool: &str, nodes: &[String]) -> Vec<(String, Rem
         .collect()
 }
 
-/// Whether a message from `node` may be delivered here: its recipient is
-/// an agent of this node, its sender the operator or an agent that node
-/// publishes (a node speaks for its own agents only), and this node's
-/// policy allows the route. The error says why not.
+/// Whether a message from `node` may be delivered here: its text is one
+/// `torch send` takes, its recipient an agent of this node, its sender the
+/// operator or an agent that node publishes (a node speaks for its own
+/// agents only), and this node's policy allows the route. The error says
+/// why not.
 pub fn check_incoming(
     hub: &Hub,
     node: &str,
     envelope: &torch_cluster::Envelope,
 ) -> Result<(), String> {
+    // What this node would refuse at `torch send`.
+    torch_core::validate_message(&envelope.body).map_err(|e| format!("message: {e}"))?;
     let fleet = hub.fleet.agents();
     let sender =
         match envelope.sender.as_str() {
@@ -538,7 +574,35 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> HubError {
 
 #[cfg(test)]
 mod tests {
-    use super::Load;
+    use super::{Load, Node};
+
+    fn node(name: &str) -> Node {
+        let config: torch_core::config::Config = toml::from_str(&format!(
+            "[cluster]\nnode = \"{name}\"\nredis = \"redis://127.0.0.1:1\"\n"
+        ))
+        .unwrap();
+        Node::from_config(&config).unwrap().unwrap()
+    }
+
+    #[test]
+    fn origins_carry_the_incarnation_and_only_this_ones_are_ours() {
+        let n = node("node-a");
+        n.set_incarnation("f00".into());
+        assert_eq!(n.origin(7), "node-a:f00:7");
+        assert_eq!(n.own_id("node-a:f00:7"), Some(7));
+        // Another incarnation's (the store before a reinstall), another
+        // node's, and the old form are not ours.
+        assert_eq!(n.own_id("node-a:beef:7"), None);
+        assert_eq!(n.own_id("node-b:f00:7"), None);
+        assert_eq!(n.own_id("node-a:7"), None);
+        assert_eq!(n.own_id("node-ab:f00:7"), None);
+        // A store that handed messages over before incarnations.
+        let old = node("node-a");
+        old.set_incarnation(String::new());
+        assert_eq!(old.origin(7), "node-a:7");
+        assert_eq!(old.own_id("node-a:7"), Some(7));
+        assert_eq!(old.own_id("node-a:f00:7"), None);
+    }
 
     #[test]
     fn a_spawn_goes_elsewhere_for_fewer_agents_or_much_more_memory_only() {

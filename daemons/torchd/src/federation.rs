@@ -36,8 +36,15 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// Starts the loops, when this hub is one node of a cluster.
 pub fn start(hub: &Arc<Hub>) {
-    if hub.cluster.is_none() {
+    let Some(node) = &hub.cluster else {
         return;
+    };
+    match hub.store.incarnation() {
+        Ok(inc) => node.set_incarnation(inc),
+        Err(e) => {
+            tracing::error!("cluster: cannot read this store's incarnation ({e}); messages to other nodes wait until the hub starts again");
+            return;
+        }
     }
     tokio::spawn(forward(Arc::clone(hub)));
     tokio::spawn(receive(Arc::clone(hub)));
@@ -94,9 +101,10 @@ async fn forward(hub: Arc<Hub>) {
 }
 
 async fn forward_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
-    let Some(registry) = registry(hub) else {
+    let Some(node) = &hub.cluster else {
         return Ok(false);
     };
+    let registry = node.registry();
     let h = Arc::clone(hub);
     let again = RESEND_AFTER.as_millis() as i64;
     // A message handed over to a node now lost waits in its inbox; handing
@@ -107,7 +115,7 @@ async fn forward_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
     let mut result = Ok(());
     for m in &batch {
         let envelope = Envelope {
-            origin: format!("{}:{}", registry.node(), m.id),
+            origin: node.origin(m.id),
             sender: m.sender.clone(),
             recipient: m.recipient.clone(),
             body: m.body.clone(),
@@ -287,11 +295,7 @@ async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
     let mut ids = Vec::with_capacity(acks.len());
     for (entry, ack) in &acks {
         ids.push(entry.clone());
-        let Some(id) = ack
-            .origin
-            .strip_prefix(&format!("{}:", registry.node()))
-            .and_then(|id| id.parse::<i64>().ok())
-        else {
+        let Some(id) = hub.cluster.as_ref().and_then(|n| n.own_id(&ack.origin)) else {
             continue;
         };
         let state = match ack.state.as_str() {
