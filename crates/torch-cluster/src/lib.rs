@@ -267,6 +267,18 @@ impl Registry {
         self.checked(result).await
     }
 
+    /// The Redis server's clock, in Unix milliseconds: the clock of stream
+    /// entry ids, whatever the machines' clocks say.
+    pub async fn now_ms(&self) -> Result<u64, ClusterError> {
+        let result = async {
+            let mut conn = self.connection().await?;
+            let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
+            Ok(secs * 1000 + micros / 1000)
+        }
+        .await;
+        self.checked(result).await
+    }
+
     /// Gives `name` up, if this node holds it.
     pub async fn release(&self, name: &str) -> Result<(), ClusterError> {
         let result = self.release_once(name).await;

@@ -198,8 +198,21 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
     let registry = node.registry();
     let requests = registry.read_requests(pending).await.map_err(unavailable)?;
     let mut ids = Vec::with_capacity(requests.len());
+    let now = match requests.is_empty() {
+        true => 0,
+        false => registry.now_ms().await.map_err(unavailable)?,
+    };
     for (entry, request) in &requests {
-        let reply = match answer(hub, request).await {
+        // Its asker stopped waiting (this node was down, or Redis away):
+        // what it asked is not done behind its back.
+        let answered = match stale(entry, now) {
+            true => Err(format!(
+                "asked over {} s ago, not done: ask again",
+                ANSWER_TIMEOUT.as_secs()
+            )),
+            false => answer(hub, request).await,
+        };
+        let reply = match answered {
             Ok(body) => Reply {
                 id: request.id.clone(),
                 ok: true,
@@ -219,6 +232,16 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
     }
     registry.done_requests(&ids).await.map_err(unavailable)?;
     Ok(!requests.is_empty())
+}
+
+/// Whether the request of stream entry `entry` (its id: Redis's
+/// milliseconds, then a sequence) is older than its asker waits, at `now`.
+fn stale(entry: &str, now: u64) -> bool {
+    let at: u64 = entry
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or(now);
+    now.saturating_sub(at) > ANSWER_TIMEOUT.as_millis() as u64
 }
 
 /// Does what another node asks: a spawn here, as the operator; a move of
@@ -292,4 +315,16 @@ fn unavailable(e: torch_cluster::ClusterError) -> HubError {
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> HubError {
     HubError::Internal("the table of spawns waiting for another node is poisoned".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_request_older_than_its_asker_waits_is_stale() {
+        let now = 1_000_000;
+        assert!(!super::stale("999000-0", now));
+        assert!(!super::stale(&format!("{}-3", now - 60_000), now));
+        assert!(super::stale(&format!("{}-0", now - 60_001), now));
+        assert!(!super::stale("garbled", now));
+    }
 }
