@@ -5,7 +5,9 @@
 
 use redis::Script;
 
-use crate::{agents_key, free_key, seen_key, streams, ClusterError, Registry, LOST_AFTER};
+use crate::{
+    agents_key, beat_key, free_key, seen_key, streams, ClusterError, Registry, LOST_AFTER,
+};
 use crate::{FORGOTTEN, NAMES, NODES};
 
 /// What forgetting a node did.
@@ -27,8 +29,8 @@ pub enum Unforgettable {
 }
 
 impl Registry {
-    /// Forgets `node`, which must be lost (unheard for [`LOST_AFTER`]
-    /// heartbeats of this node's period) and not this node.
+    /// Forgets `node`, which must be lost (unheard for [`LOST_AFTER`] of
+    /// its heartbeats) and not this node.
     pub async fn forget(&self, node: &str) -> Result<Result<Forgot, Unforgettable>, ClusterError> {
         let result = self.forget_once(node).await;
         self.checked(result).await
@@ -59,7 +61,8 @@ impl Registry {
               if seen then
                 local t = redis.call('TIME')
                 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-                if now - tonumber(seen) <= tonumber(ARGV[2]) then return {-2, 0, 0} end
+                local beat = tonumber(redis.call('GET', KEYS[11]) or ARGV[2])
+                if now - tonumber(seen) <= beat * tonumber(ARGV[3]) then return {-2, 0, 0} end
               end
               local waiting = redis.call('XLEN', KEYS[7])
               local names = 0
@@ -71,11 +74,11 @@ impl Registry {
                 end
               end
               redis.call('SREM', KEYS[1], ARGV[1])
-              redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+              redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11])
               redis.call('SADD', KEYS[3], ARGV[1])
               return {0, names, waiting}",
         );
-        let lost_after = self.heartbeat.as_millis() as u64 * u64::from(LOST_AFTER);
+        let beat = self.heartbeat.as_millis() as u64;
         let (status, names, waiting): (i64, u64, u64) = script
             .key(NODES)
             .key(NAMES)
@@ -87,8 +90,10 @@ impl Registry {
             .key(streams::acks(node))
             .key(streams::requests(node))
             .key(streams::replies(node))
+            .key(beat_key(node))
             .arg(node)
-            .arg(lost_after)
+            .arg(beat)
+            .arg(LOST_AFTER)
             .invoke_async(&mut conn)
             .await?;
         Ok(match status {

@@ -11,6 +11,8 @@
 //!   of the Redis server's clock, so the machines' clocks need not agree;
 //! - `torch:node:NODE:free`, a string: the node's free memory then, in KiB,
 //!   for placing spawns;
+//! - `torch:node:NODE:heartbeat`, a string: its heartbeat period, in ms: it
+//!   is lost after three of its own;
 //! - `torch:names`, a hash: agent name to the node that holds it. A name is
 //!   claimed before a spawn and released at retirement, so two nodes never
 //!   run agents of the same name;
@@ -319,6 +321,7 @@ impl Registry {
               redis.call('SET', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000))
               redis.call('SET', KEYS[4], ARGV[3])
               redis.call('SREM', KEYS[5], ARGV[1])
+              redis.call('SET', KEYS[6], ARGV[4])
               return known",
         );
         let known: i64 = script
@@ -327,9 +330,11 @@ impl Registry {
             .key(seen_key(&self.node))
             .key(free_key(&self.node))
             .key(FORGOTTEN)
+            .key(beat_key(&self.node))
             .arg(&self.node)
             .arg(json)
             .arg(free_kib)
+            .arg(self.heartbeat.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
         Ok(known == 1)
@@ -342,15 +347,24 @@ impl Registry {
         let mut nodes: Vec<String> = conn.smembers(NODES).await?;
         nodes.retain(|n| *n != self.node);
         nodes.sort();
-        let lost_after = self.heartbeat.as_millis() as u64 * u64::from(LOST_AFTER);
         let mut out = Vec::new();
         for node in nodes {
-            let (seen, agents, free): (Option<u64>, Option<String>, Option<u64>) = redis::pipe()
+            let (seen, agents, free, beat): (
+                Option<u64>,
+                Option<String>,
+                Option<u64>,
+                Option<u64>,
+            ) = redis::pipe()
                 .get(seen_key(&node))
                 .get(agents_key(&node))
                 .get(free_key(&node))
+                .get(beat_key(&node))
                 .query_async(&mut conn)
                 .await?;
+            // Lost after three of the node's own heartbeats (this node's
+            // period for one that does not say).
+            let beat = beat.unwrap_or(self.heartbeat.as_millis() as u64);
+            let lost_after = beat * u64::from(LOST_AFTER);
             let agents = match agents {
                 Some(json) => serde_json::from_str(&json).map_err(|e| ClusterError::Corrupt {
                     key: agents_key(&node),
@@ -417,6 +431,10 @@ fn agents_key(node: &str) -> String {
 
 fn seen_key(node: &str) -> String {
     format!("torch:node:{node}:seen")
+}
+
+fn beat_key(node: &str) -> String {
+    format!("torch:node:{node}:heartbeat")
 }
 
 fn free_key(node: &str) -> String {
