@@ -129,6 +129,25 @@ fn nodes_share_one_registry_and_unique_names() -> Result<()> {
         "{names:?}"
     );
 
+    // The web dashboard of either node shows the whole fleet, each agent
+    // with its node.
+    b.systemctl(&["enable", "--now", "torch-web.socket"])?;
+    let web = b.run(&[
+        "curl",
+        "-sSf",
+        "--max-time",
+        "15",
+        "http://127.0.0.1:9467/api/status",
+    ])?;
+    let web: Value = serde_json::from_str(&web)?;
+    let shown = web["agents"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        shown
+            .iter()
+            .any(|a| a["name"] == "alpha" && a["node"] == "node-a"),
+        "{web:#}"
+    );
+
     // A name is unique across the cluster.
     refused_as_taken(&b, "node-b", "alpha", "node-a")?;
 
