@@ -16,7 +16,7 @@ use torch_cluster::{Claim, NodeView, Registry, RemoteAgent};
 use torch_core::config::Config;
 
 use crate::error::HubError;
-use crate::hub::Hub;
+use crate::hub::{blocking, Hub};
 use crate::service;
 
 /// The hub's side of the cluster.
@@ -399,9 +399,9 @@ pub async fn run(hub: Arc<Hub>) {
 async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
     let mut local = service::local_status(hub, None).await?;
     local.retain(|a| a.definition_error.is_none());
-    claim_local_names(node, &local).await?;
+    claim_local_names(hub, node, &local).await?;
     let h = Arc::clone(hub);
-    let fleet = crate::hub::blocking(move || Ok(h.fleet.agents())).await?;
+    let fleet = blocking(move || Ok(h.fleet.agents())).await?;
     let pool = |name: &str| fleet.agents.get(name).and_then(|a| a.def.pool.clone());
     let agents: Vec<RemoteAgent> = local
         .into_iter()
@@ -437,14 +437,18 @@ async fn forget_what_redis_held(hub: &Arc<Hub>, node: &Node) -> Result<(), HubEr
     tracing::info!("cluster: Redis did not know this node (a new node, or Redis came back empty): claiming its names again and handing its unsettled messages over again");
     node.claimed.lock().map_err(poisoned)?.clear();
     let h = Arc::clone(hub);
-    crate::hub::blocking(move || Ok(h.store.forward_again()?)).await?;
+    blocking(move || Ok(h.store.forward_again()?)).await?;
     hub.forward_now.notify_one();
     Ok(())
 }
 
 /// Claims the names of local agents not claimed yet (those defined before
 /// the hub joined, or by hand); a name another node holds is reported.
-async fn claim_local_names(node: &Node, local: &[AgentStatus]) -> Result<(), HubError> {
+async fn claim_local_names(
+    hub: &Arc<Hub>,
+    node: &Node,
+    local: &[AgentStatus],
+) -> Result<(), HubError> {
     let unclaimed: Vec<String> = {
         let claimed = node.claimed.lock().map_err(poisoned)?;
         local
@@ -455,7 +459,16 @@ async fn claim_local_names(node: &Node, local: &[AgentStatus]) -> Result<(), Hub
     };
     for name in unclaimed {
         match node.registry.claim(&name).await.map_err(unavailable)? {
-            Claim::Ours => {}
+            Claim::Ours => {
+                // Retired since the list was read: its retirement may have
+                // given the name up before this claim took it again.
+                let (h, n) = (Arc::clone(hub), name.clone());
+                let here = blocking(move || Ok(h.fleet.agents().agents.contains_key(&n))).await?;
+                if !here {
+                    node.registry.release(&name).await.map_err(unavailable)?;
+                    continue;
+                }
+            }
             Claim::Taken(other) => tracing::error!(
                 "cluster: agent {name} is defined here and on node {other}; names must be unique across the cluster: retire one of them"
             ),
