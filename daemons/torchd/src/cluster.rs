@@ -103,53 +103,55 @@ pub fn where_is(hub: &Hub, name: &str) -> Option<(String, RemoteAgent)> {
     })
 }
 
+/// What `view` makes of the other nodes as last read (nothing on a lone
+/// hub).
+fn with_others<T: Default>(hub: &Hub, view: impl FnOnce(&[NodeView]) -> T) -> T {
+    let Some(node) = &hub.cluster else {
+        return T::default();
+    };
+    match node.others.read() {
+        Ok(others) => view(&others.0),
+        Err(_) => T::default(),
+    }
+}
+
 /// The engineer-like agents of the other nodes that are not lost, with
 /// their node, as last published: workers the router may give tasks to.
 pub fn remote_workers(hub: &Hub) -> Vec<(String, RemoteAgent)> {
-    let Some(node) = &hub.cluster else {
-        return Vec::new();
-    };
-    let Ok(others) = node.others.read() else {
-        return Vec::new();
-    };
     let engineer = |a: &RemoteAgent| {
         a.role
             .parse::<torch_core::Role>()
             .is_ok_and(|r| torch_core::policy::rank(r) == 0)
     };
-    others
-        .0
-        .iter()
-        .filter(|n| !n.lost)
-        .flat_map(|n| {
-            n.agents
-                .iter()
-                .filter(|a| engineer(a))
-                .map(|a| (n.node.clone(), a.clone()))
-        })
-        .collect()
+    with_others(hub, |others| {
+        others
+            .iter()
+            .filter(|n| !n.lost)
+            .flat_map(|n| {
+                n.agents
+                    .iter()
+                    .filter(|a| engineer(a))
+                    .map(|a| (n.node.clone(), a.clone()))
+            })
+            .collect()
+    })
 }
 
 /// The members of pool `pool` on the other nodes of `nodes`, each with its
 /// node and whether that node is lost, as last published.
 pub fn pool_members(hub: &Hub, pool: &str, nodes: &[String]) -> Vec<(String, RemoteAgent, bool)> {
-    let Some(node) = &hub.cluster else {
-        return Vec::new();
-    };
-    let Ok(others) = node.others.read() else {
-        return Vec::new();
-    };
-    others
-        .0
-        .iter()
-        .filter(|n| nodes.contains(&n.node))
-        .flat_map(|n| {
-            n.agents
-                .iter()
-                .filter(|a| a.pool.as_deref() == Some(pool))
-                .map(|a| (n.node.clone(), a.clone(), n.lost))
-        })
-        .collect()
+    with_others(hub, |others| {
+        others
+            .iter()
+            .filter(|n| nodes.contains(&n.node))
+            .flat_map(|n| {
+                n.agents
+                    .iter()
+                    .filter(|a| a.pool.as_deref() == Some(pool))
+                    .map(|a| (n.node.clone(), a.clone(), n.lost))
+            })
+            .collect()
+    })
 }
 
 /// Whether a message from `node` may be delivered here: its text is one
@@ -350,18 +352,13 @@ pub async fn publishes(hub: &Arc<Hub>, node: &str, name: &str) -> bool {
 
 /// What `node` last published of its agents.
 fn node_agents(hub: &Hub, node: &str) -> Vec<RemoteAgent> {
-    let Some(n) = &hub.cluster else {
-        return Vec::new();
-    };
-    let Ok(others) = n.others.read() else {
-        return Vec::new();
-    };
-    others
-        .0
-        .iter()
-        .find(|v| v.node == node)
-        .map(|v| v.agents.clone())
-        .unwrap_or_default()
+    with_others(hub, |others| {
+        others
+            .iter()
+            .find(|v| v.node == node)
+            .map(|v| v.agents.clone())
+            .unwrap_or_default()
+    })
 }
 
 /// Publishes this node and reads the others, every heartbeat, for good.

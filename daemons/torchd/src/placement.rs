@@ -62,18 +62,27 @@ pub async fn spawn_elsewhere(
     }
     crate::cluster::known_node(hub, &req.node)?;
     let body = spec_json(&req)?;
-    match ask(hub, &req.node, "spawn", body, brief).await {
-        Ok(Ok(unit)) => Ok(unit),
-        Ok(Err(why)) => Err(HubError::Refused(format!("node {}: {why}", req.node))),
+    let what = format!("to spawn {}", req.name);
+    ask_for(hub, &req.node, ("spawn", body, brief), &what).await
+}
+
+/// [`ask`], its outcome as the caller's: what `node` gave, or why not
+/// (`what`: what was asked, "to spawn NAME").
+pub async fn ask_for(
+    hub: &Hub,
+    node: &str,
+    (kind, body, brief): (&str, String, &str),
+    what: &str,
+) -> Result<String, HubError> {
+    match ask(hub, node, kind, body, brief).await {
+        Ok(Ok(given)) => Ok(given),
+        Ok(Err(why)) => Err(HubError::Refused(format!("node {node}: {why}"))),
         Err(Unanswered::NotSent(e)) => Err(HubError::Refused(format!(
-            "cannot ask node {} to spawn {} ({e}); try again once Redis answers",
-            req.node, req.name
+            "cannot ask node {node} {what} ({e}); try again once Redis answers"
         ))),
         Err(Unanswered::TimedOut) => Err(HubError::Refused(format!(
-            "node {} did not answer within {} s whether it spawned {}; see `torch status` for it",
-            req.node,
-            ANSWER_TIMEOUT.as_secs(),
-            req.name
+            "node {node} did not answer within {} s when asked {what}: see there whether it was done",
+            ANSWER_TIMEOUT.as_secs()
         ))),
     }
 }

@@ -13,7 +13,7 @@ use torch_core::pool::Pool;
 
 use crate::error::HubError;
 use crate::hub::Hub;
-use crate::placement::{ask, Unanswered};
+use crate::placement::ask_for;
 use crate::pools::Member;
 
 /// Whether `node` can take members now: this node, or another not lost.
@@ -102,16 +102,8 @@ pub async fn retire_there(
         pool: pool.into(),
     };
     let body = serde_json::to_string(&body).map_err(|e| HubError::Internal(e.to_string()))?;
-    match ask(hub, node, "retire", body, "").await {
-        Ok(Ok(transcript)) => Ok(transcript),
-        Ok(Err(why)) => Err(HubError::Refused(format!("node {node}: {why}"))),
-        Err(Unanswered::NotSent(e)) => Err(HubError::Refused(format!(
-            "cannot ask node {node} to retire {member} ({e})"
-        ))),
-        Err(Unanswered::TimedOut) => Err(HubError::Refused(format!(
-            "node {node} did not answer whether it retired {member}"
-        ))),
-    }
+    let what = format!("to retire {member}");
+    ask_for(hub, node, ("retire", body, ""), &what).await
 }
 
 /// Retires here what node `from` asks for its pool: a member of that pool

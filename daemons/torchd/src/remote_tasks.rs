@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::HubError;
 use crate::hub::Hub;
-use crate::placement::{ask, Unanswered};
+use crate::placement::ask_for;
 
 /// A move asked by another node.
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,16 +48,10 @@ pub async fn act_elsewhere(
         actor: actor.into(),
     };
     let body = serde_json::to_string(&body).map_err(|e| HubError::Internal(e.to_string()))?;
-    match ask(hub, node, "task", body, "").await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(why)) => Err(HubError::Refused(format!("node {node}: {why}"))),
-        Err(Unanswered::NotSent(e)) => Err(HubError::Refused(format!(
-            "cannot reach node {node} for task {node}:{id} ({e}); try again once Redis answers"
-        ))),
-        Err(Unanswered::TimedOut) => Err(HubError::Refused(format!(
-            "node {node} did not answer about task {node}:{id}; see `torch task show {id}` there"
-        ))),
-    }
+    let what = format!("to {action} task {node}:{id}");
+    ask_for(hub, node, ("task", body, ""), &what)
+        .await
+        .map(drop)
 }
 
 /// Makes the move node `from` asks on this node's ledger.
