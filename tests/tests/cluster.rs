@@ -463,6 +463,7 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     let persist = PathBuf::from(format!("/srv/torch-tests/cluster-away-{pid}-b-state"));
     let _ = std::fs::remove_dir_all(&persist);
     std::fs::create_dir_all(&persist)?;
+    let _gone = RemovedOnDrop(persist.clone());
     std::fs::create_dir_all(&shared)?;
     let c = Sandbox::boot_sharing("cluster-away-c", &shared, None)?;
     let tls = Tls::make(&shared.join("tls"))?;
@@ -544,9 +545,16 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     burst(&b, "operator", "gamma", "TO-C", 5)?;
     let got = wait_records(&c, "gamma", 5)?;
     each_once_in_order(&got, &[("TO-C", 5)])?;
-    a_task_for_a_worker_elsewhere(&a, &c)?;
-    let _ = std::fs::remove_dir_all(&persist);
-    Ok(())
+    a_task_for_a_worker_elsewhere(&a, &c)
+}
+
+/// A directory of the test's, removed however the test ends.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A pool run by node-a whose members may run on node-a and node-b, below
