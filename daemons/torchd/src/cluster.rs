@@ -115,6 +115,17 @@ fn with_others<T: Default>(hub: &Hub, view: impl FnOnce(&[NodeView]) -> T) -> T 
     }
 }
 
+/// Whether agent `name` runs on another node that is not lost (`true`),
+/// or on one that is (`false`); `None` when no other node publishes it.
+pub fn runs_elsewhere(hub: &Hub, name: &str) -> Option<bool> {
+    with_others(hub, |others| {
+        others
+            .iter()
+            .find(|n| n.agents.iter().any(|a| a.name == name))
+            .map(|n| !n.lost)
+    })
+}
+
 /// The engineer-like agents of the other nodes that are not lost, with
 /// their node, as last published: workers the router may give tasks to.
 pub fn remote_workers(hub: &Hub) -> Vec<(String, RemoteAgent)> {

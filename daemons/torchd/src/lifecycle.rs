@@ -44,6 +44,13 @@ pub async fn control(
     if up {
         set_wanted(hub, agent.as_str(), true).await?;
         hub.courier.kick(agent.as_str());
+    } else {
+        // Its supervisor says so on its way out, best effort within half
+        // a second: on a loaded machine that report can be lost, and
+        // watchers (torch top, the dashboard) would show it up for good.
+        hub.events
+            .agent_changed(agent.as_str(), "down", "stopped (torch stop)")
+            .await;
     }
     Ok(())
 }

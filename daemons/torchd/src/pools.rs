@@ -22,12 +22,18 @@ use crate::service;
 
 /// How often each pool is looked at.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a member spawned on another node counts before its node
+/// publishes it (its next heartbeat, a few seconds).
+const PUBLISHED_WITHIN: Duration = Duration::from_secs(60);
 
 /// What the pools are doing, for `Pools`, and since when members are idle.
 #[derive(Default)]
 pub struct Pools {
     status: Mutex<BTreeMap<String, PoolStatus>>,
     idle_since: Mutex<HashMap<String, Instant>>,
+    /// Members spawned on another node, by name: their node, of which
+    /// pool, and when; they count until their node publishes them.
+    placed: Mutex<HashMap<String, (String, String, Instant)>>,
 }
 
 impl Pools {
@@ -49,6 +55,35 @@ impl Pools {
         });
         s.insert(status.name.clone(), status);
         changed
+    }
+
+    /// Notes `member` of `pool` spawned on `node`, another node.
+    fn placed(&self, pool: &str, member: &str, node: &str) {
+        if let Ok(mut p) = self.placed.lock() {
+            p.insert(member.into(), (node.into(), pool.into(), Instant::now()));
+        }
+    }
+
+    /// The members of `pool` spawned on other nodes that their node has not
+    /// published yet (within [`PUBLISHED_WITHIN`]), beside those `seen`.
+    fn not_yet_seen(&self, pool: &str, seen: &[Member]) -> Vec<Member> {
+        let Ok(mut placed) = self.placed.lock() else {
+            return Vec::new();
+        };
+        placed.retain(|name, (_, _, at)| {
+            at.elapsed() < PUBLISHED_WITHIN && !seen.iter().any(|m| m.name == *name)
+        });
+        placed
+            .iter()
+            .filter(|(_, (_, p, _))| p == pool)
+            .map(|(name, (node, _, _))| Member {
+                name: name.clone(),
+                held: 0,
+                node: Some(node.clone()),
+                lost: false,
+                idle_there: false,
+            })
+            .collect()
     }
 
     /// How long `member` has been idle with no task, now that it is (or
@@ -146,6 +181,10 @@ fn look(hub: &Hub, name: &str, pool: &Pool) -> Result<Look, HubError> {
         })
         .collect();
     members.extend(crate::pool_nodes::remote_members(hub, name, pool, &held));
+    // Spawned elsewhere a moment ago: counted, so the pool does not spawn
+    // again before the member's node publishes it.
+    let pending = hub.pools.not_yet_seen(name, &members);
+    members.extend(pending);
     members.sort_by_key(|m| member_number(name, &m.name));
     if !hub.store.any_open()? {
         return Ok(Look {
@@ -272,7 +311,10 @@ async fn grow(
         };
         service::spawn(hub, req, "").await?;
         match &node {
-            Some(n) => tracing::info!("pool {name}: spawned {member} on node {n}"),
+            Some(n) => {
+                hub.pools.placed(name, member.as_str(), n);
+                tracing::info!("pool {name}: spawned {member} on node {n}");
+            }
             None => tracing::info!("pool {name}: spawned {member}"),
         }
         placed.push(node);

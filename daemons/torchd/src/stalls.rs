@@ -4,7 +4,8 @@
 //! and its parent is told the task stalled (a `TORCH_ALERT=1` line too),
 //! and the task shows `stalled`. A task whose holder is gone (retired, or
 //! its definition removed) or not running for that long goes back to open:
-//! the holder's lease has run out. Checked by the router's rounds.
+//! the holder's lease has run out; so does one held by a worker of another
+//! node once that node is lost. Checked by the router's rounds.
 
 use std::collections::HashMap;
 
@@ -41,7 +42,13 @@ pub fn check(hub: &Hub) -> Result<Vec<String>, HubError> {
             continue;
         };
         if fleet.get(&holder).is_err() {
-            release(hub, &holder, "its holder is no longer defined")?;
+            match crate::cluster::runs_elsewhere(hub, &holder) {
+                // A worker of another node (tasks across nodes): its own
+                // node watches it; no nudge goes there.
+                Some(true) => {}
+                Some(false) => release(hub, &holder, "its holder's node is lost")?,
+                None => release(hub, &holder, "its holder is no longer defined")?,
+            }
             continue;
         }
         let state = states
