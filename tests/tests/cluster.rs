@@ -278,6 +278,9 @@ fn below_a_parent_elsewhere(a: &Sandbox, b: &Sandbox) -> Result<()> {
     );
     let (ok, out) = a.torch_in_unit("eng-a", &["send", "far", "over my parent"])?;
     ensure!(!ok && out.contains("policy 'hierarchy' refuses"), "{out}");
+    // The parent is not retired while it has an agent below it elsewhere.
+    let (ok, out) = b.torch_status(&["retire", "under-far"])?;
+    ensure!(!ok && out.contains("eng-a (node node-a)"), "{out}");
     // An agent may not put one below a parent elsewhere.
     let helper = echo_spawn("helper-a", None, "engineer", Some("under-far"));
     let (ok, out) = a.torch_in_unit("eng-a", &strs(&helper))?;
@@ -545,7 +548,7 @@ fn a_node_that_goes_away_gets_its_messages_when_it_is_back() -> Result<()> {
     burst(&b, "operator", "gamma", "TO-C", 5)?;
     let got = wait_records(&c, "gamma", 5)?;
     each_once_in_order(&got, &[("TO-C", 5)])?;
-    a_task_for_a_worker_elsewhere(&a, &c)
+    a_task_for_a_worker_elsewhere(&a, &b, &c)
 }
 
 /// A directory of the test's, removed however the test ends.
@@ -593,7 +596,7 @@ fn wait_member(sb: &Sandbox, name: &str, node: &str) -> Result<()> {
 
 /// A task of node-a's ledger that only a worker of node-c can do goes to
 /// it; the worker starts and finishes it from node-c.
-fn a_task_for_a_worker_elsewhere(a: &Sandbox, c: &Sandbox) -> Result<()> {
+fn a_task_for_a_worker_elsewhere(a: &Sandbox, b: &Sandbox, c: &Sandbox) -> Result<()> {
     c.spawn_echo("pm-c", "project-manager", Some("gamma"))?;
     let mut dev = echo_spawn("dev-c", None, "engineer", Some("pm-c"));
     let at = dev.iter().position(|x| x == "--").unwrap_or(dev.len());
@@ -621,9 +624,15 @@ fn a_task_for_a_worker_elsewhere(a: &Sandbox, c: &Sandbox) -> Result<()> {
     )
     .with_context(|| format!("dev-c recorded {:?}", c.records("dev-c")))?;
     let task = format!("node-a:{id}");
-    // The operator of node-c moves node-a's tasks on node-a.
+    // The operator of node-c moves node-a's tasks on node-a, and an agent
+    // of another node than the holder's moves none.
     let (ok, out) = c.torch_status(&["task", "start", &task])?;
     ensure!(!ok && out.contains("on node node-a"), "{out}");
+    let (ok, out) = b.torch_in_unit("beta", &["task", "block", &task, "--reason", "mine now"])?;
+    ensure!(
+        !ok && out.contains("is not held by beta of node node-b"),
+        "{out}"
+    );
     for step in [
         vec!["task", "start", task.as_str()],
         vec!["task", "done", task.as_str(), "--summary", "ported"],

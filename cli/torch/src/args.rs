@@ -325,8 +325,8 @@ pub enum TaskCmd {
     Current,
     /// Take an open task you have the skills and room for
     Claim {
-        /// The task's id; NODE:ID for a task of another node of the
-        /// cluster, as its assignment says.
+        /// The task's id (of this node's ledger: another node's tasks are
+        /// given, not claimed).
         id: TaskRef,
     },
     /// Say you are working on a task you hold
@@ -424,6 +424,8 @@ impl std::str::FromStr for TaskRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
+        // As an assignment prints it: `Task #build-1:7`.
+        let s = s.strip_prefix('#').unwrap_or(s);
         let (node, id) = match s.rsplit_once(':') {
             Some((node, id)) if !node.is_empty() => (node, id),
             _ => ("", s),
@@ -531,6 +533,7 @@ mod task_ref_tests {
         let hash: TaskRef = "#12".parse().unwrap();
         assert_eq!(hash, here);
         let far: TaskRef = "build-1:7".parse().unwrap();
+        assert_eq!("#build-1:7".parse::<TaskRef>().unwrap(), far);
         assert_eq!(
             (far.node.as_str(), far.id, far.to_string()),
             ("build-1", 7, "build-1:7".into())

@@ -101,6 +101,9 @@ const MIGRATIONS: &[&str] = &[
         WHERE node IS NOT NULL AND state = 'queued';
     CREATE INDEX messages_to_ack ON messages (id)
         WHERE origin IS NOT NULL AND acked_ms IS NULL;",
+    // 9: the node of a task's holder when it is an agent of another node
+    // of the cluster, who alone may move it from there.
+    "ALTER TABLE tasks ADD COLUMN owner_node TEXT;",
 ];
 
 /// Brings the database to the current schema.

@@ -70,6 +70,8 @@ pub struct Task {
     pub stalled: bool,
     /// Who was last asked to review it.
     pub reviewer: Option<String>,
+    /// The node of the cluster its holder runs on, when another.
+    pub owner_node: Option<String>,
 }
 
 /// One change of a task.
@@ -96,6 +98,8 @@ pub struct Change<'a> {
     pub to: &'a str,
     /// Its new holder, if it changes.
     pub owner: Option<&'a str>,
+    /// With a new holder: the node of the cluster it runs on, when another.
+    pub owner_node: Option<&'a str>,
     /// Whether it loses its holder (back to the ledger).
     pub release: bool,
     /// Its reviewer, if one is named.
@@ -114,7 +118,7 @@ pub struct Change<'a> {
 }
 
 const COLUMNS: &str = "id, title, body, skills, project, priority, state, owner, created_by, \
-    created_ms, updated_ms, nudges, nudged_ms, stalled, reviewer";
+    created_ms, updated_ms, nudges, nudged_ms, stalled, reviewer, owner_node";
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let skills: String = r.get(3)?;
@@ -139,6 +143,7 @@ fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
         nudged_ms: r.get(12)?,
         stalled: r.get(13)?,
         reviewer: r.get(14)?,
+        owner_node: r.get(15)?,
     })
 }
 
@@ -317,7 +322,7 @@ impl Store {
             };
             for id in &ids {
                 c.execute(
-                    "UPDATE tasks SET state = 'open', owner = NULL, updated_ms = ?2,
+                    "UPDATE tasks SET state = 'open', owner = NULL, owner_node = NULL, updated_ms = ?2,
                      nudges = 0, nudged_ms = NULL, stalled = 0 WHERE id = ?1",
                     params![id, now],
                 )?;
@@ -411,6 +416,7 @@ impl Store {
     pub fn change_task(&self, id: i64, change: Change<'_>) -> Result<bool, StoreError> {
         let from: Vec<String> = change.from.iter().map(|s| s.to_string()).collect();
         let (to, owner) = (change.to.to_string(), change.owner.map(String::from));
+        let owner_node = change.owner_node.map(String::from);
         let (release, reviewer) = (change.release, change.reviewer.map(String::from));
         let skills = change.skills.map(|s| s.join(","));
         let (actor, note) = (change.actor.to_string(), change.note.to_string());
@@ -429,9 +435,10 @@ impl Store {
             c.execute(
                 "UPDATE tasks SET state = ?2,
                  owner = CASE WHEN ?5 THEN NULL ELSE COALESCE(?3, owner) END,
+                 owner_node = CASE WHEN ?5 THEN NULL WHEN ?3 IS NOT NULL THEN ?8 ELSE owner_node END,
                  reviewer = COALESCE(?6, reviewer), skills = COALESCE(?7, skills),
                  updated_ms = ?4, nudges = 0, nudged_ms = NULL, stalled = 0 WHERE id = ?1",
-                params![id, to, owner, now, release, reviewer, skills],
+                params![id, to, owner, now, release, reviewer, skills, owner_node],
             )?;
             c.execute(
                 "INSERT INTO task_events (task, at_ms, actor, state, note) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -470,6 +477,7 @@ mod tests {
             from: &["open"],
             to: "assigned",
             owner: Some("far-dev"),
+            owner_node: Some("node-b"),
             actor: "hub",
             report: Some(("operator", "far-dev", "Task for you".into())),
             report_node: Some("node-b"),
@@ -477,6 +485,11 @@ mod tests {
         };
         assert!(s.change_task(a, give).unwrap());
         assert!(s.next_queued("far-dev").unwrap().is_none());
+        let t = s.task(a).unwrap().unwrap();
+        assert_eq!(t.owner_node.as_deref(), Some("node-b"));
+        // Back to the ledger: no holder, no node.
+        s.release_tasks("far-dev", "hub", "gone").unwrap();
+        assert_eq!(s.task(a).unwrap().unwrap().owner_node, None);
         let out = s.to_forward(60_000, &[], 10).unwrap();
         assert_eq!(
             (out.len(), out[0].node.as_str(), out[0].body.as_str()),

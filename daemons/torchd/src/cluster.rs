@@ -30,6 +30,10 @@ pub struct Node {
     local_agents: std::sync::atomic::AtomicUsize,
     /// This node's store's incarnation, once read ([`Node::set_incarnation`]).
     incarnation: std::sync::OnceLock<String>,
+    /// Since when each other node is lost, as this node saw it go.
+    lost_since: Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Forgotten nodes whose messages this node has failed already.
+    forgotten_done: Mutex<HashSet<String>>,
 }
 
 impl Node {
@@ -48,6 +52,8 @@ impl Node {
             claimed: Mutex::default(),
             local_agents: Default::default(),
             incarnation: Default::default(),
+            lost_since: Mutex::default(),
+            forgotten_done: Mutex::default(),
         }))
     }
 
@@ -115,20 +121,57 @@ fn with_others<T: Default>(hub: &Hub, view: impl FnOnce(&[NodeView]) -> T) -> T 
     }
 }
 
-/// Whether agent `name` runs on another node that is not lost (`true`),
-/// or on one that is (`false`); `None` when no other node publishes it.
-pub fn runs_elsewhere(hub: &Hub, name: &str) -> Option<bool> {
+/// The agents of other nodes (lost or not) whose parent is `name`, each as
+/// `AGENT (node NODE)`.
+pub fn children_elsewhere(hub: &Hub, name: &str) -> Vec<String> {
     with_others(hub, |others| {
         others
             .iter()
+            .flat_map(|n| {
+                n.agents
+                    .iter()
+                    .filter(|a| a.parent.as_deref() == Some(name))
+                    .map(|a| format!("{} (node {})", a.name, n.node))
+            })
+            .collect()
+    })
+}
+
+/// Whether agent `name` runs on another node that is not lost, or lost
+/// for less than `grace` (`true`), or on one lost longer (`false`); `None`
+/// when no other node publishes it.
+pub fn runs_elsewhere(hub: &Hub, name: &str, grace: std::time::Duration) -> Option<bool> {
+    let node = with_others(hub, |others| {
+        others
+            .iter()
             .find(|n| n.agents.iter().any(|a| a.name == name))
-            .map(|n| !n.lost)
+            .map(|n| (n.node.clone(), n.lost))
+    })?;
+    let Some(this) = &hub.cluster else {
+        return None;
+    };
+    Some(match node {
+        (_, false) => true,
+        (n, true) => this
+            .lost_since
+            .lock()
+            .ok()
+            .and_then(|s| s.get(&n).map(|t| t.elapsed() < grace))
+            .unwrap_or(false),
     })
 }
 
 /// The engineer-like agents of the other nodes that are not lost, with
 /// their node, as last published: workers the router may give tasks to.
 pub fn remote_workers(hub: &Hub) -> Vec<(String, RemoteAgent)> {
+    // A view Redis has not refreshed says nothing of who is idle now.
+    let fresh = hub
+        .cluster
+        .as_ref()
+        .is_some_and(|n| n.others.read().is_ok_and(|o| !unheard(n, o.1)));
+    if !fresh {
+        return Vec::new();
+    }
     let engineer = |a: &RemoteAgent| {
         a.role
             .parse::<torch_core::Role>()
@@ -336,12 +379,40 @@ pub async fn refresh(hub: &Arc<Hub>) -> Result<(), HubError> {
                 })
                 .collect();
         others.extend(gone);
+        note_lost(node, &others);
         *o = (others, Some(std::time::Instant::now()));
     }
-    for gone in forgotten.iter().filter(|n| *n != node.name()) {
-        crate::forget::fail_waiting(hub, gone).await?;
+    let new: Vec<String> = match node.forgotten_done.lock() {
+        Ok(mut done) => {
+            done.retain(|n| forgotten.contains(n));
+            forgotten
+                .iter()
+                .filter(|n| *n != node.name() && !done.contains(*n))
+                .cloned()
+                .collect()
+        }
+        Err(_) => Vec::new(),
+    };
+    for gone in new {
+        crate::forget::fail_waiting(hub, &gone).await?;
+        if let Ok(mut done) = node.forgotten_done.lock() {
+            done.insert(gone);
+        }
     }
     Ok(())
+}
+
+/// Notes since when each node of `view` is lost (and forgets the others).
+fn note_lost(node: &Node, view: &[NodeView]) {
+    let Ok(mut since) = node.lost_since.lock() else {
+        return;
+    };
+    since.retain(|n, _| view.iter().any(|v| v.lost && v.node == *n));
+    for v in view.iter().filter(|v| v.lost) {
+        since
+            .entry(v.node.clone())
+            .or_insert_with(std::time::Instant::now);
+    }
 }
 
 /// Drops `node` from this node's view (forgotten).
@@ -561,10 +632,7 @@ fn remote<T>(hub: &Hub, row: impl Fn(&NodeView, &RemoteAgent) -> T) -> Vec<T> {
         return Vec::new();
     };
     let (nodes, read_at) = &*others;
-    // Unheard from Redis as long as a node would be: every node is lost
-    // from here.
-    let lost_after = node.registry.heartbeat() * torch_cluster::LOST_AFTER;
-    let unheard = read_at.is_none_or(|t| t.elapsed() > lost_after);
+    let unheard = unheard(node, *read_at);
     nodes
         .iter()
         .flat_map(|n| {
@@ -575,6 +643,13 @@ fn remote<T>(hub: &Hub, row: impl Fn(&NodeView, &RemoteAgent) -> T) -> Vec<T> {
             n.agents.iter().map(|a| row(&n, a)).collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Whether Redis has been unheard (the view last read at `read_at`) as
+/// long as a node would be: every node is lost from here.
+fn unheard(node: &Node, read_at: Option<std::time::Instant>) -> bool {
+    let lost_after = node.registry.heartbeat() * torch_cluster::LOST_AFTER;
+    read_at.is_none_or(|t| t.elapsed() > lost_after)
 }
 
 /// An agent of a lost node is lost, whatever it was last.

@@ -74,7 +74,7 @@ pub async fn act(
         "review" => review(hub, actor, &t, target, note)?,
         "reject" => {
             needs(note, "reject", "--reason")?;
-            reject(actor, &t, note)?
+            reject(hub, actor, &t, note)?
         }
         other => {
             return Err(invalid(format!(
@@ -102,8 +102,10 @@ async fn commit(
     let from = step.from.join(" or ");
     let kick = step.report.as_ref().map(|(_, r, _)| r.clone());
     // A party of another node (a holder there) gets its report there.
+    let local = |r: &str| hub.fleet.agents().agents.contains_key(r);
     let report_node = kick
         .as_deref()
+        .filter(|r| !local(r))
         .and_then(|r| crate::cluster::where_is(hub, r))
         .map(|(node, _)| node);
     let (who, text) = (me.to_string(), note.to_string());
@@ -119,6 +121,7 @@ async fn commit(
                 from: step.from,
                 to: step.to,
                 owner: step.owner.as_deref(),
+                owner_node: None,
                 release: step.release,
                 reviewer: step.reviewer.as_deref(),
                 skills: step.skills.as_deref(),
@@ -361,7 +364,7 @@ fn review(
 }
 
 /// The reviewer sends `t` back to its holder as rework.
-fn reject(actor: Option<&str>, t: &Task, reason: &str) -> Result<Step, HubError> {
+fn reject(hub: &Hub, actor: Option<&str>, t: &Task, reason: &str) -> Result<Step, HubError> {
     if t.state == "review" && actor.is_some() && actor != t.reviewer.as_deref() {
         return Err(denied(format!(
             "only the reviewer of task #{} ({}) may reject it",
@@ -373,13 +376,22 @@ fn reject(actor: Option<&str>, t: &Task, reason: &str) -> Result<Step, HubError>
     let holder = t.owner.clone().unwrap_or_default();
     let text = format!(
         "Task #{id} ({title}) came back from review by {me}: {reason}\nRework it, then: torch task review {id} --reviewer {me}, or torch task done {id} --summary \"...\"",
-        id = t.id,
+        id = label(hub, t),
         title = t.title
     );
     Ok(Step {
         report: Some((me.to_string(), holder, text)),
         ..Step::new(&["review"], "working")
     })
+}
+
+/// How `t` is named to its holder: `NODE:ID` for a holder of another node,
+/// whose own node's ledger has ids of its own.
+fn label(hub: &Hub, t: &Task) -> String {
+    match (&t.owner_node, crate::cluster::node_name(hub)) {
+        (Some(_), Some(here)) => format!("{here}:{}", t.id),
+        _ => t.id.to_string(),
+    }
 }
 
 /// The message telling the other party about `t` entering `to`, by `me`:
@@ -407,7 +419,8 @@ fn report(hub: &Hub, t: &Task, me: &str, to: &str, note: &str) -> Option<(String
         "blocked" => format!("Task #{} blocked ({me}): {}\nReason: {note}", t.id, t.title),
         _ => format!(
             "Task #{} cancelled by {me}: {}\nStop work on it.",
-            t.id, t.title
+            label(hub, t),
+            t.title
         ),
     };
     Some((me.to_string(), party, body))

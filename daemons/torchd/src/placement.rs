@@ -28,6 +28,10 @@ use crate::service;
 /// How long a spawn on another node may take: its unit's start (30 s)
 /// and the trips through Redis.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// A request older than this when its turn comes is not done: what it asks
+/// (a spawn waits for its agent's start) would end after its asker stopped
+/// waiting.
+const EXPIRE_AFTER: Duration = Duration::from_secs(30);
 
 /// Spawns waiting for another node's answer, by request id.
 #[derive(Default)]
@@ -211,13 +215,16 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
         true => 0,
         false => registry.now_ms().await.map_err(unavailable)?,
     };
+    let read_at = std::time::Instant::now();
     for (entry, request) in &requests {
-        // Its asker stopped waiting (this node was down, or Redis away):
-        // what it asked is not done behind its back.
-        let answered = match stale(entry, now) {
+        // Its asker stopped waiting, or will before it is done (this node
+        // was down, Redis away, or the requests before took long): what it
+        // asked is not done behind its back.
+        let at = now + read_at.elapsed().as_millis() as u64;
+        let answered = match stale(entry, at) {
             true => Err(format!(
                 "asked over {} s ago, not done: ask again",
-                ANSWER_TIMEOUT.as_secs()
+                EXPIRE_AFTER.as_secs()
             )),
             false => answer(hub, request).await,
         };
@@ -244,13 +251,13 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
 }
 
 /// Whether the request of stream entry `entry` (its id: Redis's
-/// milliseconds, then a sequence) is older than its asker waits, at `now`.
+/// milliseconds, then a sequence) is older than [`EXPIRE_AFTER`] at `now`.
 fn stale(entry: &str, now: u64) -> bool {
     let at: u64 = entry
         .split_once('-')
         .and_then(|(ms, _)| ms.parse().ok())
         .unwrap_or(now);
-    now.saturating_sub(at) > ANSWER_TIMEOUT.as_millis() as u64
+    now.saturating_sub(at) > EXPIRE_AFTER.as_millis() as u64
 }
 
 /// Does what another node asks: a spawn here, as the operator; a move of
@@ -332,8 +339,8 @@ mod tests {
     fn a_request_older_than_its_asker_waits_is_stale() {
         let now = 1_000_000;
         assert!(!super::stale("999000-0", now));
-        assert!(!super::stale(&format!("{}-3", now - 60_000), now));
-        assert!(super::stale(&format!("{}-0", now - 60_001), now));
+        assert!(!super::stale(&format!("{}-3", now - 30_000), now));
+        assert!(super::stale(&format!("{}-0", now - 30_001), now));
         assert!(!super::stale("garbled", now));
     }
 }

@@ -3,8 +3,9 @@
 //! moves it from its own node (`TaskActOn`, `torch task done NODE:ID`).
 //! Its hub hands the move to the task's node through Redis; the task's
 //! node takes the worker as the node that runs it publishes it (a node
-//! speaks for its own agents only) and makes the move as for that agent,
-//! with its own checks (the holder only may start or finish a task).
+//! speaks for its own agents only), checks that the task is held by that
+//! agent of that node, and makes the move as for that agent, with its own
+//! checks.
 
 use std::sync::Arc;
 
@@ -60,6 +61,19 @@ pub async fn answer(hub: &Arc<Hub>, from: &str, body: &str) -> Result<String, St
         .map_err(|e| format!("a task move this node cannot read: {e}"))?;
     if !crate::cluster::publishes(hub, from, &m.actor).await {
         return Err(format!("node {from} does not publish an agent {}", m.actor));
+    }
+    // Only the holder this node gave the task to, on the node it gave it
+    // to: the name alone may have been retired there and taken elsewhere.
+    let t = crate::ledger::stored(hub, m.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let held_there =
+        t.owner.as_deref() == Some(m.actor.as_str()) && t.owner_node.as_deref() == Some(from);
+    if !held_there {
+        return Err(format!(
+            "task #{} is not held by {} of node {from}; an agent of another node moves only a task given to it",
+            m.id, m.actor
+        ));
     }
     tracing::info!(
         "cluster: {} of node {from}: task #{} {}",

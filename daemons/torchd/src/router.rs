@@ -4,9 +4,10 @@
 //! capacity, least loaded first, within the hierarchy: a task an agent
 //! opened goes to the workers below it, one the operator opened to any
 //! worker. The holder gets the task as a message from whoever opened it,
-//! in the same transaction as the assignment. In a cluster, a task the
-//! operator opened that no worker of this node can take now goes to an
-//! idle worker of another node with its skills and room, as that node
+//! in the same transaction as the assignment. In a cluster, a task that no
+//! worker of this node can take now goes to an idle worker of another node
+//! in its opener's reach (for an agent's task: below an agent of this node
+//! in the opener's subtree) with its skills and room, as that node
 //! publishes it; the task stays in this node's ledger, and the worker
 //! moves it from its own node (`torch task done NODE:ID`). A round runs after each
 //! change of the ledger and every [`TICK`], so a worker that turns idle
@@ -115,6 +116,7 @@ fn round(hub: &Hub) -> Result<Vec<String>, HubError> {
                 actor: ROUTER,
                 note: "",
                 report: Some((from, &holder, text)),
+                owner_node: node.as_deref(),
                 report_node: node.as_deref(),
                 ..Default::default()
             },
@@ -174,20 +176,26 @@ impl<'f> Workers<'f> {
         if let Some(name) = self.pick_here(fleet, task) {
             return Some((name, None));
         }
-        if task.created_by != OPERATOR {
-            return None;
-        }
-        self.pick_elsewhere(task)
+        self.pick_elsewhere(fleet, task)
             .map(|(name, node)| (name, Some(node)))
     }
 
-    /// A worker of another node for `task`: with its skills, room (the
-    /// tasks of its own node's ledger and of this one's), idle with nothing
-    /// queued as its node last published it; the least loaded, then by name.
-    fn pick_elsewhere(&self, task: &Task) -> Option<(String, String)> {
+    /// A worker of another node for `task`: in its opener's reach (for an
+    /// agent's task, below an agent of this node in its subtree, as a pool
+    /// member spread over nodes is), with its skills, room (the tasks of its
+    /// own node's ledger and of this one's), idle with nothing queued as
+    /// its node last published it; the least loaded, then by name.
+    fn pick_elsewhere(&self, fleet: &Fleet, task: &Task) -> Option<(String, String)> {
+        let opener = (task.created_by != OPERATOR).then_some(task.created_by.as_str());
+        let reached = |a: &RemoteAgent| match (opener, a.parent.as_deref()) {
+            (None, _) => true,
+            (Some(o), Some(p)) => fleet.agents.contains_key(p) && may_control(fleet, Some(o), p),
+            (Some(_), None) => false,
+        };
         let mut fit: Vec<(usize, &str, &str)> = self
             .remote
             .iter()
+            .filter(|(_, a)| reached(a))
             // Not one that took a task this round.
             .filter(|(_, a)| self.idle.get(&a.name).is_none_or(|i| *i))
             .filter(|(_, a)| a.state == "idle" && a.queued == 0)

@@ -209,12 +209,15 @@ pub async fn retire(hub: &Arc<Hub>, actor: Option<&str>, name: &str) -> Result<S
         .get(agent.as_str())
         .map_err(HubError::Refused)?
         .clone();
-    let children: Vec<&str> = fleet
+    let mut children: Vec<String> = fleet
         .agents
         .values()
         .filter(|a| a.def.parent.as_deref() == Some(agent.as_str()))
-        .map(|a| a.name.as_str())
+        .map(|a| a.name.to_string())
         .collect();
+    // And below it on other nodes: once it is gone, an agent given its
+    // name would be their parent.
+    children.extend(cluster::children_elsewhere(hub, agent.as_str()));
     if !children.is_empty() {
         return Err(HubError::Refused(format!(
             "{name} still has agents below it ({}); retire them first",

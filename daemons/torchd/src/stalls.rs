@@ -42,9 +42,11 @@ pub fn check(hub: &Hub) -> Result<Vec<String>, HubError> {
             continue;
         };
         if fleet.get(&holder).is_err() {
-            match crate::cluster::runs_elsewhere(hub, &holder) {
-                // A worker of another node (tasks across nodes): its own
-                // node watches it; no nudge goes there.
+            let grace = hub.config.ledger.stall_after;
+            match crate::cluster::runs_elsewhere(hub, &holder, grace) {
+                // A worker of another node (tasks across nodes), not
+                // nudged there; its task waits out a node lost for less
+                // than the lease.
                 Some(true) => {}
                 Some(false) => release(hub, &holder, "its holder's node is lost")?,
                 None => release(hub, &holder, "its holder is no longer defined")?,
