@@ -362,8 +362,8 @@ pub async fn refresh(hub: &Arc<Hub>) -> Result<(), HubError> {
     let Some(node) = &hub.cluster else {
         return Ok(());
     };
-    let mut others = node.registry.others().await.map_err(unavailable)?;
-    let forgotten = node.registry.forgotten().await.map_err(unavailable)?;
+    let mut others = node.registry.others().await?;
+    let forgotten = node.registry.forgotten().await?;
     if let Ok(mut o) = node.others.write() {
         // A node Redis no longer has (Redis came back empty, and it has not
         // published since) stays, lost, as last heard: messages for its
@@ -498,11 +498,7 @@ async fn heartbeat(hub: &Arc<Hub>, node: &Node) -> Result<(), HubError> {
         .collect();
     node.local_agents
         .store(agents.len(), std::sync::atomic::Ordering::Relaxed);
-    let known = node
-        .registry
-        .publish(&agents, free_kib())
-        .await
-        .map_err(unavailable)?;
+    let known = node.registry.publish(&agents, free_kib()).await?;
     if !known {
         forget_what_redis_held(hub, node).await?;
     }
@@ -537,14 +533,14 @@ async fn claim_local_names(
             .collect()
     };
     for name in unclaimed {
-        match node.registry.claim(&name).await.map_err(unavailable)? {
+        match node.registry.claim(&name).await? {
             Claim::Ours => {
                 // Retired since the list was read: its retirement may have
                 // given the name up before this claim took it again.
                 let (h, n) = (Arc::clone(hub), name.clone());
                 let here = blocking(move || Ok(h.fleet.agents().agents.contains_key(&n))).await?;
                 if !here {
-                    node.registry.release(&name).await.map_err(unavailable)?;
+                    node.registry.release(&name).await?;
                     continue;
                 }
             }
@@ -658,10 +654,6 @@ fn state(node: &NodeView, agent: &RemoteAgent) -> String {
         true => "lost".into(),
         false => agent.state.clone(),
     }
-}
-
-fn unavailable(e: torch_cluster::ClusterError) -> HubError {
-    HubError::Internal(e.to_string())
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> HubError {

@@ -35,3 +35,11 @@ impl From<torch_store::StoreError> for HubError {
         HubError::Store(e.to_string())
     }
 }
+
+/// Redis (a cluster's) did not answer or refused; the hub goes on alone
+/// and tries again.
+impl From<torch_cluster::ClusterError> for HubError {
+    fn from(e: torch_cluster::ClusterError) -> Self {
+        HubError::Internal(e.to_string())
+    }
+}

@@ -124,7 +124,7 @@ async fn forward_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
         // In id order: a message is never handed over before an older one
         // of the same sender.
         if let Err(e) = registry.send_to(&m.node, &envelope).await {
-            result = Err(unavailable(e));
+            result = Err(e.into());
             break;
         }
         done.push(m.id);
@@ -184,13 +184,13 @@ async fn receive_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
     let Some(registry) = registry(hub) else {
         return Ok(false);
     };
-    let entries = registry.read_inbox(pending).await.map_err(unavailable)?;
+    let entries = registry.read_inbox(pending).await?;
     let mut ids = Vec::with_capacity(entries.len());
     for (id, envelope) in &entries {
         take(hub, registry, envelope).await?;
         ids.push(id.clone());
     }
-    registry.done_inbox(&ids).await.map_err(unavailable)?;
+    registry.done_inbox(&ids).await?;
     Ok(!entries.is_empty())
 }
 
@@ -213,7 +213,7 @@ async fn take(hub: &Arc<Hub>, registry: &Registry, envelope: &Envelope) -> Resul
             state: State::Failed.as_str().into(),
             reason: why,
         };
-        return registry.ack_to(node, &ack).await.map_err(unavailable);
+        return registry.ack_to(node, &ack).await.map_err(HubError::from);
     }
     let (h, e) = (Arc::clone(hub), envelope.clone());
     let stored = blocking(move || {
@@ -269,7 +269,7 @@ async fn tell_once(hub: &Arc<Hub>) -> Result<bool, HubError> {
             reason: s.reason.clone().unwrap_or_default(),
         };
         if let Err(e) = registry.ack_to(node, &ack).await {
-            result = Err(unavailable(e));
+            result = Err(e.into());
             break;
         }
         done.push(s.id);
@@ -291,7 +291,7 @@ async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
     let Some(registry) = registry(hub) else {
         return Ok(false);
     };
-    let acks = registry.read_acks(pending).await.map_err(unavailable)?;
+    let acks = registry.read_acks(pending).await?;
     let mut ids = Vec::with_capacity(acks.len());
     for (entry, ack) in &acks {
         ids.push(entry.clone());
@@ -317,10 +317,6 @@ async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
             (None, _) => {}
         }
     }
-    registry.done_acks(&ids).await.map_err(unavailable)?;
+    registry.done_acks(&ids).await?;
     Ok(!acks.is_empty())
-}
-
-fn unavailable(e: torch_cluster::ClusterError) -> HubError {
-    HubError::Internal(e.to_string())
 }

@@ -209,11 +209,11 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
         return Ok(false);
     };
     let registry = node.registry();
-    let requests = registry.read_requests(pending).await.map_err(unavailable)?;
+    let requests = registry.read_requests(pending).await?;
     let mut ids = Vec::with_capacity(requests.len());
     let now = match requests.is_empty() {
         true => 0,
-        false => registry.now_ms().await.map_err(unavailable)?,
+        false => registry.now_ms().await?,
     };
     let read_at = std::time::Instant::now();
     for (entry, request) in &requests {
@@ -240,13 +240,10 @@ async fn serve_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
                 body: why,
             },
         };
-        registry
-            .reply(&request.from, &reply)
-            .await
-            .map_err(unavailable)?;
+        registry.reply(&request.from, &reply).await?;
         ids.push(entry.clone());
     }
-    registry.done_requests(&ids).await.map_err(unavailable)?;
+    registry.done_requests(&ids).await?;
     Ok(!requests.is_empty())
 }
 
@@ -305,7 +302,7 @@ async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
         return Ok(false);
     };
     let registry = node.registry();
-    let replies = registry.read_replies(pending).await.map_err(unavailable)?;
+    let replies = registry.read_replies(pending).await?;
     let mut ids = Vec::with_capacity(replies.len());
     for (entry, reply) in replies.iter().cloned() {
         ids.push(entry);
@@ -321,16 +318,12 @@ async fn hear_once(hub: &Arc<Hub>, pending: bool) -> Result<bool, HubError> {
             let _ = tx.send(reply);
         }
     }
-    registry.done_replies(&ids).await.map_err(unavailable)?;
+    registry.done_replies(&ids).await?;
     Ok(!replies.is_empty())
 }
 
-fn unavailable(e: torch_cluster::ClusterError) -> HubError {
-    HubError::Internal(e.to_string())
-}
-
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> HubError {
-    HubError::Internal("the table of spawns waiting for another node is poisoned".into())
+    HubError::Internal("the table of requests waiting for another node's answer is poisoned".into())
 }
 
 #[cfg(test)]
